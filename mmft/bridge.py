@@ -1,0 +1,233 @@
+"""Fusion modules that join image tokens and text tokens: the cross-modal attention bridge and simpler baselines.
+
+Every bridge takes both token streams already projected to the bridge width and returns a `BridgeOutput`.
+Adding a fusion means writing one `Bridge` subclass and adding it to `BRIDGES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BridgeOutput:
+    text_states: torch.Tensor  # (B, Nt, D)
+    image_states: torch.Tensor  # (B, Nv, D)
+    pooled: torch.Tensor  # (B, pooled_size)
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # per layer, text->image weights (B, H, Nt, Nv)
+
+
+def _key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, Nk) 1/0 mask -> additive bias (B, 1, 1, Nk), so padded keys get -inf-like scores."""
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias = bias.masked_fill(mask == 0, torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+def _pool(text_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
+    """[text first token ; mean image token]: the text CLS summarises the question, the mean sees every patch."""
+    return torch.cat([text_states[:, 0], image_states.mean(dim=1)], dim=-1)  # (B, 2D)
+
+
+class Attention(nn.Module):
+    """Multi-head attention on `scaled_dot_product_attention`; explicit softmax only when weights are requested."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key_value = nn.Linear(hidden_size, 2 * hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)
+        self.dropout = dropout
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, d)
+
+    def forward(
+        self,
+        queries: torch.Tensor,  # (B, Nq, D)
+        keys: torch.Tensor,  # (B, Nk, D)
+        key_bias: torch.Tensor | None = None,  # (B, 1, 1, Nk)
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self._split_heads(self.query(queries))  # (B, H, Nq, d)
+        k, v = (self._split_heads(t) for t in self.key_value(keys).chunk(2, dim=-1))  # 2 x (B, H, Nk, d)
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, Nq, Nk)
+            if key_bias is not None:
+                scores = scores + key_bias
+            weights = scores.softmax(dim=-1)
+            context = F.dropout(weights, dropout, self.training) @ v  # (B, H, Nq, d)
+        else:
+            weights = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, dropout_p=dropout)
+        context = context.transpose(1, 2).flatten(2)  # (B, Nq, D)
+        return self.output(context), weights
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(hidden_size, intermediate_size),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(intermediate_size, hidden_size),
+        )
+
+
+class StreamBlock(nn.Module):
+    """One stream's half of a bridge layer: pre-LN self-attention, optional cross-attention, feed-forward."""
+
+    def __init__(self, config, with_cross_attention: bool = True) -> None:
+        super().__init__()
+        width, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
+        self.self_norm = nn.LayerNorm(width, eps=eps)
+        self.self_attention = Attention(width, heads, config.attention_dropout)
+        self.cross_norm = nn.LayerNorm(width, eps=eps) if with_cross_attention else None
+        self.cross_attention = Attention(width, heads, config.attention_dropout) if with_cross_attention else None
+        self.ffn_norm = nn.LayerNorm(width, eps=eps)
+        self.ffn = FeedForward(width, config.intermediate_size, config.hidden_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def attend_self(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        normed = self.self_norm(x)
+        return x + self.dropout(self.self_attention(normed, normed, bias)[0])
+
+    def attend_other(
+        self, x: torch.Tensor, other: torch.Tensor, other_bias: torch.Tensor | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # `other` is the other stream after its own self-attention in this layer (METER's ordering).
+        attended, weights = self.cross_attention(self.cross_norm(x), other, other_bias, need_weights)
+        return x + self.dropout(attended), weights
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class Bridge(nn.Module):
+    """Interface of every fusion: (text tokens, image tokens, text mask) -> `BridgeOutput`."""
+
+    uses_attention: bool = False
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.pooled_size = 2 * config.hidden_size
+
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        image_states: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> BridgeOutput:
+        raise NotImplementedError
+
+
+class CoAttentionBridge(Bridge):
+    """METER / BridgeTower-style co-attention: each layer lets text attend to image and image attend to text."""
+
+    uses_attention = True
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.text_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
+        self.image_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
+        self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.image_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+        text_bias = _key_padding_bias(text_mask, text_states.dtype)  # (B, 1, 1, Nt)
+        cross_attentions = []
+        for text_block, image_block in zip(self.text_blocks, self.image_blocks):
+            text_states = text_block.attend_self(text_states, text_bias)  # (B, Nt, D)
+            image_states = image_block.attend_self(image_states, None)  # (B, Nv, D)
+            # Both directions read the other stream as it was before this layer's cross-attention.
+            new_text, weights = text_block.attend_other(text_states, image_states, None, output_attentions)
+            image_states, _ = image_block.attend_other(image_states, text_states, text_bias, False)
+            text_states = new_text
+            text_states = text_block.feed_forward(text_states)
+            image_states = image_block.feed_forward(image_states)
+            cross_attentions.append(weights)  # (B, H, Nt, Nv)
+        text_states, image_states = self.text_norm(text_states), self.image_norm(image_states)
+        return BridgeOutput(
+            text_states,
+            image_states,
+            _pool(text_states, image_states),
+            tuple(cross_attentions) if output_attentions else None,
+        )
+
+
+class CrossAttentionBridge(Bridge):
+    """One-way fusion: text attends to image in every layer; image tokens pass through unchanged."""
+
+    uses_attention = True
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.text_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
+        self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+        text_bias = _key_padding_bias(text_mask, text_states.dtype)
+        cross_attentions = []
+        for block in self.text_blocks:
+            text_states = block.attend_self(text_states, text_bias)
+            text_states, weights = block.attend_other(text_states, image_states, None, output_attentions)
+            text_states = block.feed_forward(text_states)
+            cross_attentions.append(weights)  # (B, H, Nt, Nv)
+        text_states = self.text_norm(text_states)
+        return BridgeOutput(
+            text_states,
+            image_states,
+            _pool(text_states, image_states),
+            tuple(cross_attentions) if output_attentions else None,
+        )
+
+
+class ConcatBridge(Bridge):
+    """Late fusion: [text CLS ; mean image token] through an MLP. No token-level interaction."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        width = config.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.GELU(), nn.Dropout(config.hidden_dropout))
+
+    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+        return BridgeOutput(text_states, image_states, self.mlp(_pool(text_states, image_states)))
+
+
+class ProductBridge(Bridge):
+    """Late fusion by element-wise product of the pooled streams (the easy-VQA reference model's fusion)."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        width = config.hidden_size
+        self.text_proj = nn.Linear(width, width)
+        self.image_proj = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(config.hidden_dropout))
+
+    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+        fused = torch.tanh(self.text_proj(text_states[:, 0])) * torch.tanh(self.image_proj(image_states.mean(1)))
+        return BridgeOutput(text_states, image_states, self.mlp(fused))  # (B, 2D)
+
+
+BRIDGES: dict[str, type[Bridge]] = {
+    "co_attention": CoAttentionBridge,
+    "cross_attention": CrossAttentionBridge,
+    "concat": ConcatBridge,
+    "product": ProductBridge,
+}
+
+
+def build_bridge(config) -> Bridge:
+    """Instantiate the bridge named by `config.bridge` (validated by `MMFTConfig`)."""
+    return BRIDGES[config.bridge](config)

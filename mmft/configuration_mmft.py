@@ -1,0 +1,96 @@
+"""`MMFTConfig`: the configuration of a vision tower + text tower + cross-modal bridge (+ task head)."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .bridge import BRIDGES
+
+
+@strict
+class MMFTConfig(PreTrainedConfig):
+    r"""
+    Configuration of an mmft model. It stores the towers' full configurations, so a saved folder rebuilds the whole
+    model with no network access and no tower download.
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`):
+            The vision tower's config: any HF vision model (`vit`, `clip_vision_model`, `siglip_vision_model`,
+            `dinov2`, ...) or a `timm_wrapper` config (`architecture` + `model_args`) for a timm model.
+        text_config (`dict` or `PreTrainedConfig`):
+            The text tower's config: any HF encoder (`bert`, `roberta`, `deberta-v2`, ...).
+        bridge (`str`, defaults to `"co_attention"`):
+            The fusion, one of `mmft.bridge.BRIDGES`: `co_attention`, `cross_attention`, `concat`, `product`.
+        num_bridge_layers (`int`, defaults to 2): layers of an attention bridge (ignored by `concat` / `product`).
+        hidden_size (`int`, defaults to 256): bridge width; both towers are projected to it.
+        num_attention_heads (`int`, defaults to 4): heads of every bridge attention; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*): bridge feed-forward width; defaults to `4 * hidden_size`.
+        hidden_dropout (`float`, defaults to 0.1), attention_dropout (`float`, defaults to 0.0): bridge dropouts.
+        image_position_embeddings (`bool`, defaults to `True`):
+            Add fixed 2-D sin-cos positions to the tokens of feature-map towers (CNNs), which carry no position of
+            their own once flattened. ViT-like towers already embed positions and are left alone.
+        vision_pretrained_from / text_pretrained_from (`str`, *optional*):
+            Where each tower's weights came from (`None`: trained from scratch); shown in model cards and logs.
+
+    Example:
+
+    ```python
+    >>> from transformers import BertConfig, ViTConfig
+    >>> from mmft import MMFTConfig
+    >>> config = MMFTConfig(vision_config=ViTConfig(), text_config=BertConfig(), bridge="co_attention")
+    ```
+    """
+
+    model_type = "mmft"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="vit", optional=True),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    bridge: str = "co_attention"
+    num_bridge_layers: int = 2
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int | None = None
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.0
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    image_position_embeddings: bool = True
+    vision_pretrained_from: str | None = None
+    text_pretrained_from: str | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self) -> None:
+        """Reject configs that could only fail later, deep inside a forward pass."""
+        super().validate_architecture()
+        if self.bridge not in BRIDGES:
+            raise ValueError(f"unknown bridge {self.bridge!r}; known: {', '.join(sorted(BRIDGES))}")
+        for name in ("hidden_size", "num_attention_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); try num_attention_heads in "
+                f"{[h for h in range(1, 17) if self.hidden_size % h == 0]}"
+            )
+        if BRIDGES[self.bridge].uses_attention and self.num_bridge_layers < 1:
+            raise ValueError(
+                f"bridge {self.bridge!r} needs num_bridge_layers >= 1, got {self.num_bridge_layers}; "
+                "use bridge='concat' or 'product' for a fusion without layers"
+            )
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+__all__ = ["MMFTConfig"]

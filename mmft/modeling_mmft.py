@@ -1,0 +1,278 @@
+"""mmft models: `MMFTModel` (towers + projections + bridge) and the task heads built on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .bridge import build_bridge
+from .configuration_mmft import MMFTConfig
+from .towers import (
+    TIMM_SCRATCH_PREFIX,
+    TextTower,
+    VisionTower,
+    build_tower,
+    load_pretrained_tower,
+    text_config_from_name,
+    vision_config_from_name,
+)
+
+
+@dataclass
+class MMFTModelOutput(ModelOutput):
+    """
+    text_states (`(B, Nt, D)`), image_states (`(B, Nv, D)`): both streams after the bridge.
+    pooled (`(B, P)`): the fused summary the task heads read.
+    cross_attentions (per bridge layer `(B, H, Nt, Nv)`): text->image attention, with `output_attentions=True`.
+    image_grid (`(H, W)`): the feature-map shape image tokens came from, for heatmaps; `None` for ViT-like towers.
+    """
+
+    text_states: torch.Tensor | None = None
+    image_states: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_grid: tuple[int, int] | None = None
+
+
+@dataclass
+class MMFTClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_grid: tuple[int, int] | None = None
+
+
+def sincos_2d(height: int, width: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions (MAE-style), (H*W, dim), row-major like a flattened feature map."""
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32),
+        torch.arange(width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    angles_y = ys.flatten()[:, None] * freqs  # (H*W, dim/4)
+    angles_x = xs.flatten()[:, None] * freqs
+    table = torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=1)
+    return F.pad(table, (0, dim - table.shape[1])).to(dtype)  # (H*W, dim)
+
+
+class MMFTPreTrainedModel(PreTrainedModel):
+    """Weight init, loading and the `from_vision_text_pretrained` factory shared by every mmft model."""
+
+    config_class = MMFTConfig
+    config: MMFTConfig
+    base_model_prefix = "mmft"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Towers are PreTrainedModels and initialise themselves; this only reaches bridge, projections and heads.
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision: str | PreTrainedConfig,
+        text: str | PreTrainedConfig,
+        bridge: str = "co_attention",
+        answers: Sequence[str] | None = None,
+        vision_model_args: dict[str, Any] | None = None,
+        **config_overrides: Any,
+    ) -> "MMFTPreTrainedModel":
+        """
+        Join a pretrained vision tower and a pretrained text tower with a freshly initialised bridge (and head).
+
+        Args:
+            vision: a Hub id or local folder (HF vision model or `timm/...`), `timm:<architecture>` for a timm model
+                with random weights (trained from scratch), or a config for a random tower.
+            text: a Hub id, a local folder, an offline alias (`minilm`), or a config for a random tower.
+            bridge: fusion name from `mmft.BRIDGES`.
+            answers: the label vocabulary of a classification head (becomes `id2label`).
+            vision_model_args: extra `timm.create_model` kwargs for timm towers, e.g. `{"img_size": 64}`.
+            **config_overrides: any other `MMFTConfig` field (`num_bridge_layers`, `hidden_size`, ...).
+        """
+        towers, sources = {}, {}
+        for kind, spec in (("vision", vision), ("text", text)):
+            if isinstance(spec, PreTrainedConfig):
+                towers[kind], sources[kind] = build_tower(spec, kind), None
+                continue
+            if kind == "vision":
+                tower_config = vision_config_from_name(spec, vision_model_args)
+            else:
+                tower_config = text_config_from_name(spec)
+            towers[kind] = load_pretrained_tower(spec, tower_config, kind)
+            sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else spec
+        if answers is not None:
+            answers = list(answers)
+            if len(set(answers)) != len(answers):
+                raise ValueError("answers must be unique; got duplicates in the answer vocabulary")
+            config_overrides["id2label"] = dict(enumerate(answers))
+            config_overrides["label2id"] = {answer: i for i, answer in enumerate(answers)}
+        config = MMFTConfig(
+            vision_config=towers["vision"].model.config,
+            text_config=towers["text"].model.config,
+            bridge=bridge,
+            vision_pretrained_from=sources["vision"],
+            text_pretrained_from=sources["text"],
+            **config_overrides,
+        )
+        return cls(config, vision_tower=towers["vision"], text_tower=towers["text"])
+
+
+class MMFTModel(MMFTPreTrainedModel):
+    """Vision tower + text tower, each projected to the bridge width, fused by the configured bridge."""
+
+    def __init__(
+        self, config: MMFTConfig, vision_tower: VisionTower | None = None, text_tower: TextTower | None = None
+    ) -> None:
+        super().__init__(config)
+        if config.vision_config is None or config.text_config is None:
+            raise ValueError(
+                "MMFTConfig needs both vision_config and text_config; build a model with "
+                "MMFTForVisualQuestionAnswering.from_vision_text_pretrained(vision=..., text=...)"
+            )
+        self.vision_tower = vision_tower or build_tower(config.vision_config, "vision")
+        self.text_tower = text_tower or build_tower(config.text_config, "text")
+        width = config.hidden_size
+        self.vision_projection = nn.Linear(self.vision_tower.hidden_size, width)
+        self.text_projection = nn.Linear(self.text_tower.hidden_size, width)
+        self.modality_embeddings = nn.Embedding(2, width)  # 0: text, 1: image
+        self.bridge = build_bridge(config)
+        self._text_cache: dict[bytes, torch.Tensor] | None = None
+        # Sub-configs lose their resolved attention backend when wrapped in MMFTConfig; hand ours down to the towers.
+        self.set_attn_implementation(self.config._attn_implementation or "sdpa")
+        self.post_init()
+
+    # -- frozen towers ---------------------------------------------------------------------------------------------
+    def _frozen(self, tower: nn.Module) -> bool:
+        return not any(parameter.requires_grad for parameter in tower.parameters())
+
+    def train(self, mode: bool = True) -> "MMFTModel":
+        """A frozen tower is a fixed feature extractor: it stays in eval mode (no dropout) while the rest trains."""
+        super().train(mode)
+        for tower in (self.vision_tower, self.text_tower):
+            if mode and self._frozen(tower):
+                tower.eval()
+        return self
+
+    def enable_frozen_text_cache(self, max_entries: int = 200_000) -> None:
+        """
+        Memoise the frozen text tower's output per distinct (input_ids, attention_mask) row.
+
+        Worth it when questions repeat (easy-VQA has 107 distinct strings); exact, because a frozen tower runs in
+        eval mode. Ignored whenever the text tower has trainable parameters (LoRA or full fine-tuning).
+        """
+        self._text_cache = {}
+        self._text_cache_limit = max_entries
+
+    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self._text_cache is None or not self._frozen(self.text_tower):
+            return self.text_tower(input_ids, attention_mask).tokens  # (B, Nt, Dt)
+        rows = torch.cat([input_ids, attention_mask], dim=1).cpu().numpy()
+        keys = [row.tobytes() for row in rows]
+        missing = [i for i, key in enumerate(keys) if key not in self._text_cache]
+        if missing:
+            if len(self._text_cache) + len(missing) > self._text_cache_limit:
+                self._text_cache.clear()
+            with torch.no_grad():
+                states = self.text_tower(input_ids[missing], attention_mask[missing]).tokens
+            self._text_cache.update((keys[i], state) for i, state in zip(missing, states))
+        return torch.stack([self._text_cache[key] for key in keys])  # (B, Nt, Dt)
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> MMFTModelOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        vision = self.vision_tower(pixel_values)  # tokens (B, Nv, Dv)
+        image_states = self.vision_projection(vision.tokens) + self.modality_embeddings.weight[1]  # (B, Nv, D)
+        if vision.grid is not None and self.config.image_position_embeddings:
+            image_states = image_states + sincos_2d(*vision.grid, image_states.shape[-1], image_states.device,
+                                                    image_states.dtype)
+        text_tokens = self._encode_text(input_ids, attention_mask)  # (B, Nt, Dt)
+        text_states = self.text_projection(text_tokens) + self.modality_embeddings.weight[0]  # (B, Nt, D)
+        fused = self.bridge(text_states, image_states, attention_mask, output_attentions)
+        return MMFTModelOutput(
+            text_states=fused.text_states,
+            image_states=fused.image_states,
+            pooled=fused.pooled,
+            cross_attentions=fused.cross_attentions,
+            image_grid=vision.grid,
+        )
+
+
+class MMFTForVisualQuestionAnswering(MMFTPreTrainedModel):
+    """
+    VQA as classification over an answer vocabulary (`config.id2label`).
+
+    `labels` are either soft scores `(B, num_answers)` (BCE-with-logits scaled by the number of answers, the VQAv2
+    convention) or answer ids `(B,)` (cross-entropy, for single-answer datasets such as easy-VQA).
+    """
+
+    def __init__(self, config: MMFTConfig, vision_tower=None, text_tower=None) -> None:
+        super().__init__(config)
+        if not config.id2label or config.num_labels < 2:
+            raise ValueError("a VQA head needs an answer vocabulary of at least 2 answers (answers=[...] / id2label)")
+        self.mmft = MMFTModel(config, vision_tower, text_tower)
+        pooled = self.mmft.bridge.pooled_size
+        self.classifier = nn.Sequential(
+            nn.Linear(pooled, pooled),
+            nn.GELU(),
+            nn.LayerNorm(pooled, eps=config.layer_norm_eps),
+            nn.Linear(pooled, config.num_labels),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> MMFTClassifierOutput:
+        outputs = self.mmft(pixel_values, input_ids, attention_mask, output_attentions=output_attentions)
+        logits = self.classifier(outputs.pooled)  # (B, num_answers)
+        loss = None
+        if labels is not None:
+            if labels.dtype.is_floating_point:  # soft scores (B, K)
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
+            else:  # answer ids (B,)
+                loss = F.cross_entropy(logits, labels)
+        # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
+        return MMFTClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pooled=outputs.pooled if output_attentions else None,
+            cross_attentions=outputs.cross_attentions,
+            image_grid=outputs.image_grid if output_attentions else None,
+        )
+
+
+__all__ = ["MMFTModel", "MMFTForVisualQuestionAnswering", "MMFTPreTrainedModel", "MMFTModelOutput"]

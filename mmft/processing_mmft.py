@@ -1,0 +1,92 @@
+"""`MMFTProcessor`: the vision tower's image processor and the text tower's tokenizer behind one call."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
+from transformers.image_utils import PILImageResampling
+
+from .image_utils import to_rgb
+from .towers import TIMM_SCRATCH_PREFIX, resolve_name
+
+_TIMM_RESAMPLE = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}
+
+
+def timm_image_processor(architecture: str, image_size: int | None = None, model_args: dict | None = None):
+    """An HF image processor from timm's data config (mean, std, input size, interpolation) for `architecture`.
+
+    timm's own eval transform centre-crops (crop_pct < 1); mmft resizes the whole image instead, so objects near
+    the border (easy-VQA shapes) are never cut off.
+    """
+    import timm
+
+    pretrained = timm.models.get_pretrained_cfg(architecture.split("/")[-1])
+    data = timm.data.resolve_data_config(pretrained.to_dict() if pretrained else {}, use_test_size=True)
+    size = image_size or (model_args or {}).get("img_size") or data["input_size"][-1]
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": int(size), "width": int(size)},
+        resample=_TIMM_RESAMPLE.get(data.get("interpolation"), PILImageResampling.BICUBIC),
+        image_mean=list(data["mean"]),
+        image_std=list(data["std"]),
+    )
+
+
+class MMFTProcessor(ProcessorMixin):
+    """
+    Prepares `pixel_values`, `input_ids` and `attention_mask` for an mmft model.
+
+    Images of any PIL mode (grayscale, RGBA, palette, CMYK, 16-bit) are converted to RGB first. Saved beside the
+    model (`save_pretrained`) and loaded back with `AutoProcessor.from_pretrained(folder)` after `import mmft`.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs: Any) -> None:
+        super().__init__(image_processor, tokenizer)
+
+    def __call__(
+        self,
+        images: Image.Image | Sequence[Image.Image] | None = None,
+        text: str | Sequence[str] | None = None,
+        padding: bool | str = True,
+        truncation: bool = True,
+        max_length: int | None = 64,
+        return_tensors: str = "pt",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        if images is None and text is None:
+            raise ValueError("MMFTProcessor needs images=, text= or both")
+        features: dict[str, Any] = {}
+        if text is not None:
+            features.update(
+                self.tokenizer(
+                    text,
+                    padding=padding,
+                    truncation=truncation,
+                    max_length=max_length,
+                    return_tensors=return_tensors,
+                    return_token_type_ids=False,
+                )
+            )
+        if images is not None:
+            single = isinstance(images, Image.Image)
+            images = [to_rgb(image) for image in ([images] if single else images)]
+            features.update(self.image_processor(images, return_tensors=return_tensors))
+        return BatchFeature(features, tensor_type=return_tensors)
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, vision: str, text: str, image_size: int | None = None, vision_model_args: dict | None = None
+    ) -> "MMFTProcessor":
+        """The processor of the towers named as in `MMFTForVisualQuestionAnswering.from_vision_text_pretrained`."""
+        if vision.startswith(TIMM_SCRATCH_PREFIX) or vision.startswith("timm/"):
+            architecture = vision.removeprefix(TIMM_SCRATCH_PREFIX)
+            image_processor = timm_image_processor(architecture, image_size, vision_model_args)
+        else:
+            size = {"height": image_size, "width": image_size} if image_size else None
+            image_processor = AutoImageProcessor.from_pretrained(resolve_name(vision), **({"size": size} if size else {}))
+        return cls(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(resolve_name(text)))
+
+
+__all__ = ["MMFTProcessor"]

