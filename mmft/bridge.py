@@ -211,12 +211,13 @@ class ProductBridge(Bridge):
     def __init__(self, config) -> None:
         super().__init__(config)
         width = config.hidden_size
-        self.text_proj = nn.Linear(width, width)
-        self.image_proj = nn.Linear(width, width)
+        # Each factor is layer-normed: a product of two small initial projections would start with no gradient.
+        self.text_proj = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width, eps=config.layer_norm_eps))
+        self.image_proj = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width, eps=config.layer_norm_eps))
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(config.hidden_dropout))
 
     def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
-        fused = torch.tanh(self.text_proj(text_states[:, 0])) * torch.tanh(self.image_proj(image_states.mean(1)))
+        fused = self.text_proj(text_states[:, 0]) * self.image_proj(image_states.mean(1))  # (B, D)
         return BridgeOutput(text_states, image_states, self.mlp(fused))  # (B, 2D)
 
 

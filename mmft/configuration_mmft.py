@@ -67,11 +67,12 @@ class MMFTConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
+        # Checked here, not in a strict `validate_*` hook, so callers get a plain ValueError naming the field.
+        self.check_bridge_fields()
         super().__post_init__(**kwargs)
 
-    def validate_architecture(self) -> None:
+    def check_bridge_fields(self) -> None:
         """Reject configs that could only fail later, deep inside a forward pass."""
-        super().validate_architecture()
         if self.bridge not in BRIDGES:
             raise ValueError(f"unknown bridge {self.bridge!r}; known: {', '.join(sorted(BRIDGES))}")
         for name in ("hidden_size", "num_attention_heads", "intermediate_size"):

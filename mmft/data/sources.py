@@ -79,6 +79,10 @@ def _read_metadata(split_dir: Path) -> Dataset:
     return Dataset.from_dict(rows, features=VQA_FEATURES)
 
 
+def _has_metadata(root: Path) -> bool:
+    return (root / "metadata.jsonl").is_file() or any((p / "metadata.jsonl").is_file() for p in root.iterdir())
+
+
 def load_imagefolder(path: str) -> DatasetDict:
     """`path/<split>/metadata.jsonl` (+ images beside it), the `imagefolder` layout, one folder per split.
 
@@ -162,10 +166,11 @@ SOURCES: dict[str, Callable[[SourceSpec], DatasetDict]] = {
 
 
 def load_vqa_data(spec: SourceSpec) -> tuple[Dataset, Dataset]:
-    """(train, eval) splits of the source named by `spec.dataset`: a registered name, a local folder, or a Hub id."""
+    """(train, eval) splits of `spec.dataset`: a registered name, an imagefolder with metadata.jsonl, or anything
+    `datasets.load_dataset` reads (a Hub id, or a local folder of parquet/arrow/csv files)."""
     if spec.dataset in SOURCES:
         splits = SOURCES[spec.dataset](spec)
-    elif os.path.isdir(spec.dataset):
+    elif os.path.isdir(spec.dataset) and _has_metadata(Path(spec.dataset)):
         splits = load_imagefolder(spec.dataset)
     else:
         splits = load_hub(spec)

@@ -1,0 +1,79 @@
+"""Tiny random towers and small fixtures shared by the test suite (no network, no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, CLIPVisionConfig, RobertaConfig, ViTConfig
+
+import mmft
+from mmft.towers import resolve_name, vision_config_from_name
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+IMAGE_SIZE = 32
+ANSWERS = ["yes", "no", "red", "circle"]
+TINY_TIMM_VIT = {"img_size": IMAGE_SIZE, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
+TINY_TIMM_CNN = {"features_only": True, "out_indices": [1]}
+
+
+def tiny_vision_config(kind: str):
+    """A random vision tower config of each supported family, small enough for CPU unit tests."""
+    if kind == "hf_vit":
+        return ViTConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            image_size=IMAGE_SIZE, patch_size=8,
+        )  # fmt: skip
+    if kind == "clip_vision":
+        return CLIPVisionConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            image_size=IMAGE_SIZE, patch_size=8, projection_dim=16,
+        )  # fmt: skip
+    if kind == "timm_vit":
+        return vision_config_from_name("timm:vit_tiny_patch16_224", TINY_TIMM_VIT)
+    if kind == "timm_cnn":
+        return vision_config_from_name("timm:resnet10t", TINY_TIMM_CNN)
+    raise KeyError(kind)
+
+
+def tiny_text_config(kind: str = "bert"):
+    common = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=30522)
+    if kind == "bert":
+        return BertConfig(**common)
+    if kind == "roberta":
+        return RobertaConfig(**common, max_position_embeddings=80, pad_token_id=0)
+    raise KeyError(kind)
+
+
+VISION_KINDS = ("hf_vit", "clip_vision", "timm_vit", "timm_cnn")
+
+
+def tiny_model(bridge: str = "co_attention", vision: str = "timm_vit", text: str = "bert", seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
+    options.update(overrides)
+    return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+        vision=tiny_vision_config(vision), text=tiny_text_config(text), bridge=bridge, answers=ANSWERS, **options
+    )
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_name("minilm"))
+
+
+@pytest.fixture
+def batch(tokenizer):
+    """8 random images with 8 real questions, and int answer ids."""
+    generator = torch.Generator().manual_seed(0)
+    questions = ["is there a red circle?", "what color is the shape?", "what shape is it?", "is it blue?"] * 2
+    text = tokenizer(questions, padding=True, return_tensors="pt", return_token_type_ids=False)
+    return {
+        "pixel_values": torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        "input_ids": text["input_ids"],
+        "attention_mask": text["attention_mask"],
+        "labels": torch.tensor([0, 2, 3, 1, 0, 2, 3, 1]),
+    }

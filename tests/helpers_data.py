@@ -1,0 +1,78 @@
+"""Builders of small on-disk VQA datasets in each supported source format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+
+
+def write_image(path: Path, colour: str, mode: str = "RGB") -> None:
+    array = np.full((24, 24, 3), 255, dtype=np.uint8)
+    array[6:18, 6:18] = COLOURS[colour]
+    Image.fromarray(array).convert(mode).save(path)
+
+
+def rows(n: int) -> list[dict]:
+    """Questions whose answers follow from the image: the colour of the square."""
+    out = []
+    for i in range(n):
+        colour = ("red", "blue")[i % 2]
+        question = ("what color is the shape?", "is the shape red?")[(i // 2) % 2]
+        answer = colour if question.startswith("what") else ("yes" if colour == "red" else "no")
+        out.append({"file_name": f"{i}.png", "colour": colour, "question": question, "answer": answer})
+    return out
+
+
+def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA")) -> Path:
+    for split, n in (("train", n_train), ("test", n_test)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        with (folder / "metadata.jsonl").open("w") as handle:
+            for i, row in enumerate(rows(n)):
+                write_image(folder / row["file_name"], row["colour"], modes[i % len(modes)])
+                handle.write(json.dumps({"file_name": row["file_name"], "question": row["question"],
+                                         "answers": [row["answer"]] * 3}) + "\n")  # fmt: skip
+    return root
+
+
+def make_parquet_hub_layout(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
+    """A `load_dataset(<dir>)` dataset with non-standard column names (img / query / label)."""
+    from datasets import Dataset, Features, Image as ImageFeature, Value
+
+    root.mkdir(parents=True)
+    images = root.parent / f"{root.name}_images"  # outside root, or load_dataset would see an imagefolder
+    images.mkdir()
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = {"img": [], "query": [], "label": []}
+        for row in rows(n):
+            path = images / f"{split}_{row['file_name']}"
+            write_image(path, row["colour"])
+            data["img"].append(str(path))
+            data["query"].append(row["question"])
+            data["label"].append(row["answer"])
+        features = Features({"img": ImageFeature(), "query": Value("string"), "label": Value("string")})
+        Dataset.from_dict(data, features=features).to_parquet(str(root / f"{split}.parquet"))
+    return root
+
+
+def make_vqav2_files(root: Path, n_train: int = 24, n_test: int = 8) -> dict[str, str]:
+    """VQAv2-style questions/annotations JSON and COCO-named images."""
+    paths = {}
+    for split, n in (("train", n_train), ("val", n_test)):
+        image_dir = root / f"{split}2014"
+        image_dir.mkdir(parents=True)
+        questions, annotations = [], []
+        for i, row in enumerate(rows(n)):
+            write_image(image_dir / f"COCO_{split}2014_{i:012d}.jpg", row["colour"])
+            questions.append({"image_id": i, "question": row["question"], "question_id": 1000 + i})
+            answers = [{"answer": row["answer"], "answer_id": k} for k in range(1, 11)]
+            annotations.append({"question_id": 1000 + i, "image_id": i, "answers": answers})
+        (root / f"{split}_questions.json").write_text(json.dumps({"questions": questions}))
+        (root / f"{split}_annotations.json").write_text(json.dumps({"annotations": annotations}))
+        paths[split] = (str(root / f"{split}_questions.json"), str(root / f"{split}_annotations.json"), str(image_dir))
+    return paths

@@ -1,0 +1,96 @@
+"""LoraPlan: per-tower trainable counts, target resolution across tower families, merge equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+from torch import nn
+from transformers import AutoModelForVisualQuestionAnswering
+
+from mmft import LoraPlan
+from mmft.lora import _layer_kind
+
+
+def _expected_lora_count(tower: nn.Module, r: int, kinds: set[str]) -> int:
+    """Independent count: r * (in + out) for every Linear of the chosen kinds in the tower."""
+    return sum(
+        r * (module.in_features + module.out_features)
+        for name, module in tower.named_modules()
+        if isinstance(module, nn.Linear) and _layer_kind(name) in kinds
+    )
+
+
+def _n(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("vision_kind", ["hf_vit", "timm_vit", "clip_vision"])
+@pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
+def test_trainable_counts_per_tower(vision_kind, targets):
+    model = tiny_model("co_attention", vision_kind)
+    kinds = {"attention"} if targets == "attention" else {"attention", "mlp"}
+    expected_vision = _expected_lora_count(model.mmft.vision_tower, 4, kinds)
+    expected_rest = _n(model) - _n(model.mmft.vision_tower) - _n(model.mmft.text_tower)
+    expected_text = _n(model.mmft.text_tower)
+    counts = LoraPlan.trainable_parameters(LoraPlan(vision="lora", text="full", r=4, targets=targets).apply(model))
+    assert counts == {"vision": expected_vision, "text": expected_text, "bridge+head": expected_rest}
+    assert expected_vision > 0
+
+
+def test_frozen_towers_train_nothing_and_plain_plans_skip_peft():
+    model = tiny_model("concat", "timm_cnn")
+    planned = LoraPlan(vision="full", text="frozen").apply(model)
+    assert planned is model  # no adapters needed
+    counts = LoraPlan.trainable_parameters(planned)
+    assert counts["text"] == 0 and counts["vision"] == _n(model.mmft.vision_tower)
+
+
+def test_lora_on_a_tower_without_targets_is_an_error():
+    with pytest.raises(ValueError, match="matches no layer of the vision tower .*resnet10t.*vision='full'"):
+        LoraPlan(vision="lora", text="frozen").apply(tiny_model("co_attention", "timm_cnn"))
+
+
+@pytest.mark.parametrize("field, value", [("vision", "qlora"), ("text", "train"), ("targets", "mlp"), ("r", 0)])
+def test_invalid_plans_fail_at_construction(field, value):
+    with pytest.raises(ValueError, match=field):
+        LoraPlan(**{field: value})
+
+
+def _train_a_little(model, batch, steps=5):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def test_merge_matches_lora_model_and_save_load_keeps_every_trained_weight(batch, tmp_path):
+    model = tiny_model("co_attention", "hf_vit")
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_model = _train_a_little(LoraPlan(vision="lora", text="full", r=4).apply(model), batch)
+    with torch.no_grad():
+        expected = peft_model(**batch).logits
+        merged = LoraPlan.merge(peft_model).eval()
+        assert (merged(**batch).logits - expected).abs().max() <= 1e-5
+    # every part changed by training: merged LoRA (vision), full text tower, bridge, head
+    state = merged.state_dict()
+    for key in ("mmft.vision_tower.model.layers.0.attention.q_proj.weight",
+                "mmft.text_tower.model.encoder.layer.0.output.dense.weight",
+                "mmft.bridge.text_blocks.0.ffn.0.weight", "classifier.3.weight"):  # fmt: skip
+        assert not torch.equal(state[key], initial[key]), key
+    merged.save_pretrained(tmp_path)
+    loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert (loaded(**batch).logits - expected).abs().max() <= 1e-5
+
+
+def test_merge_negative_control_unmerged_base_differs(batch):
+    """Dropping the adapters instead of merging them loses training: the equivalence check notices."""
+    peft_model = _train_a_little(LoraPlan(vision="lora", text="lora", r=4).apply(tiny_model()), batch)
+    with torch.no_grad():
+        expected = peft_model(**batch).logits
+        unloaded = peft_model.unload().eval()  # peft's unload() removes LoRA without merging it
+        assert (unloaded(**batch).logits - expected).abs().max() > 1e-3

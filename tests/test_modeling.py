@@ -1,0 +1,145 @@
+"""The composite model on tiny random towers: shapes, learning, save/load, Auto classes, config validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ANSWERS, VISION_KINDS, tiny_model, tiny_text_config, tiny_vision_config
+from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswering
+
+import mmft
+from mmft import BRIDGES, MMFTConfig, MMFTModel
+
+
+@pytest.mark.parametrize("vision", VISION_KINDS)
+@pytest.mark.parametrize("bridge", sorted(BRIDGES))
+def test_forward_shapes_every_bridge_and_vision_tower(bridge, vision, batch):
+    model = tiny_model(bridge, vision).eval()
+    out = model(**batch, output_attentions=True)
+    assert out.logits.shape == (8, len(ANSWERS))
+    assert out.pooled.shape == (8, model.mmft.bridge.pooled_size)
+    assert torch.isfinite(out.loss)
+    if BRIDGES[bridge].uses_attention:
+        image_tokens = model.mmft(batch["pixel_values"], batch["input_ids"]).image_states.shape[1]
+        assert len(out.cross_attentions) == model.config.num_bridge_layers
+        assert out.cross_attentions[0].shape == (8, 2, batch["input_ids"].shape[1], image_tokens)
+        # attention rows are distributions over image tokens
+        torch.testing.assert_close(out.cross_attentions[0].sum(-1), torch.ones(8, 2, batch["input_ids"].shape[1]))
+    else:
+        assert out.cross_attentions is None
+
+
+def test_roberta_text_tower(batch):
+    model = tiny_model("co_attention", "hf_vit", text="roberta").eval()
+    assert model(**batch).logits.shape == (8, len(ANSWERS))
+
+
+def test_soft_score_labels_use_scaled_bce(batch):
+    model = tiny_model().eval()
+    soft = torch.zeros(8, len(ANSWERS))
+    soft[torch.arange(8), batch["labels"]] = 1.0
+    logits = model(**{**batch, "labels": None}).logits
+    loss = model(**{**batch, "labels": soft}).loss
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, soft, reduction="sum") / 8
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("bridge", sorted(BRIDGES))
+def test_overfits_a_fixed_batch_in_30_steps(bridge, batch):
+    model = tiny_model(bridge, "timm_vit").train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], f"{bridge}: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+@pytest.mark.parametrize("vision", ["timm_cnn", "clip_vision"])
+def test_save_load_round_trip_is_bit_equal_through_auto_classes(vision, batch, tmp_path):
+    model = tiny_model("co_attention", vision).eval()
+    expected = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), MMFTConfig)
+    loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert type(loaded) is mmft.MMFTForVisualQuestionAnswering
+    assert torch.equal(loaded(**batch).logits, expected)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(base) is MMFTModel
+    assert torch.equal(base(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled,
+                       model.mmft(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled)
+
+
+def test_round_trip_negative_control_detects_a_changed_weight(batch, tmp_path):
+    """The bit-equality check above can fail: perturb one bridge weight after saving and it does."""
+    model = tiny_model().eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        loaded.mmft.bridge.text_blocks[0].ffn[0].weight[0, 0] += 1e-3
+    assert not torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_frozen_text_cache_is_exact_and_skipped_when_text_trains(batch):
+    model = tiny_model()
+    for parameter in model.mmft.text_tower.parameters():
+        parameter.requires_grad = False
+    model.train()
+    assert not model.mmft.text_tower.training  # a frozen tower stays in eval mode
+    uncached = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
+    model.mmft.enable_frozen_text_cache()
+    first = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
+    assert len(model.mmft._text_cache) == 4  # 8 rows, 4 distinct questions
+    torch.testing.assert_close(first, uncached)
+    model.mmft.text_tower.model.embeddings.word_embeddings.weight.requires_grad = True
+    with torch.no_grad():
+        model.mmft.text_tower.model.embeddings.word_embeddings.weight.mul_(2)
+    changed = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
+    assert not torch.allclose(changed, first)  # trainable tower: cache bypassed, new weights used
+
+
+def test_offline_pair_builds_and_keeps_pretrained_text_weights():
+    from mmft.towers import resolve_name
+
+    model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+        vision="timm:vit_tiny_patch16_224",
+        text="minilm",
+        vision_model_args={"img_size": 32, "patch_size": 8, "depth": 1},
+        answers=ANSWERS,
+    )
+    assert model.config.text_pretrained_from == "minilm" and model.config.vision_pretrained_from is None
+    reference = AutoModel.from_pretrained(resolve_name("minilm")).state_dict()
+    tower = model.mmft.text_tower.model.state_dict()
+    assert all(torch.equal(reference[name], value) for name, value in tower.items())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"bridge": "transformer"}, "unknown bridge 'transformer'; known: co_attention, concat"),
+        ({"hidden_size": 30, "num_attention_heads": 4}, "must be divisible by num_attention_heads"),
+        ({"num_bridge_layers": 0}, "needs num_bridge_layers >= 1"),
+        ({"hidden_dropout": 1.0}, "hidden_dropout must be in [0, 1)"),
+        ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+    ],
+)
+def test_invalid_configs_fail_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        MMFTConfig(vision_config=tiny_vision_config("hf_vit"), text_config=tiny_text_config(), **overrides)
+
+
+def test_missing_towers_and_bad_vocab_are_clear_errors():
+    with pytest.raises(ValueError, match="needs both vision_config and text_config"):
+        MMFTModel(MMFTConfig())
+    with pytest.raises(ValueError, match="answers must be unique"):
+        mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+            vision=tiny_vision_config("hf_vit"), text=tiny_text_config(), answers=["yes", "yes"]
+        )
+    with pytest.raises(ValueError, match="unknown timm architecture"):
+        mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+            vision="timm:not_a_model", text=tiny_text_config(), answers=ANSWERS
+        )
