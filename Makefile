@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# LAUNCH takes accelerate flags, e.g. LAUNCH="--config_file accelerate_configs/multi_gpu.yaml"; ARGS takes recipe flags.
 train: $(STAMP)
-	$(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml recipes/vqa.py $(ARGS)
+	$(BIN)/accelerate launch $(LAUNCH) recipes/vqa.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
