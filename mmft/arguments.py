@@ -24,6 +24,9 @@ class ModelArguments:
         default=None, metadata={"help": 'JSON kwargs for timm.create_model, e.g. {"img_size": 64}'}
     )
     text_model: str = field(default="minilm", metadata={"help": "a Hub id, a local folder, or the offline alias 'minilm'"})
+    text_model_args: str | None = field(
+        default=None, metadata={"help": 'JSON overrides of the text tower config, e.g. {"hidden_dropout_prob": 0.0}'}
+    )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "continue from a saved mmft model folder instead of joining two towers"}
     )
@@ -40,12 +43,22 @@ class ModelArguments:
     )
 
     def timm_args(self) -> dict[str, Any] | None:
-        if not self.vision_model_args:
-            return None
-        try:
-            return json.loads(self.vision_model_args)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--vision_model_args is not valid JSON: {error.msg}: {self.vision_model_args!r}") from None
+        return _json_flag("vision_model_args", self.vision_model_args)
+
+    def text_args(self) -> dict[str, Any] | None:
+        return _json_flag("text_model_args", self.text_model_args)
+
+
+def _json_flag(name: str, value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--{name} is not valid JSON: {error.msg}: {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--{name} must be a JSON object of name: value pairs, got {value!r}")
+    return parsed
 
 
 @dataclass
@@ -82,6 +95,7 @@ class LoraArguments:
     save_merged: bool = field(default=True, metadata={"help": "save LoRA merged into a plain model (else the adapter)"})
 
 
+JSON_FLAGS = ("vision_model_args", "text_model_args")
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, TrainingArguments)
 
 
@@ -121,6 +135,6 @@ def parse_recipe_args(
 def _as_flag(key: str, value: Any) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (dict, list)) and key != "vision_model_args":
+    if isinstance(value, (dict, list)) and key not in JSON_FLAGS:
         return [f"--{key}", *map(str, value)] if isinstance(value, list) else [f"--{key}", json.dumps(value)]
     return [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]

@@ -96,6 +96,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
         bridge: str = "co_attention",
         answers: Sequence[str] | None = None,
         vision_model_args: dict[str, Any] | None = None,
+        text_model_args: dict[str, Any] | None = None,
         **config_overrides: Any,
     ) -> "MMFTPreTrainedModel":
         """
@@ -108,6 +109,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
             bridge: fusion name from `mmft.BRIDGES`.
             answers: the label vocabulary of a classification head (becomes `id2label`).
             vision_model_args: extra `timm.create_model` kwargs for timm towers, e.g. `{"img_size": 64}`.
+            text_model_args: overrides of the text tower's config fields, e.g. `{"hidden_dropout_prob": 0.0}`.
             **config_overrides: any other `MMFTConfig` field (`num_bridge_layers`, `hidden_size`, ...).
         """
         towers, sources = {}, {}
@@ -118,7 +120,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
             if kind == "vision":
                 tower_config = vision_config_from_name(spec, vision_model_args)
             else:
-                tower_config = text_config_from_name(spec)
+                tower_config = text_config_from_name(spec, text_model_args)
             towers[kind] = load_pretrained_tower(spec, tower_config, kind)
             sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else spec
         if answers is not None:

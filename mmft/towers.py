@@ -119,9 +119,23 @@ def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None)
     return config
 
 
-def text_config_from_name(name: str) -> PreTrainedConfig:
-    """The config of a text tower: a Hub id, a local folder, or an offline alias such as `minilm`."""
-    return _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "text")
+def text_config_from_name(name: str, overrides: dict[str, Any] | None = None) -> PreTrainedConfig:
+    """
+    The config of a text tower: a Hub id, a local folder, or an offline alias such as `minilm`.
+
+    `overrides` replace existing config fields, e.g. `{"hidden_dropout_prob": 0.0}`; an unknown field is an error.
+    """
+    config = _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "text")
+    known = config.to_dict()
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            dropout_fields = sorted(k for k in known if "dropout" in k)
+            raise ValueError(
+                f"text_model_args: {key!r} is not a field of the {config.model_type} config of {name!r}; "
+                f"its dropout fields are {dropout_fields}"
+            )
+        setattr(config, key, value)
+    return config
 
 
 def build_tower(config: PreTrainedConfig, kind: str) -> VisionTower | TextTower:

@@ -36,6 +36,7 @@ def build_model_and_processor(model_args: ModelArguments, answers: list[str] | N
         vision=model_args.vision_model,
         text=model_args.text_model,
         vision_model_args=model_args.timm_args(),
+        text_model_args=model_args.text_args(),
         bridge=model_args.bridge,
         answers=answers,
         num_bridge_layers=model_args.num_bridge_layers,

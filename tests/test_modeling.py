@@ -117,6 +117,20 @@ def test_offline_pair_builds_and_keeps_pretrained_text_weights():
     assert all(torch.equal(reference[name], value) for name, value in tower.items())
 
 
+def test_text_model_args_override_tower_config_fields_and_reject_unknown_ones():
+    kwargs = dict(vision="timm:vit_tiny_patch16_224", vision_model_args={"img_size": 32, "patch_size": 8, "depth": 1})
+    model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+        text="minilm", text_model_args={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}, **kwargs
+    )
+    assert model.config.text_config.hidden_dropout_prob == 0.0
+    dropouts = [m.p for m in model.mmft.text_tower.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(p == 0.0 for p in dropouts)
+    with pytest.raises(ValueError, match="'hidden_dropout' is not a field of the bert config.*hidden_dropout_prob"):
+        mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+            text="minilm", text_model_args={"hidden_dropout": 0.0}, **kwargs
+        )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
