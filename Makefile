@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # LAUNCH takes accelerate flags, e.g. LAUNCH="--config_file accelerate_configs/multi_gpu.yaml"; ARGS takes recipe flags.
+# Without a config, accelerate gives a CPU process one thread; the default asks for every core instead.
+LAUNCH ?= --num_cpu_threads_per_process $(shell nproc 2>/dev/null || echo 1)
 train: $(STAMP)
 	$(BIN)/accelerate launch $(LAUNCH) recipes/vqa.py $(ARGS)
 
