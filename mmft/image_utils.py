@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,9 @@ def open_image(source: str | bytes | io.BytesIO, decode: bool = True) -> Image.I
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
-        image = Image.open(source)
+        with warnings.catch_warnings():  # PIL's bomb warning is redundant: over the limit is an error below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
         limit = Image.MAX_IMAGE_PIXELS
         if limit and image.width * image.height > limit:
             image.close()

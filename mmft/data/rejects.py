@@ -93,7 +93,7 @@ class BadExamplePolicy:
 
     def _record(self, bad: BadExample) -> bool:
         """Add `bad` to the ledger; False when that row was already there (seen in an earlier epoch or process)."""
-        if (bad.split, bad.row) in self.rejected(bad.split):
+        if bad.row in self.rejected(bad.split):
             return False
         if not self.rejects_file:
             self._memory[(bad.split, bad.row)] = bad
