@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import IMAGE_SIZE, tiny_model
+from test_e2e import tiny_text_dir  # noqa: F401  (a fixture, for the e2e test below)
 from safetensors.torch import load_file
 from transformers import AutoModelForVisualQuestionAnswering, Trainer, TrainerCallback, TrainingArguments
 
@@ -251,5 +251,26 @@ def test_source_rules_catch_each_unsafe_pattern(tmp_path):
     assert "pkg/bad.py:7" not in hits["torch.load without weights_only=True"]  # the safe call is allowed
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+
+@pytest.mark.e2e
+def test_recipe_skips_corrupt_images_and_reports_the_exact_count(tmp_path, tiny_text_dir):
+    """`accelerate launch recipes/vqa.py --on_bad_example skip`, DataLoader workers on, a corrupt file of each kind."""
+    import json
+
+    from helpers_data import CORRUPTIONS, make_imagefolder
+    from test_e2e import launch
+
+    data = make_imagefolder(tmp_path / "data", n_train=40, n_test=10)
+    broken = {("train", 3): "zero_bytes", ("train", 11): "not_an_image", ("train", 20): "truncated",
+              ("eval", 4): "truncated"}  # fmt: skip
+    for (split, row), kind in broken.items():
+        CORRUPTIONS[kind][0](data / ("train" if split == "train" else "test") / f"{row}.png")
+    result = launch(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--on_bad_example", "skip",
+                    "--max_bad_fraction", "0.1", "--dataloader_num_workers", "2")  # fmt: skip
+    assert "skipped rows (train: 3 of 40, eval: 1 of 10)" in result.stdout
+    listed = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert {(e["split"], e["row"]): e["stage"] for e in listed} == {
+        key: CORRUPTIONS[kind][1] for key, kind in broken.items()
+    }
+    results = json.loads((tmp_path / "out" / "test_results.json").read_text())
+    assert results["test_excluded_bad_rows"] == 1.0
