@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
@@ -80,6 +81,14 @@ class DataArguments:
     top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    on_bad_example: Literal["raise", "skip"] = field(
+        default="raise",
+        metadata={"help": "a bad row (unreadable image, empty question, ...): raise (stop, naming it) or skip "
+                  "(log it, list it in <output_dir>/rejects.jsonl, go on)"},
+    )  # fmt: skip
+    max_bad_fraction: float = field(
+        default=0.05, metadata={"help": "with skip: stop when more than this fraction of a split is bad"}
+    )
 
 
 @dataclass
@@ -120,7 +129,10 @@ def parse_recipe_args(
         path = Path(config_path)
         if not path.is_file():
             raise FileNotFoundError(f"--config {config_path}: no such file")
-        preset = yaml.safe_load(path.read_text()) or {}
+        try:
+            preset = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:  # safe_load also refuses python/* tags: a preset cannot run code
+            raise ValueError(f"{config_path}: not a valid YAML preset: {error}") from None
         if not isinstance(preset, dict):
             raise ValueError(f"{config_path}: expected a mapping of flag names to values, got {type(preset).__name__}")
         known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
@@ -128,8 +140,19 @@ def parse_recipe_args(
         if unknown:
             raise ValueError(f"{config_path}: unknown key(s) {unknown}; every key must be a recipe flag name")
         # Feed the preset through the same argparse types as the command line so a wrong type fails the same way.
-        argv = [token for key, value in preset.items() for token in _as_flag(key, value)] + argv
+        preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
+        _check_preset_types(config_path, preset_argv)
+        argv = preset_argv + argv
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def _check_preset_types(config_path: str, preset_argv: list[str]) -> None:
+    """Parse the preset alone so a wrong value is reported against the YAML file, not as a command-line error."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
+    try:
+        parser.parse_args_into_dataclasses(args=preset_argv, look_for_args_file=False)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{config_path}: {error}") from None
 
 
 def _as_flag(key: str, value: Any) -> list[str]:

@@ -1,9 +1,46 @@
-"""Turn any PIL image a dataset may hold into the 8-bit RGB that every vision tower expects."""
+"""Open untrusted image files safely and turn any PIL image a dataset may hold into 8-bit RGB."""
 
 from __future__ import annotations
 
+import io
+import warnings
+from typing import Any
+
 import numpy as np
 from PIL import Image, ImageOps
+
+
+class ImageDataError(ValueError):
+    """An image that cannot be used: unreadable, truncated, not an image, or over PIL's decompression-bomb limit."""
+
+
+def open_image(source: str | bytes | io.BytesIO, decode: bool = True) -> Image.Image:
+    """
+    Open an image file (path or bytes); with `decode=False` only its header is read (cheap, for pre-training checks).
+
+    PIL only *warns* between `Image.MAX_IMAGE_PIXELS` and twice that; here anything over the limit is an error, so a
+    decompression bomb can never be decoded silently. Raise `Image.MAX_IMAGE_PIXELS` to accept bigger images.
+    """
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning is redundant: over the limit is an error below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            image.close()
+            raise ImageDataError(
+                f"{image.width}x{image.height} = {image.width * image.height:,} pixels is over the decompression-bomb "
+                f"limit PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; raise that limit if the image is genuine"
+            )
+        if decode:
+            image.load()
+        return image
+    except ImageDataError:
+        raise
+    except Exception as error:  # noqa: BLE001 (PIL's decoders raise many types on malformed bytes; all mean "unreadable")
+        raise ImageDataError(f"{type(error).__name__}: {error}") from error
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -28,3 +65,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def image_source(image: dict[str, Any] | None) -> tuple[str | bytes | None, str]:
+    """(what to open, a name for messages) of an undecoded `datasets` image {"path", "bytes"}."""
+    if image is None:
+        return None, "no image"
+    if image.get("bytes") is not None:
+        return image["bytes"], image.get("path") or "embedded bytes"
+    return image.get("path"), image.get("path") or "no path"

@@ -9,6 +9,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, Proces
 from transformers.image_utils import PILImageResampling
 
 from .image_utils import to_rgb
+from .input_checks import TruncationReporter, check_questions
 from .towers import TIMM_SCRATCH_PREFIX, resolve_name
 
 _TIMM_RESAMPLE = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}
@@ -59,6 +60,8 @@ class MMFTProcessor(ProcessorMixin):
             raise ValueError("MMFTProcessor needs images=, text= or both")
         features: dict[str, Any] = {}
         if text is not None:
+            texts = check_questions([text] if isinstance(text, (str, bytes)) else text)  # ValueError if unusable
+            text = texts[0] if isinstance(text, str) else texts
             features.update(
                 self.tokenizer(
                     text,
@@ -69,6 +72,8 @@ class MMFTProcessor(ProcessorMixin):
                     return_token_type_ids=False,
                 )
             )
+            if truncation and max_length and return_tensors == "pt":
+                TruncationReporter(max_length).check(self.tokenizer, texts, features["attention_mask"])
         if images is not None:
             single = isinstance(images, Image.Image)
             images = [to_rgb(image) for image in ([images] if single else images)]

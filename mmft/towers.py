@@ -101,6 +101,19 @@ def _sub_config(config: PreTrainedConfig, kind: str) -> PreTrainedConfig:
     return config
 
 
+def _auto_config(name: str, kind: str) -> PreTrainedConfig:
+    """`AutoConfig` of a tower name, with an error that lists what a tower name may be."""
+    try:
+        return AutoConfig.from_pretrained(resolve_name(name))
+    except (OSError, ValueError) as error:
+        timm_hint = f", {TIMM_SCRATCH_PREFIX}<architecture> (a timm model, random init)" if kind == "vision" else ""
+        raise ValueError(
+            f"unknown {kind} tower {name!r}: it must be a local folder with a config.json, an offline alias "
+            f"({', '.join(OFFLINE_ALIASES)}){timm_hint}, or a Hub id reachable online or in the HF cache. "
+            f"({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from error
+
+
 def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None) -> PreTrainedConfig:
     """The config of a vision tower named `timm:<arch>` (random init), a Hub id, or a local folder."""
     if name.startswith(TIMM_SCRATCH_PREFIX):
@@ -111,7 +124,7 @@ def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None)
             close = timm.list_models(f"*{architecture.split('_')[0]}*")[:10]
             raise ValueError(f"unknown timm architecture {architecture!r}; similar names: {', '.join(close)}")
         return TimmWrapperConfig(architecture=architecture, model_args=dict(model_args or {}), num_labels=0)
-    config = _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "vision")
+    config = _sub_config(_auto_config(name, "vision"), "vision")
     if model_args and isinstance(config, TimmWrapperConfig):
         config.model_args = {**(config.model_args or {}), **model_args}
     elif model_args:
@@ -125,7 +138,7 @@ def text_config_from_name(name: str, overrides: dict[str, Any] | None = None) ->
 
     `overrides` replace existing config fields, e.g. `{"hidden_dropout_prob": 0.0}`; an unknown field is an error.
     """
-    config = _sub_config(AutoConfig.from_pretrained(resolve_name(name)), "text")
+    config = _sub_config(_auto_config(name, "text"), "text")
     known = config.to_dict()
     for key, value in (overrides or {}).items():
         if key not in known:

@@ -13,7 +13,8 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import DataArguments, LoraArguments, ModelArguments
-from .data import SourceSpec, VQACollator, prepare_vqa_splits
+from .data import BadExamplePolicy, SourceSpec, VQACollator, excluded_eval_positions, prepare_vqa_splits
+from .guards import NonFiniteLossGuard, check_output_dir
 from .lora import LoraPlan
 from .metrics import load_metric
 from .modeling_mmft import MMFTForVisualQuestionAnswering
@@ -30,7 +31,8 @@ def _source_spec(data_args: DataArguments) -> SourceSpec:
 def build_model_and_processor(model_args: ModelArguments, answers: list[str] | None):
     """A fresh model from two towers, or a saved mmft folder (whose answer vocabulary then wins)."""
     if model_args.model_name_or_path:
-        model = MMFTForVisualQuestionAnswering.from_pretrained(model_args.model_name_or_path)
+        # safetensors only: a pickled pytorch_model.bin in a downloaded folder is never unpickled
+        model = MMFTForVisualQuestionAnswering.from_pretrained(model_args.model_name_or_path, use_safetensors=True)
         return model, MMFTProcessor.from_pretrained(model_args.model_name_or_path)
     model = MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
         vision=model_args.vision_model,
@@ -57,15 +59,23 @@ def tower_provenance(config) -> str:
     return f"vision tower: {vision}; text tower: {text}"
 
 
-def make_compute_metrics(references: list[list[str]], question_types: list[str] | None, id2label: dict[int, str]):
-    """`compute_metrics` for the Trainer: official VQA accuracy over answer strings, per question type too."""
+def make_compute_metrics(
+    references: list[list[str]], question_types: list[str] | None, id2label: dict[int, str], excluded=None
+):
+    """`compute_metrics` for the Trainer: official VQA accuracy over answer strings, per question type too.
+
+    `excluded()` gives positions not to score (eval rows whose image failed to decode under --on_bad_example skip).
+    """
     metric = load_metric("vqa_accuracy")
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predicted = np.asarray(eval_prediction.predictions).reshape(-1)
-        answers = [id2label[int(i)] for i in predicted]
-        kwargs = {"question_types": question_types[: len(answers)]} if question_types else {}
-        return metric.compute(predictions=answers, references=references[: len(answers)], **kwargs)
+        skip = excluded() if excluded else set()
+        keep = [i for i in range(len(predicted)) if i not in skip]
+        kwargs = {"question_types": [question_types[i] for i in keep]} if question_types else {}
+        scores = metric.compute(predictions=[id2label[int(predicted[i])] for i in keep],
+                                references=[references[i] for i in keep], **kwargs)  # fmt: skip
+        return {**scores, "excluded_bad_rows": float(len(skip))} if skip else scores
 
     return compute_metrics
 
@@ -93,6 +103,11 @@ def run_vqa(
 ) -> dict[str, float]:
     """Train (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics."""
     set_seed(training_args.seed)
+    check_output_dir(training_args.output_dir)  # a file or a read-only folder fails now, not after training
+    policy = BadExamplePolicy(data_args.on_bad_example, data_args.max_bad_fraction,
+                              os.path.join(training_args.output_dir, "rejects.jsonl"), data_args.dataset)  # fmt: skip
+    if training_args.process_index == 0 and not training_args.resume_from_checkpoint:
+        policy.reset()
     # The transform needs the raw image/question/answers columns; the Trainer must not prune them.
     training_args.remove_unused_columns = False
     plan = LoraPlan(
@@ -113,6 +128,7 @@ def run_vqa(
         top_k_answers=data_args.top_k_answers,
         max_train_samples=data_args.max_train_samples,
         max_eval_samples=data_args.max_eval_samples,
+        policy=policy,
     )
     if not model_args.model_name_or_path:
         model, processor = build_model_and_processor(model_args, splits.answers)
@@ -134,9 +150,10 @@ def run_vqa(
         eval_dataset=eval_data,
         data_collator=VQACollator(processor.tokenizer, model_args.max_question_length),
         processing_class=processor,
-        compute_metrics=make_compute_metrics(references, question_types, base.config.id2label),
+        compute_metrics=make_compute_metrics(references, question_types, base.config.id2label,
+                                             lambda: excluded_eval_positions(policy, raw_eval["row"])),  # fmt: skip
         preprocess_logits_for_metrics=_argmax_logits,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), NonFiniteLossGuard()],
     )
     if not model_args.eval_only:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -157,5 +174,7 @@ def run_vqa(
         print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
                                                         if isinstance(v, float)))
         print(f"mmft: model, processor and test_results.json saved to {output_dir}")
+        if policy.mode == "skip":
+            print(f"mmft: {policy.summary()}")
     return prediction.metrics
 

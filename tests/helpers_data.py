@@ -76,3 +76,41 @@ def make_vqav2_files(root: Path, n_train: int = 24, n_test: int = 8) -> dict[str
         (root / f"{split}_annotations.json").write_text(json.dumps({"annotations": annotations}))
         paths[split] = (str(root / f"{split}_questions.json"), str(root / f"{split}_annotations.json"), str(image_dir))
     return paths
+
+
+CORRUPTIONS = {  # how a file is broken -> when mmft finds it
+    "zero_bytes": (lambda path: path.write_bytes(b""), "validation"),
+    "not_an_image": (lambda path: path.write_text("<html>404 not found</html>\n"), "validation"),
+    "truncated": (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "decode"),
+}
+
+
+def make_corrupt_easy_vqa(root: Path, n_train: int, n_test: int, n_bad_train: int, n_bad_test: int) -> dict:
+    """An imagefolder of easy-VQA questions (one PNG copy per row) with evenly spread corrupt files.
+
+    Returns {split: [(row, file name, corruption), ...]} of the files broken on purpose.
+    """
+    import shutil
+
+    from mmft.data import load_easy_vqa
+
+    source = load_easy_vqa()
+    broken = {}
+    for split, n, n_bad in (("train", n_train, n_bad_train), ("test", n_test, n_bad_test)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        data = source[split].cast_column("image", __import__("datasets").Image(decode=False)).select(range(n))
+        bad_rows = {round((k + 0.5) * n / n_bad) for k in range(n_bad)} if n_bad else set()
+        kinds = list(CORRUPTIONS) if split == "train" else list(CORRUPTIONS)[::-1]  # a decode-time one in test too
+        broken[split] = []
+        with (folder / "metadata.jsonl").open("w") as handle:
+            for row, example in enumerate(data):
+                name = f"{row:05d}.png"
+                shutil.copyfile(example["image"]["path"], folder / name)
+                if row in bad_rows:
+                    kind = kinds[len(broken[split]) % len(kinds)]
+                    CORRUPTIONS[kind][0](folder / name)
+                    broken[split].append((row, name, kind))
+                handle.write(json.dumps({"file_name": name, "question": example["question"],
+                                         "answers": example["answers"]}) + "\n")  # fmt: skip
+    return broken

@@ -75,9 +75,9 @@ def _rewrite_first_line(path, **changes):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"file_name": "missing.png"}, r"row 0: image file not found: .*missing.png"),
-        ({"question": "   "}, r"row 0: empty question"),
-        ({"answers": []}, r"row 0: 'answers' is empty"),
+        ({"file_name": "missing.png"}, r"row 0, file .*missing.png: image file not found"),
+        ({"question": "   "}, r"row 0, file .*0.png: empty question"),
+        ({"answers": []}, r"row 0, file .*0.png: 'answers' is empty"),
         ({"question": None}, r"metadata.jsonl, line 1: missing field 'question'"),
         ({"answers": None}, r"line 1: needs 'answers' \(list\) or 'answer'"),
     ],
@@ -91,10 +91,11 @@ def test_bad_rows_are_named_before_training(tmp_path, change, message):
 
 def test_corrupt_image_is_named_when_decoded(tmp_path, processor):
     root = make_imagefolder(tmp_path / "d")
-    (root / "train" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    image = root / "train" / "0.png"
+    image.write_bytes(image.read_bytes()[:-40])  # header intact, pixel data cut: found only when decoded
     splits = prepare_vqa_splits(SourceSpec(dataset=str(root)))
     splits.attach(processor.image_processor)
-    with pytest.raises(DataError, match=r"split 'train', row 0: cannot decode image .*0.png"):
+    with pytest.raises(DataError, match=r"split 'train', row 0: cannot decode image .*0.png \(OSError"):
         splits.train[0]
 
 

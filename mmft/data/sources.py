@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value, load_dataset
 
+from ..input_checks import question_problem
 from .easy_vqa import load_easy_vqa
 
 VQA_FEATURES = Features(
@@ -60,8 +61,15 @@ def _read_metadata(split_dir: Path) -> Dataset:
     if not metadata.is_file():
         raise DataError(f"{split_dir}: no metadata.jsonl; each split folder needs one line per question")
     rows: dict[str, list] = {"image": [], "question": [], "answers": []}
-    with metadata.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with metadata.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{metadata}, line {line_number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{error.start + 1}); re-save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -73,6 +81,9 @@ def _read_metadata(split_dir: Path) -> Dataset:
                     raise DataError(f"{metadata}, line {line_number}: missing field {key!r}")
             if "answers" not in record and "answer" not in record:
                 raise DataError(f"{metadata}, line {line_number}: needs 'answers' (list) or 'answer' (string)")
+            problem = question_problem(record["question"]) if isinstance(record["question"], str) else None
+            if problem and "UTF-8" in problem:  # a JSON-escaped lone surrogate: Arrow cannot even store it
+                raise DataError(f"{metadata}, line {line_number}: {problem}")
             rows["image"].append(str(split_dir / record["file_name"]))
             rows["question"].append(record["question"])
             rows["answers"].append(_as_answer_list(record.get("answers", record.get("answer"))))

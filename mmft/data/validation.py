@@ -1,33 +1,87 @@
-"""Cheap checks run before training, so bad rows fail in seconds with their file, row and column named."""
+"""Cheap checks run before training, so bad rows are found in seconds with their split, row, file and reason.
+
+Every question and answer list is checked, and every image file is *opened* (header only: format and size, which
+catches missing, empty, non-image and decompression-bomb files) but not decoded; a file that is only broken further
+in (a truncated PNG) is caught when the collator decodes it. Each distinct file is opened once, so easy-VQA's
+38,575 questions on 4,000 images cost 4,000 header reads.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 from datasets import Dataset, Image
 
+from ..image_utils import ImageDataError, image_source, open_image
+from ..input_checks import question_problem
+from .rejects import BadExample, BadExamplePolicy
 from .sources import DataError
 
 REQUIRED_COLUMNS = ("image", "question", "answers")
+_CHUNK = 1024  # rows read at a time, so image bytes embedded in a big dataset never all sit in memory
 
 
-def validate_split(dataset: Dataset, split: str, source: str) -> None:
-    """Raise `DataError` at the first missing column, empty question, empty answers or missing image file."""
+def image_problem(image: dict | None, cache: dict[str, str | None]) -> tuple[str | None, str | None]:
+    """(file name, reason) when an undecoded image is unusable, else (name, None); `cache` holds per-path results."""
+    source, name = image_source(image)
+    if source is None:
+        return None, "no image"
+    if isinstance(source, str):
+        if source in cache:
+            return name, cache[source]
+        if not os.path.isfile(source):
+            cache[source] = "image file not found"
+            return name, cache[source]
+    try:
+        with open_image(source, decode=False):
+            problem = None
+    except ImageDataError as error:
+        problem = f"cannot read image ({error})"
+    if isinstance(source, str):
+        cache[source] = problem
+    return name, problem
+
+
+def find_bad_rows(dataset: Dataset, split: str, rows: list[int] | None = None) -> Iterator[BadExample]:
+    """Every bad row of `dataset`, in order; `rows` are the original row numbers (default 0..n-1)."""
+    rows = rows if rows is not None else list(range(len(dataset)))
+    data = dataset.select_columns(list(REQUIRED_COLUMNS)).cast_column("image", Image(decode=False))
+    cache: dict[str, str | None] = {}
+    for start in range(0, len(data), _CHUNK):
+        chunk = data[start : start + _CHUNK]
+        for offset, (image, question, answers) in enumerate(zip(chunk["image"], chunk["question"], chunk["answers"])):
+            row = rows[start + offset]
+            name, problem = image_problem(image, cache)
+            problem = question_problem(question) or (
+                "'answers' is empty; every question needs >= 1 answer" if not answers else None
+            ) or problem  # fmt: skip
+            if problem:
+                yield BadExample(split, row, name, problem)
+
+
+def validate_split(
+    dataset: Dataset, split: str, source: str, policy: BadExamplePolicy | None = None
+) -> Dataset:
+    """The rows of `dataset` that pass the checks; a bad row raises `DataError` or is skipped, as `policy` says."""
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
-    if missing:
+    if missing:  # a schema problem, never skippable row by row
         raise DataError(
             f"{source}, split {split!r}: missing column(s) {missing}; found {dataset.column_names}. "
             "Rename them or pass --image_column/--question_column/--answers_column"
         )
-    for row, question in enumerate(dataset["question"]):
-        if question is None or not str(question).strip():
-            raise DataError(f"{source}, split {split!r}, row {row}: empty question; fix or drop the row")
-    for row, answers in enumerate(dataset["answers"]):
-        if not answers:
-            raise DataError(f"{source}, split {split!r}, row {row}: 'answers' is empty; every question needs >= 1 answer")
-    images = dataset.cast_column("image", Image(decode=False))["image"]
-    for row, image in enumerate(images):
-        if image is None:
-            raise DataError(f"{source}, split {split!r}, row {row}: no image")
-        if image.get("bytes") is None and not os.path.isfile(image.get("path") or ""):
-            raise DataError(f"{source}, split {split!r}, row {row}: image file not found: {image.get('path')}")
+    policy = policy or BadExamplePolicy(source=source)
+    rows = dataset["row"] if "row" in dataset.column_names else None
+    policy.split_sizes[split] = len(dataset)
+    bad = []
+    for example in find_bad_rows(dataset, split, rows):
+        if policy.mode == "raise":
+            policy.handle(example)
+        bad.append(example)
+    if not bad:
+        return dataset
+    policy.skip_all(bad)  # logged and recorded before the fraction is judged, so the ledger is complete
+    policy.check_fraction(split)
+    skipped = {example.row for example in bad}
+    keep = [i for i, row in enumerate(rows or range(len(dataset))) if row not in skipped]
+    return dataset.select(keep)
