@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -143,7 +144,30 @@ def parse_recipe_args(
         preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
         _check_preset_types(config_path, preset_argv)
         argv = preset_argv + argv
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    parsed = parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
+    check_precision(parsed[-1])
+    return parsed
+
+
+def cpu_unless_accelerator(argv: list[str]) -> list[str]:
+    """Default `--use_cpu` to true on a machine without a GPU (or other accelerator); an explicit flag wins.
+
+    Without it `TrainingArguments` sets up a non-distributed state on such a machine: N processes started by
+    `accelerate launch --num_processes N` would each train alone (writing the same output_dir) instead of joining
+    one gloo group, and `--bf16` would be refused.
+    """
+    if torch.accelerator.is_available() or any(arg.split("=")[0] == "--use_cpu" for arg in argv):
+        return argv
+    return [*argv, "--use_cpu", "true"]
+
+
+def check_precision(training_args: TrainingArguments) -> None:
+    """Refuse `--fp16` on the CPU: it needs a GPU's fp16 kernels and loss scaler, and would silently run in fp32."""
+    if (training_args.fp16 or training_args.fp16_full_eval) and training_args.device.type == "cpu":
+        raise ValueError(
+            "--fp16 needs a GPU, and this run is on the CPU. Use --bf16 for mixed precision on the CPU, or leave "
+            "both off for fp32"
+        )
 
 
 def _check_preset_types(config_path: str, preset_argv: list[str]) -> None:

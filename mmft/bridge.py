@@ -7,6 +7,7 @@ Adding a fusion means writing one `Bridge` subclass and adding it to `BRIDGES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,10 +118,19 @@ class Bridge(nn.Module):
     """Interface of every fusion: (text tokens, image tokens, text mask) -> `BridgeOutput`."""
 
     uses_attention: bool = False
+    # `model.gradient_checkpointing_enable()` sets this flag and `_gradient_checkpointing_func` on every module that
+    # has the attribute; attention bridges then recompute each layer in the backward pass instead of storing it.
+    gradient_checkpointing: bool = False
 
     def __init__(self, config) -> None:
         super().__init__()
         self.pooled_size = 2 * config.hidden_size
+
+    def run_layer(self, layer: Callable[..., tuple], *args: Any) -> tuple:
+        """Run one bridge layer, under activation checkpointing when it is switched on and gradients are needed."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(layer, *args)
+        return layer(*args)
 
     def forward(
         self,
@@ -144,19 +154,26 @@ class CoAttentionBridge(Bridge):
         self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.image_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
+    def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
+        """Bridge layer `index`: both self-attentions, both cross-attentions, both feed-forwards."""
+        text_block, image_block = self.text_blocks[index], self.image_blocks[index]
+        text_states = text_block.attend_self(text_states, text_bias)  # (B, Nt, D)
+        image_states = image_block.attend_self(image_states, None)  # (B, Nv, D)
+        # Both directions read the other stream as it was before this layer's cross-attention.
+        new_text, weights = text_block.attend_other(text_states, image_states, None, output_attentions)
+        image_states, _ = image_block.attend_other(image_states, text_states, text_bias, False)
+        text_states = text_block.feed_forward(new_text)
+        image_states = image_block.feed_forward(image_states)
+        return text_states, image_states, weights  # weights: (B, H, Nt, Nv) or None
+
     def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
         text_bias = _key_padding_bias(text_mask, text_states.dtype)  # (B, 1, 1, Nt)
         cross_attentions = []
-        for text_block, image_block in zip(self.text_blocks, self.image_blocks):
-            text_states = text_block.attend_self(text_states, text_bias)  # (B, Nt, D)
-            image_states = image_block.attend_self(image_states, None)  # (B, Nv, D)
-            # Both directions read the other stream as it was before this layer's cross-attention.
-            new_text, weights = text_block.attend_other(text_states, image_states, None, output_attentions)
-            image_states, _ = image_block.attend_other(image_states, text_states, text_bias, False)
-            text_states = new_text
-            text_states = text_block.feed_forward(text_states)
-            image_states = image_block.feed_forward(image_states)
-            cross_attentions.append(weights)  # (B, H, Nt, Nv)
+        for index in range(len(self.text_blocks)):
+            text_states, image_states, weights = self.run_layer(
+                self.layer, index, text_states, image_states, text_bias, output_attentions
+            )
+            cross_attentions.append(weights)
         text_states, image_states = self.text_norm(text_states), self.image_norm(image_states)
         return BridgeOutput(
             text_states,
@@ -176,14 +193,21 @@ class CrossAttentionBridge(Bridge):
         self.text_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
         self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
+    def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
+        """Bridge layer `index`: text self-attention, text->image cross-attention, feed-forward."""
+        block = self.text_blocks[index]
+        text_states = block.attend_self(text_states, text_bias)
+        text_states, weights = block.attend_other(text_states, image_states, None, output_attentions)
+        return block.feed_forward(text_states), weights  # (B, Nt, D), (B, H, Nt, Nv) or None
+
     def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
         text_bias = _key_padding_bias(text_mask, text_states.dtype)
         cross_attentions = []
-        for block in self.text_blocks:
-            text_states = block.attend_self(text_states, text_bias)
-            text_states, weights = block.attend_other(text_states, image_states, None, output_attentions)
-            text_states = block.feed_forward(text_states)
-            cross_attentions.append(weights)  # (B, H, Nt, Nv)
+        for index in range(len(self.text_blocks)):
+            text_states, weights = self.run_layer(
+                self.layer, index, text_states, image_states, text_bias, output_attentions
+            )
+            cross_attentions.append(weights)
         text_states = self.text_norm(text_states)
         return BridgeOutput(
             text_states,

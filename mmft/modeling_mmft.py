@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedConfig, PreTrainedModel, TimmWrapperModel
 from transformers.utils import ModelOutput
 
 from .bridge import build_bridge
@@ -64,6 +65,27 @@ def sincos_2d(height: int, width: int, dim: int, device: torch.device, dtype: to
     return F.pad(table, (0, dim - table.shape[1])).to(dtype)  # (H*W, dim)
 
 
+def fsdp_wrap_classes(model: nn.Module) -> list[str]:
+    """Class names FSDP should shard as units: each tower's repeated layer and the bridge.
+
+    The bridge is one unit because it calls its blocks' methods directly (not through `__call__`), which FSDP's
+    unshard hooks would never see; a timm tower contributes its block class when it has `.blocks` (ViT-like),
+    otherwise it stays in the root unit.
+    """
+    names = {type(model.bridge).__name__}
+    for tower in (model.vision_tower, model.text_tower):
+        inner = tower.model
+        if isinstance(inner, TimmWrapperModel):
+            blocks = getattr(inner.timm_model, "blocks", None)
+            names |= {type(blocks[0]).__name__} if isinstance(blocks, nn.Sequential) and len(blocks) else set()
+        else:
+            # A model's list may name classes it does not build (CLIP vision lists the text embeddings too);
+            # accelerate rejects names it cannot find, so keep only those present.
+            present = {type(module).__name__ for module in inner.modules()}
+            names |= set(inner._no_split_modules or []) & present
+    return sorted(names)
+
+
 class MMFTPreTrainedModel(PreTrainedModel):
     """Weight init, loading and the `from_vision_text_pretrained` factory shared by every mmft model."""
 
@@ -74,6 +96,10 @@ class MMFTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # The VQA loss is a per-example mean that ignores `num_items_in_batch`. Left to its default (forward takes
+    # **kwargs), the Trainer would then skip dividing the loss by the gradient-accumulation steps and multiply it by
+    # the number of processes, so gradients and logged losses would grow with accumulation and world size.
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -87,6 +113,16 @@ class MMFTPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ) -> None:
+        # transformers flags every module with a `gradient_checkpointing` attribute (HF tower layers, mmft bridges);
+        # timm towers have their own switch, which that walk cannot reach.
+        super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, every_n_layers)
+        for module in self.modules():
+            if isinstance(module, TimmWrapperModel) and module.supports_gradient_checkpointing:
+                module.timm_model.set_grad_checkpointing(enable)
 
     @classmethod
     def from_vision_text_pretrained(
@@ -160,6 +196,8 @@ class MMFTModel(MMFTPreTrainedModel):
         self.modality_embeddings = nn.Embedding(2, width)  # 0: text, 1: image
         self.bridge = build_bridge(config)
         self._text_cache: dict[bytes, torch.Tensor] | None = None
+        # FSDP's default auto-wrap units (accelerate reads `_no_split_modules`): tower layers and the whole bridge.
+        self._no_split_modules = fsdp_wrap_classes(self)
         # Sub-configs lose their resolved attention backend when wrapped in MMFTConfig; hand ours down to the towers.
         self.set_attn_implementation(self.config._attn_implementation or "sdpa")
         self.post_init()

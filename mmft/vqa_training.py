@@ -13,6 +13,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import DataArguments, LoraArguments, ModelArguments
+from .checkpoints import resolve_resume_checkpoint
 from .data import BadExamplePolicy, SourceSpec, VQACollator, excluded_eval_positions, prepare_vqa_splits
 from .guards import NonFiniteLossGuard, check_output_dir
 from .lora import LoraPlan
@@ -156,7 +157,10 @@ def run_vqa(
         callbacks=[*(callbacks or []), NonFiniteLossGuard()],
     )
     if not model_args.eval_only:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        with training_args.main_process_first(desc="choosing the checkpoint to resume from"):
+            resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                               training_args.world_size, trainer.is_world_process_zero())
+        train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
 

@@ -1,0 +1,107 @@
+"""Run the VQA recipe on tiny random towers through `accelerate launch` and read back what it wrote.
+
+Shared by the multi-process and resume tests: one command builder, blocking and background launches, and loaders
+for the files a run leaves (safetensors weights, trainer_state.json, test_results.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from conftest import TINY_TIMM_VIT, tiny_text_config
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+
+from mmft.towers import resolve_name
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+# Keys of a log entry that measure time, not training: they differ between any two runs.
+TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
+               "eval_samples_per_second", "eval_steps_per_second", "test_runtime", "test_samples_per_second",
+               "test_steps_per_second", "total_flos"}  # fmt: skip
+
+
+def save_tiny_text_tower(path: Path, dropout: float) -> Path:
+    """A random 1-layer BERT with MiniLM's tokenizer, saved as a local text tower folder."""
+    torch.manual_seed(0)
+    config = tiny_text_config()
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    AutoModel.from_config(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
+    return path
+
+
+def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1) -> list[str]:
+    """`accelerate launch` of recipes/vqa.py on 1 process (cpu.yaml) or N gloo processes (multi_gpu.yaml)."""
+    config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
+    return [
+        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
+        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+        "--dataset", str(data_dir), "--vision_model", "timm:vit_tiny_patch16_224",
+        "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(text_dir),
+        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
+        "--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--lr_scheduler_type", "linear",
+        "--warmup_steps", "2", "--eval_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true",
+        "--report_to", "none", "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_recipe(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), cwd=REPO, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def kill_when(command: list[str], log_path: Path, ready, timeout: float = 300) -> None:
+    """Start `command` in its own process group and SIGKILL the whole group as soon as `ready(log_text)` holds."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_environment(), cwd=REPO,
+                                   start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(log_path.read_text()):
+            ended = process.poll() is not None
+            assert not ended, f"run ended (rc={process.returncode}) before the kill:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "timed out waiting for the kill moment"
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher and the training process it started
+        process.wait()
+
+
+def logged_steps(log_text: str) -> int:
+    """Optimizer steps a run has logged so far (`--logging_steps 1` prints one dict per step)."""
+    return sum(line.startswith("{'loss'") for line in log_text.splitlines())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def log_history(checkpoint: Path) -> list[dict]:
+    """trainer_state.json's log history without timing keys."""
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in history]
+
+
+def final_metrics(output_dir: Path) -> dict[str, float]:
+    results = json.loads((output_dir / "test_results.json").read_text())
+    return {k: v for k, v in results.items() if k not in TIMING_KEYS}

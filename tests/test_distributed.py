@@ -1,0 +1,79 @@
+"""Data parallelism and gradient accumulation change nothing but speed, checked with real processes on the CPU.
+
+One global batch of 8, three layouts of the same run: 1 process x 8, 2 gloo processes x 4 (accelerate_configs/
+multi_gpu.yaml), and 1 process x 4 x 2 accumulation steps. All must end with the same weights and log the same
+per-step losses and gradient norms. Dropout is 0 so no random draw depends on the layout; the data order is accelerate's
+seeded sampler, whose global batches are split across processes in order.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from helpers_data import make_imagefolder
+from helpers_launch import (
+    final_metrics,
+    log_history,
+    max_abs_diff,
+    recipe_command,
+    run_recipe,
+    save_tiny_text_tower,
+    weights,
+)
+
+pytestmark = pytest.mark.e2e
+STEPS = 6  # 24 training rows, global batch 8: 3 steps per epoch, so the sampler reshuffles once
+TOLERANCE = 1e-5
+PLANS = {
+    # LoRA on the vision tower; the text tower frozen with its outputs cached per question (as in the default preset)
+    "lora": ["--lora_vision", "lora", "--lora_text", "frozen", "--lora_r", "4", "--lora_dropout", "0",
+             "--cache_frozen_text", "true"],
+    "full": ["--lora_vision", "full", "--lora_text", "full"],
+}  # fmt: skip
+LAYOUTS = {"1 process x 8": (1, 8, 1), "2 processes x 4": (2, 4, 1), "1 process x 4 x 2 accumulation": (1, 4, 2)}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ddp_inputs")
+    return save_tiny_text_tower(root / "bert", dropout=0.0), make_imagefolder(root / "data")
+
+
+def _train(output_dir: Path, inputs: tuple[Path, Path], plan: str, processes: int, batch: int, accumulation: int,
+           seed: int = 0) -> Path:  # fmt: skip
+    run_recipe(recipe_command(
+        output_dir, *inputs, *PLANS[plan], "--hidden_dropout", "0", "--seed", str(seed),
+        "--per_device_train_batch_size", str(batch), "--gradient_accumulation_steps", str(accumulation),
+        "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(STEPS),
+        processes=processes,
+    ))  # fmt: skip
+    return output_dir
+
+
+def _per_step(history: list[dict], key: str) -> list[float]:
+    return [entry[key] for entry in history if key in entry]
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_layouts_of_one_global_batch_train_identically(plan, inputs, tmp_path):
+    runs = {name: _train(tmp_path / f"run{i}", inputs, plan, *shape) for i, (name, shape) in enumerate(LAYOUTS.items())}
+    reference_name, reference = next(iter(runs.items()))
+    reference_weights = weights(reference / "model.safetensors")
+    reference_history = log_history(reference / f"checkpoint-{STEPS}")
+    assert len(_per_step(reference_history, "loss")) == STEPS
+    for name, output_dir in list(runs.items())[1:]:
+        diff = max_abs_diff(reference_weights, weights(output_dir / "model.safetensors"))
+        print(f"{plan}: {name} vs {reference_name}: max |weight diff| = {diff:.2e}")
+        assert diff <= TOLERANCE, f"{name}: weights differ from {reference_name} by {diff:.2e}"
+        history = log_history(output_dir / f"checkpoint-{STEPS}")
+        for key in ("loss", "grad_norm", "learning_rate"):
+            ours, theirs = _per_step(history, key), _per_step(reference_history, key)
+            assert len(ours) == len(theirs) == STEPS
+            for step, (a, b) in enumerate(zip(ours, theirs), start=1):
+                same = math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE)
+                assert same, f"{name}: {key} at step {step}: {a} vs {b}"
+        metrics, reference_metrics = final_metrics(output_dir), final_metrics(reference)
+        assert metrics["test_accuracy"] == reference_metrics["test_accuracy"]
+        assert math.isclose(metrics["test_loss"], reference_metrics["test_loss"], rel_tol=TOLERANCE)

@@ -1,0 +1,167 @@
+"""Exact resume and safe checkpoints, with real processes killed by SIGKILL.
+
+A run killed part-way and restarted with `--resume_from_checkpoint` (a folder, `auto` or `latest`) must end
+bit-identical in fp32 to an uninterrupted run: full vision tower, text LoRA adapters, bridge and head, optimizer,
+scheduler, RNG states, per-step losses, eval and test metrics. Dropout is on everywhere (bridge, LoRA, text tower), so
+a lost RNG state or a changed data order shows. A kill while a checkpoint is written, or a half-written newest
+checkpoint, must never be resumed from; `save_total_limit` must hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_data import make_imagefolder
+from helpers_launch import (
+    final_metrics,
+    kill_when,
+    log_history,
+    logged_steps,
+    recipe_command,
+    run_recipe,
+    save_tiny_text_tower,
+    weights,
+)
+from transformers.trainer_pt_utils import safe_globals
+
+from mmft.checkpoints import latest_complete_checkpoint, resolve_resume_checkpoint
+
+pytestmark = pytest.mark.e2e
+STEPS, SAVE_EVERY, LIMIT = 12, 3, 2  # 24 rows / batch 4 = 6 steps per epoch: resumes land mid-epoch and across it
+ARGS = [
+    "--lora_vision", "full", "--lora_text", "lora", "--lora_r", "4", "--lora_dropout", "0.1", "--hidden_dropout", "0.1",
+    "--per_device_train_batch_size", "4", "--max_steps", str(STEPS), "--save_strategy", "steps",
+    "--save_steps", str(SAVE_EVERY), "--save_total_limit", str(LIMIT), "--eval_strategy", "steps", "--eval_steps", "6",
+    "--seed", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("resume_inputs")
+    return save_tiny_text_tower(root / "bert", dropout=0.1), make_imagefolder(root / "data")
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    output_dir = tmp_path_factory.mktemp("reference")
+    run_recipe(recipe_command(output_dir, *inputs, *ARGS))
+    return output_dir
+
+
+def _checkpoint_names(output_dir: Path) -> set[str]:
+    return {p.name for p in output_dir.glob("checkpoint-*")}
+
+
+def _half_written_copy(source: Path, target: Path) -> None:
+    """What a kill during a save leaves: weights cut short, no optimizer state, no trainer_state.json yet."""
+    target.mkdir()
+    data = (source / "adapter_model.safetensors").read_bytes()
+    (target / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    shutil.copy(source / "adapter_config.json", target)
+
+
+def _assert_same_tensors(a, b, where: str) -> None:
+    """Recursive bit-equality of two loaded state objects (dicts, lists, tensors, numbers, numpy states)."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert repr(a) == repr(b), where  # numbers, strings, numpy RNG arrays
+
+
+def _assert_bit_equal_runs(resumed: Path, reference: Path) -> None:
+    final = f"checkpoint-{STEPS}"
+    for name in ("model.safetensors", f"{final}/adapter_model.safetensors"):
+        ours, theirs = weights(resumed / name), weights(reference / name)
+        assert ours.keys() == theirs.keys()
+        unequal = [key for key in ours if not torch.equal(ours[key], theirs[key])]
+        assert not unequal, f"{name}: {len(unequal)} tensors differ, e.g. {unequal[:3]}"
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        with safe_globals():  # the numpy RNG state needs numpy types allow-listed, as the Trainer does
+            ours, theirs = (torch.load(root / final / name, weights_only=True) for root in (resumed, reference))
+            _assert_same_tensors(ours, theirs, name)
+    assert log_history(resumed / final) == log_history(reference / final)  # losses, grad norms, lr, eval metrics
+    assert final_metrics(resumed) == final_metrics(reference)
+    assert _checkpoint_names(resumed) == _checkpoint_names(reference) == {f"checkpoint-{STEPS - SAVE_EVERY}", final}
+
+
+KILLS = {
+    # name: (kill moment, how to resume)
+    "while checkpoint-6 is being written": (lambda out, log: (out / "checkpoint-6").exists(), "auto"),
+    "after step 8, resume from the folder": (lambda out, log: logged_steps(log) >= 8, "folder"),
+    "after step 10, half-written newer checkpoint": (lambda out, log: logged_steps(log) >= 10, "latest"),
+}
+
+
+@pytest.mark.parametrize("kill", KILLS)
+def test_killed_run_resumes_bit_identically(kill, inputs, reference, tmp_path):
+    moment, mode = KILLS[kill]
+    output_dir = tmp_path / "run"
+    command = recipe_command(output_dir, *inputs, *ARGS)
+    kill_when(command, tmp_path / "killed.log", lambda log: moment(output_dir, log))
+    assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
+
+    resume_from, _ = latest_complete_checkpoint(output_dir)
+    assert resume_from is not None, f"no complete checkpoint after the kill: {sorted(_checkpoint_names(output_dir))}"
+    if mode == "latest":
+        step = int(resume_from.name.split("-")[1])
+        _half_written_copy(resume_from, output_dir / f"checkpoint-{step + SAVE_EVERY}")
+    argument = str(resume_from) if mode == "folder" else mode
+    print(f"{kill}: killed with checkpoints {sorted(_checkpoint_names(output_dir))}; resuming from {resume_from.name}")
+    resumed = run_recipe([*command, "--resume_from_checkpoint", argument])
+
+    assert logged_steps(resumed.stdout) == STEPS - int(resume_from.name.split("-")[1])  # it resumed, not restarted
+    _assert_bit_equal_runs(output_dir, reference)
+    if mode == "latest":
+        assert (output_dir / f"incomplete-checkpoint-{step + SAVE_EVERY}").is_dir()  # set aside, not resumed from
+
+
+def test_reference_keeps_safetensors_checkpoints_within_the_limit(reference):
+    assert _checkpoint_names(reference) == {f"checkpoint-{STEPS - SAVE_EVERY}", f"checkpoint-{STEPS}"}
+    for checkpoint in reference.glob("checkpoint-*"):
+        assert (checkpoint / "adapter_model.safetensors").is_file()
+        assert not list(checkpoint.glob("*.bin"))  # weights only as safetensors
+
+
+BREAKAGES = {
+    "no trainer_state.json": lambda c: (c / "trainer_state.json").unlink(),
+    "truncated trainer_state.json": lambda c: (c / "trainer_state.json").write_text('{"global_step": 12, "log_hi'),
+    "truncated weights": lambda c: (c / "adapter_model.safetensors").write_bytes(
+        (c / "adapter_model.safetensors").read_bytes()[:-64]
+    ),
+    "truncated optimizer.pt": lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:100]),
+    "no RNG state": lambda c: (c / "rng_state.pth").unlink(),
+    "no weights": lambda c: (c / "adapter_model.safetensors").unlink(),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_broken_newest_checkpoint_is_never_picked(breakage, reference, tmp_path):
+    output_dir = tmp_path / "run"
+    for checkpoint in reference.glob("checkpoint-*"):
+        shutil.copytree(checkpoint, output_dir / checkpoint.name)
+    newest, previous = output_dir / f"checkpoint-{STEPS}", output_dir / f"checkpoint-{STEPS - SAVE_EVERY}"
+    assert latest_complete_checkpoint(output_dir)[0] == newest
+    BREAKAGES[breakage](newest)
+
+    chosen, skipped = latest_complete_checkpoint(output_dir)
+    assert chosen == previous and list(skipped) == [newest]
+    with pytest.raises(ValueError, match="cannot be resumed from"):
+        resolve_resume_checkpoint(str(newest), output_dir)
+    assert resolve_resume_checkpoint("auto", output_dir) == str(previous)
+    assert not newest.exists() and (output_dir / f"incomplete-checkpoint-{STEPS}").is_dir()
+    assert json.loads((previous / "trainer_state.json").read_text())["global_step"] == STEPS - SAVE_EVERY
