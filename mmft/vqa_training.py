@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from .arguments import DataArguments, LoraArguments, ModelArguments
+from .arguments import DataArguments, LoraArguments, ModelArguments, OutputArguments
+from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .data import SourceSpec, VQACollator, prepare_vqa_splits
+from .hub import push_output_dir, save_final
 from .lora import LoraPlan
 from .metrics import load_metric
 from .modeling_mmft import MMFTForVisualQuestionAnswering
@@ -89,6 +91,7 @@ def run_vqa(
     lora_args: LoraArguments,
     training_args: TrainingArguments,
     callbacks: list | None = None,
+    output_args: OutputArguments | None = None,
 ) -> dict[str, float]:
     """Train (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics."""
     set_seed(training_args.seed)
@@ -122,6 +125,9 @@ def run_vqa(
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if model_args.cache_frozen_text:
         base.mmft.enable_frozen_text_cache()
+    # Pipelines score single-answer models with a softmax, soft-score (VQAv2) models with a sigmoid.
+    base.config.problem_type = "single_label_classification" if splits.single_answer else "multi_label_classification"
+    callbacks = list(callbacks or []) + build_callbacks(output_args or OutputArguments(), data_args.dataset, plan)
 
     raw_eval = eval_data.with_format(None)
     references = raw_eval["answers"]
@@ -137,6 +143,7 @@ def run_vqa(
         preprocess_logits_for_metrics=_argmax_logits,
         callbacks=callbacks,
     )
+    log_before_reporters(trainer)
     if not model_args.eval_only:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.log_metrics("train", train_result.metrics)
@@ -149,12 +156,15 @@ def run_vqa(
         output_dir = Path(training_args.output_dir)
         answers_out = [base.config.id2label[int(i)] for i in np.asarray(prediction.predictions).reshape(-1)]
         write_predictions(output_dir / "predictions.jsonl", raw_eval["question"], references, answers_out)
-        final = LoraPlan.merge(model) if lora_args.save_merged else model
-        final.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
+        final = save_final(model, processor, output_dir, merged=lora_args.save_merged)
+        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
+            if isinstance(callback, ModelCardCallback):
+                callback.write(training_args, trainer.state, final)
         print(f"\nmmft: {tower_provenance(base.config)}")
         print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
                                                         if isinstance(v, float)))
         print(f"mmft: model, processor and test_results.json saved to {output_dir}")
+    if training_args.push_to_hub:
+        push_output_dir(trainer)
     return prediction.metrics
 
