@@ -15,6 +15,8 @@ from .bridge import BRIDGES, Bridge, BridgeOutput
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
 from .modeling_mmft import MMFTForVisualQuestionAnswering, MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
+from .pipeline import VQAPipeline
+from .pipeline import register as _register_pipeline
 from .processing_mmft import MMFTProcessor
 
 __version__ = "0.1.0"
@@ -23,6 +25,7 @@ AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoModelForVisualQuestionAnswering.register(MMFTConfig, MMFTForVisualQuestionAnswering, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
+_register_pipeline()  # pipeline("mmft-vqa", model=...)
 
 __all__ = [
     "BRIDGES",
@@ -35,4 +38,5 @@ __all__ = [
     "MMFTModelOutput",
     "MMFTPreTrainedModel",
     "MMFTProcessor",
+    "VQAPipeline",
 ]

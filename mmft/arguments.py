@@ -106,7 +106,19 @@ class LoraArguments:
 
 
 JSON_FLAGS = ("vision_model_args", "text_model_args")
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, TrainingArguments)
+@dataclass
+class OutputArguments:
+    """What the run writes besides the model: throughput logs, plots, model card (see `mmft.callbacks`)."""
+
+    throughput: bool = field(default=True, metadata={"help": "log samples/s, tokens/s, FLOPs per step and MFU"})
+    peak_flops: float | None = field(
+        default=None, metadata={"help": "peak FLOP/s of one device for MFU (default: mmft.callbacks table / CPU probe)"}
+    )
+    plots: bool = field(default=True, metadata={"help": "PNG plots of loss, learning rate, eval metrics in output_dir"})
+    model_card: bool = field(default=True, metadata={"help": "write README.md (Hub model card) in output_dir"})
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, TrainingArguments, OutputArguments)
 
 
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -120,7 +132,7 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def parse_recipe_args(
     argv: list[str] | None = None, default_config: str | None = None
-) -> tuple[ModelArguments, DataArguments, LoraArguments, TrainingArguments]:
+) -> tuple[ModelArguments, DataArguments, LoraArguments, TrainingArguments, OutputArguments]:
     """Parse `--config preset.yaml` (keys are flag names) then the command line, which overrides the preset."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = _split_config_flag(argv)

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from .arguments import DataArguments, LoraArguments, ModelArguments
+from .arguments import DataArguments, LoraArguments, ModelArguments, OutputArguments
+from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import resolve_resume_checkpoint
 from .data import BadExamplePolicy, SourceSpec, VQACollator, excluded_eval_positions, prepare_vqa_splits
 from .guards import NonFiniteLossGuard, check_output_dir
+from .hub import push_output_dir, save_final
 from .lora import LoraPlan
 from .metrics import load_metric
 from .modeling_mmft import MMFTForVisualQuestionAnswering
@@ -101,6 +103,7 @@ def run_vqa(
     lora_args: LoraArguments,
     training_args: TrainingArguments,
     callbacks: list | None = None,
+    output_args: OutputArguments | None = None,
 ) -> dict[str, float]:
     """Train (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics."""
     set_seed(training_args.seed)
@@ -140,6 +143,9 @@ def run_vqa(
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if model_args.cache_frozen_text:
         base.mmft.enable_frozen_text_cache()
+    # Pipelines score single-answer models with a softmax, soft-score (VQAv2) models with a sigmoid.
+    base.config.problem_type = "single_label_classification" if splits.single_answer else "multi_label_classification"
+    callbacks = list(callbacks or []) + build_callbacks(output_args or OutputArguments(), data_args.dataset, plan)
 
     raw_eval = eval_data.with_format(None)
     references = raw_eval["answers"]
@@ -154,8 +160,9 @@ def run_vqa(
         compute_metrics=make_compute_metrics(references, question_types, base.config.id2label,
                                              lambda: excluded_eval_positions(policy, raw_eval["row"])),  # fmt: skip
         preprocess_logits_for_metrics=_argmax_logits,
-        callbacks=[*(callbacks or []), NonFiniteLossGuard()],
+        callbacks=[*callbacks, NonFiniteLossGuard()],
     )
+    log_before_reporters(trainer)
     if not model_args.eval_only:
         with training_args.main_process_first(desc="choosing the checkpoint to resume from"):
             resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
@@ -171,14 +178,17 @@ def run_vqa(
         output_dir = Path(training_args.output_dir)
         answers_out = [base.config.id2label[int(i)] for i in np.asarray(prediction.predictions).reshape(-1)]
         write_predictions(output_dir / "predictions.jsonl", raw_eval["question"], references, answers_out)
-        final = LoraPlan.merge(model) if lora_args.save_merged else model
-        final.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
+        final = save_final(model, processor, output_dir, merged=lora_args.save_merged)
+        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
+            if isinstance(callback, ModelCardCallback):
+                callback.write(training_args, trainer.state, final)
         print(f"\nmmft: {tower_provenance(base.config)}")
         print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
                                                         if isinstance(v, float)))
         print(f"mmft: model, processor and test_results.json saved to {output_dir}")
         if policy.mode == "skip":
             print(f"mmft: {policy.summary()}")
+    if training_args.push_to_hub:
+        push_output_dir(trainer)
     return prediction.metrics
 

@@ -16,8 +16,8 @@ DEFAULT_PRESET = Path(__file__).parent / "configs" / "easy_vqa.yaml"
 
 
 def main() -> None:
-    model_args, data_args, lora_args, training_args = parse_recipe_args(default_config=str(DEFAULT_PRESET))
-    run_vqa(model_args, data_args, lora_args, training_args)
+    model_args, data_args, lora_args, training_args, output_args = parse_recipe_args(default_config=str(DEFAULT_PRESET))
+    run_vqa(model_args, data_args, lora_args, training_args, output_args=output_args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,256 @@
+"""Hub publishing: the model card text (README.md with Hub metadata), adapter save/load, and the final push.
+
+Metadata goes through `huggingface_hub.ModelCardData` / `EvalResult`, which write the YAML front matter and the
+`model-index` block the Hub reads; the card body is plain Markdown built here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .lora import TOWERS, LoraPlan, _base
+
+LIMITATIONS = (
+    "- Answers are classified over a fixed vocabulary seen in training (`config.id2label`); anything else cannot be "
+    "predicted.\n"
+    "- A tower trained from scratch has only seen this dataset: expect it to fail on images unlike the training "
+    "data.\n"
+    "- Scores are the model's confidence, not calibrated probabilities.\n"
+    "- Accuracy is measured on the test split named below; it says nothing about other data."
+)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+MERGED_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+# -- card ---------------------------------------------------------------------------------------------------------
+def describe_tower(config, kind: str) -> tuple[str, str]:
+    """(architecture summary, where the weights came from) of the vision or text tower."""
+    sub = getattr(config, f"{kind}_config")
+    if getattr(sub, "model_type", None) == "timm_wrapper":
+        args = json.dumps(sub.model_args) if getattr(sub, "model_args", None) else ""
+        what = f"timm `{sub.architecture}` {args}".strip()
+    else:
+        layers = getattr(sub, "num_hidden_layers", "?")
+        what = f"`{sub.model_type}`, {layers} layers, width {getattr(sub, 'hidden_size', '?')}"
+    source = getattr(config, f"{kind}_pretrained_from")
+    return what, f"pretrained: `{source}`" if source else "trained from scratch (random init)"
+
+
+def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
+    if lora_plan is not None:
+        rows = [f"| {t} tower | {getattr(lora_plan, t)} |" for t in TOWERS]
+        if "lora" in (lora_plan.vision, lora_plan.text):
+            rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
+                        f"targets={lora_plan.targets} |")  # fmt: skip
+    else:
+        counts = LoraPlan.trainable_parameters(model)
+        rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
+                for t in TOWERS]  # fmt: skip
+    return ["| part | fine-tuning |", "|---|---|", *rows, "| bridge + head | full (always trained) |"]
+
+
+def _hyperparameters(args) -> list[str]:
+    names = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+             "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "seed",
+             "bf16", "fp16")  # fmt: skip
+    rows = [f"| {n} | {getattr(args, n)} |" for n in names if hasattr(args, n)]
+    rows.append(f"| world size | {getattr(args, 'world_size', 1)} |")
+    return ["| hyperparameter | value |", "|---|---|", *rows]
+
+
+def final_metrics(output_dir: str | Path, log_history: list[dict] | None) -> tuple[dict[str, float], str]:
+    """(metrics, split): test_results.json when present, else the last evaluation in the log history."""
+    path = Path(output_dir) / "test_results.json"
+    if path.is_file():
+        return json.loads(path.read_text()), "test"
+    for row in reversed(log_history or []):
+        if any(k.startswith("eval_") for k in row):
+            return {k: v for k, v in row.items() if k.startswith("eval_")}, "eval"
+    return {}, "test"
+
+
+def render_model_card(
+    model,
+    args,
+    dataset: str | None = None,
+    lora_plan: LoraPlan | None = None,
+    metrics: dict[str, float] | None = None,
+    split: str = "test",
+    model_name: str | None = None,
+) -> ModelCard:
+    """A Hub model card for an mmft VQA model trained with `args` (TrainingArguments)."""
+    config = _base(model).config
+    repo = getattr(args, "hub_model_id", None) or str(args.output_dir)
+    model_name = model_name or repo.rstrip("/").split("/")[-1]
+    dataset = dataset or "unknown"
+    metrics = metrics or {}
+    accuracies = {k: v for k, v in metrics.items() if "accuracy" in k and isinstance(v, (int, float))}
+    eval_results = [
+        EvalResult(task_type="visual-question-answering", task_name="Visual Question Answering",
+                   dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type="accuracy",
+                   metric_name=key, metric_value=float(value))
+        for key, value in accuracies.items()
+    ]  # fmt: skip
+    tags = ["mmft", "transformers", "visual-question-answering", config.bridge]
+    if lora_plan is not None and "lora" in (lora_plan.vision, lora_plan.text):
+        tags += ["lora", "peft"]
+    data = ModelCardData(
+        library_name="mmft", pipeline_tag="visual-question-answering", tags=tags, datasets=[dataset],
+        model_name=model_name, eval_results=eval_results or None,
+    )  # fmt: skip
+    vision, vision_source = describe_tower(config, "vision")
+    text, text_source = describe_tower(config, "text")
+    layers = f", {config.num_bridge_layers} layers" if config.bridge in ("co_attention", "cross_attention") else ""
+    body = [
+        f"# {model_name}",
+        "",
+        f"A visual question answering model built with [mmft](https://pypi.org/project/mmft/): a vision tower and a "
+        f"text tower joined by a `{config.bridge}` bridge, answering over {config.num_labels} answers.",
+        "",
+        "## Model",
+        "",
+        "| part | architecture | weights |",
+        "|---|---|---|",
+        f"| vision tower | {vision} | {vision_source} |",
+        f"| text tower | {text} | {text_source} |",
+        f"| bridge | `{config.bridge}`{layers}, width {config.hidden_size}, {config.num_attention_heads} heads | "
+        "trained from scratch |",
+        f"| head | MLP over [text CLS ; mean image token] -> {config.num_labels} answers | trained from scratch |",
+        "",
+        "## Fine-tuning plan",
+        "",
+        *_plan_rows(model, lora_plan),
+        "",
+        "## Training",
+        "",
+        f"Dataset: `{dataset}`.",
+        "",
+        *_hyperparameters(args),
+        "",
+        "## Results",
+        "",
+        *(["| metric | value |", "|---|---|", *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                                                for k, v in metrics.items()]]
+          if metrics else ["No evaluation results yet."]),  # fmt: skip
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "import mmft  # registers the mmft classes with transformers' Auto classes",
+        "from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor, pipeline",
+        "",
+        f'model = AutoModelForVisualQuestionAnswering.from_pretrained("{repo}")',
+        f'processor = AutoProcessor.from_pretrained("{repo}")',
+        f'vqa = pipeline("mmft-vqa", model="{repo}")',
+        'print(vqa(image="image.png", question="what shape is in the image?", top_k=3))',
+        "```",
+        "",
+        f"or from the command line: `mmft predict --model {repo} --image image.png --question \"...\"`. A folder "
+        "saved as a LoRA adapter (`save_merged: false`) loads with `mmft.hub.load_adapter_model(path)`.",
+        "",
+        "## Limitations",
+        "",
+        LIMITATIONS,
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def write_model_card(output_dir: str | Path, model, args, dataset: str | None = None, lora_plan: LoraPlan | None = None,
+                     log_history: list[dict] | None = None, model_name: str | None = None) -> Path:  # fmt: skip
+    """Render the card with the best metrics available and save it as `output_dir/README.md`."""
+    metrics, split = final_metrics(output_dir, log_history)
+    card = render_model_card(model, args, dataset, lora_plan, metrics, split, model_name)
+    path = Path(output_dir) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    card.save(path)
+    return path
+
+
+# -- saving and loading -------------------------------------------------------------------------------------------
+def remove_files(output_dir: str | Path, names: tuple[str, ...]) -> None:
+    """Delete weight files of the other format, e.g. adapter files a checkpoint push copied beside a merged model."""
+    for name in names:
+        path = Path(output_dir) / name
+        if path.is_file():
+            path.unlink()
+
+
+def save_final(model, processor, output_dir: str | Path, merged: bool) -> Any:
+    """Save the merged model (or the peft adapter plus the base config) and the processor; returns what was saved."""
+    from .lora import LoraPlan as Plan
+
+    output_dir = Path(output_dir)
+    is_peft = hasattr(model, "peft_config")
+    final = Plan.merge(model) if merged else model
+    remove_files(output_dir, MERGED_FILES if (is_peft and not merged) else ADAPTER_FILES)
+    final.save_pretrained(output_dir)
+    if is_peft and not merged:
+        _base(model).config.save_pretrained(output_dir)  # what `load_adapter_model` rebuilds the base from
+    processor.save_pretrained(output_dir)
+    return final
+
+
+def load_adapter_model(path: str, merge: bool = False):
+    """
+    Load a folder (or Hub repo) saved as a LoRA adapter: rebuild the base model from the saved mmft config, with
+    each LoRA/frozen tower's weights from where it was pretrained, then load the adapter with peft.
+    Returns the `PeftModel`, or with `merge=True` a plain mmft model with the adapters folded in.
+    """
+    from peft import PeftConfig, PeftModel
+
+    from .configuration_mmft import MMFTConfig
+    from .modeling_mmft import MMFTForVisualQuestionAnswering
+    from .towers import load_pretrained_tower
+
+    peft_config = PeftConfig.from_pretrained(path)
+    config = MMFTConfig.from_pretrained(path)
+    model = MMFTForVisualQuestionAnswering(config)
+    saved = set(peft_config.modules_to_save or [])
+    for kind, attribute in TOWERS.items():
+        if attribute in saved:  # fully trained: its weights are in the adapter file
+            continue
+        source = getattr(config, f"{kind}_pretrained_from")
+        if not source:
+            raise ValueError(
+                f"{path}: the {kind} tower was trained from scratch with LoRA or frozen, so its base weights are not "
+                "in the adapter; save such runs merged (--save_merged true)"
+            )
+        setattr(model.mmft, attribute, load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind))
+    peft_model = PeftModel.from_pretrained(model, path)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def push_output_dir(trainer, commit_message: str = "End of training") -> Any:
+    """
+    Upload `output_dir` (final model, processor, card) to `args.hub_model_id` the way `Trainer.push_to_hub` does,
+    without its re-save of the unmerged model and its card, which would overwrite the final ones.
+    """
+    args = trainer.args
+    if not trainer.is_world_process_zero():
+        return None
+    if trainer.hub_model_id is None:
+        trainer.init_hf_repo()
+    if getattr(trainer, "push_in_progress", None) is not None:  # a checkpoint push still uploading
+        trainer.push_in_progress.wait_until_done()
+    from transformers.utils.hub import hf_api
+
+    return hf_api().upload_folder(
+        repo_id=trainer.hub_model_id, folder_path=str(args.output_dir), commit_message=commit_message,
+        token=args.hub_token, revision=args.hub_revision, ignore_patterns=["_*", "checkpoint-*"],
+    )  # fmt: skip
+
+
+__all__ = [
+    "describe_tower",
+    "final_metrics",
+    "load_adapter_model",
+    "push_output_dir",
+    "render_model_card",
+    "save_final",
+    "write_model_card",
+]

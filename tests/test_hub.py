@@ -1,0 +1,133 @@
+"""Publishing: uploads are intercepted at huggingface_hub's API layer (create_repo / create_commit write the committed
+files to a local folder instead of the network); everything above it runs for real, and the captured repo must load
+back to identical predictions."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+import torch
+import yaml
+from conftest import TINY_TIMM_VIT, tiny_model, tiny_text_config
+from helpers_data import make_imagefolder
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, RepoUrl
+from PIL import Image
+from transformers import AutoModel, AutoModelForVisualQuestionAnswering, AutoProcessor, AutoTokenizer
+
+import mmft  # noqa: F401  (registers the Auto classes)
+from mmft.arguments import parse_recipe_args
+from mmft.hub import load_adapter_model
+from mmft.processing_mmft import MMFTProcessor
+from mmft.towers import resolve_name
+from mmft.vqa_training import run_vqa
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A fake Hub: `.root / repo_id` holds the committed files, `.commits` the commit messages."""
+    root, commits = tmp_path / "hub", []
+
+    def create_repo(self, repo_id, *args, **kwargs):
+        (root / repo_id).mkdir(parents=True, exist_ok=True)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(self, repo_id, operations, *args, commit_message="", **kwargs):
+        for operation in operations:
+            if isinstance(operation, CommitOperationAdd):
+                target = root / repo_id / operation.path_in_repo
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with operation.as_file() as handle:
+                    target.write_bytes(handle.read())
+        commits.append(commit_message)
+        return CommitInfo(f"https://huggingface.co/{repo_id}/commit/{'0' * 40}", commit_message, "", "0" * 40)
+
+    def validate_yaml(self, content, *args, **kwargs):  # the Hub validates README metadata server-side
+        ModelCard(content, ignore_metadata_errors=False)  # parses the front matter; raises on invalid YAML
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(HfApi, "_validate_yaml", validate_yaml)
+    # With hf_xet installed, upload_folder streams through its own upload pipeline; take the single-commit path.
+    monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
+    root.mkdir()
+    return SimpleNamespace(root=root, commits=commits)
+
+
+def _predict(model, processor, images, questions) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**processor(images=images, text=questions)).logits
+
+
+def test_model_push_to_hub_round_trip(hub, batch):
+    model = tiny_model("co_attention", "timm_cnn").eval()
+    processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=32)
+    model.push_to_hub("me/tiny-mmft")
+    processor.push_to_hub("me/tiny-mmft")
+    pushed = hub.root / "me" / "tiny-mmft"
+    assert (pushed / "model.safetensors").is_file() and (pushed / "processor_config.json").is_file()
+    loaded = AutoModelForVisualQuestionAnswering.from_pretrained(pushed)
+    images = [Image.new("RGB", (40, 40), colour) for colour in ("red", "blue")]
+    questions = ["what color is the shape?", "is there a circle?"]
+    expected = _predict(model, processor, images, questions)
+    assert torch.equal(_predict(loaded, AutoProcessor.from_pretrained(pushed), images, questions), expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_text_dir(tmp_path_factory):
+    """A random 1-layer BERT saved with MiniLM's tokenizer: a 'pretrained' text tower folder."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_text_config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("merged", [True, False], ids=["merged", "adapter"])
+def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, tmp_path, tiny_text_dir):
+    data = make_imagefolder(tmp_path / "data", n_train=16, n_test=6)
+    argv = [
+        "--dataset", str(data), "--vision_model", "timm:vit_tiny_patch16_224",
+        "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(tiny_text_dir),
+        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--lora_vision", "full",
+        "--lora_text", "lora", "--save_merged", str(merged), "--max_steps", "4", "--per_device_train_batch_size", "4",
+        "--learning_rate", "1e-3", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+        "--use_cpu", "true", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"),
+        "--push_to_hub", "--hub_model_id", "me/vqa",
+    ]  # fmt: skip
+    run_vqa(*parse_recipe_args(argv)[:4], output_args=parse_recipe_args(argv)[4])
+    pushed = hub.root / "me" / "vqa"
+    assert hub.commits[-1] == "End of training"
+    card = (pushed / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["library_name"] == "mmft"  # ours, not the Trainer's or peft's
+    results = json.loads((pushed / "test_results.json").read_text())
+    assert f"| test_accuracy | {results['test_accuracy']:.4f} |" in card
+    if merged:
+        assert not (pushed / "adapter_config.json").exists()
+        model = AutoModelForVisualQuestionAnswering.from_pretrained(pushed)
+    else:
+        assert not (pushed / "model.safetensors").exists() and (pushed / "adapter_model.safetensors").is_file()
+        model = load_adapter_model(str(pushed))
+    records = [json.loads(line) for line in (data / "test" / "metadata.jsonl").read_text().splitlines()]
+    images = [Image.open(data / "test" / r["file_name"]) for r in records]
+    logits = _predict(model, AutoProcessor.from_pretrained(pushed), images, [r["question"] for r in records])
+    written = [json.loads(line)["prediction"] for line in (pushed / "predictions.jsonl").read_text().splitlines()]
+    assert [model.config.id2label[int(i)] for i in logits.argmax(-1)] == written
+    if not merged:  # the merged view of the adapter predicts the same
+        merged_model = load_adapter_model(str(pushed), merge=True)
+        merged_logits = _predict(merged_model, AutoProcessor.from_pretrained(pushed), images,
+                                 [r["question"] for r in records])  # fmt: skip
+        torch.testing.assert_close(merged_logits, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_adapter_of_a_from_scratch_lora_tower_is_refused(tmp_path):
+    from mmft import LoraPlan
+    from mmft.hub import save_final
+
+    model = LoraPlan(vision="lora", text="full").apply(tiny_model())
+    processor = MMFTProcessor.from_vision_text_pretrained("timm:vit_tiny_patch16_224", "minilm", image_size=32)
+    save_final(model, processor, tmp_path, merged=False)
+    with pytest.raises(ValueError, match="vision tower was trained from scratch"):
+        load_adapter_model(str(tmp_path))
