@@ -24,5 +24,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Fusion study (docs/ablation.md): 6 variants x 3 seeds on easy-VQA, then the docs table and plot from its JSON.
+.PHONY: ablation
+ablation: $(STAMP)
+	$(BIN)/python benchmarks/ablation.py $(ABLATION_ARGS)
+	$(BIN)/python benchmarks/ablation_report.py
+
 clean:
 	rm -rf outputs .pytest_cache
