@@ -46,7 +46,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         row["parameters"] = members[0]["parameters"]
         row["batch_size"] = members[0]["batch_size"]
         row["eval_questions"] = members[0]["eval_questions"]
-        row["train_points"] = [(m["train_s"], m["accuracy"]) for m in members]
+        row["train_points"] = [(m["train_s"], {k: m.get(k, float("nan")) for k, _ in ACCURACY_KEYS}) for m in members]
         rows.append(row)
     return rows
 
@@ -81,27 +81,29 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Accuracy (overall, and on shape questions, the hard kind) vs training wall time; one colour per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7.5, 4.8))
-    for index, row in enumerate(rows):
-        colour = f"C{index}"
-        xs, ys = zip(*row["train_points"])
-        axes.scatter(xs, ys, color=colour, alpha=0.35, s=18)
-        axes.errorbar(row["train_s"][0], row["accuracy"][0], xerr=row["train_s"][1], yerr=row["accuracy"][1],
-                      fmt="o", color=colour, capsize=3, label=row["variant"])  # fmt: skip
-    axes.set_xlabel("training wall time per run (s, 2-core shared CPU)")
-    axes.set_ylabel("easy-VQA test accuracy")
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
+    for panel, (key, label) in zip(panels, (("accuracy", "overall"), ("accuracy_shape", "shape questions"))):
+        for index, row in enumerate(rows):
+            colour = f"C{index}"
+            xs, ys = zip(*[(x, y[key]) for x, y in row["train_points"]])
+            panel.scatter(xs, ys, color=colour, alpha=0.35, s=18)
+            panel.errorbar(row["train_s"][0], row[key][0], xerr=row["train_s"][1], yerr=row[key][1],
+                           fmt="o", color=colour, capsize=3, label=row["variant"])  # fmt: skip
+        panel.set_xlabel("training wall time per run (s, 2-core shared CPU)")
+        panel.set_ylabel(f"test accuracy, {label}")
+        panel.grid(alpha=0.3)
+    panels[0].legend(fontsize=8, loc="best")
     budget = f"{rows[0]['max_steps']} steps at batch {rows[0]['batch_size']}"
-    axes.set_title(f"Fusion study on easy-VQA: {budget} (mean ± std; dots: seeds)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    figure.suptitle(f"Fusion study on easy-VQA: {budget} (mean ± std over seeds; faint dots: single seeds)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
 
 
 def update_doc(doc: Path, table: str) -> None:
