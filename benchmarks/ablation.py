@@ -29,7 +29,7 @@ from transformers import HfArgumentParser, Trainer, set_seed
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ablation_models import VARIANTS, build_variant, count_parameters  # noqa: E402
+from ablation_models import VARIANTS, build_variant, count_parameters, scale_tower_learning_rate  # noqa: E402
 
 from mmft.arguments import parse_recipe_args  # noqa: E402
 from mmft.data import VQACollator, prepare_vqa_splits  # noqa: E402
@@ -54,7 +54,19 @@ class AblationArguments:
     vilt_layers: int = field(default=6, metadata={"help": "ViLT depth (its width is the bridge width)"})
     vilt_patch_size: int = 8
     threads: int = field(default=2, metadata={"help": "torch threads (this machine has 2 cores)"})
+    tag: str = field(default="", metadata={"help": "suffix for the variant names of this invocation, e.g. 'L1'"})
+    tower_lr_scale: float = field(
+        default=1.0, metadata={"help": "towers' learning rate relative to the bridge/head's (investigation knob)"}
+    )
+    mmft_config: str | None = field(
+        default=None, metadata={"help": 'JSON of extra MMFTConfig fields, e.g. {"initializer_range": 0.01}'}
+    )
     fresh: bool = field(default=False, metadata={"help": "discard earlier records in --results instead of resuming"})
+
+
+def label(variant: str, args: AblationArguments) -> str:
+    """The name a run is recorded under: the variant, plus `[tag]` for investigation runs."""
+    return f"{variant}[{args.tag}]" if args.tag else variant
 
 
 def cross_entropy_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
@@ -97,7 +109,10 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
     with tempfile.TemporaryDirectory(prefix="mmft_ablation_") as output_dir:
         model_args, _, lora_args, training_args = _recipe_args(args, overrides, seed, output_dir)
         set_seed(seed)
-        options = {"vilt_layers": args.vilt_layers, "vilt_patch_size": args.vilt_patch_size}
+        options = {
+            "vilt_layers": args.vilt_layers, "vilt_patch_size": args.vilt_patch_size,
+            "mmft_config": json.loads(args.mmft_config) if args.mmft_config else {},
+        }  # fmt: skip
         model = build_variant(variant, model_args, lora_args, splits.answers, options)
         trainable = [p for p in model.parameters() if p.requires_grad]
         watched = trainable[:2] + trainable[-2:]  # first tower tensors and the head's last layer
@@ -111,13 +126,15 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
             preprocess_logits_for_metrics=_argmax_logits,
             compute_loss_func=cross_entropy_loss,
         )
+        if args.tower_lr_scale != 1.0:
+            scale_tower_learning_rate(trainer.create_optimizer(), model, args.tower_lr_scale)
         built = time.perf_counter()
         train_metrics = trainer.train().metrics
         trained = time.perf_counter()
         test_metrics = trainer.predict(splits.eval, metric_key_prefix="test").metrics
         finished = time.perf_counter()
     record = {
-        "variant": variant,
+        "variant": label(variant, args),
         "seed": seed,
         "max_steps": args.max_steps,
         "global_step": trainer.state.global_step,
@@ -163,7 +180,7 @@ def run_ablation(args: AblationArguments, overrides: list[str]) -> dict:
     data = load_data(args, overrides)
     for seed in args.seeds:  # seed-major, so a study cut short still has every variant at the first seeds
         for variant in args.variants:
-            if (variant, seed, args.max_steps) in done:
+            if (label(variant, args), seed, args.max_steps) in done:
                 continue
             record = run_one(variant, seed, args, overrides, data)
             payload["runs"].append(record)

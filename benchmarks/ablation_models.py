@@ -33,6 +33,7 @@ from mmft.towers import resolve_name, vision_config_from_name
 from mmft.vqa_training import build_model_and_processor
 
 PEER_TOWER_MODES = ("full", "frozen")  # the peers have no LoraPlan; LoRA towers are mmft-only here
+TOWER_MODULES = ("vision_tower.", "text_tower.", "vision_model.", "text_model.")  # mmft and dual-encoder names
 
 
 def lora_plan(lora_args: LoraArguments) -> LoraPlan:
@@ -45,7 +46,7 @@ def lora_plan(lora_args: LoraArguments) -> LoraPlan:
 def build_mmft(bridge: str) -> Callable[..., nn.Module]:
     def build(model_args: ModelArguments, lora_args: LoraArguments, answers: list[str], options: dict) -> nn.Module:
         model_args = ModelArguments(**{**vars(model_args), "bridge": bridge})
-        model, _ = build_model_and_processor(model_args, answers)
+        model, _ = build_model_and_processor(model_args, answers, **options.get("mmft_config", {}))
         model = lora_plan(lora_args).apply(model)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if model_args.cache_frozen_text:
@@ -172,6 +173,17 @@ def build_variant(
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     return VARIANTS[name](model_args, lora_args, answers, options)
+
+
+def scale_tower_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Module, scale: float) -> None:
+    """Move every tower parameter into its own param group at `scale` x its group's lr (before the first step)."""
+    tower_ids = {id(p) for name, p in model.named_parameters() if any(t in name for t in TOWER_MODULES)}
+    for group in list(optimizer.param_groups):
+        towers = [p for p in group["params"] if id(p) in tower_ids]
+        if towers:
+            group["params"] = [p for p in group["params"] if id(p) not in tower_ids]
+            settings = {key: value for key, value in group.items() if key != "params"}
+            optimizer.add_param_group({**settings, "params": towers, "lr": group["lr"] * scale})
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
