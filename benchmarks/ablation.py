@@ -45,9 +45,9 @@ class AblationArguments:
 
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": ", ".join(VARIANTS)})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_steps: int = field(default=500, metadata={"help": "optimizer steps per run (the budget)"})
+    max_steps: int = field(default=400, metadata={"help": "optimizer steps per run (the budget)"})
     eval_samples: int | None = field(
-        default=None, metadata={"help": "a fixed random subset of the eval split (seed 0); default: all of it"}
+        default=3000, metadata={"help": "a fixed random subset of the eval split (seed 0); 0: all of it"}
     )
     results: str = field(default="outputs/ablation/results.json", metadata={"help": "JSON file, outside git"})
     preset: str = str(DEFAULT_PRESET)
