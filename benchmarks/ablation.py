@@ -45,7 +45,7 @@ class AblationArguments:
 
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": ", ".join(VARIANTS)})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_steps: int = field(default=400, metadata={"help": "optimizer steps per run (the budget)"})
+    max_steps: int = field(default=300, metadata={"help": "optimizer steps per run (the budget)"})
     eval_samples: int | None = field(
         default=3000, metadata={"help": "a fixed random subset of the eval split (seed 0); 0: all of it"}
     )
