@@ -128,9 +128,9 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
         )
         if args.tower_lr_scale != 1.0:
             scale_tower_learning_rate(trainer.create_optimizer(), model, args.tower_lr_scale)
-        built = time.perf_counter()
+        built, cpu_built = time.perf_counter(), time.process_time()
         train_metrics = trainer.train().metrics
-        trained = time.perf_counter()
+        trained, cpu_trained = time.perf_counter(), time.process_time()
         test_metrics = trainer.predict(splits.eval, metric_key_prefix="test").metrics
         finished = time.perf_counter()
     record = {
@@ -147,6 +147,9 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
         "eval_s": finished - trained,
         "wall_s": finished - started,
         "step_s": (trained - built) / max(trainer.state.global_step, 1),
+        # CPU seconds (all threads) are far less sensitive than wall time to other jobs on a shared machine.
+        "train_cpu_s": cpu_trained - cpu_built,
+        "step_cpu_s": (cpu_trained - cpu_built) / max(trainer.state.global_step, 1),
         "eval_questions": len(references),
         # Evidence that the run trained: tower and head tensors moved (the smoke test checks this).
         "trainable_moved": [not torch.equal(b, p.detach()) for b, p in zip(before, watched)],
