@@ -27,5 +27,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Fusion study (docs/ablation.md): 6 variants x 3 seeds on easy-VQA, then the docs table and plot from its JSON.
+ABLATION_RESULTS ?= outputs/ablation/results.json
+.PHONY: ablation
+ablation: $(STAMP)
+	$(BIN)/python benchmarks/ablation.py --results $(ABLATION_RESULTS) $(ABLATION_ARGS)
+	$(BIN)/python benchmarks/ablation_report.py --results $(ABLATION_RESULTS)
+
 clean:
 	rm -rf outputs .pytest_cache

@@ -31,8 +31,11 @@ def _source_spec(data_args: DataArguments) -> SourceSpec:
     return SourceSpec(**{k: v for k, v in vars(data_args).items() if k in names})
 
 
-def build_model_and_processor(model_args: ModelArguments, answers: list[str] | None):
-    """A fresh model from two towers, or a saved mmft folder (whose answer vocabulary then wins)."""
+def build_model_and_processor(model_args: ModelArguments, answers: list[str] | None, **config_overrides: Any):
+    """A fresh model from two towers, or a saved mmft folder (whose answer vocabulary then wins).
+
+    `config_overrides`: further `MMFTConfig` fields for a fresh model (e.g. `initializer_range`).
+    """
     if model_args.model_name_or_path:
         # safetensors only: a pickled pytorch_model.bin in a downloaded folder is never unpickled
         model = MMFTForVisualQuestionAnswering.from_pretrained(model_args.model_name_or_path, use_safetensors=True)
@@ -48,6 +51,7 @@ def build_model_and_processor(model_args: ModelArguments, answers: list[str] | N
         hidden_size=model_args.hidden_size,
         num_attention_heads=model_args.num_attention_heads,
         hidden_dropout=model_args.hidden_dropout,
+        **config_overrides,
     )
     processor = MMFTProcessor.from_vision_text_pretrained(
         model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
