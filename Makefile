@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 # Fusion study (docs/ablation.md): 6 variants x 3 seeds on easy-VQA, then the docs table and plot from its JSON.
 ABLATION_RESULTS ?= outputs/ablation/results.json

@@ -1,0 +1,65 @@
+"""Run the VQA recipe's own code path (`mmft.vqa_training.run_vqa`) up to its first training step.
+
+The benchmarks measure exactly what `accelerate launch recipes/vqa.py` builds from the default preset: the same
+model after its `LoraPlan`, the same dataset with its on-the-fly transform, the Trainer's own DataLoader and
+collator, the same TrainingArguments. Nothing is rebuilt by hand, so the benchmarks follow the recipe as it changes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import TrainerCallback, TrainingArguments
+
+from harness import PRESET
+
+
+def recipe_argv(output_dir: str, max_steps: int, device: str, quick: bool, *extra: str) -> list[str]:
+    """The default preset, with only what a benchmark must change: step count, no eval/save, a scratch folder."""
+    argv = [
+        "--config", PRESET, "--output_dir", output_dir, "--max_steps", str(max_steps), "--eval_strategy", "no",
+        "--save_strategy", "no", "--max_eval_samples", "32", "--report_to", "none",
+    ]  # fmt: skip
+    if quick:
+        argv += ["--max_train_samples", "1024"]
+    if device.startswith("cuda"):
+        argv += ["--bf16", "true"]  # the GPU precision; on a CPU the preset's fp32 stands
+    return argv + list(extra)
+
+
+def run_recipe(argv: list[str], callbacks: list[TrainerCallback]) -> None:
+    """`run_vqa` exactly as `recipes/vqa.py` calls it, with extra Trainer callbacks."""
+    from mmft.arguments import parse_recipe_args
+    from mmft.vqa_training import run_vqa
+
+    model_args, data_args, lora_args, training_args = parse_recipe_args(argv)
+    run_vqa(model_args, data_args, lora_args, training_args, callbacks=callbacks)
+
+
+@dataclass
+class RecipeParts:
+    model: Any  # the model the Trainer trains (after the preset's LoraPlan, text cache enabled)
+    train_dataloader: Any  # the Trainer's own DataLoader: dataset + transform + VQACollator + preset workers
+    args: TrainingArguments
+    optimizer: Any
+
+
+class _Captured(Exception):
+    pass
+
+
+class _Capture(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, optimizer=None, **kwargs):
+        raise _Captured(RecipeParts(model, train_dataloader, args, optimizer))
+
+
+def capture_recipe(device: str = "cpu", quick: bool = False, *extra: str) -> RecipeParts:
+    """The recipe's model, DataLoader and arguments as they are when training begins (training is not run)."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        try:
+            run_recipe(recipe_argv(output_dir, 1, device, quick, *extra), [_Capture()])
+        except _Captured as captured:
+            return captured.args[0]
+    raise RuntimeError("the recipe finished without starting training; cannot capture its parts")
