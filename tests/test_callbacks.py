@@ -144,9 +144,12 @@ FLOPS_CASES = [(bridge, "timm_vit") for bridge in sorted(BRIDGES)] + [("co_atten
 
 
 @pytest.mark.parametrize(("bridge", "vision"), FLOPS_CASES)
-def test_flops_estimate_matches_torch_flop_counter(bridge, vision, batch):
+def test_flops_estimate_matches_torch_flop_counter(bridge, vision, batch, tokenizer):
     model = tiny_model(bridge, vision).eval()
-    batch = {key: value[:2] for key, value in batch.items()}
+    # Long questions, so attention (quadratic in tokens) is a large share of the FLOPs and must be counted right.
+    text = tokenizer(["is there a red circle or a blue square in the top left of the image?" * 4] * 2,
+                     return_tensors="pt", return_token_type_ids=False)  # fmt: skip
+    batch = {"pixel_values": batch["pixel_values"][:2], **text}
     pixels = batch["pixel_values"]
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         outputs = model.mmft(pixels, batch["input_ids"], batch["attention_mask"])  # MATH: SDPA as countable matmuls

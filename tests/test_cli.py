@@ -57,7 +57,7 @@ def test_predict_through_python_m_prints_ranked_answers(saved):
     command = [sys.executable, "-m", "mmft.cli", "predict", "--model", str(saved["co_attention"]),
                "--image", str(image), "--question", QUESTION, "--top_k", "3"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = [line.split("\t") for line in result.stdout.strip().splitlines()]
     expected = _expected(saved["co_attention"], image)[:3]
