@@ -157,7 +157,7 @@ def parse_recipe_args(
         _check_preset_types(config_path, preset_argv)
         argv = preset_argv + argv
     parsed = parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
-    check_precision(parsed[-1])
+    check_precision(next(args for args in parsed if isinstance(args, TrainingArguments)))
     return parsed
 
 
