@@ -79,7 +79,7 @@ def _recipe_args(args: AblationArguments, overrides: list[str], seed: int, outpu
         "--seed", str(seed), "--max_steps", str(args.max_steps), "--output_dir", output_dir,
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    model_args, data_args, lora_args, training_args = parse_recipe_args(overrides + forced, default_config=args.preset)
+    model_args, data_args, lora_args, training_args, _ = parse_recipe_args(overrides + forced, default_config=args.preset)
     training_args.remove_unused_columns = False  # the transform needs the raw columns, as in the recipe
     return model_args, data_args, lora_args, training_args
 

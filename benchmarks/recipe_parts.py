@@ -34,7 +34,7 @@ def run_recipe(argv: list[str], callbacks: list[TrainerCallback]) -> None:
     from mmft.arguments import parse_recipe_args
     from mmft.vqa_training import run_vqa
 
-    model_args, data_args, lora_args, training_args = parse_recipe_args(argv)
+    model_args, data_args, lora_args, training_args, _ = parse_recipe_args(argv)
     run_vqa(model_args, data_args, lora_args, training_args, callbacks=callbacks)
 
 
