@@ -7,6 +7,7 @@ collator, the same TrainingArguments. Nothing is rebuilt by hand, so the benchma
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,12 @@ class _Capture(TrainerCallback):
         raise _Captured(RecipeParts(model, train_dataloader, args, optimizer))
 
 
+@functools.lru_cache(maxsize=1)
 def capture_recipe(device: str = "cpu", quick: bool = False, *extra: str) -> RecipeParts:
-    """The recipe's model, DataLoader and arguments as they are when training begins (training is not run)."""
+    """The recipe's model, DataLoader and arguments as they are when training begins (training is not run).
+
+    Cached: callers deep-copy the model before training it, so one capture serves several benchmarks.
+    """
     with tempfile.TemporaryDirectory() as output_dir:
         try:
             run_recipe(recipe_argv(output_dir, 1, device, quick, *extra), [_Capture()])
