@@ -50,8 +50,9 @@ def _weights_problems(folder: Path) -> list[str]:
     single = [folder / name for name in ("model.safetensors", "adapter_model.safetensors") if (folder / name).is_file()]
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     sharded_dirs = [p for p in folder.glob("pytorch_model_fsdp_*") if p.is_dir()]  # FSDP SHARDED_STATE_DICT
-    if not (single or indexes or sharded_dirs):
-        return ["no model weights (model.safetensors, adapter_model.safetensors, a shard index or FSDP shards)"]
+    deepspeed_dirs = [p for p in folder.glob("global_step*") if p.is_dir()]  # DeepSpeed engine state (ZeRO-3 weights)
+    if not (single or indexes or sharded_dirs or deepspeed_dirs):
+        return ["no model weights (model.safetensors, adapter_model.safetensors, shard index, FSDP/DeepSpeed shards)"]
     problems = [problem for path in single if (problem := _safetensors_problem(path))]
     for index in indexes:
         try:

@@ -58,13 +58,13 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run_recipe(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run_recipe(command: list[str], timeout: float = 1800) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, env=_environment(), cwd=REPO, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def kill_when(command: list[str], log_path: Path, ready, timeout: float = 300) -> None:
+def kill_when(command: list[str], log_path: Path, ready, timeout: float = 1800) -> None:
     """Start `command` in its own process group and SIGKILL the whole group as soon as `ready(log_text)` holds."""
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_environment(), cwd=REPO,
