@@ -40,7 +40,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for (variant, steps), members in groups.items():
         row = {"variant": variant, "max_steps": steps, "seeds": sorted(m["seed"] for m in members)}
-        for key in [k for k, _ in ACCURACY_KEYS] + ["step_s", "train_s", "wall_s", "eval_s"]:
+        for key in [k for k, _ in ACCURACY_KEYS] + ["step_s", "step_cpu_s", "train_s", "wall_s", "eval_s"]:
             values = [m[key] for m in members if key in m]
             row[key] = _mean_std(values) if values else (float("nan"), float("nan"))
         row["parameters"] = members[0]["parameters"]
@@ -52,8 +52,9 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| variant | fusion | " + " | ".join(f"{label} acc." for _, label in ACCURACY_KEYS)
-              + " | params total / trainable | step (s) | train wall (s) | run wall (s) |")  # fmt: skip
+    columns = ["variant", "fusion", *(f"{label} acc." for _, label in ACCURACY_KEYS), "params total / trainable",
+               "step wall (s)", "step CPU (s)", "train wall (s)", "run wall (s)"]  # fmt: skip
+    header = "| " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     best = max(row["accuracy"][0] for row in rows)
     for row in rows:
@@ -66,7 +67,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| `{row['variant']}` | {FUSION.get(row['variant'], '')} | " + " | ".join(cells)
             + f" | {params['total'] / 1e6:.2f}M / {params['trainable'] / 1e6:.2f}M"
-            + f" | {row['step_s'][0]:.3f} ± {row['step_s'][1]:.3f}"
+            + f" | {row['step_s'][0]:.3f} ± {row['step_s'][1]:.3f} | {row['step_cpu_s'][0]:.3f}"
             + f" | {row['train_s'][0]:.0f} | {row['wall_s'][0]:.0f} |"
         )
     seeds = sorted({s for row in rows for s in row["seeds"]})
@@ -75,7 +76,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines.append(
         f"Mean ± sample std over seeds {seeds}; {', '.join(map(str, steps))} optimizer steps at batch "
         f"{rows[0]['batch_size']}; test accuracy on {rows[0]['eval_questions']:,} easy-VQA test questions. "
-        "Step time = training wall time / steps (data loading included); run wall = build + train + evaluate."
+        "Step wall = training wall time / steps (data loading included); step CPU = CPU seconds of the process (all "
+        "threads) per step; run wall = build + train + evaluate."
     )
     return "\n".join(lines)
 
