@@ -59,7 +59,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     columns = ["variant", "seeds", "fusion", *(f"{label} acc." for _, label in ACCURACY_KEYS),
-               "params total / trainable", "step wall (s)", "step CPU (s)", "train wall (s)", "run wall (s)"]  # fmt: skip
+               "params total / trainable", "step wall (s)", "step CPU (s)", "train wall (s)", "run wall (s)"]
     header = "| " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     best = max(row["accuracy"][0] for row in rows)
@@ -81,7 +81,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines.append("")
     lines.append(
         f"Mean ± sample std over the finished seeds of {seeds} (n=1: a single seed, no spread); "
-        f"{', '.join(map(str, steps))} optimizer steps at batch {rows[0]['batch_size']}; test accuracy on {rows[0]['eval_questions']:,} easy-VQA test questions. "
+        f"{', '.join(map(str, steps))} optimizer steps at batch {rows[0]['batch_size']}; "
+        f"test accuracy on {rows[0]['eval_questions']:,} easy-VQA test questions. "
         "Step wall = training wall time / steps (data loading included); step CPU = CPU seconds of the process (all "
         "threads) per step; run wall = build + train + evaluate."
     )
