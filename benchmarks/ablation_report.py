@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -29,7 +30,12 @@ ACCURACY_KEYS = (("accuracy", "overall"), ("accuracy_yes_no", "yes/no"), ("accur
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    """Mean and sample std; the std is NaN (shown as "n=1") when a single seed has finished."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def _cell(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} (n=1)" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -40,7 +46,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for (variant, steps), members in groups.items():
         row = {"variant": variant, "max_steps": steps, "seeds": sorted(m["seed"] for m in members)}
-        for key in [k for k, _ in ACCURACY_KEYS] + ["step_s", "train_s", "wall_s", "eval_s"]:
+        for key in [k for k, _ in ACCURACY_KEYS] + ["step_s", "step_cpu_s", "train_s", "wall_s", "eval_s"]:
             values = [m[key] for m in members if key in m]
             row[key] = _mean_std(values) if values else (float("nan"), float("nan"))
         row["parameters"] = members[0]["parameters"]
@@ -52,30 +58,33 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| variant | fusion | " + " | ".join(f"{label} acc." for _, label in ACCURACY_KEYS)
-              + " | params total / trainable | step (s) | train wall (s) | run wall (s) |")  # fmt: skip
+    columns = ["variant", "seeds", "fusion", *(f"{label} acc." for _, label in ACCURACY_KEYS),
+               "params total / trainable", "step wall (s)", "step CPU (s)", "train wall (s)", "run wall (s)"]
+    header = "| " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     best = max(row["accuracy"][0] for row in rows)
     for row in rows:
         cells = []
         for key, _ in ACCURACY_KEYS:
             mean, std = row[key]
-            cell = f"{mean:.3f} ± {std:.3f}"
+            cell = _cell(mean, std)
             cells.append(f"**{cell}**" if key == "accuracy" and mean == best else cell)
         params = row["parameters"]
         lines.append(
-            f"| `{row['variant']}` | {FUSION.get(row['variant'], '')} | " + " | ".join(cells)
+            f"| `{row['variant']}` | {len(row['seeds'])} | {FUSION.get(row['variant'], '')} | " + " | ".join(cells)
             + f" | {params['total'] / 1e6:.2f}M / {params['trainable'] / 1e6:.2f}M"
-            + f" | {row['step_s'][0]:.3f} ± {row['step_s'][1]:.3f}"
+            + f" | {_cell(*row['step_s'])} | {row['step_cpu_s'][0]:.3f}"
             + f" | {row['train_s'][0]:.0f} | {row['wall_s'][0]:.0f} |"
         )
     seeds = sorted({s for row in rows for s in row["seeds"]})
     steps = sorted({row["max_steps"] for row in rows})
     lines.append("")
     lines.append(
-        f"Mean ± sample std over seeds {seeds}; {', '.join(map(str, steps))} optimizer steps at batch "
-        f"{rows[0]['batch_size']}; test accuracy on {rows[0]['eval_questions']:,} easy-VQA test questions. "
-        "Step time = training wall time / steps (data loading included); run wall = build + train + evaluate."
+        f"Mean ± sample std over the finished seeds of {seeds} (n=1: a single seed, no spread); "
+        f"{', '.join(map(str, steps))} optimizer steps at batch {rows[0]['batch_size']}; "
+        f"test accuracy on {rows[0]['eval_questions']:,} easy-VQA test questions. "
+        "Step wall = training wall time / steps (data loading included); step CPU = CPU seconds of the process (all "
+        "threads) per step; run wall = build + train + evaluate."
     )
     return "\n".join(lines)
 
@@ -93,7 +102,8 @@ def plot(rows: list[dict], path: Path) -> None:
             colour = f"C{index}"
             xs, ys = zip(*[(x, y[key]) for x, y in row["train_points"]])
             panel.scatter(xs, ys, color=colour, alpha=0.35, s=18)
-            panel.errorbar(row["train_s"][0], row[key][0], xerr=row["train_s"][1], yerr=row[key][1],
+            spread = {"xerr": row["train_s"][1], "yerr": row[key][1]} if len(row["seeds"]) > 1 else {}
+            panel.errorbar(row["train_s"][0], row[key][0], **spread,
                            fmt="o", color=colour, capsize=3, label=row["variant"])  # fmt: skip
         panel.set_xlabel("training wall time per run (s, 2-core shared CPU)")
         panel.set_ylabel(f"test accuracy, {label}")
