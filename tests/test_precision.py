@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(torch.accelerator.is_available(), reason="checks
 
 
 def _training_args(tmp_path, *flags: str):
-    return parse_recipe_args(["--output_dir", str(tmp_path), "--report_to", "none", *flags])[-1]
+    return parse_recipe_args(["--output_dir", str(tmp_path), "--report_to", "none", *flags])[3]  # TrainingArguments
 
 
 def test_cpu_only_machine_defaults_to_use_cpu(tmp_path):
