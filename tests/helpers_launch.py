@@ -27,6 +27,12 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
                "eval_samples_per_second", "eval_steps_per_second", "test_runtime", "test_samples_per_second",
                "test_steps_per_second", "total_flos"}  # fmt: skip
+# ThroughputCallback's figures are timings too, except its FLOP count, which is a function of the batch.
+TIMING_PREFIX, UNTIMED_PERF_KEYS = "perf/", {"perf/flops_per_step"}
+
+
+def _is_timing(key: str) -> bool:
+    return key in TIMING_KEYS or (key.startswith(TIMING_PREFIX) and key not in UNTIMED_PERF_KEYS)
 
 
 def save_tiny_text_tower(path: Path, dropout: float) -> Path:
@@ -99,9 +105,9 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 def log_history(checkpoint: Path) -> list[dict]:
     """trainer_state.json's log history without timing keys."""
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
-    return [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in history]
+    return [{k: v for k, v in entry.items() if not _is_timing(k)} for entry in history]
 
 
 def final_metrics(output_dir: Path) -> dict[str, float]:
     results = json.loads((output_dir / "test_results.json").read_text())
-    return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+    return {k: v for k, v in results.items() if not _is_timing(k)}
