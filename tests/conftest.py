@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, CLIPVisionConfig, RobertaConfig, ViTConfig
+from transformers import AutoModel, AutoTokenizer, BertConfig, CLIPVisionConfig, RobertaConfig, ViTConfig
 
 import mmft
 from mmft.towers import resolve_name, vision_config_from_name
@@ -77,3 +77,13 @@ def batch(tokenizer):
         "attention_mask": text["attention_mask"],
         "labels": torch.tensor([0, 2, 3, 1, 0, 2, 3, 1]),
     }
+
+
+@pytest.fixture(scope="module")
+def tiny_text_dir(tmp_path_factory):
+    """A random 1-layer BERT saved with MiniLM's tokenizer: a real local text tower folder for recipe runs."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_text_config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
+    return path

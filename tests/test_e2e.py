@@ -14,27 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TIMM_VIT, tiny_text_config
+from conftest import TINY_TIMM_VIT
 from helpers_data import make_imagefolder, make_parquet_hub_layout, make_vqav2_files
 from PIL import Image
-from transformers import AutoModel, AutoModelForVisualQuestionAnswering, AutoProcessor, AutoTokenizer
+from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
 import mmft  # noqa: F401  (registers the Auto classes)
-from mmft.towers import resolve_name
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-
-
-@pytest.fixture(scope="module")
-def tiny_text_dir(tmp_path_factory):
-    """A random 1-layer BERT saved with MiniLM's tokenizer: a real local text tower folder."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(tiny_text_config()).save_pretrained(path)
-    AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
-    return path
 
 
 def launch(output_dir: Path, text_dir: Path, *extra: str, config: str = "cpu.yaml") -> subprocess.CompletedProcess:

@@ -11,17 +11,16 @@ import huggingface_hub
 import pytest
 import torch
 import yaml
-from conftest import TINY_TIMM_VIT, tiny_model, tiny_text_config
+from conftest import TINY_TIMM_VIT, tiny_model
 from helpers_data import make_imagefolder
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, RepoUrl
 from PIL import Image
-from transformers import AutoModel, AutoModelForVisualQuestionAnswering, AutoProcessor, AutoTokenizer
+from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
 import mmft  # noqa: F401  (registers the Auto classes)
 from mmft.arguments import parse_recipe_args
 from mmft.hub import load_adapter_model
 from mmft.processing_mmft import MMFTProcessor
-from mmft.towers import resolve_name
 from mmft.vqa_training import run_vqa
 
 
@@ -73,16 +72,6 @@ def test_model_push_to_hub_round_trip(hub, batch):
     questions = ["what color is the shape?", "is there a circle?"]
     expected = _predict(model, processor, images, questions)
     assert torch.equal(_predict(loaded, AutoProcessor.from_pretrained(pushed), images, questions), expected)
-
-
-@pytest.fixture(scope="module")
-def tiny_text_dir(tmp_path_factory):
-    """A random 1-layer BERT saved with MiniLM's tokenizer: a 'pretrained' text tower folder."""
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(tiny_text_config()).save_pretrained(path)
-    AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize("merged", [True, False], ids=["merged", "adapter"])

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import IMAGE_SIZE, tiny_model
-from test_e2e import tiny_text_dir  # noqa: F401  (a fixture, for the e2e test below)
 from safetensors.torch import load_file
 from transformers import AutoModelForVisualQuestionAnswering, Trainer, TrainerCallback, TrainingArguments
 
