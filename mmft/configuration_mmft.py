@@ -28,6 +28,11 @@ class MMFTConfig(PreTrainedConfig):
         num_attention_heads (`int`, defaults to 4): heads of every bridge attention; must divide `hidden_size`.
         intermediate_size (`int`, *optional*): bridge feed-forward width; defaults to `4 * hidden_size`.
         hidden_dropout (`float`, defaults to 0.1), attention_dropout (`float`, defaults to 0.0): bridge dropouts.
+        initializer_range (`float`, *optional*):
+            Std of the truncated-normal init of the bridge, projection and head weights. `None` (default): each
+            layer gets `fan_in ** -0.5`, which keeps activations and gradients at unit scale whatever the widths.
+            (A fixed 0.02, BERT's value, starved the from-scratch vision tower of gradient at width 128; see
+            docs/ablation.md.) Towers always keep their own init.
         image_position_embeddings (`bool`, defaults to `True`):
             Add fixed 2-D sin-cos positions to the tokens of feature-map towers (CNNs), which carry no position of
             their own once flattened. ViT-like towers already embed positions and are left alone.
@@ -59,7 +64,7 @@ class MMFTConfig(PreTrainedConfig):
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.0
     layer_norm_eps: float = 1e-6
-    initializer_range: float = 0.02
+    initializer_range: float | None = None
     image_position_embeddings: bool = True
     vision_pretrained_from: str | None = None
     text_pretrained_from: str | None = None
@@ -89,6 +94,8 @@ class MMFTConfig(PreTrainedConfig):
                 f"bridge {self.bridge!r} needs num_bridge_layers >= 1, got {self.num_bridge_layers}; "
                 "use bridge='concat' or 'product' for a fusion without layers"
             )
+        if self.initializer_range is not None and not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be > 0 (or None for fan-in scaling), got {self.initializer_range}")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -105,14 +105,19 @@ class MMFTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Towers are PreTrainedModels and initialise themselves; this only reaches bridge, projections and heads.
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            nn.init.trunc_normal_(module.weight, std=self._init_std(module.in_features))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            nn.init.trunc_normal_(module.weight, std=self._init_std(module.embedding_dim))
+
+    def _init_std(self, fan_in: int) -> float:
+        # A fixed std scales each layer's output by std * sqrt(fan_in); with projection -> bridge -> head all at
+        # 0.02 the from-scratch vision tower got too little gradient to learn shapes in time (docs/ablation.md).
+        return self.config.initializer_range or fan_in**-0.5
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
