@@ -7,11 +7,13 @@ import json
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+from .data.sources import SourceSpec
 
 
 @dataclass
@@ -64,21 +66,9 @@ def _json_flag(name: str, value: str | None) -> dict[str, Any] | None:
 
 
 @dataclass
-class DataArguments:
-    """Which data, and how much of it."""
+class DataArguments(SourceSpec):
+    """Which data (the `SourceSpec` fields: dataset, splits, columns, VQAv2 files), and how much of it."""
 
-    dataset: str = field(default="easy_vqa", metadata={"help": "easy_vqa, vqav2, a local folder, or a Hub dataset id"})
-    train_split: str = "train"
-    eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
-    image_column: str = "image"
-    question_column: str = "question"
-    answers_column: str = "answers"
-    questions_file: str | None = None
-    annotations_file: str | None = None
-    image_dir: str | None = None
-    eval_questions_file: str | None = None
-    eval_annotations_file: str | None = None
-    eval_image_dir: str | None = None
     top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -130,9 +120,17 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-def parse_recipe_args(
-    argv: list[str] | None = None, default_config: str | None = None
-) -> tuple[ModelArguments, DataArguments, LoraArguments, TrainingArguments, OutputArguments]:
+class RecipeArguments(NamedTuple):
+    """The recipe's argument groups; unpacks in this order, or read them by name (`args.training`)."""
+
+    model: ModelArguments
+    data: DataArguments
+    lora: LoraArguments
+    training: TrainingArguments
+    output: OutputArguments
+
+
+def parse_recipe_args(argv: list[str] | None = None, default_config: str | None = None) -> RecipeArguments:
     """Parse `--config preset.yaml` (keys are flag names) then the command line, which overrides the preset."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = _split_config_flag(argv)
@@ -156,8 +154,10 @@ def parse_recipe_args(
         preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
         _check_preset_types(config_path, preset_argv)
         argv = preset_argv + argv
-    parsed = parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
-    check_precision(next(args for args in parsed if isinstance(args, TrainingArguments)))
+    parsed = RecipeArguments(
+        *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
+    )
+    check_precision(parsed.training)
     return parsed
 
 

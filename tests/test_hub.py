@@ -86,7 +86,8 @@ def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, t
         "--use_cpu", "true", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"),
         "--push_to_hub", "--hub_model_id", "me/vqa",
     ]  # fmt: skip
-    run_vqa(*parse_recipe_args(argv)[:4], output_args=parse_recipe_args(argv)[4])
+    args = parse_recipe_args(argv)
+    run_vqa(args.model, args.data, args.lora, args.training, output_args=args.output)
     pushed = hub.root / "me" / "vqa"
     assert hub.commits[-1] == "End of training"
     card = (pushed / "README.md").read_text()

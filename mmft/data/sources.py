@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,11 +29,11 @@ class DataError(ValueError):
 
 @dataclass
 class SourceSpec:
-    """What `load_vqa_data` needs to know; mirrors the recipe's data arguments."""
+    """What `load_vqa_data` needs to know; the recipe's `DataArguments` extend it (one definition of each field)."""
 
-    dataset: str = "easy_vqa"
+    dataset: str = field(default="easy_vqa", metadata={"help": "easy_vqa, vqav2, a local folder, or a Hub dataset id"})
     train_split: str = "train"
-    eval_split: str | None = None
+    eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
     image_column: str = "image"
     question_column: str = "question"
     answers_column: str = "answers"
