@@ -61,8 +61,9 @@ def build_model_and_processor(model_args: ModelArguments, answers: list[str] | N
 
 def tower_provenance(config) -> str:
     """One line saying where each tower's weights came from; from-scratch towers are named as such."""
-    vision = config.vision_pretrained_from or "trained from scratch (random init)"
-    text = config.text_pretrained_from or "trained from scratch (random init)"
+    scratch = "trained from scratch (random init)"
+    vision = f"pretrained ({config.vision_pretrained_from})" if config.vision_pretrained_from else scratch
+    text = f"pretrained ({config.text_pretrained_from})" if config.text_pretrained_from else scratch
     return f"vision tower: {vision}; text tower: {text}"
 
 

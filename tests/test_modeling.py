@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswer
 
 import mmft
 from mmft import BRIDGES, MMFTConfig, MMFTModel
+from mmft.vqa_training import tower_provenance
 
 
 @pytest.mark.parametrize("vision", VISION_KINDS)
@@ -115,6 +116,10 @@ def test_offline_pair_builds_and_keeps_pretrained_text_weights():
     reference = AutoModel.from_pretrained(resolve_name("minilm")).state_dict()
     tower = model.mmft.text_tower.model.state_dict()
     assert all(torch.equal(reference[name], value) for name, value in tower.items())
+    # What the recipe prints at start-up, so nobody mistakes the random vision tower for a pretrained one.
+    assert tower_provenance(model.config) == (
+        "vision tower: trained from scratch (random init); text tower: pretrained (minilm)"
+    )
 
 
 def test_text_model_args_override_tower_config_fields_and_reject_unknown_ones():
