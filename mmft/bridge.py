@@ -44,7 +44,10 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.query = nn.Linear(hidden_size, hidden_size)
-        self.key_value = nn.Linear(hidden_size, 2 * hidden_size)
+        # No key bias: it adds q.b to every score of a query alike, which softmax ignores, so its true gradient is 0
+        # and AdamW would turn the rounding noise in it into lr-sized random steps (seen as run-to-run weight drift).
+        self.key_value = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+        self.value_bias = nn.Parameter(torch.zeros(hidden_size))
         self.output = nn.Linear(hidden_size, hidden_size)
         self.dropout = dropout
 
@@ -60,7 +63,8 @@ class Attention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self._split_heads(self.query(queries))  # (B, H, Nq, d)
-        k, v = (self._split_heads(t) for t in self.key_value(keys).chunk(2, dim=-1))  # 2 x (B, H, Nk, d)
+        k, v = self.key_value(keys).chunk(2, dim=-1)
+        k, v = self._split_heads(k), self._split_heads(v + self.value_bias)  # 2 x (B, H, Nk, d)
         dropout = self.dropout if self.training else 0.0
         if need_weights:
             scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, Nq, Nk)

@@ -105,16 +105,18 @@ def transformer_tower_flops(tower: nn.Module, tokens: int) -> float:
 @functools.lru_cache(maxsize=32)
 def _counted_vision_flops(config_json: str, pixel_shape: tuple[int, ...]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import AutoConfig
+    from transformers import MODEL_MAPPING, AutoConfig
 
-    from .towers import build_tower
+    from .towers import VisionTower
 
     import json
 
     data = json.loads(config_json)
     config = AutoConfig.for_model(data.pop("model_type"), **data)
     with torch.device("meta"):
-        tower = build_tower(config, "vision")
+        # The model class itself, not AutoModel.from_config: under DeepSpeed ZeRO-3, from_config builds inside
+        # zero.Init, which partitions the new parameters into real (empty) CPU tensors that a meta input cannot reach.
+        tower = VisionTower(MODEL_MAPPING[type(config)](config))
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             tower(torch.empty(1, *pixel_shape))
     return float(counter.get_total_flops())

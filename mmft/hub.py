@@ -6,7 +6,9 @@ Metadata goes through `huggingface_hub.ModelCardData` / `EvalResult`, which writ
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,24 @@ def remove_files(output_dir: str | Path, names: tuple[str, ...]) -> None:
         path = Path(output_dir) / name
         if path.is_file():
             path.unlink()
+
+
+@contextlib.contextmanager
+def full_parameters(trainer) -> Iterator[None]:
+    """Inside: every parameter of the trained model is whole on every process, so it can be merged and saved.
+
+    Only DeepSpeed ZeRO-3 needs this: it partitions even frozen weights, and `save_pretrained` on the partitioned
+    model would write empty tensors for every weight above its persistence threshold. Enter it on all processes
+    (the gather is collective); changes made inside are dropped on exit, which is fine for a final save.
+    """
+    engine = getattr(trainer, "deepspeed", None)
+    if engine is None or engine.zero_optimization_stage() != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None):
+        yield
 
 
 def save_final(model, processor, output_dir: str | Path, merged: bool) -> Any:

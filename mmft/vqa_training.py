@@ -17,7 +17,7 @@ from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import resolve_resume_checkpoint
 from .data import BadExamplePolicy, SourceSpec, VQACollator, excluded_eval_positions, prepare_vqa_splits
 from .guards import NonFiniteLossGuard, check_output_dir
-from .hub import push_output_dir, save_final
+from .hub import full_parameters, push_output_dir, save_final
 from .lora import LoraPlan
 from .metrics import load_metric
 from .modeling_mmft import MMFTForVisualQuestionAnswering
@@ -179,20 +179,21 @@ def run_vqa(
     prediction = trainer.predict(eval_data, metric_key_prefix="test")
     trainer.log_metrics("test", prediction.metrics)
     trainer.save_metrics("test", prediction.metrics)
-    if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
-        answers_out = [base.config.id2label[int(i)] for i in np.asarray(prediction.predictions).reshape(-1)]
-        write_predictions(output_dir / "predictions.jsonl", raw_eval["question"], references, answers_out)
-        final = save_final(model, processor, output_dir, merged=lora_args.save_merged)
-        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
-            if isinstance(callback, ModelCardCallback):
-                callback.write(training_args, trainer.state, final)
-        print(f"\nmmft: {tower_provenance(base.config)}")
-        print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
-                                                        if isinstance(v, float)))
-        print(f"mmft: model, processor and test_results.json saved to {output_dir}")
-        if policy.mode == "skip":
-            print(f"mmft: {policy.summary()}")
+    with full_parameters(trainer):  # ZeRO-3: gather the partitioned weights (all processes) before saving
+        if trainer.is_world_process_zero():
+            output_dir = Path(training_args.output_dir)
+            answers_out = [base.config.id2label[int(i)] for i in np.asarray(prediction.predictions).reshape(-1)]
+            write_predictions(output_dir / "predictions.jsonl", raw_eval["question"], references, answers_out)
+            final = save_final(model, processor, output_dir, merged=lora_args.save_merged)
+            for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
+                if isinstance(callback, ModelCardCallback):
+                    callback.write(training_args, trainer.state, final)
+            print(f"\nmmft: {tower_provenance(base.config)}")
+            print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
+                                                            if isinstance(v, float)))
+            print(f"mmft: model, processor and test_results.json saved to {output_dir}")
+            if policy.mode == "skip":
+                print(f"mmft: {policy.summary()}")
     if training_args.push_to_hub:
         push_output_dir(trainer)
     return prediction.metrics
