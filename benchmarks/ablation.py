@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ablation_models import VARIANTS, build_variant, count_parameters, scale_tower_learning_rate  # noqa: E402
 
 from mmft.arguments import parse_recipe_args  # noqa: E402
-from mmft.data import VQACollator, prepare_vqa_splits  # noqa: E402
 from mmft.processing_mmft import MMFTProcessor  # noqa: E402
-from mmft.vqa_training import _argmax_logits, _source_spec, make_compute_metrics  # noqa: E402
+from mmft.tasks.vqa import VQATask  # noqa: E402
 
 DEFAULT_PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"
 
@@ -79,41 +78,40 @@ def _recipe_args(args: AblationArguments, overrides: list[str], seed: int, outpu
         "--seed", str(seed), "--max_steps", str(args.max_steps), "--output_dir", output_dir,
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
     ]  # fmt: skip
-    model_args, data_args, lora_args, training_args, _ = parse_recipe_args(overrides + forced, default_config=args.preset)
-    training_args.remove_unused_columns = False  # the transform needs the raw columns, as in the recipe
-    return model_args, data_args, lora_args, training_args
+    recipe = parse_recipe_args(overrides + forced, "vqa", default_config=args.preset)
+    recipe.training.remove_unused_columns = False  # the transform needs the raw columns, as in the recipe
+    return recipe
 
 
 def load_data(args: AblationArguments, overrides: list[str]):
-    """Splits (with the image transform attached), processor, and the eval references + question types."""
-    model_args, data_args, _, _ = _recipe_args(args, overrides, 0, tempfile.gettempdir())
-    splits = prepare_vqa_splits(
-        _source_spec(data_args), top_k_answers=data_args.top_k_answers,
-        max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples,
-    )  # fmt: skip
+    """The VQA task, its data (with the image transform attached) and the processor."""
+    recipe = _recipe_args(args, overrides, 0, tempfile.gettempdir())
+    task = VQATask(recipe.task)
+    splits = task.prepare_data(recipe.data, max_train_samples=recipe.data.max_train_samples,
+                               max_eval_samples=recipe.data.max_eval_samples)  # fmt: skip
     if args.eval_samples and args.eval_samples < len(splits.eval):
         splits.eval = splits.eval.shuffle(seed=0).select(range(args.eval_samples))
+    model_args = recipe.model
     processor = MMFTProcessor.from_vision_text_pretrained(
         model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
     )
-    splits.attach(processor.image_processor)
-    raw_eval = splits.eval.with_format(None)
-    question_types = raw_eval["question_type"] if "question_type" in raw_eval.column_names else None
-    return splits, processor, raw_eval["answers"], question_types
+    task.attach(splits, processor)
+    return task, splits, processor
 
 
 def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[str], data) -> dict:
     """Build, train for `max_steps` and evaluate one variant; returns its JSON record."""
-    splits, processor, references, question_types = data
+    task, splits, processor = data
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mmft_ablation_") as output_dir:
-        model_args, _, lora_args, training_args = _recipe_args(args, overrides, seed, output_dir)
+        recipe = _recipe_args(args, overrides, seed, output_dir)
+        model_args, lora_args, training_args = recipe.model, recipe.lora, recipe.training
         set_seed(seed)
         options = {
             "vilt_layers": args.vilt_layers, "vilt_patch_size": args.vilt_patch_size,
             "mmft_config": json.loads(args.mmft_config) if args.mmft_config else {},
         }  # fmt: skip
-        model = build_variant(variant, model_args, lora_args, splits.answers, options)
+        model = build_variant(variant, model_args, lora_args, splits, options)
         trainable = [p for p in model.parameters() if p.requires_grad]
         watched = trainable[:2] + trainable[-2:]  # first tower tensors and the head's last layer
         before = [p.detach().clone() for p in watched]
@@ -121,9 +119,9 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
             model=model,
             args=training_args,
             train_dataset=splits.train,
-            data_collator=VQACollator(processor.tokenizer, model_args.max_question_length),
-            compute_metrics=make_compute_metrics(references, question_types, dict(enumerate(splits.answers))),
-            preprocess_logits_for_metrics=_argmax_logits,
+            data_collator=task.collator(processor, model_args.max_text_length),
+            compute_metrics=task.compute_metrics(splits, dict(enumerate(splits.labels))),
+            preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
             compute_loss_func=cross_entropy_loss,
         )
         if args.tower_lr_scale != 1.0:
@@ -150,7 +148,7 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
         # CPU seconds (all threads) are far less sensitive than wall time to other jobs on a shared machine.
         "train_cpu_s": cpu_trained - cpu_built,
         "step_cpu_s": (cpu_trained - cpu_built) / max(trainer.state.global_step, 1),
-        "eval_questions": len(references),
+        "eval_questions": len(splits.eval),
         # Evidence that the run trained: tower and head tensors moved (the smoke test checks this).
         "trainable_moved": [not torch.equal(b, p.detach()) for b, p in zip(before, watched)],
         **{key.removeprefix("test_"): value for key, value in test_metrics.items() if key.startswith("test_accuracy")},

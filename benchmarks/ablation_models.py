@@ -30,7 +30,9 @@ from transformers.models.timm_wrapper.modeling_timm_wrapper import TimmWrapperMo
 from mmft import BRIDGES, LoraPlan
 from mmft.arguments import LoraArguments, ModelArguments
 from mmft.towers import resolve_name, vision_config_from_name
-from mmft.vqa_training import build_model_and_processor
+from mmft.tasks import TaskData
+from mmft.tasks.vqa import VQATask
+from mmft.training import build_model
 
 PEER_TOWER_MODES = ("full", "frozen")  # the peers have no LoraPlan; LoRA towers are mmft-only here
 TOWER_MODULES = ("vision_tower.", "text_tower.", "vision_model.", "text_model.")  # mmft and dual-encoder names
@@ -44,22 +46,23 @@ def lora_plan(lora_args: LoraArguments) -> LoraPlan:
 
 
 def build_mmft(bridge: str) -> Callable[..., nn.Module]:
-    def build(model_args: ModelArguments, lora_args: LoraArguments, answers: list[str], options: dict) -> nn.Module:
+    def build(model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict) -> nn.Module:
         model_args = ModelArguments(**{**vars(model_args), "bridge": bridge})
-        model, _ = build_model_and_processor(model_args, answers, **options.get("mmft_config", {}))
+        model, _ = build_model(VQATask(), model_args, data, **options.get("mmft_config", {}))
         model = lora_plan(lora_args).apply(model)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if model_args.cache_frozen_text:
-            base.mmft.enable_frozen_text_cache()
+            base.core.enable_frozen_text_cache()
         return model
 
     return build
 
 
 # -- peer A: ViLT ---------------------------------------------------------------------------------------------------
-def build_vilt(model_args: ModelArguments, lora_args: LoraArguments, answers: list[str], options: dict) -> nn.Module:
+def build_vilt(model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict) -> nn.Module:
     """ViLT from scratch: question tokens and 8x8-pixel patches in one transformer (single-stream early fusion)."""
     image_size = model_args.image_size or 64
+    answers = data.labels
     config = ViltConfig(
         vocab_size=_tokenizer_vocab_size(model_args),  # the text tower's tokenizer (MiniLM's BERT WordPiece)
         hidden_size=model_args.hidden_size,
@@ -69,7 +72,7 @@ def build_vilt(model_args: ModelArguments, lora_args: LoraArguments, answers: li
         hidden_dropout_prob=model_args.hidden_dropout,
         image_size=image_size,
         patch_size=options["vilt_patch_size"],
-        max_position_embeddings=model_args.max_question_length,
+        max_position_embeddings=model_args.max_text_length,
         num_labels=len(answers),
         id2label=dict(enumerate(answers)),
         label2id={answer: i for i, answer in enumerate(answers)},
@@ -140,7 +143,7 @@ class DualEncoderForVQA(nn.Module):
 
 
 def build_dual_encoder(
-    model_args: ModelArguments, lora_args: LoraArguments, answers: list[str], options: dict
+    model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict
 ) -> nn.Module:
     for tower in ("vision", "text"):
         if getattr(lora_args, f"lora_{tower}") not in PEER_TOWER_MODES:
@@ -157,7 +160,7 @@ def build_dual_encoder(
     encoder.text_model.requires_grad_(lora_args.lora_text == "full")
     encoder.vision_model.requires_grad_(lora_args.lora_vision == "full")
     encoder.logit_scale.requires_grad_(False)  # the contrastive temperature is unused by the VQA head
-    return DualEncoderForVQA(encoder, len(answers), model_args.cache_frozen_text)
+    return DualEncoderForVQA(encoder, len(data.labels), model_args.cache_frozen_text)
 
 
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
@@ -168,11 +171,11 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_variant(
-    name: str, model_args: ModelArguments, lora_args: LoraArguments, answers: list[str], options: dict
+    name: str, model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict
 ) -> nn.Module:
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    return VARIANTS[name](model_args, lora_args, answers, options)
+    return VARIANTS[name](model_args, lora_args, data, options)
 
 
 def scale_tower_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Module, scale: float) -> None:

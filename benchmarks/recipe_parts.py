@@ -1,4 +1,4 @@
-"""Run the VQA recipe's own code path (`mmft.vqa_training.run_vqa`) up to its first training step.
+"""Run the VQA recipe's own code path (`mmft.training.run`) up to its first training step.
 
 The benchmarks measure exactly what `accelerate launch recipes/vqa.py` builds from the default preset: the same
 model after its `LoraPlan`, the same dataset with its on-the-fly transform, the Trainer's own DataLoader and
@@ -31,18 +31,17 @@ def recipe_argv(output_dir: str, max_steps: int, device: str, quick: bool, *extr
 
 
 def run_recipe(argv: list[str], callbacks: list[TrainerCallback]) -> None:
-    """`run_vqa` exactly as `recipes/vqa.py` calls it, with extra Trainer callbacks."""
+    """`mmft.training.run` exactly as `recipes/vqa.py` calls it, with extra Trainer callbacks."""
     from mmft.arguments import parse_recipe_args
-    from mmft.vqa_training import run_vqa
+    from mmft.training import run
 
-    model_args, data_args, lora_args, training_args, _ = parse_recipe_args(argv)
-    run_vqa(model_args, data_args, lora_args, training_args, callbacks=callbacks)
+    run("vqa", parse_recipe_args(argv, "vqa"), callbacks=callbacks)
 
 
 @dataclass
 class RecipeParts:
     model: Any  # the model the Trainer trains (after the preset's LoraPlan, text cache enabled)
-    train_dataloader: Any  # the Trainer's own DataLoader: dataset + transform + VQACollator + preset workers
+    train_dataloader: Any  # the Trainer's own DataLoader: dataset + transform + collator + preset workers
     args: TrainingArguments
     optimizer: Any
 

@@ -1,42 +1,50 @@
 """mmft: fine-tune vision-language models built from a vision tower, a text tower and a cross-modal bridge.
 
-Importing mmft registers its config, models and processor with the transformers Auto classes, so a saved mmft
-folder loads with `AutoModelForVisualQuestionAnswering.from_pretrained(path)` and no `trust_remote_code`.
+Importing mmft registers its config, models, processor and pipelines with transformers, so a saved mmft folder
+loads with its task's Auto class (`AutoModelForVisualQuestionAnswering`, `mmft.AutoModelForImageTextClassification`,
+...) and `pipeline(...)`, with no `trust_remote_code`.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForVisualQuestionAnswering,
-    AutoProcessor,
-)
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .bridge import BRIDGES, Bridge, BridgeOutput
+from .auto import AutoModelForImageTextClassification
+from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
-from .modeling_mmft import MMFTForVisualQuestionAnswering, MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
-from .pipeline import VQAPipeline
-from .pipeline import register as _register_pipeline
+from .modeling_classification import MMFTForImageTextClassification
+from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
+from .modeling_vqa import MMFTForVisualQuestionAnswering
+from .pipeline import ImageTextClassificationPipeline, VQAPipeline
+from .pipeline import register as _register_pipelines
 from .processing_mmft import MMFTProcessor
+from .tasks import TASKS, Task, get_task
 
 __version__ = "0.1.0"
 
 AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
-AutoModelForVisualQuestionAnswering.register(MMFTConfig, MMFTForVisualQuestionAnswering, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
-_register_pipeline()  # pipeline("mmft-vqa", model=...)
+for _task in TASKS.values():
+    _task.auto_class.register(MMFTConfig, _task.model_class, exist_ok=True)
+_register_pipelines()  # pipeline("mmft-vqa", ...), pipeline("mmft-image-text-classification", ...)
 
 __all__ = [
+    "AutoModelForImageTextClassification",
     "BRIDGES",
     "Bridge",
     "BridgeOutput",
+    "ImageTextClassificationPipeline",
     "LoraPlan",
     "MMFTConfig",
+    "MMFTForImageTextClassification",
     "MMFTForVisualQuestionAnswering",
     "MMFTModel",
     "MMFTModelOutput",
     "MMFTPreTrainedModel",
     "MMFTProcessor",
+    "TASKS",
+    "Task",
     "VQAPipeline",
+    "get_task",
+    "register_bridge",
 ]

@@ -1,19 +1,22 @@
-"""Recipe arguments: `HfArgumentParser` dataclasses, read from a YAML preset with command-line overrides."""
+"""Recipe arguments: `HfArgumentParser` dataclasses, read from a YAML preset with command-line overrides.
+
+The groups shared by every task (model, data, LoRA plan, TrainingArguments, outputs) live here; each task adds its
+own group (`Task.arguments_class`: columns, label options, ...). The library never reads `sys.argv`: a recipe passes
+its command line to `parse_recipe_args`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
-import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data.sources import SourceSpec
+from .presets import drop_other_towers_keys, load_preset
 
 
 @dataclass
@@ -41,7 +44,10 @@ class ModelArguments:
     num_attention_heads: int = 4
     hidden_dropout: float = 0.1
     image_size: int | None = field(default=None, metadata={"help": "resize images to this square size"})
-    max_question_length: int = 64
+    max_text_length: int = field(
+        default=64, metadata={"help": "tokens kept of each text (question, statement, caption)",
+                              "aliases": ["--max_question_length"]},
+    )  # fmt: skip
     cache_frozen_text: bool = field(
         default=True, metadata={"help": "memoise a frozen text tower's output per distinct question"}
     )
@@ -67,9 +73,8 @@ def _json_flag(name: str, value: str | None) -> dict[str, Any] | None:
 
 @dataclass
 class DataArguments(SourceSpec):
-    """Which data (the `SourceSpec` fields: dataset, splits, columns, VQAv2 files), and how much of it."""
+    """Which data (the `SourceSpec` fields: dataset, splits, image column), and how much of it."""
 
-    top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     on_bad_example: Literal["raise", "skip"] = field(
@@ -96,6 +101,8 @@ class LoraArguments:
 
 
 JSON_FLAGS = ("vision_model_args", "text_model_args")
+
+
 @dataclass
 class OutputArguments:
     """What the run writes besides the model: throughput logs, plots, model card (see `mmft.callbacks`)."""
@@ -108,7 +115,20 @@ class OutputArguments:
     model_card: bool = field(default=True, metadata={"help": "write README.md (Hub model card) in output_dir"})
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, TrainingArguments, OutputArguments)
+class RecipeArguments(NamedTuple):
+    """The recipe's argument groups; unpacks in this order, or read them by name (`args.training`)."""
+
+    model: ModelArguments
+    data: DataArguments
+    task: Any  # the task's own group (`Task.arguments_class`)
+    lora: LoraArguments
+    training: TrainingArguments
+    output: OutputArguments
+
+
+def argument_classes(task_arguments: type) -> tuple[type, ...]:
+    """The parser's dataclasses, in `RecipeArguments` order."""
+    return (ModelArguments, DataArguments, task_arguments, LoraArguments, TrainingArguments, OutputArguments)
 
 
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -120,39 +140,26 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-class RecipeArguments(NamedTuple):
-    """The recipe's argument groups; unpacks in this order, or read them by name (`args.training`)."""
+def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config: str | None = None) -> RecipeArguments:
+    """Parse `--config preset.yaml` (keys are flag names) then `argv`, which overrides the preset.
 
-    model: ModelArguments
-    data: DataArguments
-    lora: LoraArguments
-    training: TrainingArguments
-    output: OutputArguments
+    `task`: a name in `mmft.tasks.TASKS` or a `Task` class; its `arguments_class` is parsed with the shared groups.
+    """
+    from .tasks import get_task
 
-
-def parse_recipe_args(argv: list[str] | None = None, default_config: str | None = None) -> RecipeArguments:
-    """Parse `--config preset.yaml` (keys are flag names) then the command line, which overrides the preset."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, argv = _split_config_flag(argv)
+    classes = argument_classes(get_task(task).arguments_class)
+    config_path, argv = _split_config_flag(list(argv))
     config_path = config_path or default_config
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = HfArgumentParser(classes)
     if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {config_path}: no such file")
-        try:
-            preset = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:  # safe_load also refuses python/* tags: a preset cannot run code
-            raise ValueError(f"{config_path}: not a valid YAML preset: {error}") from None
-        if not isinstance(preset, dict):
-            raise ValueError(f"{config_path}: expected a mapping of flag names to values, got {type(preset).__name__}")
-        known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+        preset = drop_other_towers_keys(load_preset(config_path), argv, config_path)
+        known = {f.name for cls in classes for f in fields(cls)}
         unknown = sorted(set(preset) - known)
         if unknown:
             raise ValueError(f"{config_path}: unknown key(s) {unknown}; every key must be a recipe flag name")
         # Feed the preset through the same argparse types as the command line so a wrong type fails the same way.
         preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
-        _check_preset_types(config_path, preset_argv)
+        _check_preset_types(config_path, preset_argv, classes)
         argv = preset_argv + argv
     parsed = RecipeArguments(
         *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
@@ -182,9 +189,9 @@ def check_precision(training_args: TrainingArguments) -> None:
         )
 
 
-def _check_preset_types(config_path: str, preset_argv: list[str]) -> None:
+def _check_preset_types(config_path: str, preset_argv: list[str], classes: tuple[type, ...]) -> None:
     """Parse the preset alone so a wrong value is reported against the YAML file, not as a command-line error."""
-    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
+    parser = HfArgumentParser(classes, exit_on_error=False)
     try:
         parser.parse_args_into_dataclasses(args=preset_argv, look_for_args_file=False)
     except argparse.ArgumentError as error:

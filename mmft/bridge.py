@@ -1,11 +1,13 @@
 """Fusion modules that join image tokens and text tokens: the cross-modal attention bridge and simpler baselines.
 
-Every bridge takes both token streams already projected to the bridge width and returns a `BridgeOutput`.
-Adding a fusion means writing one `Bridge` subclass and adding it to `BRIDGES`.
+Every bridge takes both token streams already projected to the bridge width and returns a `BridgeOutput`, and knows
+its own forward FLOPs (`Bridge.flops`). Adding a fusion means writing one `Bridge` subclass and adding it to `BRIDGES`
+(or calling `register_bridge`); a subclass without a closed-form `flops` is counted by torch's FLOP counter.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,6 +36,21 @@ def _key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Te
 def _pool(text_states: torch.Tensor, image_states: torch.Tensor) -> torch.Tensor:
     """[text first token ; mean image token]: the text CLS summarises the question, the mean sees every patch."""
     return torch.cat([text_states[:, 0], image_states.mean(dim=1)], dim=-1)  # (B, 2D)
+
+
+def attention_flops(queries: int, keys: int, width: int) -> float:
+    """Scores (Nq x Nk x D multiply-adds) and weighted sum (same again), all heads together."""
+    return 4.0 * queries * keys * width
+
+
+def stream_block_flops(tokens: int, other_tokens: int | None, width: int, ffn: int) -> float:
+    """One `StreamBlock`: self-attention, cross-attention to `other_tokens` (None: none), feed-forward."""
+    flops = 2.0 * tokens * 4 * width * width + attention_flops(tokens, tokens, width)  # q, kv (2x), out
+    if other_tokens is not None:
+        flops += 2.0 * tokens * 2 * width * width  # q and out on this stream
+        flops += 2.0 * other_tokens * 2 * width * width  # kv on the other stream
+        flops += attention_flops(tokens, other_tokens, width)
+    return flops + 2.0 * tokens * 2 * width * ffn
 
 
 class Attention(nn.Module):
@@ -128,7 +145,13 @@ class Bridge(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
+        self.config = config
         self.pooled_size = 2 * config.hidden_size
+
+    def flops(self, text_tokens: int, image_tokens: int) -> float:
+        """Forward FLOPs of one sample (matmuls only, 2 per multiply-add). This default counts them once per token
+        shape with torch's FLOP counter on a meta-device copy; bridges with a closed form override it."""
+        return _counted_flops(type(self), self.config.to_json_string(use_diff=False), text_tokens, image_tokens)
 
     def run_layer(self, layer: Callable[..., tuple], *args: Any) -> tuple:
         """Run one bridge layer, under activation checkpointing when it is switched on and gradients are needed."""
@@ -157,6 +180,12 @@ class CoAttentionBridge(Bridge):
         self.image_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
         self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.image_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def flops(self, text_tokens: int, image_tokens: int) -> float:
+        width, ffn = self.config.hidden_size, self.config.intermediate_size
+        per_layer = stream_block_flops(text_tokens, image_tokens, width, ffn)
+        per_layer += stream_block_flops(image_tokens, text_tokens, width, ffn)
+        return len(self.text_blocks) * per_layer
 
     def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
         """Bridge layer `index`: both self-attentions, both cross-attentions, both feed-forwards."""
@@ -197,6 +226,10 @@ class CrossAttentionBridge(Bridge):
         self.text_blocks = nn.ModuleList(StreamBlock(config) for _ in range(config.num_bridge_layers))
         self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
+    def flops(self, text_tokens: int, image_tokens: int) -> float:
+        width, ffn = self.config.hidden_size, self.config.intermediate_size
+        return len(self.text_blocks) * stream_block_flops(text_tokens, image_tokens, width, ffn)
+
     def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
         """Bridge layer `index`: text self-attention, text->image cross-attention, feed-forward."""
         block = self.text_blocks[index]
@@ -229,6 +262,9 @@ class ConcatBridge(Bridge):
         width = config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.GELU(), nn.Dropout(config.hidden_dropout))
 
+    def flops(self, text_tokens: int, image_tokens: int) -> float:
+        return 2.0 * (2 * self.config.hidden_size) ** 2
+
     def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
         return BridgeOutput(text_states, image_states, self.mlp(_pool(text_states, image_states)))
 
@@ -244,6 +280,10 @@ class ProductBridge(Bridge):
         self.image_proj = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width, eps=config.layer_norm_eps))
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(config.hidden_dropout))
 
+    def flops(self, text_tokens: int, image_tokens: int) -> float:
+        width = self.config.hidden_size
+        return 2.0 * 2 * width * width + 2.0 * width * 2 * width  # both factor projections, then the MLP
+
     def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
         fused = self.text_proj(text_states[:, 0]) * self.image_proj(image_states.mean(1))  # (B, D)
         return BridgeOutput(text_states, image_states, self.mlp(fused))  # (B, 2D)
@@ -257,6 +297,32 @@ BRIDGES: dict[str, type[Bridge]] = {
 }
 
 
+def register_bridge(name: str, bridge_class: type[Bridge]) -> type[Bridge]:
+    """Register `bridge_class` under `name`, so that `MMFTConfig(bridge=name)` builds it; returns the class."""
+    if not (isinstance(bridge_class, type) and issubclass(bridge_class, Bridge)):
+        raise TypeError(f"register_bridge({name!r}, ...): {bridge_class!r} is not a subclass of mmft.bridge.Bridge")
+    BRIDGES[name] = bridge_class
+    return bridge_class
+
+
 def build_bridge(config) -> Bridge:
     """Instantiate the bridge named by `config.bridge` (validated by `MMFTConfig`)."""
     return BRIDGES[config.bridge](config)
+
+
+@functools.lru_cache(maxsize=64)
+def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: int, image_tokens: int) -> float:
+    import json
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .configuration_mmft import MMFTConfig
+
+    config = MMFTConfig.from_dict(json.loads(config_json))
+    width = config.hidden_size
+    with torch.device("meta"):
+        bridge = bridge_class(config).eval()
+        text, image = torch.empty(1, text_tokens, width), torch.empty(1, image_tokens, width)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            bridge(text, image, torch.ones(1, text_tokens, dtype=torch.long))
+    return float(counter.get_total_flops())

@@ -1,8 +1,12 @@
-"""The `mmft` command: `mmft predict` (one question or a whole dataset to JSONL) and `mmft explain` (heatmaps).
+"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL) and `mmft explain` (heatmaps).
 
     mmft predict --model outputs/easy_vqa --image shape.png --question "what shape is it?" --top_k 3
+    mmft predict --model outputs/easy_vqa_entailment --image shape.png --text "there is a red circle"
     mmft predict --model outputs/easy_vqa --dataset questions.jsonl --output predictions.jsonl
     mmft explain --model outputs/easy_vqa --image shape.png --question "what color is the shape?" --out heat.png
+
+The task (and so the model class and the pipeline) is read from the saved config's `architectures`; `--task` states
+it explicitly and fails when the model is of another task.
 """
 
 from __future__ import annotations
@@ -16,24 +20,29 @@ from typing import Iterator
 import torch
 
 
-def load_model(path: str):
-    """(model, processor) of a saved mmft folder or Hub repo; adapter-only folders are merged on load."""
+def load_model(path: str, task: str | None = None):
+    """(model, processor, task class) of a saved mmft folder or Hub repo; adapter-only folders are merged on load."""
     import mmft  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
 
+    from .tasks import get_task, task_for_model
+
+    saved_task = task_for_model(AutoConfig.from_pretrained(path))
+    if task is not None and get_task(task) is not saved_task:
+        raise SystemExit(f"mmft: {path} holds a {saved_task.name!r} model ({saved_task.model_class.__name__}), "
+                         f"not a {task!r} one; drop --task or pass --task {saved_task.name}")  # fmt: skip
     folder = Path(path)
-    adapter_only = (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").is_file()
-    if adapter_only:
+    if (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").is_file():
         from .hub import load_adapter_model
 
         model = load_adapter_model(path, merge=True)
     else:
-        model = AutoModelForVisualQuestionAnswering.from_pretrained(path)
-    return model.eval(), AutoProcessor.from_pretrained(path)
+        model = saved_task.model_class.from_pretrained(path)
+    return model.eval(), AutoProcessor.from_pretrained(path), saved_task
 
 
-def _rows_from_jsonl(path: Path) -> Iterator[dict]:
-    """{"image" or "file_name": path (relative to the file's folder), "question": str} per line."""
+def _rows_from_jsonl(path: Path, text_key: str) -> Iterator[dict]:
+    """{"image" or "file_name": path (relative to the file's folder), <text_key>: str} per line."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -43,38 +52,40 @@ def _rows_from_jsonl(path: Path) -> Iterator[dict]:
             except json.JSONDecodeError as error:
                 raise SystemExit(f"{path}, line {number}: not valid JSON ({error.msg})") from None
             image = row.get("image", row.get("file_name"))
-            if image is None or "question" not in row:
-                raise SystemExit(f"{path}, line {number}: needs 'image' (or 'file_name') and 'question'")
+            if image is None or text_key not in row:
+                raise SystemExit(f"{path}, line {number}: needs 'image' (or 'file_name') and {text_key!r}")
             yield {**row, "image": str(path.parent / image) if not Path(image).is_absolute() else image}
 
 
-def _rows_from_dataset(name: str, split: str | None) -> Iterator[dict]:
-    """The eval split (or `split`) of any dataset the recipe reads: easy_vqa, a Hub id, an imagefolder."""
-    from .data import SourceSpec, load_vqa_data
+def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
+    """The eval split (or `split`) of any dataset the task's recipe reads (its named datasets, a folder, a Hub id)."""
+    from .data import SourceSpec, load_splits
 
-    train, evaluation = load_vqa_data(SourceSpec(dataset=name, eval_split=split))
-    for row in evaluation:
-        yield {"image": row["image"], "question": row["question"], "answers": row.get("answers")}
+    instance = task()
+    spec = SourceSpec(dataset=name, eval_split=split)
+    _, evaluation = load_splits(spec, task.columns, instance.column_map(), instance.datasets(), task.keep_columns)
+    yield from evaluation
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .pipeline import VQAPipeline
-
-    model, processor = load_model(args.model)
-    pipe = VQAPipeline(model=model, processor=processor, device=args.device)
+    model, processor, task = load_model(args.model, args.task)
+    pipe = task.pipeline_class(model=model, processor=processor, device=args.device)
+    text_key = pipe.text_key
     if args.image:
-        for result in pipe(image=args.image, question=args.question, top_k=args.top_k):
-            print(f"{result['score']:.4f}\t{result['answer']}")
+        for result in pipe(args.image, args.text, top_k=args.top_k):
+            print(f"{result['score']:.4f}\t{result[pipe.label_key]}")
         return 0
     source = Path(args.dataset)
-    rows = list(_rows_from_jsonl(source) if source.is_file() else _rows_from_dataset(args.dataset, args.split))
+    rows = list(_rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset,
+                                                                                               args.split))  # fmt: skip
     rows = rows[: args.max_samples] if args.max_samples else rows
-    inputs = [{"image": row["image"], "question": row["question"]} for row in rows]
+    inputs = [{"image": row["image"], text_key: row[task.text_column if task.text_column in row else text_key]}
+              for row in rows]  # fmt: skip
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for row, results in zip(rows, pipe(inputs, batch_size=args.batch_size, top_k=args.top_k)):
             record = {k: v for k, v in row.items() if k != "image" or isinstance(v, str)}
-            record.update(prediction=results[0]["answer"], answers_scored=results)
+            record.update(prediction=results[0][pipe.label_key], **{f"{pipe.label_key}s_scored": results})
             out.write(json.dumps(record) + "\n")
     finally:
         if out is not sys.stdout:
@@ -85,37 +96,37 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from .explain import explain, plot_explanation
+    from .pipeline import load_rgb
 
-    model, processor = load_model(args.model)
+    model, processor, _ = load_model(args.model)
     model.to(args.device)
-    with Image.open(args.image) as opened:
-        image = opened.convert("RGB")
+    image = load_rgb(args.image)  # decoded as in training: EXIF rotation, transparency on white
     try:
-        result = explain(model, processor, image, args.question)
+        result = explain(model, processor, image, args.text)
     except ValueError as error:
         print(f"mmft explain: {error}", file=sys.stderr)
         return 2
-    path = plot_explanation(image, args.question, result, args.out)
+    path = plot_explanation(image, args.text, result, args.out)
     print(f"{result.score:.4f}\t{result.answer}")
     print(f"mmft: heatmap of {len(result.maps)} bridge layer(s) written to {path}", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmft", description="Ask a trained mmft model questions about images.")
+    parser = argparse.ArgumentParser(prog="mmft", description="Run a trained mmft model on images and texts.")
+    from .tasks import TASKS
     commands = parser.add_subparsers(dest="command", required=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    predict = commands.add_parser("predict", help="answer one question, or every question of a dataset")
+    predict = commands.add_parser("predict", help="predict for one image and text, or every row of a dataset")
     predict.add_argument("--model", required=True, help="a saved mmft folder or Hub repo id")
-    one = predict.add_argument_group("one question")
+    predict.add_argument("--task", choices=sorted(TASKS), help="the model's task (default: read from its config)")
+    one = predict.add_argument_group("one input")
     one.add_argument("--image", help="image file")
-    one.add_argument("--question", help="the question about the image")
+    one.add_argument("--text", "--question", dest="text", help="the text about the image (a VQA question, a statement)")
     many = predict.add_argument_group("a dataset")
-    many.add_argument("--dataset", help="a JSONL of {image, question}, or a dataset name as in the recipe")
+    many.add_argument("--dataset", help="a JSONL of {image, question|text}, or a dataset name as in the recipe")
     many.add_argument("--split", default=None, help="split of a named dataset (default: its eval split)")
     many.add_argument("--output", help="where to write JSONL predictions (default: stdout)")
     many.add_argument("--batch_size", type=int, default=32)
@@ -127,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     heat = commands.add_parser("explain", help="plot text->image attention of the bridge over the image")
     heat.add_argument("--model", required=True)
     heat.add_argument("--image", required=True)
-    heat.add_argument("--question", required=True)
+    heat.add_argument("--text", "--question", dest="text", required=True, help="the question or text")
     heat.add_argument("--out", default="heatmap.png")
     heat.add_argument("--device", default=device)
     heat.set_defaults(run=_explain)
@@ -136,11 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "predict" and bool(args.image) == bool(args.dataset):
         parser.error("predict needs either --image and --question, or --dataset")
-    if args.command == "predict" and args.image and not args.question:
-        parser.error("--image needs --question")
+    if args.command == "predict" and args.image and not args.text:
+        parser.error("--image needs --text (or --question)")
     return args.run(args)
 
 

@@ -38,6 +38,9 @@ class MMFTConfig(PreTrainedConfig):
             their own once flattened. ViT-like towers already embed positions and are left alone.
         vision_pretrained_from / text_pretrained_from (`str`, *optional*):
             Where each tower's weights came from (`None`: trained from scratch); shown in model cards and logs.
+        class_weights (`list[float]`, *optional*):
+            Classification heads: one loss weight per label (cross-entropy class weights; BCE `pos_weight` for
+            multi-label problems).
 
     Example:
 
@@ -68,6 +71,7 @@ class MMFTConfig(PreTrainedConfig):
     image_position_embeddings: bool = True
     vision_pretrained_from: str | None = None
     text_pretrained_from: str | None = None
+    class_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
@@ -99,6 +103,8 @@ class MMFTConfig(PreTrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
+            raise ValueError(f"class_weights must all be > 0, got {self.class_weights}")
 
 
 __all__ = ["MMFTConfig"]

@@ -4,7 +4,8 @@ Only matrix products are counted (2 FLOPs per multiply-add), the convention of M
 - transformer towers: 2 x (non-embedding weight-matrix parameters) x tokens + 4 x layers x tokens^2 x width (attention);
 - feature-map towers (CNNs), where parameter counts say nothing about FLOPs: every convolution and matmul of one
   forward, counted by `torch.utils.flop_counter.FlopCounterMode` on a meta-device copy (no real compute);
-- bridge, projections and head: the exact formula of `mmft.bridge` for the given token counts.
+- projections, bridge and head: asked of the parts themselves (`MMFTModel.fusion_flops`, `Bridge.flops`,
+  `head_flops` of the task model), so a new bridge or head brings its own count.
 `tests/test_callbacks.py` checks the estimate against FlopCounterMode on a real forward.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .bridge import BRIDGES
+from .bridge import attention_flops
 
 
 @dataclass
@@ -33,40 +34,6 @@ class ForwardFlops:
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "total": self.total}
-
-
-def _attention_flops(queries: int, keys: int, width: int) -> float:
-    """Scores (Nq x Nk x D multiply-adds) and weighted sum (same again), all heads together."""
-    return 4.0 * queries * keys * width
-
-
-def _stream_layer_flops(tokens: int, other_tokens: int | None, width: int, ffn: int) -> float:
-    """One bridge `StreamBlock`: self-attention, optional cross-attention to `other_tokens`, feed-forward."""
-    flops = 2.0 * tokens * 4 * width * width + _attention_flops(tokens, tokens, width)  # q, kv (2x), out
-    if other_tokens is not None:
-        flops += 2.0 * tokens * 2 * width * width  # q and out on this stream
-        flops += 2.0 * other_tokens * 2 * width * width  # kv on the other stream
-        flops += _attention_flops(tokens, other_tokens, width)
-    return flops + 2.0 * tokens * 2 * width * ffn
-
-
-def bridge_flops(config, image_tokens: int, text_tokens: int, vision_width: int, text_width: int) -> float:
-    """Projections + bridge + classifier head, per sample, from `MMFTConfig` fields."""
-    width, ffn, layers = config.hidden_size, config.intermediate_size, config.num_bridge_layers
-    flops = 2.0 * width * (vision_width * image_tokens + text_width * text_tokens)  # both projections
-    if config.bridge == "co_attention":
-        flops += layers * (_stream_layer_flops(text_tokens, image_tokens, width, ffn)
-                           + _stream_layer_flops(image_tokens, text_tokens, width, ffn))  # fmt: skip
-    elif config.bridge == "cross_attention":
-        flops += layers * _stream_layer_flops(text_tokens, image_tokens, width, ffn)
-    elif config.bridge == "concat":
-        flops += 2.0 * (2 * width) ** 2
-    elif config.bridge == "product":
-        flops += 2.0 * 2 * width * width + 2.0 * width * 2 * width
-    else:
-        raise ValueError(f"no FLOPs formula for bridge {config.bridge!r}; known: {', '.join(sorted(BRIDGES))}")
-    pooled, answers = 2 * width, config.num_labels
-    return flops + 2.0 * (pooled * pooled + pooled * answers)  # head: Linear(P, P), Linear(P, K)
 
 
 def _is_feature_map_tower(tower: nn.Module) -> bool:
@@ -99,7 +66,7 @@ def transformer_tower_flops(tower: nn.Module, tokens: int) -> float:
         if p.dim() >= 2 and id(p) not in embeddings and name.split(".")[-1] not in ("pos_embed", "cls_token")
     )
     layers, width = _depth_and_width(tower)
-    return 2.0 * parameters * tokens + layers * _attention_flops(tokens, tokens, width)
+    return 2.0 * parameters * tokens + layers * attention_flops(tokens, tokens, width)
 
 
 @functools.lru_cache(maxsize=32)
@@ -131,9 +98,10 @@ def forward_flops(
     model: nn.Module, image_tokens: int, text_tokens: int, pixel_shape: tuple[int, ...] | None = None
 ) -> ForwardFlops:
     """Forward FLOPs of one sample through `model` (an mmft task model, possibly inside a peft wrapper)."""
-    from .lora import _base
+    from .lora import task_model
 
-    base = _base(model)
+    task = task_model(model)
+    base = task.core
     config = base.config
     if _is_feature_map_tower(base.vision_tower):
         if pixel_shape is None:
@@ -142,7 +110,7 @@ def forward_flops(
     else:
         vision = transformer_tower_flops(base.vision_tower, image_tokens)
     text = transformer_tower_flops(base.text_tower, text_tokens)
-    bridge = bridge_flops(config, image_tokens, text_tokens, base.vision_tower.hidden_size, base.text_tower.hidden_size)
+    bridge = base.fusion_flops(image_tokens, text_tokens) + task.head_flops(image_tokens, text_tokens)
     return ForwardFlops(vision=vision, text=text, bridge=bridge)
 
 
@@ -163,4 +131,4 @@ def training_flops(model: nn.Module, forward: ForwardFlops, text_cached: bool = 
     return vision + text + 3 * forward.bridge
 
 
-__all__ = ["ForwardFlops", "bridge_flops", "forward_flops", "training_flops", "transformer_tower_flops"]
+__all__ = ["ForwardFlops", "forward_flops", "training_flops", "transformer_tower_flops"]

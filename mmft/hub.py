@@ -1,7 +1,8 @@
 """Hub publishing: the model card text (README.md with Hub metadata), adapter save/load, and the final push.
 
 Metadata goes through `huggingface_hub.ModelCardData` / `EvalResult`, which write the YAML front matter and the
-`model-index` block the Hub reads; the card body is plain Markdown built here.
+`model-index` block the Hub reads; the card body is plain Markdown built here. What a card says about the task
+(pipeline tag, metrics, how to use) comes from the model's task (`mmft.tasks`, `Task.card`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .lora import TOWERS, LoraPlan, _base
+from .lora import TOWERS, LoraPlan, _base, task_model
 
 LIMITATIONS = (
-    "- Answers are classified over a fixed vocabulary seen in training (`config.id2label`); anything else cannot be "
-    "predicted.\n"
+    "- Labels (answers) are classified over a fixed vocabulary seen in training (`config.id2label`); anything else "
+    "cannot be predicted.\n"
     "- A tower trained from scratch has only seen this dataset: expect it to fail on images unlike the training "
     "data.\n"
     "- Scores are the model's confidence, not calibrated probabilities.\n"
@@ -84,24 +85,28 @@ def render_model_card(
     split: str = "test",
     model_name: str | None = None,
 ) -> ModelCard:
-    """A Hub model card for an mmft VQA model trained with `args` (TrainingArguments)."""
+    """A Hub model card for an mmft model trained with `args` (TrainingArguments); the task comes from the model."""
+    from .tasks import task_for_model
+
+    card = task_for_model(model).card
     config = _base(model).config
     repo = getattr(args, "hub_model_id", None) or str(args.output_dir)
     model_name = model_name or repo.rstrip("/").split("/")[-1]
     dataset = dataset or "unknown"
     metrics = metrics or {}
-    accuracies = {k: v for k, v in metrics.items() if "accuracy" in k and isinstance(v, (int, float))}
+    headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                and k.removeprefix(f"{split}_").startswith(card.metrics)}  # fmt: skip
     eval_results = [
-        EvalResult(task_type="visual-question-answering", task_name="Visual Question Answering",
-                   dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type="accuracy",
-                   metric_name=key, metric_value=float(value))
-        for key, value in accuracies.items()
+        EvalResult(task_type=card.task_type, task_name=card.task_name, dataset_type=dataset, dataset_name=dataset,
+                   dataset_split=split, metric_type=key.removeprefix(f"{split}_"), metric_name=key,
+                   metric_value=float(value))
+        for key, value in headline.items()
     ]  # fmt: skip
-    tags = ["mmft", "transformers", "visual-question-answering", config.bridge]
+    tags = ["mmft", "transformers", card.pipeline_tag, card.task_type, config.bridge]
     if lora_plan is not None and "lora" in (lora_plan.vision, lora_plan.text):
         tags += ["lora", "peft"]
     data = ModelCardData(
-        library_name="mmft", pipeline_tag="visual-question-answering", tags=tags, datasets=[dataset],
+        library_name="mmft", pipeline_tag=card.pipeline_tag, tags=list(dict.fromkeys(tags)), datasets=[dataset],
         model_name=model_name, eval_results=eval_results or None,
     )  # fmt: skip
     vision, vision_source = describe_tower(config, "vision")
@@ -110,8 +115,8 @@ def render_model_card(
     body = [
         f"# {model_name}",
         "",
-        f"A visual question answering model built with [mmft](https://pypi.org/project/mmft/): a vision tower and a "
-        f"text tower joined by a `{config.bridge}` bridge, answering over {config.num_labels} answers.",
+        f"{card.summary} built with [mmft](https://pypi.org/project/mmft/): a vision tower and a text tower joined "
+        f"by a `{config.bridge}` bridge" + (f", over {config.num_labels} labels." if config.id2label else "."),
         "",
         "## Model",
         "",
@@ -121,7 +126,7 @@ def render_model_card(
         f"| text tower | {text} | {text_source} |",
         f"| bridge | `{config.bridge}`{layers}, width {config.hidden_size}, {config.num_attention_heads} heads | "
         "trained from scratch |",
-        f"| head | MLP over [text CLS ; mean image token] -> {config.num_labels} answers | trained from scratch |",
+        f"| head | `{type(task_model(model)).__name__}` | trained from scratch |",
         "",
         "## Fine-tuning plan",
         "",
@@ -142,16 +147,11 @@ def render_model_card(
         "## How to use",
         "",
         "```python",
-        "import mmft  # registers the mmft classes with transformers' Auto classes",
-        "from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor, pipeline",
-        "",
-        f'model = AutoModelForVisualQuestionAnswering.from_pretrained("{repo}")',
-        f'processor = AutoProcessor.from_pretrained("{repo}")',
-        f'vqa = pipeline("mmft-vqa", model="{repo}")',
-        'print(vqa(image="image.png", question="what shape is in the image?", top_k=3))',
+        "import mmft  # registers the mmft classes with transformers' Auto classes and pipelines",
+        card.usage.format(repo=repo),
         "```",
         "",
-        f"or from the command line: `mmft predict --model {repo} --image image.png --question \"...\"`. A folder "
+        f"or from the command line: `mmft predict --model {repo} --image image.png --text \"...\"`. A folder "
         "saved as a LoRA adapter (`save_merged: false`) loads with `mmft.hub.load_adapter_model(path)`.",
         "",
         "## Limitations",
@@ -209,8 +209,10 @@ def save_final(model, processor, output_dir: str | Path, merged: bool) -> Any:
     final = Plan.merge(model) if merged else model
     remove_files(output_dir, MERGED_FILES if (is_peft and not merged) else ADAPTER_FILES)
     final.save_pretrained(output_dir)
-    if is_peft and not merged:
-        _base(model).config.save_pretrained(output_dir)  # what `load_adapter_model` rebuilds the base from
+    if is_peft and not merged:  # what `load_adapter_model` rebuilds the base from, and which head class
+        inner = task_model(model)
+        inner.config.architectures = [type(inner).__name__]
+        inner.config.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return final
 
@@ -224,15 +226,16 @@ def load_adapter_model(path: str, merge: bool = False):
     from peft import PeftConfig, PeftModel
 
     from .configuration_mmft import MMFTConfig
-    from .modeling_mmft import MMFTForVisualQuestionAnswering
+    from .tasks import task_for_model
     from .towers import load_pretrained_tower
 
     peft_config = PeftConfig.from_pretrained(path)
     config = MMFTConfig.from_pretrained(path)
-    model = MMFTForVisualQuestionAnswering(config)
+    model = task_for_model(config).model_class(config)
     saved = set(peft_config.modules_to_save or [])
-    for kind, attribute in TOWERS.items():
-        if attribute in saved:  # fully trained: its weights are in the adapter file
+    for kind in TOWERS:
+        attribute = f"{kind}_tower"
+        if any(name.split(".")[-1] == attribute for name in saved):  # fully trained: its weights are in the adapter
             continue
         source = getattr(config, f"{kind}_pretrained_from")
         if not source:
@@ -240,7 +243,7 @@ def load_adapter_model(path: str, merge: bool = False):
                 f"{path}: the {kind} tower was trained from scratch with LoRA or frozen, so its base weights are not "
                 "in the adapter; save such runs merged (--save_merged true)"
             )
-        setattr(model.mmft, attribute, load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind))
+        setattr(model.core, attribute, load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind))
     peft_model = PeftModel.from_pretrained(model, path)
     return peft_model.merge_and_unload() if merge else peft_model
 

@@ -11,37 +11,46 @@ from typing import Any, Sequence
 logger = logging.getLogger(__name__)
 
 
-def question_problem(question: Any) -> str | None:
-    """Why `question` is unusable as model input (`None` when it is fine): not text, empty, or not valid UTF-8."""
-    if question is None:
-        return "empty question (None)"
-    if isinstance(question, (bytes, bytearray)):
-        return "question is bytes, not text; decode it (e.g. .decode('utf-8')) before building the dataset"
-    if not isinstance(question, str):
-        return f"question is a {type(question).__name__}, not text"
-    if not question.strip():
-        return "empty question"
+def text_problem(text: Any, what: str = "text") -> str | None:
+    """Why `text` is unusable as model input (`None` when it is fine): not text, empty, or not valid UTF-8.
+
+    `what` names the value in the message ("question", "caption", ...).
+    """
+    if text is None:
+        return f"empty {what} (None)"
+    if isinstance(text, (bytes, bytearray)):
+        return f"{what} is bytes, not text; decode it (e.g. .decode('utf-8')) before building the dataset"
+    if not isinstance(text, str):
+        return f"{what} is a {type(text).__name__}, not text"
+    if not text.strip():
+        return f"empty {what}"
     try:
-        question.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates, e.g. from a mis-decoded file
-        return f"question is not valid UTF-8 text ({error.reason} at character {error.start})"
+        return f"{what} is not valid UTF-8 text ({error.reason} at character {error.start})"
     return None
 
 
-def check_questions(questions: Sequence[Any]) -> list[str]:
-    """The questions as a list of str, or a `ValueError` naming the first unusable one."""
-    for index, question in enumerate(questions):
-        problem = question_problem(question)
+def question_problem(question: Any) -> str | None:
+    """`text_problem` for a VQA question."""
+    return text_problem(question, "question")
+
+
+def check_texts(texts: Sequence[Any], what: str = "text") -> list[str]:
+    """The texts as a list of str, or a `ValueError` naming the first unusable one."""
+    for index, text in enumerate(texts):
+        problem = text_problem(text, what)
         if problem:
-            raise ValueError(f"question {index}: {problem}")
-    return list(questions)
+            raise ValueError(f"{what} {index}: {problem}")
+    return list(texts)
 
 
 class TruncationReporter:
-    """Says (once, at WARNING; later at DEBUG) that questions longer than `max_length` tokens were cut."""
+    """Says (once, at WARNING; later at DEBUG) that texts longer than `max_length` tokens were cut."""
 
-    def __init__(self, max_length: int) -> None:
+    def __init__(self, max_length: int, what: str = "question") -> None:
         self.max_length = max_length
+        self.what = what
         self.truncated = 0
 
     def check(self, tokenizer, questions: Sequence[str], attention_mask) -> None:
@@ -57,7 +66,7 @@ class TruncationReporter:
         level = logging.WARNING if self.truncated == len(cut) else logging.DEBUG
         logger.log(
             level,
-            "question of %d tokens truncated to max_length=%d (%d truncated so far); raise --max_question_length "
-            "to keep long questions whole",
-            cut[0][1], self.max_length, self.truncated,
+            "%s of %d tokens truncated to max_length=%d (%d truncated so far); raise --max_text_length "
+            "(--max_question_length) to keep long texts whole",
+            self.what, cut[0][1], self.max_length, self.truncated,
         )  # fmt: skip

@@ -1,8 +1,10 @@
 """`LoraPlan`: per-tower lora / full / frozen fine-tuning, turned into one peft `LoraConfig`.
 
-The bridge, projections and task head are always trained. LoRA targets are resolved from the actual module names of
-whichever towers the model has (timm fused `qkv`/`proj`, HF `query`/`key`/`value`/`dense`, CLIP `q_proj`/`v_proj`,
-...), so one plan works across tower families; a tower asked for LoRA that has no matching layer is an error.
+The model says what its towers are (`model.towers()`) and which modules train whatever the plan
+(`model.trained_module_names()`: everything that is not a tower — bridge, projections, the task head); the plan only
+decides about towers. LoRA targets are resolved from the actual module names of whichever towers the model has (timm
+fused `qkv`/`proj`, HF `query`/`key`/`value`/`dense`, CLIP `q_proj`/`v_proj`, ...), so one plan works across tower
+families; a tower asked for LoRA that has no matching layer is an error.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ logger = logging.getLogger(__name__)
 
 TOWER_MODES = ("lora", "full", "frozen")
 TARGET_SETS = ("attention", "attention+mlp")
-TOWERS = {"vision": "vision_tower", "text": "text_tower"}
-# Trained in full whatever the plan: everything of MMFTModel that is not a tower, plus the task head.
-ALWAYS_TRAINED = ("vision_projection", "text_projection", "modality_embeddings", "bridge", "classifier")
+TOWERS = ("vision", "text")  # the plan's slots; a model names its towers of these kinds in `towers()`
 
 _ATTENTION_LEAVES = {
     "query", "key", "value", "q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "qkv", "q_lin", "k_lin", "v_lin",
@@ -73,33 +73,34 @@ class LoraPlan:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
         kinds = {"attention"} if self.targets == "attention" else {"attention", "mlp"}
         found: dict[str, list[str]] = {}
-        for tower, attribute in TOWERS.items():
-            if getattr(self, tower) != "lora":
+        for kind, prefix in tower_names(model).items():
+            if getattr(self, kind, "frozen") != "lora":
                 continue
             names = [
                 name
                 for name, module in model.named_modules()
-                if f".{attribute}." in f".{name}" and isinstance(module, nn.Linear) and _layer_kind(name) in kinds
-            ]
+                if name.startswith(prefix + ".") and isinstance(module, nn.Linear)
+                and _layer_kind(name[len(prefix) + 1 :]) in kinds
+            ]  # fmt: skip
             if not names:
-                tower_config = getattr(_base(model), attribute).model.config
+                tower_config = task_model(model).towers()[kind].model.config
                 architecture = getattr(tower_config, "architecture", None) or tower_config.model_type
                 raise ValueError(
-                    f"LoRA ({self.targets}) matches no layer of the {tower} tower ({architecture}); it has no "
-                    f"attention/MLP Linear layers that mmft recognises. Use {tower}='full' or {tower}='frozen'"
+                    f"LoRA ({self.targets}) matches no layer of the {kind} tower ({architecture}); it has no "
+                    f"attention/MLP Linear layers that mmft recognises. Use {kind}='full' or {kind}='frozen'"
                 )
-            found[tower] = names
+            found[kind] = names
         return found
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Freeze, wrap and return the model: a peft model when any tower uses LoRA, else the model itself."""
+        towers = tower_names(model)
         targets = self.target_modules(model)
-        full_towers = [TOWERS[t] for t in TOWERS if getattr(self, t) == "full"]
+        full = [prefix for kind, prefix in towers.items() if getattr(self, kind, "frozen") == "full"]
         if not targets:  # no adapters: plain requires_grad switches, no peft wrapper needed
             for name, parameter in model.named_parameters():
-                parameter.requires_grad = not any(f".{t}." in f".{name}" for t in TOWERS.values()) or any(
-                    f".{t}." in f".{name}" for t in full_towers
-                )
+                tower = next((p for p in towers.values() if name.startswith(p + ".")), None)
+                parameter.requires_grad = tower is None or tower in full
             self.report(model)
             return model
         from peft import LoraConfig, get_peft_model
@@ -109,7 +110,7 @@ class LoraPlan:
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
             target_modules=[name for names in targets.values() for name in names],
-            modules_to_save=[m for m in (*ALWAYS_TRAINED, *full_towers) if _has_module(model, m)],
+            modules_to_save=[*task_model(model).trained_module_names(), *full],
         )
         peft_model = get_peft_model(model, config)
         self.report(peft_model)
@@ -122,33 +123,38 @@ class LoraPlan:
 
     @staticmethod
     def trainable_parameters(model: nn.Module) -> dict[str, int]:
-        """Trainable parameter counts per part: vision tower, text tower, and the rest (bridge, head, ...)."""
-        counts = {"vision": 0, "text": 0, "bridge+head": 0}
+        """Trainable parameter counts per part: each tower, and the rest (bridge, head, ...)."""
+        towers = tower_names(model)
+        counts = {**{kind: 0 for kind in towers}, "bridge+head": 0}
         for name, parameter in model.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            part = next((t for t, a in TOWERS.items() if f".{a}." in f".{name}"), "bridge+head")
-            counts[part] += parameter.numel()
+            if parameter.requires_grad:
+                part = next((k for k, p in towers.items() if f".{p}." in f".{name}"), "bridge+head")
+                counts[part] += parameter.numel()
         return counts
 
     def report(self, model: nn.Module) -> None:
         counts = self.trainable_parameters(model)
         total = sum(p.numel() for p in model.parameters())
-        logger.warning(
-            "LoraPlan(vision=%s, text=%s, r=%d) trainable parameters: vision %s, text %s, bridge+head %s "
-            "(%.2f%% of %s)",
-            self.vision, self.text, self.r, f"{counts['vision']:,}", f"{counts['text']:,}",
-            f"{counts['bridge+head']:,}", 100 * sum(counts.values()) / total, f"{total:,}",
-        )  # fmt: skip
+        plan = ", ".join(f"{kind}={getattr(self, kind)}" for kind in TOWERS)
+        parts = ", ".join(f"{part} {count:,}" for part, count in counts.items())
+        logger.warning("LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)", plan, self.r, parts,
+                       100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
+
+
+def task_model(model: nn.Module) -> nn.Module:
+    """The mmft model inside a peft wrapper (or the model itself)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(inner, "towers"):
+        raise TypeError(f"{type(model).__name__} is not an mmft model")
+    return inner
+
+
+def tower_names(model: nn.Module) -> dict[str, str]:
+    """{tower kind: qualified module name in `model`} (names as `model.named_modules()` gives them)."""
+    by_id = {id(module): kind for kind, module in task_model(model).towers().items()}
+    return {by_id[id(module)]: name for name, module in model.named_modules() if id(module) in by_id}
 
 
 def _base(model: nn.Module) -> nn.Module:
     """The MMFTModel inside a task model (or inside a peft wrapper around it)."""
-    for module in model.modules():
-        if hasattr(module, "vision_tower") and hasattr(module, "bridge"):
-            return module
-    raise TypeError(f"{type(model).__name__} is not an mmft model")
-
-
-def _has_module(model: nn.Module, leaf: str) -> bool:
-    return any(name.split(".")[-1] == leaf for name, _ in model.named_modules())
+    return task_model(model).core

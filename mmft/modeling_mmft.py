@@ -1,4 +1,9 @@
-"""mmft models: `MMFTModel` (towers + projections + bridge) and the task heads built on it."""
+"""`MMFTModel` (towers + projections + bridge) and `MMFTPreTrainedModel`, the base of every task model.
+
+Task models (one file each: `modeling_vqa.py`, `modeling_classification.py`, ...) put a head on `MMFTModel`. What a
+shared mechanism needs to know about a model, the model says: its towers (`towers()`), the modules every fine-tuning
+plan trains (`trained_module_names()`), the FLOPs of its head (`head_flops()`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedConfig, PreTrainedModel, TimmWrapperModel
 from transformers.utils import ModelOutput
 
-from .bridge import build_bridge
+from .bridge import Attention, build_bridge
 from .configuration_mmft import MMFTConfig
 from .towers import (
     TIMM_SCRATCH_PREFIX,
@@ -101,9 +106,13 @@ class MMFTPreTrainedModel(PreTrainedModel):
     # the number of processes, so gradients and logged losses would grow with accumulation and world size.
     accepts_loss_kwargs = False
 
+    has_labels = False  # heads over a label vocabulary (config.id2label) set this
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Towers are PreTrainedModels and initialise themselves; this only reaches bridge, projections and heads.
+        if isinstance(module, Attention):
+            nn.init.zeros_(module.value_bias)  # a bare parameter: no Linear/LayerNorm branch below reaches it
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=self._init_std(module.in_features))
             if module.bias is not None:
@@ -129,15 +138,69 @@ class MMFTPreTrainedModel(PreTrainedModel):
             if isinstance(module, TimmWrapperModel) and module.supports_gradient_checkpointing:
                 module.timm_model.set_grad_checkpointing(enable)
 
+    # -- what shared code asks the model ----------------------------------------------------------------------------
+    @property
+    def core(self) -> "MMFTModel":
+        """The `MMFTModel` inside this model (the model itself for `MMFTModel`)."""
+        return self if isinstance(self, MMFTModel) else getattr(self, self.base_model_prefix)
+
+    def towers(self) -> dict[str, nn.Module]:
+        """The pretrained towers a `LoraPlan` decides about, by kind: `{"vision": ..., "text": ...}`."""
+        return {"vision": self.core.vision_tower, "text": self.core.text_tower}
+
+    def trained_module_names(self) -> list[str]:
+        """Qualified names of the modules that train under every plan: everything that is not a tower.
+
+        Each is the largest module holding no tower (`mmft.bridge`, `classifier`, ...), so a head adds its layers
+        and they are trained with no list of names anywhere. A parameter set directly on a module that also holds a
+        tower cannot be named this way and is refused: put it in a submodule.
+        """
+        tower_ids = {id(tower) for tower in self.towers().values()}
+        holds_tower = {id(m) for m in self.modules() if any(id(t) in tower_ids for t in m.modules())}
+        names: list[str] = []
+
+        def visit(module: nn.Module, prefix: str) -> None:
+            loose = [n for n, _ in module.named_parameters(recurse=False)]
+            if loose:
+                raise TypeError(
+                    f"{type(self).__name__}: parameter(s) {[prefix + n for n in loose]} sit on a module that also "
+                    "holds a tower; wrap them in a submodule (e.g. a head module) so fine-tuning plans can train them"
+                )
+            for child_name, child in module.named_children():
+                if id(child) in tower_ids:
+                    continue
+                if id(child) in holds_tower:
+                    visit(child, f"{prefix}{child_name}.")
+                elif any(True for _ in child.parameters()):
+                    names.append(prefix + child_name)
+
+        visit(self, "")
+        return names
+
+    def head_flops(self, image_tokens: int, text_tokens: int) -> float:
+        """Forward FLOPs of the task head per sample. Default: every Linear outside `MMFTModel`, applied once."""
+        core = self.core
+        inside = {id(m) for m in core.modules()}
+        return sum(2.0 * m.in_features * m.out_features for m in self.modules()
+                   if isinstance(m, nn.Linear) and id(m) not in inside)  # fmt: skip
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embeddings (so `resize_token_embeddings` works after adding tokens)."""
+        return self.core.text_tower.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.core.text_tower.model.set_input_embeddings(value)
+
     @classmethod
     def from_vision_text_pretrained(
         cls,
         vision: str | PreTrainedConfig,
         text: str | PreTrainedConfig,
         bridge: str = "co_attention",
-        answers: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
         vision_model_args: dict[str, Any] | None = None,
         text_model_args: dict[str, Any] | None = None,
+        answers: Sequence[str] | None = None,
         **config_overrides: Any,
     ) -> "MMFTPreTrainedModel":
         """
@@ -148,7 +211,8 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 with random weights (trained from scratch), or a config for a random tower.
             text: a Hub id, a local folder, an offline alias (`minilm`), or a config for a random tower.
             bridge: fusion name from `mmft.BRIDGES`.
-            answers: the label vocabulary of a classification head (becomes `id2label`).
+            labels: the label vocabulary of a classification-style head (becomes `id2label`); `answers` is the same
+                for VQA models.
             vision_model_args: extra `timm.create_model` kwargs for timm towers, e.g. `{"img_size": 64}`.
             text_model_args: overrides of the text tower's config fields, e.g. `{"hidden_dropout_prob": 0.0}`.
             **config_overrides: any other `MMFTConfig` field (`num_bridge_layers`, `hidden_size`, ...).
@@ -164,12 +228,15 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 tower_config = text_config_from_name(spec, text_model_args)
             towers[kind] = load_pretrained_tower(spec, tower_config, kind)
             sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else spec
-        if answers is not None:
-            answers = list(answers)
-            if len(set(answers)) != len(answers):
-                raise ValueError("answers must be unique; got duplicates in the answer vocabulary")
-            config_overrides["id2label"] = dict(enumerate(answers))
-            config_overrides["label2id"] = {answer: i for i, answer in enumerate(answers)}
+        if answers is not None and labels is not None:
+            raise ValueError("pass labels= or answers= (its VQA name), not both")
+        labels = answers if labels is None else labels
+        if labels is not None:
+            labels = list(labels)
+            if len(set(labels)) != len(labels):
+                raise ValueError("labels must be unique; got duplicates in the label (answer) vocabulary")
+            config_overrides["id2label"] = dict(enumerate(labels))
+            config_overrides["label2id"] = {label: i for i, label in enumerate(labels)}
         config = MMFTConfig(
             vision_config=towers["vision"].model.config,
             text_config=towers["text"].model.config,
@@ -243,6 +310,39 @@ class MMFTModel(MMFTPreTrainedModel):
             self._text_cache.update((keys[i], state) for i, state in zip(missing, states))
         return torch.stack([self._text_cache[key] for key in keys])  # (B, Nt, Dt)
 
+    # -- per-tower features (no bridge) ------------------------------------------------------------------------------
+    def image_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """Image tokens projected to the bridge width, with modality and 2-D positions: ((B, Nv, D), grid)."""
+        vision = self.vision_tower(pixel_values)  # tokens (B, Nv, Dv)
+        states = self.vision_projection(vision.tokens) + self.modality_embeddings.weight[1]  # (B, Nv, D)
+        if vision.grid is not None and self.config.image_position_embeddings:
+            states = states + sincos_2d(*vision.grid, states.shape[-1], states.device, states.dtype)
+        return states, vision.grid
+
+    def text_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Text tokens projected to the bridge width, with the modality embedding: (B, Nt, D)."""
+        text_tokens = self._encode_text(input_ids, attention_mask)  # (B, Nt, Dt)
+        return self.text_projection(text_tokens) + self.modality_embeddings.weight[0]  # (B, Nt, D)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """One embedding per image from the vision tower alone (no bridge): mean projected token, (B, D)."""
+        return self.image_states(pixel_values)[0].mean(dim=1)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One embedding per text from the text tower alone (no bridge): masked mean projected token, (B, D)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
+        weights = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, Nt, 1)
+        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def fusion_flops(self, image_tokens: int, text_tokens: int) -> float:
+        """Forward FLOPs per sample of both projections and the bridge."""
+        width = self.config.hidden_size
+        projections = 2.0 * width * (self.vision_tower.hidden_size * image_tokens
+                                     + self.text_tower.hidden_size * text_tokens)  # fmt: skip
+        return projections + self.bridge.flops(text_tokens, image_tokens)
+
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -254,70 +354,16 @@ class MMFTModel(MMFTPreTrainedModel):
     ) -> MMFTModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        vision = self.vision_tower(pixel_values)  # tokens (B, Nv, Dv)
-        image_states = self.vision_projection(vision.tokens) + self.modality_embeddings.weight[1]  # (B, Nv, D)
-        if vision.grid is not None and self.config.image_position_embeddings:
-            image_states = image_states + sincos_2d(*vision.grid, image_states.shape[-1], image_states.device,
-                                                    image_states.dtype)
-        text_tokens = self._encode_text(input_ids, attention_mask)  # (B, Nt, Dt)
-        text_states = self.text_projection(text_tokens) + self.modality_embeddings.weight[0]  # (B, Nt, D)
+        image_states, grid = self.image_states(pixel_values)  # (B, Nv, D)
+        text_states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
         fused = self.bridge(text_states, image_states, attention_mask, output_attentions)
         return MMFTModelOutput(
             text_states=fused.text_states,
             image_states=fused.image_states,
             pooled=fused.pooled,
             cross_attentions=fused.cross_attentions,
-            image_grid=vision.grid,
+            image_grid=grid,
         )
 
 
-class MMFTForVisualQuestionAnswering(MMFTPreTrainedModel):
-    """
-    VQA as classification over an answer vocabulary (`config.id2label`).
-
-    `labels` are either soft scores `(B, num_answers)` (BCE-with-logits scaled by the number of answers, the VQAv2
-    convention) or answer ids `(B,)` (cross-entropy, for single-answer datasets such as easy-VQA).
-    """
-
-    def __init__(self, config: MMFTConfig, vision_tower=None, text_tower=None) -> None:
-        super().__init__(config)
-        if not config.id2label or config.num_labels < 2:
-            raise ValueError("a VQA head needs an answer vocabulary of at least 2 answers (answers=[...] / id2label)")
-        self.mmft = MMFTModel(config, vision_tower, text_tower)
-        pooled = self.mmft.bridge.pooled_size
-        self.classifier = nn.Sequential(
-            nn.Linear(pooled, pooled),
-            nn.GELU(),
-            nn.LayerNorm(pooled, eps=config.layer_norm_eps),
-            nn.Linear(pooled, config.num_labels),
-        )
-        self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        **kwargs: Any,
-    ) -> MMFTClassifierOutput:
-        outputs = self.mmft(pixel_values, input_ids, attention_mask, output_attentions=output_attentions)
-        logits = self.classifier(outputs.pooled)  # (B, num_answers)
-        loss = None
-        if labels is not None:
-            if labels.dtype.is_floating_point:  # soft scores (B, K)
-                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
-            else:  # answer ids (B,)
-                loss = F.cross_entropy(logits, labels)
-        # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
-        return MMFTClassifierOutput(
-            loss=loss,
-            logits=logits,
-            pooled=outputs.pooled if output_attentions else None,
-            cross_attentions=outputs.cross_attentions,
-            image_grid=outputs.image_grid if output_attentions else None,
-        )
-
-
-__all__ = ["MMFTModel", "MMFTForVisualQuestionAnswering", "MMFTPreTrainedModel", "MMFTModelOutput"]
+__all__ = ["MMFTClassifierOutput", "MMFTModel", "MMFTModelOutput", "MMFTPreTrainedModel"]

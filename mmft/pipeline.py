@@ -1,41 +1,59 @@
-"""`VQAPipeline`: ask a saved mmft model a question about an image, as a transformers `Pipeline`.
+"""transformers `Pipeline`s of the mmft tasks, registered on `import mmft` under each task's `pipeline_task` name.
 
-transformers v5 removed its `visual-question-answering` task (`pipeline("visual-question-answering")` raises), so
-mmft ships the pipeline itself and registers it as the task `mmft-vqa` on `import mmft`:
+transformers v5 removed its `visual-question-answering` task, and has none for image-text classification, so mmft
+ships both:
 
     >>> import mmft
     >>> from transformers import pipeline
     >>> vqa = pipeline("mmft-vqa", model="outputs/easy_vqa")
     >>> vqa(image="shape.png", question="what color is the shape?", top_k=3)
     [{'answer': 'red', 'score': 0.98}, ...]
+    >>> classify = pipeline("mmft-image-text-classification", model="outputs/easy_vqa_entailment")
+    >>> classify(image="shape.png", text="there is a red circle")
+    [{'label': 'true', 'score': 0.99}, {'label': 'false', 'score': 0.01}]
 
-Being a real `Pipeline`, it gets `device=`, `batch_size=` and iteration over datasets/generators for free.
+Being real `Pipeline`s, they get `device=`, `batch_size=` and iteration over datasets/generators for free. Image
+files are decoded exactly as in training (`mmft.image_utils`: transparency on white, EXIF rotation, 16-bit).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
-from transformers import AutoModelForVisualQuestionAnswering, Pipeline
+from PIL import Image
+from transformers import Pipeline
 from transformers.image_utils import load_image
-from transformers.pipelines import PIPELINE_REGISTRY
 
-TASK = "mmft-vqa"
+from .image_utils import open_image, to_rgb
 
 
-class VQAPipeline(Pipeline):
-    """Image + question -> the `top_k` most likely answers with their scores."""
+def load_rgb(image: Any, timeout: float | None = None) -> Image.Image:
+    """A PIL image, a file path or a URL, as the 8-bit RGB image training would have seen."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, (str, os.PathLike)) and os.path.exists(image):
+        with open_image(str(image)) as opened:
+            return to_rgb(opened)
+    return to_rgb(load_image(image, timeout=timeout))  # URLs and base64 strings: transformers fetches them
+
+
+class ImageTextPipeline(Pipeline):
+    """An image and a text in, the model's scored labels out (`top_k` of them)."""
 
     _load_processor = True
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+    text_key = "text"  # the keyword the text comes in under
+    label_key = "label"  # the key each result names its label with
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            raise ValueError("VQAPipeline needs the model's MMFTProcessor: pass processor= or a folder that has one")
+            raise ValueError(f"{type(self).__name__} needs the model's MMFTProcessor: pass processor= or a folder "
+                             "that has one")  # fmt: skip
         # The base class pads batches (batch_size > 1) with these two.
         self.tokenizer = self.processor.tokenizer
         self.image_processor = self.processor.image_processor
@@ -45,37 +63,57 @@ class VQAPipeline(Pipeline):
         postprocess = {"top_k": top_k} if top_k is not None else {}
         return preprocess, {}, postprocess
 
-    def __call__(self, image: Any, question: str | list[str] | None = None, **kwargs: Any):
-        """`image` (path, URL or PIL image) with `question`, or dicts / a list of dicts {"image", "question"}."""
-        if question is None:
+    def __call__(self, image: Any, text: str | list[str] | None = None, **kwargs: Any):
+        """`image` (path, URL or PIL image) with its text, or dicts / a list of dicts {"image", text_key}."""
+        text = kwargs.pop(self.text_key, text)
+        if text is None:
             inputs = image
-        elif isinstance(image, list) and isinstance(question, list):
-            inputs = [{"image": i, "question": q} for i, q in zip(image, question)]
+        elif isinstance(image, list) and isinstance(text, list):
+            inputs = [{"image": i, self.text_key: t} for i, t in zip(image, text)]
         else:
-            inputs = {"image": image, "question": question}
+            inputs = {"image": image, self.text_key: text}
         return super().__call__(inputs, **kwargs)
 
     def preprocess(self, inputs: dict[str, Any], timeout: float | None = None) -> dict[str, torch.Tensor]:
-        image = load_image(inputs["image"], timeout=timeout)
-        return dict(self.processor(images=image, text=inputs["question"], return_tensors="pt"))
+        image = load_rgb(inputs["image"], timeout=timeout)
+        return dict(self.processor(images=image, text=inputs[self.text_key], return_tensors="pt"))
 
     def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": self.model(**model_inputs).logits}  # (B, num_answers)
+        return {"logits": self.model(**model_inputs).logits}  # (B, num_labels)
 
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int = 5) -> list[dict[str, Any]]:
         logits = model_outputs["logits"][0].float()
-        # Soft-score (VQAv2) training scores each answer independently; single-answer training is a softmax.
+        # Multi-label (and VQAv2 soft-score) models score each label independently; single-label ones by softmax.
         multi_label = self.model.config.problem_type == "multi_label_classification"
         scores = logits.sigmoid() if multi_label else logits.softmax(-1)
-        top_k = min(top_k, scores.numel())
-        values, ids = scores.topk(top_k)
+        values, ids = scores.topk(min(top_k, scores.numel()))
         id2label = self.model.config.id2label
-        return [{"answer": id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+        return [{self.label_key: id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+
+
+class VQAPipeline(ImageTextPipeline):
+    """Image + question -> the `top_k` most likely answers with their scores."""
+
+    text_key = "question"
+    label_key = "answer"
+
+
+class ImageTextClassificationPipeline(ImageTextPipeline):
+    """Image + text -> labels with their scores (all labels by default, best first)."""
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None) -> list[dict[str, Any]]:
+        return super().postprocess(model_outputs, top_k or self.model.config.num_labels)
 
 
 def register() -> None:
-    """Make `pipeline("mmft-vqa", model=...)` work (called on `import mmft`)."""
-    PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=VQAPipeline, pt_model=AutoModelForVisualQuestionAnswering)
+    """Register every task's pipeline (called on `import mmft`)."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .tasks import TASKS
+
+    for task in TASKS.values():
+        PIPELINE_REGISTRY.register_pipeline(task.pipeline_task, pipeline_class=task.pipeline_class,
+                                            pt_model=task.auto_class)  # fmt: skip
 
 
-__all__ = ["TASK", "VQAPipeline", "register"]
+__all__ = ["ImageTextClassificationPipeline", "ImageTextPipeline", "VQAPipeline", "load_rgb", "register"]

@@ -9,7 +9,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, Proces
 from transformers.image_utils import PILImageResampling
 
 from .image_utils import to_rgb
-from .input_checks import TruncationReporter, check_questions
+from .input_checks import TruncationReporter, check_texts
 from .towers import TIMM_SCRATCH_PREFIX, resolve_name
 
 _TIMM_RESAMPLE = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}
@@ -60,7 +60,7 @@ class MMFTProcessor(ProcessorMixin):
             raise ValueError("MMFTProcessor needs images=, text= or both")
         features: dict[str, Any] = {}
         if text is not None:
-            texts = check_questions([text] if isinstance(text, (str, bytes)) else text)  # ValueError if unusable
+            texts = check_texts([text] if isinstance(text, (str, bytes)) else text)  # ValueError if unusable
             text = texts[0] if isinstance(text, str) else texts
             features.update(
                 self.tokenizer(

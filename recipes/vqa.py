@@ -7,18 +7,14 @@
 Every `TrainingArguments` flag works; a preset's keys are flag names and the command line overrides them.
 """
 
+import sys
 from pathlib import Path
 
 from mmft.arguments import parse_recipe_args
-from mmft.vqa_training import run_vqa
+from mmft.training import run
 
+TASK = "vqa"
 DEFAULT_PRESET = Path(__file__).parent / "configs" / "easy_vqa.yaml"
 
-
-def main() -> None:
-    model_args, data_args, lora_args, training_args, output_args = parse_recipe_args(default_config=str(DEFAULT_PRESET))
-    run_vqa(model_args, data_args, lora_args, training_args, output_args=output_args)
-
-
 if __name__ == "__main__":
-    main()
+    run(TASK, parse_recipe_args(sys.argv[1:], TASK, default_config=str(DEFAULT_PRESET)))

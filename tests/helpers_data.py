@@ -114,3 +114,20 @@ def make_corrupt_easy_vqa(root: Path, n_train: int, n_test: int, n_bad_train: in
                 handle.write(json.dumps({"file_name": name, "question": example["question"],
                                          "answers": example["answers"]}) + "\n")  # fmt: skip
     return broken
+
+
+def prepare_vqa(dataset, policy=None, answers=None, spec: dict | None = None, **task_args):
+    """The VQA task's validated data for `dataset` (a path or name); `spec` holds extra `SourceSpec` fields."""
+    from mmft.data import SourceSpec
+    from mmft.tasks.vqa import VQAArguments, VQATask
+
+    task = VQATask(VQAArguments(**task_args))
+    return task.prepare_data(SourceSpec(dataset=str(dataset), **(spec or {})), policy, answers)
+
+
+def attach_vqa(data, processor, policy=None):
+    """Attach the VQA transform to both splits of `data` (as the training path does)."""
+    from mmft.tasks.vqa import VQATask
+
+    VQATask().attach(data, processor, policy)
+    return data

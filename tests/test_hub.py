@@ -21,7 +21,7 @@ import mmft  # noqa: F401  (registers the Auto classes)
 from mmft.arguments import parse_recipe_args
 from mmft.hub import load_adapter_model
 from mmft.processing_mmft import MMFTProcessor
-from mmft.vqa_training import run_vqa
+from mmft.training import run
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, t
         "--push_to_hub", "--hub_model_id", "me/vqa",
     ]  # fmt: skip
     args = parse_recipe_args(argv)
-    run_vqa(args.model, args.data, args.lora, args.training, output_args=args.output)
+    run("vqa", args)
     pushed = hub.root / "me" / "vqa"
     assert hub.commits[-1] == "End of training"
     card = (pushed / "README.md").read_text()

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswer
 
 import mmft
 from mmft import BRIDGES, MMFTConfig, MMFTModel
-from mmft.vqa_training import tower_provenance
+from mmft.training import tower_provenance
 
 
 @pytest.mark.parametrize("vision", VISION_KINDS)
@@ -154,7 +154,7 @@ def test_invalid_configs_fail_at_construction(overrides, message):
 def test_missing_towers_and_bad_vocab_are_clear_errors():
     with pytest.raises(ValueError, match="needs both vision_config and text_config"):
         MMFTModel(MMFTConfig())
-    with pytest.raises(ValueError, match="answers must be unique"):
+    with pytest.raises(ValueError, match="labels must be unique"):
         mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
             vision=tiny_vision_config("hf_vit"), text=tiny_text_config(), answers=["yes", "yes"]
         )

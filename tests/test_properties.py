@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mmft.data import DataError, VQACollator
-from mmft.data.collator import VQATransform, decode_image
+from mmft.data import DataError, ImageTextCollator, ImageTextTransform
+from mmft.data.collator import decode_image
 from mmft.processing_mmft import MMFTProcessor
 
 FAST = settings(
@@ -84,7 +84,8 @@ def encoded_images(draw) -> dict:
 @FAST
 @given(rows=st.lists(st.tuples(encoded_images(), st.text(min_size=1, max_size=80)), min_size=1, max_size=4))
 def test_transform_and_collator_give_a_batch_or_a_data_error(processor, rows):
-    transform = VQATransform(processor.image_processor, {"a": 0, "b": 1}, single_answer=True)
+    encode = lambda batch: {"labels": [{"a": 0, "b": 1}[answers[0]] for answers in batch["answers"]]}  # noqa: E731
+    transform = ImageTextTransform(processor.image_processor, "question", encode)
     batch = {"image": [r[0] for r in rows], "question": [r[1] for r in rows], "answers": [["a"]] * len(rows),
              "row": list(range(len(rows)))}  # fmt: skip
     try:
@@ -93,5 +94,5 @@ def test_transform_and_collator_give_a_batch_or_a_data_error(processor, rows):
         assert "cannot decode image" in str(error)
         return
     examples = [{key: values[i] for key, values in transformed.items()} for i in range(len(rows))]
-    out = VQACollator(processor.tokenizer, max_length=16)(examples)
+    out = ImageTextCollator(processor.tokenizer, max_length=16)(examples)
     assert out["pixel_values"].shape == (len(rows), 3, 32, 32) and out["input_ids"].shape[1] <= 16

@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
-from helpers_data import make_imagefolder
+from helpers_data import attach_vqa, make_imagefolder, prepare_vqa
 from PIL import Image
 
-from mmft.data import BadExamplePolicy, DataError, SourceSpec, VQACollator, prepare_vqa_splits
+from mmft.data import BadExamplePolicy, DataError, ImageTextCollator as VQACollator
 from mmft.data.collator import decode_image
 from mmft.data.validation import validate_split
 from mmft.image_utils import ImageDataError, open_image
 from mmft.input_checks import question_problem
 from mmft.processing_mmft import MMFTProcessor
+from mmft.tasks.vqa import VQATask
+
+VQA_COLUMNS = VQATask.columns
 
 RED = (255, 0, 0)
 
@@ -69,10 +72,10 @@ def test_bad_image_file_raises_naming_row_and_file(case, tmp_path, processor):
     breakage(root / "train" / "0.png")
     if stage == "validation":  # found before training, by the header pre-pass
         with pytest.raises(DataError, match=r"split 'train', row 0, file .*0.png: " + message):
-            prepare_vqa_splits(SourceSpec(dataset=str(root)))
+            prepare_vqa(root)
         return
-    splits = prepare_vqa_splits(SourceSpec(dataset=str(root)))  # header fine: found when decoded
-    splits.attach(processor.image_processor)
+    splits = prepare_vqa(root)  # header fine: found when decoded
+    attach_vqa(splits, processor)
     with pytest.raises(DataError, match=r"split 'train', row 0: " + message):
         splits.train[0]
 
@@ -83,8 +86,8 @@ def test_bad_image_file_is_skipped_and_listed_under_skip(case, tmp_path, process
     root = make_imagefolder(tmp_path / "d")
     breakage(root / "train" / "3.png")
     policy = BadExamplePolicy("skip", rejects_file=str(tmp_path / "rejects.jsonl"), source=str(root))
-    splits = prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy)
-    splits.attach(processor.image_processor)
+    splits = prepare_vqa(root, policy=policy)
+    attach_vqa(splits, processor, policy)
     collator = VQACollator(processor.tokenizer)
     batch = collator([splits.train[i] for i in range(6)])
     # 24 rows, row 3 bad: dropped before training (validation) or from its batch (decode)
@@ -176,7 +179,7 @@ def test_bomb_is_rejected_by_the_pre_pass(tmp_path, monkeypatch):
     root = make_imagefolder(tmp_path / "d")  # 24x24 images = 576 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
     with pytest.raises(DataError, match=r"row 0, file .*0.png: cannot read image .*decompression-bomb"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)))
+        prepare_vqa(root)
 
 
 # -- questions ------------------------------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ QUESTIONS = {
 def test_unusable_question_is_named_by_the_pre_pass_and_the_processor(case, processor):
     question, message = QUESTIONS[case]
     assert re.search(message, question_problem(question) or "")
-    with pytest.raises(ValueError, match=r"question 1: (question is )?" + message):
+    with pytest.raises(ValueError, match=r"text 1: (text is )?" + message.replace("question", "text")):
         processor(text=["is it red?", question])
 
 
@@ -203,9 +206,9 @@ def test_unusable_questions_in_a_dataset_are_rows_of_the_policy(tmp_path):
     features = Features({"image": ImageFeature(), "question": Value("string"), "answers": Sequence(Value("string"))})
     data = Dataset.from_dict({"image": [str(path)] * 4, "question": questions, "answers": [["a"]] * 4}, features)
     with pytest.raises(DataError, match=r"split 'train', row 0, file .*x.png: empty question \(None\)"):
-        validate_split(data, "train", "mem")
+        validate_split(data, "train", "mem", VQA_COLUMNS)
     policy = BadExamplePolicy("skip", max_bad_fraction=1.0, source="mem")
-    assert validate_split(data, "train", "mem", policy)["question"] == ["fine?"]
+    assert validate_split(data, "train", "mem", VQA_COLUMNS, policy)["question"] == ["fine?"]
     assert sorted(policy.rejected("train")) == [0, 1, 2]
 
 
@@ -216,25 +219,25 @@ def test_metadata_that_is_not_utf8_names_file_and_line(tmp_path):
     lines[2] = lines[2].replace(b"shape", b"sh\xe9pe")  # latin-1 e-acute
     metadata.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(DataError, match=r"metadata.jsonl, line 3: not UTF-8 text \(byte 0xe9 at column \d+\)"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)))
+        prepare_vqa(root)
     lines[2] = lines[2].replace(b"sh\xe9pe", b"sh\\udc80pe")  # a JSON-escaped lone surrogate: valid JSON, not text
     metadata.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(DataError, match=r"metadata.jsonl, line 3: question is not valid UTF-8 text"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)))
+        prepare_vqa(root)
 
 
 def test_5000_token_question_is_truncated_and_says_so(processor, caplog):
     long_question = "is the shape red " * 1250  # 5,000 words
-    collator = VQACollator(processor.tokenizer, max_length=64)
+    collator = VQACollator(processor.tokenizer, max_length=64, what="question")
     example = {"pixel_values": torch.zeros(3, 32, 32), "labels": 0}
     with caplog.at_level(logging.WARNING, logger="mmft.input_checks"):
-        batch = collator([{**example, "question": long_question}, {**example, "question": "is it red?"}])
+        batch = collator([{**example, "text": long_question}, {**example, "text": "is it red?"}])
     assert batch["input_ids"].shape == (2, 64)
     (record,) = [r for r in caplog.records if "truncated" in r.getMessage()]
     assert "question of 5002 tokens truncated to max_length=64" in record.getMessage()  # 5,000 + [CLS] [SEP]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mmft.input_checks"):
-        collator([{**example, "question": "is it red?"}])
+        collator([{**example, "text": "is it red?"}])
     assert not caplog.records  # short questions: nothing said
 
 
@@ -251,27 +254,27 @@ def test_empty_answers_raise_or_are_skipped(tmp_path):
     root = make_imagefolder(tmp_path / "d")
     _rewrite(root / "train" / "metadata.jsonl", 5, answers=[])
     with pytest.raises(DataError, match=r"row 5, file .*5.png: 'answers' is empty"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)))
+        prepare_vqa(root)
     policy = BadExamplePolicy("skip", source=str(root))
-    assert len(prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy).train) == 23
+    assert len(prepare_vqa(root, policy=policy).train) == 23
     assert list(policy.rejected("train")) == [5]
 
 
 def test_unseen_answers_train_ignored_with_one_log_line_eval_scored_wrong(tmp_path, caplog):
-    from mmft.vqa_training import make_compute_metrics
+    from mmft.tasks.vqa import vqa_compute_metrics as make_compute_metrics
 
     root = make_imagefolder(tmp_path / "d")
     for row in (0, 1):
         _rewrite(root / "train" / "metadata.jsonl", row, answers=["purple"])
     _rewrite(root / "test" / "metadata.jsonl", 0, answers=["purple"] * 3)
     with caplog.at_level(logging.WARNING, logger="mmft.data"):
-        splits = prepare_vqa_splits(SourceSpec(dataset=str(root)), top_k_answers=4)  # 'purple' is 2 rows: not top 4
-    assert "purple" not in splits.answers and len(splits.train) == 22  # the two rows are not trained on
+        splits = prepare_vqa(root, top_k_answers=4)  # 'purple' is 2 rows: not top 4
+    assert "purple" not in splits.labels and len(splits.train) == 22  # the two rows are not trained on
     (line,) = [r.getMessage() for r in caplog.records if "training questions" in r.getMessage()]
     assert line.startswith("2 of 24 training questions have no answer in the 4-answer vocabulary; they are ignored")
     references = splits.eval["answers"]
-    perfect = [splits.answers.index(r[0]) if r[0] in splits.answers else 0 for r in references]
-    compute = make_compute_metrics(references, None, dict(enumerate(splits.answers)))
+    perfect = [splits.labels.index(r[0]) if r[0] in splits.labels else 0 for r in references]
+    compute = make_compute_metrics(references, None, dict(enumerate(splits.labels)))
     accuracy = compute(type("P", (), {"predictions": np.array(perfect)})())["accuracy"]
     # every known answer right, the unseen one wrong; 3 identical annotator answers score 2/3 (leave-one-out average)
     assert accuracy == pytest.approx(7 / 8 * 2 / 3)
@@ -280,25 +283,25 @@ def test_unseen_answers_train_ignored_with_one_log_line_eval_scored_wrong(tmp_pa
 def test_checkpoint_vocabulary_mismatch_is_counted_or_refused(tmp_path, caplog):
     root = make_imagefolder(tmp_path / "d")  # answers: red, blue, yes, no
     with caplog.at_level(logging.WARNING, logger="mmft.data"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)), answers=["red", "blue", "circle"])
+        prepare_vqa(root, answers=["red", "blue", "circle"])
     message = " ".join(r.getMessage() for r in caplog.records)
     assert ("the checkpoint knows 3 answers; the dataset's training split uses 4 distinct answers, 2 of them unknown "
             "to the checkpoint (e.g. ['no', 'yes']); 12 of 24 training and 4 of 8 eval questions") in message
     with pytest.raises(DataError, match=r"knows 2 answers.*4 of them unknown.*24 of 24 training.*Is this the checkpoint"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)), answers=["circle", "square"])
+        prepare_vqa(root, answers=["circle", "square"])
 
 
 # -- schema and splits ----------------------------------------------------------------------------------------------
 def test_missing_column_is_a_schema_error_even_under_skip(tmp_path):
     data = Dataset.from_dict({"image": ["x.png"], "query": ["q?"], "answers": [["a"]]})
     with pytest.raises(DataError, match=r"missing column\(s\) \['question'\]; found \['image', 'query', 'answers'\]"):
-        validate_split(data, "train", "mem", BadExamplePolicy("skip", max_bad_fraction=1.0))
+        validate_split(data, "train", "mem", VQA_COLUMNS, BadExamplePolicy("skip", max_bad_fraction=1.0))
 
 
 def test_unknown_train_split_lists_the_available_ones(tmp_path):
     root = make_imagefolder(tmp_path / "d")
     with pytest.raises(DataError, match=r"no train split 'training'; available splits: \['test', 'train'\]"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root), train_split="training"))
+        prepare_vqa(root, spec={'train_split': "training"})
 
 
 def test_unknown_tower_name_says_what_a_name_may_be():
@@ -318,10 +321,10 @@ def test_skip_aborts_when_more_than_max_bad_fraction_is_bad(tmp_path):
     rejects = tmp_path / "rejects.jsonl"
     policy = BadExamplePolicy("skip", max_bad_fraction=0.1, rejects_file=str(rejects), source="d")
     with pytest.raises(DataError, match=r"3 of 24 rows of split 'train' are bad \(12.5%\), more than --max_bad_fraction 0.1"):
-        prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy)
+        prepare_vqa(root, policy=policy)
     assert len(rejects.read_text().splitlines()) == 3  # the ledger is complete even when aborting
     policy = BadExamplePolicy("skip", max_bad_fraction=0.15, rejects_file=str(tmp_path / "r2.jsonl"), source="d")
-    assert len(prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy).train) == 21
+    assert len(prepare_vqa(root, policy=policy).train) == 21
 
 
 def test_decode_time_skips_with_dataloader_workers_are_counted_once(tmp_path, processor):
@@ -330,8 +333,8 @@ def test_decode_time_skips_with_dataloader_workers_are_counted_once(tmp_path, pr
         _truncated(root / "train" / f"{i}.png")
     rejects = tmp_path / "rejects.jsonl"
     policy = BadExamplePolicy("skip", max_bad_fraction=0.1, rejects_file=str(rejects), source="d")
-    splits = prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy)
-    splits.attach(processor.image_processor)
+    splits = prepare_vqa(root, policy=policy)
+    attach_vqa(splits, processor, policy)
     loader = torch.utils.data.DataLoader(splits.train, batch_size=8, num_workers=2,
                                          collate_fn=VQACollator(processor.tokenizer))  # fmt: skip
     for _ in range(2):  # two epochs: each bad row is met twice, listed once
@@ -345,8 +348,8 @@ def test_a_batch_of_only_bad_rows_is_never_empty(tmp_path, processor):
     for i in (1, 2):
         _truncated(root / "train" / f"{i}.png")
     policy = BadExamplePolicy("skip", max_bad_fraction=0.1, source="d")
-    splits = prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy)
-    splits.attach(processor.image_processor)
+    splits = prepare_vqa(root, policy=policy)
+    attach_vqa(splits, processor, policy)
     collator = VQACollator(processor.tokenizer)
     with pytest.raises(DataError, match="all 1 examples of a batch were unreadable"):
         collator([splits.train[1]])  # nothing good seen yet: a clear error, not an empty batch
@@ -357,23 +360,23 @@ def test_a_batch_of_only_bad_rows_is_never_empty(tmp_path, processor):
 
 def test_eval_rows_that_fail_to_decode_keep_alignment_and_are_not_scored(tmp_path, processor):
     from mmft.data import excluded_eval_positions
-    from mmft.vqa_training import make_compute_metrics
+    from mmft.tasks.vqa import vqa_compute_metrics as make_compute_metrics
 
     root = make_imagefolder(tmp_path / "d")
     _truncated(root / "test" / "2.png")
     policy = BadExamplePolicy("skip", max_bad_fraction=0.2, source="d")
-    splits = prepare_vqa_splits(SourceSpec(dataset=str(root)), policy=policy)
-    splits.attach(processor.image_processor)
+    splits = prepare_vqa(root, policy=policy)
+    attach_vqa(splits, processor, policy)
     batch = VQACollator(processor.tokenizer)([splits.eval[i] for i in range(8)])
     assert batch["pixel_values"].shape[0] == 8  # kept, with a blank stand-in image
     raw = splits.eval.with_format(None)
     excluded = excluded_eval_positions(policy, raw["row"])
     assert excluded == {2}
-    predictions = np.array([splits.answers.index(r[0]) for r in raw["answers"]])
-    predictions[2] = (predictions[2] + 1) % len(splits.answers)  # wrong on the bad row: not counted
-    compute = make_compute_metrics(raw["answers"], None, dict(enumerate(splits.answers)), lambda: excluded)
+    predictions = np.array([splits.labels.index(r[0]) for r in raw["answers"]])
+    predictions[2] = (predictions[2] + 1) % len(splits.labels)  # wrong on the bad row: not counted
+    compute = make_compute_metrics(raw["answers"], None, dict(enumerate(splits.labels)), lambda: excluded)
     metrics = compute(type("P", (), {"predictions": predictions})())
-    unfiltered = make_compute_metrics(raw["answers"], None, dict(enumerate(splits.answers)))
+    unfiltered = make_compute_metrics(raw["answers"], None, dict(enumerate(splits.labels)))
     control = unfiltered(type("P", (), {"predictions": predictions})())  # the same predictions, scored in full
     assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["excluded_bad_rows"] == 1.0  # as if all right
     assert control["accuracy"] == pytest.approx(7 / 8 * 2 / 3)

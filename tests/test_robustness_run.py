@@ -106,9 +106,9 @@ def test_no_checkpoint_is_saved_with_non_finite_weights(tmp_path):
 def test_nan_guard_is_wired_into_the_recipe():
     import inspect
 
-    from mmft import vqa_training
+    from mmft import training
 
-    assert "NonFiniteLossGuard()" in inspect.getsource(vqa_training.run_vqa)
+    assert "NonFiniteLossGuard()" in inspect.getsource(training.make_trainer)
 
 
 # -- output_dir -----------------------------------------------------------------------------------------------------
@@ -136,13 +136,13 @@ def test_output_dir_that_is_not_writable_fails_before_training(tmp_path):
         check_output_dir(str(folder))
 
 
-def test_run_vqa_checks_output_dir_before_loading_anything(tmp_path):
-    from mmft.vqa_training import run_vqa
+def test_run_checks_output_dir_before_loading_anything(tmp_path):
+    from mmft.training import run
 
     (tmp_path / "out").write_text("")
     args = parse_recipe_args(["--output_dir", str(tmp_path / "out"), "--dataset", str(tmp_path / "no_such_data")])
     with pytest.raises(ValueError, match="is a file, not a folder"):  # not a data error: checked first
-        run_vqa(*args)
+        run("vqa", args)
 
 
 # -- --config presets -----------------------------------------------------------------------------------------------
@@ -205,13 +205,14 @@ def test_pickle_payload_in_a_model_folder_is_never_executed(tmp_path):
 
     import mmft
     from mmft.arguments import ModelArguments
-    from mmft.vqa_training import build_model_and_processor
+    from mmft.tasks.vqa import VQATask
+    from mmft.training import load_saved_model
 
     assert type(AutoModelForVisualQuestionAnswering.from_pretrained(beside)) is mmft.MMFTForVisualQuestionAnswering
     with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|safetensors"):  # transformers: weights_only=True
         AutoModelForVisualQuestionAnswering.from_pretrained(instead)
     with pytest.raises(OSError, match=r"model.safetensors"):  # mmft: safetensors only, the .bin is not even opened
-        build_model_and_processor(ModelArguments(model_name_or_path=str(instead)), None)
+        load_saved_model(VQATask(), ModelArguments(model_name_or_path=str(instead)))
     assert not marker.exists()
 
 

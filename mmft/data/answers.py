@@ -50,3 +50,14 @@ def is_single_answer(answers_column: Iterable[Sequence[str]]) -> bool:
 def out_of_vocab_rows(answers_column: Iterable[Sequence[str]], label2id: dict[str, int]) -> list[int]:
     """Indices of rows none of whose answers is in the vocabulary: they teach nothing, and can only be scored wrong."""
     return [i for i, row in enumerate(answers_column) if not any(normalize_answer(a) in label2id for a in row)]
+
+
+def as_answer_list(value) -> list:
+    """Answers as a list: datasets store them as a string, a list of strings, or VQAv2's [{"answer": ...}, ...]."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)):
+        return [str(value)]
+    if isinstance(value, dict) and "answer" in value:  # a Sequence of dicts arrives as a dict of lists
+        value = value["answer"]
+    return [item["answer"] if isinstance(item, dict) else str(item) for item in value]

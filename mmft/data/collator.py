@@ -1,25 +1,26 @@
-"""On-the-fly preprocessing: a `set_transform` that decodes images and encodes labels, and a padding collator.
+"""On-the-fly preprocessing shared by every task: a `set_transform` that decodes images, and a padding collator.
 
-Under `--on_bad_example skip`, an image that only fails when fully decoded (e.g. a truncated file whose header is
-fine) is recorded by the transform, in whichever DataLoader worker meets it. A training row is then flagged and
-dropped by the collator; an eval row keeps a blank image so predictions stay aligned with the references, and is
-left out of the metric (see `excluded_eval_positions`).
+The transform turns a batch of rows into `pixel_values`, the row's text (under `text`) and whatever the task's
+`encode` makes of its targets (`labels`, ...). Under `--on_bad_example skip`, an image that only fails when fully
+decoded (e.g. a truncated file whose header is fine) is recorded by the transform, in whichever DataLoader worker
+meets it. A training row is then flagged and dropped by the collator; an eval row keeps a blank image so predictions
+stay aligned with the references, and is left out of the metric (see `excluded_eval_positions`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image as PILImage
 
 from ..image_utils import ImageDataError, image_source, open_image, to_rgb
 from ..input_checks import TruncationReporter
-from .answers import answer_id, soft_scores
 from .rejects import BadExample, BadExamplePolicy
 from .sources import DataError
 
 SKIP_KEY = "skipped_bad_example"  # set on a training example the collator must drop
+TEXT_KEY = "text"  # the text the collator tokenises, whatever the task's column is called
 
 
 def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
@@ -34,20 +35,29 @@ def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
         raise DataError(f"{where}: cannot decode image {name} ({error})") from error
 
 
-class VQATransform:
-    """`dataset.set_transform(...)`: image -> pixel_values, answers -> labels (ids or soft scores), per batch."""
+class ImageTextTransform:
+    """
+    `dataset.set_transform(...)`: image -> `pixel_values`, `text_column` -> `text`, targets -> `encode(batch)`.
+
+    Args:
+        image_processor: the vision tower's image processor.
+        text_column: the row column holding the text (None: image-only rows).
+        encode: batch (dict of lists) -> extra output columns, e.g. `{"labels": [...]}`.
+        split: "train" or "eval", for messages and the bad-example ledger.
+        policy: the bad-example policy; None raises on any undecodable image.
+    """
 
     def __init__(
         self,
         image_processor,
-        label2id: dict[str, int],
-        single_answer: bool,
+        text_column: str | None,
+        encode: Callable[[dict[str, list]], dict[str, list]] | None = None,
         split: str = "train",
         policy: BadExamplePolicy | None = None,
     ) -> None:
         self.image_processor = image_processor
-        self.label2id = label2id
-        self.single_answer = single_answer
+        self.text_column = text_column
+        self.encode = encode
         self.split = split
         self.policy = policy
 
@@ -62,31 +72,35 @@ class VQATransform:
             return PILImage.new("RGB", (8, 8)), True
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        rows = batch.get("row", [None] * len(batch["question"]))
+        rows = batch.get("row", [None] * len(batch["image"]))
         images, bad = zip(*(self._image(image, row) for image, row in zip(batch["image"], rows)))
         pixel_values = self.image_processor(list(images), return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
-        encode = answer_id if self.single_answer else soft_scores
-        out = {
-            "pixel_values": list(pixel_values),
-            "question": batch["question"],
-            "labels": [encode(answers, self.label2id) for answers in batch["answers"]],
-        }
+        out: dict[str, list] = {"pixel_values": list(pixel_values)}
+        if self.text_column is not None:
+            out[TEXT_KEY] = batch[self.text_column]
+        if self.encode is not None:
+            out.update(self.encode(batch))
         if self.split == "train":
             out[SKIP_KEY] = list(bad)
         return out
 
 
-class VQACollator:
-    """Tokenises a batch of questions (padded to the longest) and stacks pixels and labels.
+def stack(values: list[Any]) -> torch.Tensor:
+    """One batch tensor from per-example tensors, numbers or lists of numbers."""
+    return torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
+
+
+class ImageTextCollator:
+    """Tokenises a batch's texts (padded to the longest), stacks pixels and every other field (labels, ...).
 
     Drops training examples flagged as bad; a batch with none left reuses the last good example of this worker
     (a batch must not be empty), which only happens when every row of a batch is unreadable.
     """
 
-    def __init__(self, tokenizer, max_length: int = 64) -> None:
+    def __init__(self, tokenizer, max_length: int = 64, what: str = "text") -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.truncation = TruncationReporter(max_length)
+        self.truncation = TruncationReporter(max_length, what)
         self._last_good: dict[str, Any] | None = None
 
     def _keep_good(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,25 +115,22 @@ class VQACollator:
             )
         return [self._last_good]
 
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_token_type_ids=False,
+            return_tensors="pt",
+        )  # fmt: skip
+        self.truncation.check(self.tokenizer, texts, encoded["attention_mask"])
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         examples = self._keep_good(examples)
-        questions = [example["question"] for example in examples]
-        text = self.tokenizer(
-            questions,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_token_type_ids=False,
-            return_tensors="pt",
-        )
-        self.truncation.check(self.tokenizer, questions, text["attention_mask"])
-        labels = [example["labels"] for example in examples]
-        return {
-            "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
-            "input_ids": text["input_ids"],
-            "attention_mask": text["attention_mask"],
-            "labels": torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels),
-        }
+        batch = {"pixel_values": stack([example["pixel_values"] for example in examples])}
+        if TEXT_KEY in examples[0]:
+            batch.update(self.tokenize([example[TEXT_KEY] for example in examples]))
+        for key in examples[0].keys() - {"pixel_values", TEXT_KEY, SKIP_KEY}:
+            batch[key] = stack([example[key] for example in examples])
+        return batch
 
 
 def excluded_eval_positions(policy: BadExamplePolicy | None, rows: list[int]) -> set[int]:

@@ -1,26 +1,32 @@
-"""Where VQA data comes from: easy-VQA, a Hub dataset, a local imagefolder + metadata.jsonl, or VQAv2 files.
+"""Where rows come from: a task's named datasets, a local imagefolder or table folder, or a Hub dataset.
 
-Every source ends as a `DatasetDict` whose splits have the columns `image` (Image feature), `question` (str),
-`answers` (list of str) and optionally `question_type`; `validate_split` then checks it cheaply before training.
+Every reader ends with a `DatasetDict` whose splits have `image` (an `Image` feature) and the task's canonical
+columns (`mmft.data.columns`); `validate_split` then checks them cheaply before training. The generic readers:
+
+- an **imagefolder**: `<split>/metadata.jsonl` (or `metadata.csv`) with a `file_name` per row, images beside it;
+- a **table folder**: `<split>.jsonl` / `<split>.csv` whose image column holds paths relative to the folder;
+- anything **`datasets.load_dataset`** reads (a Hub id, a folder of parquet/arrow files), columns mapped by flags.
+
+A task adds its own formats (easy-VQA, VQAv2 JSON, COCO captions) as named readers in its `datasets` registry.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value, load_dataset
+from datasets import Dataset, DatasetDict, Features, Image, Value, load_dataset
 
-from ..input_checks import question_problem
-from .easy_vqa import load_easy_vqa
+from .columns import Column
 
-VQA_FEATURES = Features(
-    {"image": Image(), "question": Value("string"), "answers": Sequence(Value("string"))}
-)
 EVAL_SPLIT_NAMES = ("test", "validation", "val")
+TABLE_SUFFIXES = (".jsonl", ".csv")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+IMAGE_KEYS = ("file_name", "image", "image_path", "path")  # where a table row may name its image file
 
 
 class DataError(ValueError):
@@ -29,45 +35,36 @@ class DataError(ValueError):
 
 @dataclass
 class SourceSpec:
-    """What `load_vqa_data` needs to know; the recipe's `DataArguments` extend it (one definition of each field)."""
+    """Which dataset and which of its splits; the recipe's `DataArguments` extend it (one definition of each field)."""
 
-    dataset: str = field(default="easy_vqa", metadata={"help": "easy_vqa, vqav2, a local folder, or a Hub dataset id"})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "a name the task knows (e.g. easy_vqa), a local folder (imagefolder or <split>.jsonl/.csv "
+                  "tables), or a Hub dataset id; default: the task's offline dataset"},
+    )  # fmt: skip
     train_split: str = "train"
     eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
-    image_column: str = "image"
-    question_column: str = "question"
-    answers_column: str = "answers"
-    questions_file: str | None = None
-    annotations_file: str | None = None
-    image_dir: str | None = None
-    eval_questions_file: str | None = None
-    eval_annotations_file: str | None = None
-    eval_image_dir: str | None = None
+    image_column: str = field(default="image", metadata={"help": "the image column of a Hub dataset or table"})
 
 
-def _as_answer_list(value: Any) -> list[str]:
-    # Hub VQA datasets store answers as a string, a list of strings, or VQAv2's [{"answer": ...}, ...].
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict) and "answer" in value:  # a Sequence of dicts arrives as a dict of lists
-        value = value["answer"]
-    return [item["answer"] if isinstance(item, dict) else str(item) for item in value]
+# A named reader: (spec, the task's arguments) -> DatasetDict with `image` and the task's canonical columns.
+Reader = Callable[[SourceSpec, Any], DatasetDict]
 
 
-def _read_metadata(split_dir: Path) -> Dataset:
-    metadata = split_dir / "metadata.jsonl"
-    if not metadata.is_file():
-        raise DataError(f"{split_dir}: no metadata.jsonl; each split folder needs one line per question")
-    rows: dict[str, list] = {"image": [], "question": [], "answers": []}
-    with metadata.open("rb") as handle:
+def features_of(columns: tuple[Column, ...], extra: dict[str, Any] | None = None) -> Features:
+    return Features({"image": Image(), **{c.name: c.feature() for c in columns}, **(extra or {})})
+
+
+# -- local files ----------------------------------------------------------------------------------------------------
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSON-lines file, with errors naming the file and line."""
+    with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(
-                    f"{metadata}, line {line_number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{path}, line {line_number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
                     f"{error.start + 1}); re-save the file as UTF-8"
                 ) from None
             if not line.strip():
@@ -75,116 +72,157 @@ def _read_metadata(split_dir: Path) -> Dataset:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{metadata}, line {line_number}: not valid JSON ({error.msg})") from None
-            for key in ("file_name", "question"):
-                if key not in record:
-                    raise DataError(f"{metadata}, line {line_number}: missing field {key!r}")
-            if "answers" not in record and "answer" not in record:
-                raise DataError(f"{metadata}, line {line_number}: needs 'answers' (list) or 'answer' (string)")
-            problem = question_problem(record["question"]) if isinstance(record["question"], str) else None
-            if problem and "UTF-8" in problem:  # a JSON-escaped lone surrogate: Arrow cannot even store it
-                raise DataError(f"{metadata}, line {line_number}: {problem}")
-            rows["image"].append(str(split_dir / record["file_name"]))
-            rows["question"].append(record["question"])
-            rows["answers"].append(_as_answer_list(record.get("answers", record.get("answer"))))
-    return Dataset.from_dict(rows, features=VQA_FEATURES)
+                raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}")
+            yield line_number, record
 
 
-def _has_metadata(root: Path) -> bool:
-    return (root / "metadata.jsonl").is_file() or any((p / "metadata.jsonl").is_file() for p in root.iterdir())
+def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for record in reader:
+                yield reader.line_num, record
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error.reason}); re-save the file as UTF-8") from None
 
 
-def load_imagefolder(path: str) -> DatasetDict:
-    """`path/<split>/metadata.jsonl` (+ images beside it), the `imagefolder` layout, one folder per split.
+def read_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSON-lines or CSV file (the CSV header is line 1)."""
+    return _csv_records(path) if path.suffix == ".csv" else _jsonl_records(path)
+
+
+def _pick(record: dict, keys: tuple[str, ...]) -> tuple[str | None, Any]:
+    for key in keys:
+        if key in record:
+            return key, record[key]
+    return None, None
+
+
+def read_table(path: Path, base: Path, columns: tuple[Column, ...], column_map: dict[str, str],
+               image_keys: tuple[str, ...]) -> Dataset:  # fmt: skip
+    """A table of rows (JSON lines or CSV) naming image files relative to `base`, as a dataset of canonical rows."""
+    rows: dict[str, list] = {"image": [], **{c.name: [] for c in columns}}
+    for line_number, record in read_records(path):
+        where = f"{path}, line {line_number}"
+        image_key, image = _pick(record, image_keys)
+        if image_key is None:
+            raise DataError(f"{where}: missing field {image_keys[0]!r} (the image file, relative to {base})")
+        for column in columns:
+            keys = (column_map[column.name],) if column.name in column_map else column.record_keys
+            key, value = _pick(record, keys)
+            if key is None:
+                alternatives = " or ".join(repr(k) for k in keys)
+                raise DataError(f"{where}: missing field {alternatives}")
+            value = column.canonical(value)
+            for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+                if isinstance(text, str) and _surrogates(text):  # Arrow cannot even store such a string
+                    raise DataError(f"{where}: {column.what} is not valid UTF-8 text (lone surrogate); fix the file")
+            rows[column.name].append(value)
+        rows["image"].append(str(base / image) if isinstance(image, str) and not os.path.isabs(image) else image)
+    return Dataset.from_dict(rows, features=features_of(columns))
+
+
+def _surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _metadata_file(folder: Path) -> Path | None:
+    return next((folder / name for name in METADATA_FILES if (folder / name).is_file()), None)
+
+
+def local_splits(root: Path) -> dict[str, tuple[Path, Path]] | None:
+    """{split: (table, image base folder)} of an imagefolder or a table folder, or None if `root` is neither."""
+    if not root.is_dir():
+        return None
+    found = {p.name: (meta, p) for p in sorted(root.iterdir()) if p.is_dir() and (meta := _metadata_file(p))}
+    if not found and (meta := _metadata_file(root)):
+        found = {"train": (meta, root)}
+    if not found:
+        found = {p.stem: (p, root) for p in sorted(root.iterdir()) if p.suffix in TABLE_SUFFIXES and p.is_file()}
+    return found or None
+
+
+def load_local(root: Path, columns: tuple[Column, ...], column_map: dict[str, str], image_column: str) -> DatasetDict:
+    """An imagefolder (`<split>/metadata.jsonl`) or table folder (`<split>.jsonl|csv`) read row by row.
 
     Read here rather than through `load_dataset("imagefolder")` so that a bad line is reported with its file and
     line number instead of being dropped or failing deep inside the builder.
     """
-    root = Path(path)
-    splits = sorted(p.name for p in root.iterdir() if (p / "metadata.jsonl").is_file())
+    splits = local_splits(root)
     if not splits:
-        if (root / "metadata.jsonl").is_file():
-            return DatasetDict({"train": _read_metadata(root)})
-        raise DataError(f"{root}: expected <split>/metadata.jsonl (e.g. train/, test/) or a metadata.jsonl")
-    return DatasetDict({split: _read_metadata(root / split) for split in splits})
-
-
-def _vqav2_split(questions_file: str, annotations_file: str | None, image_dir: str) -> Dataset:
-    with open(questions_file, encoding="utf-8") as handle:
-        questions = json.load(handle).get("questions")
-    if questions is None:
-        raise DataError(f"{questions_file}: no top-level 'questions' list; is this a VQAv2 questions file?")
-    answers_by_id: dict[int, list[str]] = {}
-    if annotations_file:
-        with open(annotations_file, encoding="utf-8") as handle:
-            annotations = json.load(handle).get("annotations")
-        if annotations is None:
-            raise DataError(f"{annotations_file}: no top-level 'annotations' list")
-        answers_by_id = {a["question_id"]: [x["answer"] for x in a["answers"]] for a in annotations}
-    images = {}
-    for name in os.listdir(image_dir):  # COCO_<split>_<12-digit id>.jpg
-        stem = Path(name).stem
-        if stem[-12:].isdigit():
-            images[int(stem[-12:])] = os.path.join(image_dir, name)
-    rows: dict[str, list] = {"image": [], "question": [], "answers": []}
-    for index, question in enumerate(questions):
-        if question["image_id"] not in images:
-            raise DataError(f"{questions_file}, question {index}: no image for image_id {question['image_id']} in {image_dir}")
-        rows["image"].append(images[question["image_id"]])
-        rows["question"].append(question["question"])
-        rows["answers"].append(answers_by_id.get(question["question_id"], []))
-    return Dataset.from_dict(rows, features=VQA_FEATURES)
-
-
-def load_vqav2(spec: SourceSpec) -> DatasetDict:
-    """VQAv2's official question/annotation JSON files and a COCO image folder, for train and (optionally) eval."""
-    if not (spec.questions_file and spec.image_dir):
-        raise DataError("dataset 'vqav2' needs --questions_file, --annotations_file and --image_dir")
-    splits = {"train": _vqav2_split(spec.questions_file, spec.annotations_file, spec.image_dir)}
-    if spec.eval_questions_file:
-        splits["validation"] = _vqav2_split(
-            spec.eval_questions_file, spec.eval_annotations_file, spec.eval_image_dir or spec.image_dir
+        raise DataError(
+            f"{root}: expected <split>/metadata.jsonl (e.g. train/, test/), a metadata.jsonl, or <split>.jsonl / "
+            "<split>.csv tables"
         )
-    return DatasetDict(splits)
+    image_keys = (image_column, *(k for k in IMAGE_KEYS if k != image_column))
+    return DatasetDict(
+        {split: read_table(table, base, columns, column_map, image_keys) for split, (table, base) in splits.items()}
+    )
 
 
-def load_hub(spec: SourceSpec) -> DatasetDict:
-    """A Hub dataset (or any `load_dataset` path), its columns renamed to image/question/answers."""
+# -- Hub (and anything load_dataset reads) --------------------------------------------------------------------------
+def load_hub(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str],
+             keep: tuple[str, ...] = ()) -> DatasetDict:  # fmt: skip
+    """A `load_dataset` dataset, its columns renamed to the canonical ones and their values made canonical."""
     loaded = load_dataset(spec.dataset)
+    flags = {"image": "image_column", **{c.name: c.flag_name for c in columns}}
     renamed = {}
     for split, data in loaded.items():
-        for wanted in (spec.image_column, spec.question_column, spec.answers_column):
-            if wanted not in data.column_names:
+        wanted = {"image": spec.image_column}
+        for column in columns:  # an explicit mapping, else the first accepted key the dataset has
+            keys = (column_map[column.name],) if column.name in column_map else column.record_keys
+            wanted[column.name] = next((k for k in keys if k in data.column_names), keys[0])
+        for name, source in wanted.items():
+            if source not in data.column_names:
                 raise DataError(
-                    f"dataset {spec.dataset!r}, split {split!r}: no column {wanted!r}; columns are "
-                    f"{data.column_names}; map them with --image_column/--question_column/--answers_column"
+                    f"dataset {spec.dataset!r}, split {split!r}: no column {source!r} (the {name} column); columns "
+                    f"are {data.column_names}; map them with --{flags[name]}"
+                    + "".join(f"/--{flags[n]}" for n in wanted if n != name)
                 )
-        data = data.rename_columns(
-            {k: v for k, v in {spec.image_column: "image", spec.question_column: "question"}.items() if k != v}
-        )
-        data = data.map(
-            lambda row: {"answers": _as_answer_list(row[spec.answers_column])},
-            remove_columns=[c for c in data.column_names if c not in ("image", "question", "question_type")],
-        )
-        renamed[split] = data.cast_column("image", Image())
+        data = data.select_columns([*dict.fromkeys(wanted.values()), *(k for k in keep if k in data.column_names)])
+        features = features_of(columns, {k: data.features[k] for k in keep if k in data.column_names})
+        by_column = {c.name: c for c in columns}
+
+        def canonical(batch: dict[str, list], wanted: dict[str, str] = wanted) -> dict[str, list]:
+            out = {name: [by_column[name].canonical(v) for v in batch[source]] for name, source in wanted.items()
+                   if name != "image"}  # fmt: skip
+            return {"image": batch[spec.image_column], **out, **{k: batch[k] for k in keep if k in batch}}
+
+        data = data.cast_column(spec.image_column, Image(decode=False))
+        renamed[split] = data.map(canonical, batched=True, remove_columns=data.column_names, features=_undecoded(features))
+        renamed[split] = renamed[split].cast_column("image", Image())
     return DatasetDict(renamed)
 
 
-SOURCES: dict[str, Callable[[SourceSpec], DatasetDict]] = {
-    "easy_vqa": lambda spec: load_easy_vqa(),
-    "vqav2": load_vqav2,
-}
+def _undecoded(features: Features) -> Features:
+    return Features({**features, "image": Image(decode=False)})
 
 
-def load_vqa_data(spec: SourceSpec) -> tuple[Dataset, Dataset]:
-    """(train, eval) splits of `spec.dataset`: a registered name, an imagefolder with metadata.jsonl, or anything
-    `datasets.load_dataset` reads (a Hub id, or a local folder of parquet/arrow/csv files)."""
-    if spec.dataset in SOURCES:
-        splits = SOURCES[spec.dataset](spec)
-    elif os.path.isdir(spec.dataset) and _has_metadata(Path(spec.dataset)):
-        splits = load_imagefolder(spec.dataset)
+# -- entry point ----------------------------------------------------------------------------------------------------
+def load_splits(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str] | None = None,
+                named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+                keep: tuple[str, ...] = ()) -> tuple[Dataset, Dataset]:  # fmt: skip
+    """(train, eval) splits of `spec.dataset`: a name in `named`, a local imagefolder / table folder, or anything
+    `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g. `question_type`)."""
+    column_map = column_map or {}
+    named = named or {}
+    if spec.dataset in named:
+        splits = named[spec.dataset](spec)
+    elif spec.dataset and os.path.isdir(spec.dataset) and local_splits(Path(spec.dataset)):
+        splits = load_local(Path(spec.dataset), columns, column_map, spec.image_column)
+    elif spec.dataset and os.path.isfile(spec.dataset):
+        raise DataError(
+            f"--dataset {spec.dataset} is a file; pass the folder holding <split>.jsonl / <split>.csv files "
+            "(e.g. train.jsonl and test.jsonl), or an imagefolder"
+        )
     else:
-        splits = load_hub(spec)
+        splits = load_hub(spec, columns, column_map, keep)
     eval_split = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in splits), None)
     for role, split in (("train", spec.train_split), ("eval", eval_split)):
         if split not in splits:
@@ -193,3 +231,7 @@ def load_vqa_data(spec: SourceSpec) -> tuple[Dataset, Dataset]:
                 + ("" if split else "; name one with --eval_split")
             )
     return splits[spec.train_split], splits[eval_split]
+
+
+__all__ = ["DataError", "EVAL_SPLIT_NAMES", "SourceSpec", "features_of", "load_hub", "load_local", "load_splits",
+           "read_records", "read_table"]  # fmt: skip

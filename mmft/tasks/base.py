@@ -1,0 +1,182 @@
+"""`Task`: what one task declares (model class, columns, targets, metrics, card, pipeline); `mmft.training` runs it.
+
+A task never re-implements the training path. It answers the questions the shared code asks:
+which model class and which columns, how a row becomes model inputs (`encode` + `collator`), how predictions are
+scored (`compute_metrics`) and written (`prediction_records`), and what its model card and pipeline say.
+Adding a task is one module under `mmft/tasks/`, its metric module(s), a preset, a thin recipe and one line in
+`mmft.tasks.TASKS` (docs/tasks.md walks through the classification task as the example).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, Image
+
+from ..data.collator import ImageTextCollator, ImageTextTransform
+from ..data.columns import Column
+from ..data.rejects import BadExamplePolicy
+from ..data.sources import SourceSpec, load_splits
+from ..data.validation import validate_split
+
+
+@dataclass
+class TaskData:
+    """Validated (train, eval) splits and what the task derived from them.
+
+    `labels`: the label vocabulary of a classification-style head, in id order (becomes `id2label`), or None.
+    `info`: anything else the task derived (e.g. whether every VQA question has one answer).
+    """
+
+    train: Dataset
+    eval: Dataset
+    labels: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What a model card and the Hub metadata say about a task."""
+
+    pipeline_tag: str  # the Hub's pipeline tag, e.g. "visual-question-answering"
+    task_type: str  # model-index task type
+    task_name: str  # model-index task name, e.g. "Visual Question Answering"
+    summary: str  # "a visual question answering model", completed by the card
+    metrics: tuple[str, ...]  # metric names (without the split prefix) that go into model-index
+    usage: str  # a Python snippet: how to load and call the model; `{repo}` is filled in
+
+
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def prepare_splits(
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str] | None = None,
+    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+    keep: tuple[str, ...] = (),
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    policy: BadExamplePolicy | None = None,
+) -> tuple[Dataset, Dataset]:
+    """Load, limit and validate (train, eval); each row keeps its number as loaded in `row`, for messages.
+
+    Images stay undecoded: the transform decodes them, so a bad file is reported with its path and row.
+    """
+    policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
+    train, evaluation = load_splits(spec, columns, column_map, named, keep)
+    train, evaluation = _limit(train, max_train_samples), _limit(evaluation, max_eval_samples)
+    train, evaluation = (data.add_column("row", list(range(len(data)))) for data in (train, evaluation))
+    train = validate_split(train, "train", spec.dataset, columns, policy)
+    evaluation = validate_split(evaluation, "eval", spec.dataset, columns, policy)
+    return tuple(data.cast_column("image", Image(decode=False)) for data in (train, evaluation))
+
+
+class Task:
+    """Base class of every task. Subclasses set the class attributes and implement the hooks marked so."""
+
+    name: ClassVar[str]
+    model_class: ClassVar[type]  # an `MMFTPreTrainedModel` subclass
+    auto_class: ClassVar[type]  # the transformers Auto class it is registered with
+    arguments_class: ClassVar[type]  # the task's flags (an HfArgumentParser dataclass)
+    columns: ClassVar[tuple[Column, ...]]  # besides `image`
+    text_column: ClassVar[str | None]  # the column the text tower reads
+    keep_columns: ClassVar[tuple[str, ...]] = ()  # optional extra columns carried along (e.g. question_type)
+    default_dataset: ClassVar[str]
+    pipeline_task: ClassVar[str]
+    pipeline_class: ClassVar[type]
+    card: ClassVar[CardInfo]
+
+    def __init__(self, args: Any = None) -> None:
+        self.args = args if args is not None else self.arguments_class()
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def datasets(self) -> dict[str, Callable[[SourceSpec], DatasetDict]]:
+        """Named datasets this task reads (offline demos, task-specific file formats)."""
+        return {}
+
+    def column_map(self) -> dict[str, str]:
+        """Canonical column -> source column, for the columns the task's `--<name>_column` flags name explicitly.
+
+        Unmapped columns are looked up under their accepted keys (`Column.keys`), e.g. `answers` or `answer`."""
+        return {c.name: value for c in self.columns if (value := getattr(self.args, c.flag_name, None))}
+
+    @property
+    def text_noun(self) -> str:
+        column = next((c for c in self.columns if c.name == self.text_column), None)
+        return column.what if column else "text"
+
+    def prepare_data(
+        self,
+        spec: SourceSpec,
+        policy: BadExamplePolicy | None = None,
+        labels: list[str] | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> TaskData:
+        """Validated splits plus their targets; `labels` fixes the label vocabulary (a checkpoint's `id2label`)."""
+        spec = replace(spec, dataset=spec.dataset or self.default_dataset)
+        train, evaluation = prepare_splits(spec, self.columns, self.column_map(), self.datasets(), self.keep_columns,
+                                           max_train_samples, max_eval_samples, policy)  # fmt: skip
+        return self.build_targets(train, evaluation, labels)
+
+    def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
+        """Hook: the label vocabulary (or other targets) from the validated splits."""
+        return TaskData(train, evaluation)
+
+    def labels_of(self, config) -> list[str] | None:
+        """The label vocabulary a saved model was trained with (None for heads without labels)."""
+        if not config.id2label or getattr(self.model_class, "has_labels", True) is False:
+            return None
+        return [config.id2label[i] for i in range(len(config.id2label))]
+
+    # -- model -----------------------------------------------------------------------------------------------------
+    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
+        """Hook: arguments of `model_class.from_vision_text_pretrained` that come from the data (labels, ...)."""
+        return {"labels": data.labels} if data.labels is not None else {}
+
+    def config_updates(self, data: TaskData) -> dict[str, Any]:
+        """Hook: config fields set on a fresh or a loaded model from this run's data (e.g. `problem_type`)."""
+        return {}
+
+    # -- rows -> batches -------------------------------------------------------------------------------------------
+    def encode(self, data: TaskData, split: str) -> Callable[[dict[str, list]], dict[str, list]] | None:
+        """Hook: batch of rows -> target fields (`labels`, ...)."""
+        return None
+
+    def attach(self, data: TaskData, processor, policy: BadExamplePolicy | None = None) -> None:
+        """Set the on-the-fly transform of both splits."""
+        for split, dataset in (("train", data.train), ("eval", data.eval)):
+            dataset.set_transform(ImageTextTransform(processor.image_processor, self.text_column,
+                                                     self.encode(data, split), split, policy))  # fmt: skip
+
+    def collator(self, processor, max_length: int) -> Callable:
+        return ImageTextCollator(processor.tokenizer, max_length, self.text_noun)
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def compute_metrics(self, data: TaskData, id2label: dict[int, str], excluded: Callable[[], set[int]]) -> Callable:
+        """Hook: the Trainer's `compute_metrics`; `excluded()` gives eval positions not to score."""
+        raise NotImplementedError
+
+    @staticmethod
+    def preprocess_logits_for_metrics(logits: Any, labels: Any) -> torch.Tensor:
+        """Keep only the predicted ids during evaluation instead of every (N, num_labels) logit."""
+        return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
+
+    def evaluate(self, trainer, data: TaskData):
+        """Hook: test metrics and predictions on the eval split (a `PredictionOutput`)."""
+        return trainer.predict(data.eval, metric_key_prefix="test")
+
+    def prediction_records(self, data: TaskData, predictions: np.ndarray, id2label: dict[int, str]) -> list[dict]:
+        """Hook: one JSON-able record per eval row for `predictions.jsonl`."""
+        raise NotImplementedError
+
+    def after_evaluation(self, output_dir, data: TaskData, prediction, id2label: dict[int, str]) -> None:
+        """Hook: extra files in output_dir once the test metrics exist (e.g. a confusion matrix)."""
+
+
+__all__ = ["CardInfo", "Task", "TaskData", "prepare_splits"]

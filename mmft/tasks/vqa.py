@@ -1,0 +1,175 @@
+"""Visual question answering: answers classified over a vocabulary of the most frequent training answers.
+
+Rows are `image`, `question`, `answers` (one or many annotator answers). Multi-answer data trains on VQAv2 soft
+scores (BCE), single-answer data on answer ids (cross-entropy); evaluation is the official VQA accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from datasets import Dataset
+from transformers import AutoModelForVisualQuestionAnswering
+
+from ..data.answers import (
+    answer_id,
+    as_answer_list,
+    build_answer_vocab,
+    is_single_answer,
+    out_of_vocab_rows,
+    soft_scores,
+)
+from ..data.columns import TEXT, TEXTS, Column
+from ..data.easy_vqa import load_easy_vqa
+from ..data.sources import DataError
+from ..data.vqav2 import load_vqav2
+from ..metrics import load_metric
+from ..modeling_vqa import MMFTForVisualQuestionAnswering
+from ..pipeline import VQAPipeline
+from .base import CardInfo, Task, TaskData
+
+logger = logging.getLogger("mmft.data")
+
+QUESTION = Column("question", TEXT, noun="question")
+ANSWERS = Column("answers", TEXTS, keys=("answers", "answer"), noun="answer", normalize=as_answer_list)
+
+
+@dataclass
+class VQAArguments:
+    """Flags of the VQA task: column names, answer vocabulary, VQAv2's official files."""
+
+    question_column: str | None = field(
+        default=None, metadata={"help": "question column of a Hub dataset or table (default: question)"}
+    )
+    answers_column: str | None = field(
+        default=None, metadata={"help": "answers column: a list, a string or VQAv2 dicts (default: answers/answer)"}
+    )
+    top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
+    questions_file: str | None = field(default=None, metadata={"help": "--dataset vqav2: training questions JSON"})
+    annotations_file: str | None = None
+    image_dir: str | None = None
+    eval_questions_file: str | None = None
+    eval_annotations_file: str | None = None
+    eval_image_dir: str | None = None
+
+
+def check_vocabulary_overlap(
+    vocabulary: list[str], train_answers: list[list[str]], unknown_train: list[int], n_eval: int, n_unknown_eval: int
+) -> None:
+    """A checkpoint's answer vocabulary against a dataset: an error when they share nothing, else a warning."""
+    from ..metrics.vqa_normalization import normalize_answer
+
+    distinct = {normalize_answer(a) for row in train_answers for a in row} - {""}
+    missing = sorted(distinct - set(vocabulary))
+    if not missing and not n_unknown_eval:
+        return
+    message = (
+        f"answer vocabulary mismatch: the checkpoint knows {len(vocabulary)} answers; the dataset's training split "
+        f"uses {len(distinct)} distinct answers, {len(missing)} of them unknown to the checkpoint "
+        f"(e.g. {missing[:5]}); {len(unknown_train)} of {len(train_answers)} training and {n_unknown_eval} of "
+        f"{n_eval} eval questions have no known answer"
+    )
+    if len(unknown_train) == len(train_answers) or (n_eval and n_unknown_eval == n_eval):
+        raise DataError(
+            message + ". Is this the checkpoint for this dataset? To train a new answer head, build the model from "
+            "towers (--vision_model/--text_model) instead of --model_name_or_path"
+        )
+    logger.warning("%s; those training questions are ignored and those eval questions count as wrong", message)
+
+
+class VQATask(Task):
+    """Image + question -> one answer of a fixed vocabulary."""
+
+    name = "vqa"
+    model_class = MMFTForVisualQuestionAnswering
+    auto_class = AutoModelForVisualQuestionAnswering
+    arguments_class = VQAArguments
+    columns = (QUESTION, ANSWERS)
+    text_column = "question"
+    keep_columns = ("question_type",)
+    default_dataset = "easy_vqa"
+    pipeline_task = "mmft-vqa"
+    pipeline_class = VQAPipeline
+    card = CardInfo(
+        pipeline_tag="visual-question-answering",
+        task_type="visual-question-answering",
+        task_name="Visual Question Answering",
+        summary="A visual question answering model",
+        metrics=("accuracy",),
+        usage=(
+            "from transformers import AutoModelForVisualQuestionAnswering, pipeline\n\n"
+            'model = AutoModelForVisualQuestionAnswering.from_pretrained("{repo}")\n'
+            'vqa = pipeline("mmft-vqa", model="{repo}")\n'
+            'print(vqa(image="image.png", question="what shape is in the image?", top_k=3))'
+        ),
+    )
+
+    def datasets(self) -> dict[str, Callable]:
+        return {"easy_vqa": lambda spec: load_easy_vqa(), "vqav2": lambda spec: load_vqav2(self.args)}
+
+    def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
+        """Fix the answer vocabulary: `labels` (a checkpoint's), else the `top_k_answers` most frequent training
+        answers (3,129 is VQAv2's customary size). Training questions with no answer in the vocabulary are dropped
+        (they teach nothing); eval questions keep theirs and are scored as wrong."""
+        answers = list(labels) if labels else build_answer_vocab(train["answers"], top_k=self.args.top_k_answers)
+        label2id = {answer: i for i, answer in enumerate(answers)}
+        unknown_train = out_of_vocab_rows(train["answers"], label2id)
+        unknown_eval = out_of_vocab_rows(evaluation["answers"], label2id)
+        if labels:
+            check_vocabulary_overlap(answers, train["answers"], unknown_train, len(evaluation), len(unknown_eval))
+        if unknown_train:
+            logger.warning(
+                "%d of %d training questions have no answer in the %d-answer vocabulary; they are ignored (not "
+                "trained on)", len(unknown_train), len(train), len(answers),
+            )  # fmt: skip
+            dropped = set(unknown_train)
+            train = train.select([i for i in range(len(train)) if i not in dropped])
+        if unknown_eval:
+            logger.warning("%d of %d eval questions have no answer in the vocabulary; they count as wrong",
+                           len(unknown_eval), len(evaluation))  # fmt: skip
+        return TaskData(train, evaluation, answers, {"single_answer": is_single_answer(train["answers"])})
+
+    def config_updates(self, data: TaskData) -> dict:
+        # Pipelines score single-answer models with a softmax, soft-score (VQAv2) models with a sigmoid.
+        single = data.info["single_answer"]
+        return {"problem_type": "single_label_classification" if single else "multi_label_classification"}
+
+    def encode(self, data: TaskData, split: str) -> Callable:
+        label2id = {answer: i for i, answer in enumerate(data.labels)}
+        encode_answers = answer_id if data.info["single_answer"] else soft_scores
+        return lambda batch: {"labels": [encode_answers(answers, label2id) for answers in batch["answers"]]}
+
+    def compute_metrics(self, data: TaskData, id2label: dict[int, str], excluded=None) -> Callable:
+        """Official VQA accuracy over answer strings, per question type too when the data has types."""
+        raw = data.eval.with_format(None)
+        types = raw["question_type"] if "question_type" in raw.column_names else None
+        return vqa_compute_metrics(raw["answers"], types, id2label, excluded)
+
+    def prediction_records(self, data: TaskData, predictions: np.ndarray, id2label: dict[int, str]) -> list[dict]:
+        raw = data.eval.with_format(None)
+        answers = [id2label[int(i)] for i in np.asarray(predictions).reshape(-1)]
+        return [{"question": q, "prediction": a, "answers": r} for q, a, r in zip(raw["question"], answers,
+                                                                                   raw["answers"])]  # fmt: skip
+
+
+def vqa_compute_metrics(references: list[list[str]], question_types: list[str] | None, id2label: dict[int, str],
+                        excluded: Callable[[], set[int]] | None = None) -> Callable:  # fmt: skip
+    """`compute_metrics` for the Trainer: official VQA accuracy of predicted ids against reference answers."""
+    metric = load_metric("vqa_accuracy")
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        predicted = np.asarray(eval_prediction.predictions).reshape(-1)
+        skip = excluded() if excluded else set()
+        keep = [i for i in range(len(predicted)) if i not in skip]
+        kwargs = {"question_types": [question_types[i] for i in keep]} if question_types else {}
+        scores = metric.compute(predictions=[id2label[int(predicted[i])] for i in keep],
+                                references=[references[i] for i in keep], **kwargs)  # fmt: skip
+        return {**scores, "excluded_bad_rows": float(len(skip))} if skip else scores
+
+    return compute_metrics
+
+
+__all__ = ["ANSWERS", "QUESTION", "VQAArguments", "VQATask", "check_vocabulary_overlap", "vqa_compute_metrics"]

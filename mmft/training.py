@@ -1,0 +1,210 @@
+"""The one training path of every task: data -> model -> LoRA plan -> `Trainer` -> evaluate -> save, card, push.
+
+`run(task, args)` is what `recipes/<task>.py` call. Each step is a short function; what differs between tasks is
+asked of the task (`mmft.tasks.base.Task`), never branched on here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+
+from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments
+from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
+from .checkpoints import resolve_resume_checkpoint
+from .data import BadExamplePolicy, excluded_eval_positions
+from .guards import NonFiniteLossGuard, check_output_dir
+from .hub import full_parameters, push_output_dir, save_final
+from .lora import LoraPlan, task_model
+from .processing_mmft import MMFTProcessor
+from .tasks import Task, TaskData, get_task
+
+logger = logging.getLogger("mmft")
+CPU_THREADS_ENV = "MMFT_CPU_THREADS"
+
+
+def tower_provenance(config) -> str:
+    """One line saying where each tower's weights came from; from-scratch towers are named as such."""
+    scratch = "trained from scratch (random init)"
+    vision = f"pretrained ({config.vision_pretrained_from})" if config.vision_pretrained_from else scratch
+    text = f"pretrained ({config.text_pretrained_from})" if config.text_pretrained_from else scratch
+    return f"vision tower: {vision}; text tower: {text}"
+
+
+def use_cpu_cores(training_args: TrainingArguments) -> int:
+    """On a CPU, give this process its share of the machine's cores; returns the thread count used.
+
+    `accelerate launch` without a config (or `--num_cpu_threads_per_process`) starts CPU processes with one thread
+    (OMP_NUM_THREADS=1), which halves the speed of the offline defaults on a 2-core machine. A larger count given by
+    the user is kept; `MMFT_CPU_THREADS=N` sets it outright.
+    """
+    if training_args.device.type != "cpu":
+        return torch.get_num_threads()
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // local_processes)
+    wanted = int(os.environ.get(CPU_THREADS_ENV, "0")) or max(torch.get_num_threads(), share)
+    if wanted != torch.get_num_threads():
+        logger.warning(
+            "mmft: this CPU process had %d thread(s); using %d (%d cores / %d process(es) on this machine). Choose "
+            "with `accelerate launch --num_cpu_threads_per_process N` or %s=N", torch.get_num_threads(), wanted,
+            cores, local_processes, CPU_THREADS_ENV,
+        )  # fmt: skip
+        torch.set_num_threads(wanted)
+    return wanted
+
+
+def make_plan(lora_args: LoraArguments) -> LoraPlan:
+    return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r,
+                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets)  # fmt: skip
+
+
+def load_saved_model(task: Task, model_args: ModelArguments):
+    """(model, processor) of a saved mmft folder; safetensors only (a pickled .bin is never unpickled)."""
+    model = task.model_class.from_pretrained(model_args.model_name_or_path, use_safetensors=True)
+    return model, MMFTProcessor.from_pretrained(model_args.model_name_or_path)
+
+
+def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config_overrides: Any):
+    """A fresh (model, processor) from two towers, with the head the task's data asks for.
+
+    `config_overrides`: further `MMFTConfig` fields (e.g. `initializer_range`).
+    """
+    model = task.model_class.from_vision_text_pretrained(
+        vision=model_args.vision_model,
+        text=model_args.text_model,
+        vision_model_args=model_args.timm_args(),
+        text_model_args=model_args.text_args(),
+        bridge=model_args.bridge,
+        num_bridge_layers=model_args.num_bridge_layers,
+        hidden_size=model_args.hidden_size,
+        num_attention_heads=model_args.num_attention_heads,
+        hidden_dropout=model_args.hidden_dropout,
+        **task.model_kwargs(data),
+        **task.config_updates(data),
+        **config_overrides,
+    )
+    processor = MMFTProcessor.from_vision_text_pretrained(
+        model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
+    )
+    return model, processor
+
+
+def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None = None, **config_overrides: Any):
+    """(data, model, processor) with transforms attached: a saved model's labels fix the data's, else the data's
+    labels shape a fresh model's head."""
+    saved = load_saved_model(task, args.model) if args.model.model_name_or_path else None
+    labels = task.labels_of(saved[0].config) if saved else None
+    data = task.prepare_data(args.data, policy, labels, args.data.max_train_samples, args.data.max_eval_samples)
+    if saved:
+        model, processor = saved
+        for key, value in task.config_updates(data).items():
+            setattr(model.config, key, value)
+    else:
+        model, processor = build_model(task, args.model, data, **config_overrides)
+    task.attach(data, processor, policy)
+    return data, model, processor
+
+
+def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, processor, plan: LoraPlan,
+                 policy: BadExamplePolicy, callbacks: list | None = None) -> Trainer:  # fmt: skip
+    """The HF `Trainer` with the task's collator and metrics, mmft's callbacks and the NaN guard."""
+    # The transform needs the raw columns; the Trainer must not prune them.
+    args.training.remove_unused_columns = False
+    config = task_model(model).config
+    rows = data.eval.with_format(None)["row"]
+    trainer = Trainer(
+        model=model,
+        args=args.training,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=task.collator(processor, args.model.max_text_length),
+        processing_class=processor,
+        compute_metrics=task.compute_metrics(data, config.id2label, lambda: excluded_eval_positions(policy, rows)),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
+        callbacks=[*(callbacks or []), *build_callbacks(args.output or OutputArguments(),
+                                                        args.data.dataset or task.default_dataset, plan),
+                   NonFiniteLossGuard()],  # fmt: skip
+    )
+    log_before_reporters(trainer)
+    return trainer
+
+
+def train(trainer: Trainer, training_args: TrainingArguments) -> None:
+    """Train, resuming from `--resume_from_checkpoint` (a folder, or `auto`: the newest complete checkpoint)."""
+    with training_args.main_process_first(desc="choosing the checkpoint to resume from"):
+        resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                           training_args.world_size, trainer.is_world_process_zero())  # fmt: skip
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+
+
+def write_predictions(path: Path, records: list[dict]) -> None:
+    """One JSON object per eval row, written whole or not at all."""
+    temporary = path.with_suffix(".jsonl.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    os.replace(temporary, path)  # never leave a half-written predictions file behind
+
+
+def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, processor, lora_args: LoraArguments,
+                 policy: BadExamplePolicy) -> None:  # fmt: skip
+    """Predictions, the final model and processor, the task's extra files and the card (main process only)."""
+    config = task_model(trainer.model).config
+    with full_parameters(trainer):  # ZeRO-3: gather the partitioned weights (all processes) before saving
+        if not trainer.is_world_process_zero():
+            return
+        output_dir = Path(trainer.args.output_dir)
+        write_predictions(output_dir / "predictions.jsonl",
+                          task.prediction_records(data, prediction.predictions, config.id2label))  # fmt: skip
+        final = save_final(trainer.model, processor, output_dir, merged=lora_args.save_merged)
+        task.after_evaluation(output_dir, data, prediction, config.id2label)
+        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
+            if isinstance(callback, ModelCardCallback):
+                callback.write(trainer.args, trainer.state, final)
+        print(f"\nmmft: {tower_provenance(config)}")
+        print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
+                                                        if isinstance(v, float)))  # fmt: skip
+        print(f"mmft: model, processor and test_results.json saved to {output_dir}")
+        if policy.mode == "skip":
+            print(f"mmft: {policy.summary()}")
+
+
+def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = None) -> dict[str, float]:
+    """Train `task` (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics + card."""
+    task = get_task(task)(args.task)
+    training_args = args.training
+    set_seed(training_args.seed)
+    use_cpu_cores(training_args)
+    check_output_dir(training_args.output_dir)  # a file or a read-only folder fails now, not after training
+    policy = BadExamplePolicy(args.data.on_bad_example, args.data.max_bad_fraction,
+                              os.path.join(training_args.output_dir, "rejects.jsonl"),
+                              args.data.dataset or task.default_dataset)  # fmt: skip
+    if training_args.process_index == 0 and not training_args.resume_from_checkpoint:
+        policy.reset()
+    plan = make_plan(args.lora)
+    data, model, processor = prepare(task, args, policy)
+    logger.warning("mmft: %s", tower_provenance(model.config))
+    model = plan.apply(model)
+    if args.model.cache_frozen_text:
+        task_model(model).core.enable_frozen_text_cache()
+    trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks)
+    if not args.model.eval_only:
+        train(trainer, training_args)
+    prediction = task.evaluate(trainer, data)
+    trainer.log_metrics("test", prediction.metrics)
+    trainer.save_metrics("test", prediction.metrics)
+    save_outputs(task, trainer, data, prediction, processor, args.lora, policy)
+    if training_args.push_to_hub:
+        push_output_dir(trainer)
+    return prediction.metrics
+
+
+__all__ = ["build_model", "load_saved_model", "make_plan", "prepare", "run", "tower_provenance", "use_cpu_cores"]
