@@ -102,7 +102,7 @@ def render_model_card(
                    metric_value=float(value))
         for key, value in headline.items()
     ]  # fmt: skip
-    tags = ["mmft", "transformers", card.pipeline_tag, card.task_type, config.bridge]
+    tags = ["mmft", "transformers", *([card.pipeline_tag] if card.pipeline_tag else []), card.task_type, config.bridge]
     if lora_plan is not None and "lora" in (lora_plan.vision, lora_plan.text):
         tags += ["lora", "peft"]
     data = ModelCardData(

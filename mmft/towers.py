@@ -43,14 +43,17 @@ class VisionTower(nn.Module):
         self.model = model
         _drop_unused_pooler(model)
         self.is_timm = isinstance(model.config, TimmWrapperConfig)
+        self.features_only = self.is_timm and bool((model.config.model_args or {}).get("features_only", False))
         if self.is_timm:
             info = getattr(model.timm_model, "feature_info", None)
-            features_only = (model.config.model_args or {}).get("features_only", False)
-            self.hidden_size = info.channels()[-1] if features_only else model.timm_model.num_features
+            self.hidden_size = info.channels()[-1] if self.features_only else model.timm_model.num_features
         else:
             self.hidden_size = model.config.hidden_size
 
     def forward(self, pixel_values: torch.Tensor) -> TowerOutput:
+        if self.features_only:
+            # CPU convolutions (oneDNN) run ~15-20% faster on channels-last input; the result is the same.
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         if self.is_timm:
             states = self.model(pixel_values, do_pooling=False).last_hidden_state
             if isinstance(states, (list, tuple)):  # features_only: one map per requested stage; use the last

@@ -84,6 +84,8 @@ class Column:
         if not value:
             return f"{self.name!r} is empty; every row needs >= 1 {self.what}"
         for index, item in enumerate(value):
+            if item is None:
+                return f"{self.name!r} item {index} is missing or not text (null)"
             if not isinstance(item, str):
                 return f"{self.name!r} item {index} is a {type(item).__name__}, not text"
             if not item.strip():

@@ -1,10 +1,10 @@
 """Visual entailment derived from easy-VQA: statements about each image, labelled true or false (offline default).
 
-Every easy-VQA question becomes a statement about the same image. A yes/no question becomes its declarative form,
+Every easy-VQA question becomes one statement about the same image. A yes/no question becomes its declarative form,
 true when the answer was "yes" ("is there not a red shape?" / no -> "there is not a red shape": false). An open
-question becomes two statements, one with the right answer (true) and one with another colour or shape (false):
-"what color is the circle?" / blue -> "the circle is blue" (true), "the circle is teal" (false). The wrong answer is
-drawn from a generator seeded by split and row, so the dataset is the same on every machine. Each split is then
+question becomes a statement with either its answer (true) or another colour or shape (false), one of the two at
+random: "what color is the circle?" / blue -> "the circle is blue" (true) or "the circle is teal" (false). Every draw
+comes from a generator seeded by split and row, so the dataset is the same on every machine. Each split is then
 balanced by dropping the surplus of the larger class (again seeded). Derived from easy-VQA; not a standard benchmark.
 """
 
@@ -41,17 +41,19 @@ OPEN = (
 )
 
 
-def statements(question: str, answer: str, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """(statement, "true"/"false") pairs for one easy-VQA question and its answer."""
+def statement(question: str, answer: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(statement, "true"/"false") for one easy-VQA question and its answer."""
     for pattern, template in YES_NO:
         if match := re.fullmatch(pattern, question):
-            return [(template.format(match.group(1)), "true" if answer == "yes" else "false")]
+            return template.format(match.group(1)), "true" if answer == "yes" else "false"
     for pattern, template in OPEN:
         if match := re.fullmatch(pattern, question):
+            groups = match.groups() or ("",)
+            if rng.random() < 0.5:
+                return template.format(*groups, answer=answer), "true"
             pool = SHAPES if answer in SHAPES else COLOURS
             wrong = str(rng.choice([option for option in pool if option != answer]))
-            groups = match.groups() or ("",)
-            return [(template.format(*groups, answer=answer), "true"), (template.format(*groups, answer=wrong), "false")]
+            return template.format(*groups, answer=wrong), "false"
     raise ValueError(f"easy-VQA question {question!r} matches no statement template")
 
 
@@ -65,7 +67,7 @@ def _rows(split: str, seed: int = 0):
     for index, (question, answer, image_id) in enumerate(zip(questions, answers, image_ids)):
         rng = np.random.default_rng([seed, int(train), index])
         kind = "yes/no" if answer in ("yes", "no") else "open"
-        rows += [(paths[image_id], text, label, kind) for text, label in statements(question, answer, rng)]
+        rows.append((paths[image_id], *statement(question, answer, rng), kind))
     # Balance: keep an equal number of true and false statements, chosen by a seeded draw, in their original order.
     by_label = {label: [i for i, row in enumerate(rows) if row[2] == label] for label in ("true", "false")}
     keep = min(len(positions) for positions in by_label.values())
@@ -87,4 +89,4 @@ def load_easy_vqa_entailment(seed: int = 0) -> DatasetDict:
     })  # fmt: skip
 
 
-__all__ = ["load_easy_vqa_entailment", "statements"]
+__all__ = ["load_easy_vqa_entailment", "statement"]

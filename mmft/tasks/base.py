@@ -41,7 +41,7 @@ class TaskData:
 class CardInfo:
     """What a model card and the Hub metadata say about a task."""
 
-    pipeline_tag: str  # the Hub's pipeline tag, e.g. "visual-question-answering"
+    pipeline_tag: str | None  # the Hub's pipeline tag, e.g. "visual-question-answering" (None: there is none)
     task_type: str  # model-index task type
     task_name: str  # model-index task name, e.g. "Visual Question Answering"
     summary: str  # "a visual question answering model", completed by the card

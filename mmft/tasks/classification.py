@@ -2,7 +2,7 @@
 
 Rows are `image`, `text` and `labels` (a `label` or a list of `labels` per row). Visual entailment, hateful memes
 and multimodal sentiment are all this task. The label vocabulary comes from the training split (numeric labels in
-numeric order, others alphabetically, unless `--label_names` fixes it) and becomes `id2label`; with two labels the
+numeric order, others alphabetically, unless `--class_names` fixes it) and becomes `id2label`; with two labels the
 second one is the positive class of ROC-AUC. Metrics: accuracy, macro and per-class precision/recall/F1, ROC-AUC
 (binary and multi-label), and a confusion matrix PNG (single-label).
 """
@@ -43,7 +43,7 @@ class ClassificationArguments:
     label_column: str | None = field(
         default=None, metadata={"help": "label column: one label, or a list for multi-label (default: labels/label)"}
     )
-    label_names: str | None = field(
+    class_names: str | None = field(
         default=None, metadata={"help": "comma-separated labels in id order (default: from the training split)"}
     )
     multi_label: bool | None = field(
@@ -87,7 +87,7 @@ class ClassificationTask(Task):
     pipeline_task = "mmft-image-text-classification"
     pipeline_class = ImageTextClassificationPipeline
     card = CardInfo(
-        pipeline_tag="image-text-to-text",
+        pipeline_tag=None,  # the Hub has no image-text classification pipeline tag
         task_type="image-text-classification",
         task_name="Image-Text Classification",
         summary="An image-text classification model",
@@ -107,8 +107,8 @@ class ClassificationTask(Task):
     # -- targets ---------------------------------------------------------------------------------------------------
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         seen = {label for row in train["labels"] for label in row}
-        if labels is None and self.args.label_names:
-            labels = [name.strip() for name in self.args.label_names.split(",") if name.strip()]
+        if labels is None and self.args.class_names:
+            labels = [name.strip() for name in self.args.class_names.split(",") if name.strip()]
         vocabulary = list(labels) if labels else label_order(seen)
         if len(vocabulary) < 2:
             raise DataError(f"the training split has {len(vocabulary)} label(s) {vocabulary}; a classifier needs >= 2")
@@ -117,11 +117,11 @@ class ClassificationTask(Task):
             unknown = [(row, [x for x in values if x not in known]) for row, values in zip(data["row"], data["labels"])
                        if not set(values) <= known]  # fmt: skip
             if unknown:
-                where = "the label vocabulary (--label_names or the checkpoint)" if labels else "the training split"
+                where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
                 examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
                 raise DataError(
                     f"split {split!r}: {len(unknown)} row(s) have labels that {where} does not have ({examples}). "
-                    f"Known labels: {vocabulary}. Fix the labels, or pass --label_names with every label"
+                    f"Known labels: {vocabulary}. Fix the labels, or pass --class_names with every label"
                 )
         multi = self.args.multi_label
         if multi is None:
