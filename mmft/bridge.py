@@ -314,6 +314,7 @@ def build_bridge(config) -> Bridge:
 def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: int, image_tokens: int) -> float:
     import json
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     from .configuration_mmft import MMFTConfig
@@ -323,6 +324,7 @@ def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: in
     with torch.device("meta"):
         bridge = bridge_class(config).eval()
         text, image = torch.empty(1, text_tokens, width), torch.empty(1, image_tokens, width)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        # The math backend runs attention as matmuls, which the counter sees (fused CPU kernels it does not count).
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             bridge(text, image, torch.ones(1, text_tokens, dtype=torch.long))
     return float(counter.get_total_flops())

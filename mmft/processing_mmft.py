@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
 from transformers.image_utils import PILImageResampling
 
 from .image_utils import to_rgb
@@ -33,6 +35,13 @@ def timm_image_processor(architecture: str, image_size: int | None = None, model
         image_mean=list(data["mean"]),
         image_std=list(data["std"]),
     )
+
+
+def _timm_folder_without_processor(vision: str) -> bool:
+    folder = Path(vision)
+    if not (folder / "config.json").is_file() or (folder / "preprocessor_config.json").is_file():
+        return False
+    return json.loads((folder / "config.json").read_text()).get("model_type") == "timm_wrapper"
 
 
 class MMFTProcessor(ProcessorMixin):
@@ -90,6 +99,10 @@ class MMFTProcessor(ProcessorMixin):
         elif vision.startswith(TIMM_SCRATCH_PREFIX) or vision.startswith("timm/"):
             architecture = vision.removeprefix(TIMM_SCRATCH_PREFIX)
             image_processor = timm_image_processor(architecture, image_size, vision_model_args)
+        elif _timm_folder_without_processor(vision):  # a saved timm model: timm's data config says how to feed it
+            config = AutoConfig.from_pretrained(vision)
+            image_processor = timm_image_processor(config.architecture, image_size,
+                                                   {**(config.model_args or {}), **(vision_model_args or {})})  # fmt: skip
         else:
             size = {"height": image_size, "width": image_size} if image_size else None
             image_processor = AutoImageProcessor.from_pretrained(resolve_name(vision), **({"size": size} if size else {}))

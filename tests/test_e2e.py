@@ -92,3 +92,42 @@ def test_easy_vqa_preset_subset(tmp_path, tiny_text_dir):
     launch(tmp_path / "out", tiny_text_dir, "--max_train_samples", "256", "--max_eval_samples", "24")
     test = load_easy_vqa()["test"].select(range(24))
     check_run(tmp_path / "out", list(test["image"]), list(test["question"]))
+
+
+def _save_vision_folder(kind: str, path: Path) -> Path:
+    """A tiny vision tower saved as a user's folder, built for 64 px images (the recipe then runs it at 32 px)."""
+    from transformers import TimmWrapperConfig, TimmWrapperModel, ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    if kind == "hf_vit":
+        config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=64, patch_size=8)  # fmt: skip
+        ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+        ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(path)
+    else:  # a timm ViT saved through transformers' TimmWrapper, without an image processor file
+        args = {"img_size": 64, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+        TimmWrapperModel(TimmWrapperConfig(architecture="vit_tiny_patch16_224", model_args=args)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["hf_vit", "timm_vit"])
+def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_path):
+    """The default preset's tower keys (a CNN's features_only/out_indices, 64 px) follow its tower away."""
+    from safetensors.torch import load_file
+
+    folder = _save_vision_folder(kind, tmp_path / "tower")
+    data = make_imagefolder(tmp_path / "data", n_train=16, n_test=4)
+    command = [str(ACCELERATE), "launch", "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+               "--vision_model", str(folder), "--image_size", "32", "--dataset", str(data),
+               "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "so its vision_model_args=" in result.stderr  # the run said what it dropped
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    if kind == "timm_vit":  # every block is there and trained, not a features_only stump
+        assert "features_only" not in saved["model_args"] and saved["model_args"]["depth"] == 2
+        assert any(k.startswith("mmft.vision_tower.model.timm_model.blocks.1.") for k in weights)
+    assert json.loads((tmp_path / "out" / "processor_config.json").read_text())["image_processor"]["size"] == {
+        "height": 32, "width": 32}  # fmt: skip
