@@ -227,3 +227,25 @@ def test_naming_another_tower_drops_the_presets_keys_for_the_old_one(caplog):
     assert "replaces easy_vqa.yaml's vision_model 'timm:resnet10t', so its vision_model_args=" in caplog.text
     assert drop_other_towers_keys(preset, ["--vision_model", "x", "--image_size", "32"], "p")["image_size"] == 64
     assert drop_other_towers_keys(preset, ["--vision_model=timm:resnet10t"], "p") == preset  # same tower: kept
+
+
+def test_a_cpu_process_given_one_thread_uses_its_share_of_the_cores(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from mmft.training import use_cpu_cores
+
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        torch.set_num_threads(1)  # what `accelerate launch` without a thread count gives
+        with caplog.at_level(logging.WARNING, logger="mmft"):
+            assert use_cpu_cores(cpu) == 2 == torch.get_num_threads()  # 4 cores / 2 processes
+        assert "had 1 thread(s); using 2 (4 cores / 2 process(es)" in caplog.text
+        torch.set_num_threads(3)  # a larger count the user gave is kept
+        assert use_cpu_cores(cpu) == 3
+        monkeypatch.setenv("MMFT_CPU_THREADS", "1")  # and the variable decides outright
+        assert use_cpu_cores(cpu) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
