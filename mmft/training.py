@@ -108,6 +108,7 @@ def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None =
             setattr(model.config, key, value)
     else:
         model, processor = build_model(task, args.model, data, **config_overrides)
+    processor.max_length = args.model.max_text_length  # saved with it: inference truncates as training did
     task.attach(data, processor, policy)
     return data, model, processor
 

@@ -209,7 +209,7 @@ def test_pickle_payload_in_a_model_folder_is_never_executed(tmp_path):
     from mmft.training import load_saved_model
 
     assert type(AutoModelForVisualQuestionAnswering.from_pretrained(beside)) is mmft.MMFTForVisualQuestionAnswering
-    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|safetensors"):  # transformers: weights_only=True
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|safetensors"):  # mmft models: safetensors only
         AutoModelForVisualQuestionAnswering.from_pretrained(instead)
     with pytest.raises(OSError, match=r"model.safetensors"):  # mmft: safetensors only, the .bin is not even opened
         load_saved_model(VQATask(), ModelArguments(model_name_or_path=str(instead)))

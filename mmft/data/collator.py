@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image as PILImage
 
-from ..image_utils import ImageDataError, image_source, open_image, to_rgb
+from ..image_utils import ImageDataError, image_source, load_rgb
 from ..input_checks import TruncationReporter
 from .rejects import BadExample, BadExamplePolicy
 from .sources import DataError
@@ -29,8 +29,7 @@ def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
     if source is None:
         raise DataError(f"{where}: no image")
     try:
-        with open_image(source) as opened:
-            return to_rgb(opened)
+        return load_rgb(source)  # the decode every inference entry point uses too
     except ImageDataError as error:
         raise DataError(f"{where}: cannot decode image {name} ({error})") from error
 
