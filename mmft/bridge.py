@@ -32,9 +32,9 @@ class BridgeOutput(ModelOutput):
     text_states: torch.Tensor | None = None
     image_states: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # 4th, where bridges written before the others put it
     hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
     attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
@@ -50,7 +50,8 @@ class LayerTrace:
         self.weights: tuple[list, ...] = ([], [], [], [])  # text self, image self, text->image, image->text
 
     def add(self, text: torch.Tensor | None, image: torch.Tensor | None, *weights: torch.Tensor | None) -> None:
-        for kept, value in zip((*self.states, *self.weights), (text, image, *weights)):
+        states = (text, image) if self.hidden_states else (None, None)  # hold no layer's states unless asked
+        for kept, value in zip((*self.states, *self.weights), (*states, *weights)):
             if value is not None:
                 kept.append(value)
 

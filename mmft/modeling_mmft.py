@@ -384,7 +384,9 @@ class MMFTModel(MMFTPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         image_states, grid = self.image_states(pixel_values)  # (B, Nv, D)
         text_states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
-        fused = self.bridge(text_states, image_states, attention_mask, output_attentions, output_hidden_states)
+        # Asked for by keyword and only when wanted, so a bridge written before hidden states existed still runs.
+        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        fused = self.bridge(text_states, image_states, attention_mask, output_attentions, **extra)
         return MMFTModelOutput(**fused, image_grid=grid)
 
 

@@ -29,11 +29,11 @@ class MMFTModelOutput(ModelOutput):
     text_states: torch.Tensor | None = None
     image_states: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_grid: tuple[int, int] | None = None
     hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
     attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
-    image_grid: tuple[int, int] | None = None
 
 
 @dataclass
@@ -47,11 +47,11 @@ class MMFTClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_grid: tuple[int, int] | None = None
     hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
     attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
-    image_grid: tuple[int, int] | None = None
 
     @classmethod
     def of_head(cls, loss, logits: torch.Tensor, fused: MMFTModelOutput, extras: bool) -> "MMFTClassifierOutput":

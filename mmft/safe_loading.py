@@ -15,7 +15,10 @@ from pathlib import Path
 
 # kind -> (safetensors files, pickled files) of a checkpoint folder
 WEIGHT_FILES = {
-    "model": (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")),
+    "model": (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ),
     "adapter": (("adapter_model.safetensors",), ("adapter_model.bin",)),
 }
 
@@ -28,8 +31,9 @@ def _refusal(source: str, found: str, kind: str) -> PickledWeightsError:
     loader = "the model class's from_pretrained with `use_safetensors` passed as False" if kind == "model" else (
         "peft's PeftModel.from_pretrained")  # fmt: skip
     return PickledWeightsError(
-        f"{source}: mmft loads {kind} weights from safetensors only; this checkpoint has {found}. Where you trust the file, convert it once: load it with {loader} (it reads the pickle with "
-        "torch.load(weights_only=True)) and save it again with save_pretrained."
+        f"{source}: mmft loads {kind} weights from safetensors only; this checkpoint has {found}. Where you trust "
+        f"the file, convert it once: load it with {loader} (it reads the pickle with torch.load(weights_only=True)) "
+        "and save it again with save_pretrained."
     )
 
 

@@ -114,13 +114,16 @@ def test_a_module_with_a_parameter_init_cannot_reach_is_refused():
 
 # -- 2. attention backends --------------------------------------------------------------------------------------------
 def _backends(tower: nn.Module) -> set[str]:
-    return {m.config._attn_implementation for m in tower.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    """The attention backend of every module in `tower` that reads one from its config."""
+    configs = (getattr(m, "config", None) for m in tower.modules())
+    return {c._attn_implementation for c in configs if hasattr(c, "_attn_implementation")}
 
 
 @classes
 @pytest.mark.parametrize("text, vision", [("eager", "sdpa"), ("sdpa", "eager")])
 def test_per_tower_attention_backends_are_honoured(model_class, text, vision, tmp_path):
     model = tiny(model_class)
+    assert _backends(model.core.text_tower) == _backends(model.core.vision_tower) == {"sdpa"}  # built: the default
     inputs = inputs_for(model, labels=False)
     with torch.no_grad():
         expected = main_output(model(**inputs))
