@@ -10,6 +10,7 @@ families; a tower asked for LoRA that has no matching layer is an error.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from torch import nn
@@ -113,7 +114,12 @@ class LoraPlan:
             modules_to_save=[*task_model(model).trained_module_names(), *full],
         )
         peft_model = get_peft_model(model, config)
-        train_in_place(peft_model)
+        if _fsdp_launch():
+            # FSDP shards module by module and walks children without de-duplicating: a module held under both
+            # of peft's slots would be sharded twice. Under FSDP the copy is sharded too, so it costs less.
+            logger.info("FSDP launch: keeping peft's separate trained copy of the bridge, head and full towers")
+        else:
+            train_in_place(peft_model)
         self.report(peft_model)
         return peft_model
 
@@ -140,6 +146,11 @@ class LoraPlan:
         parts = ", ".join(f"{part} {count:,}" for part, count in counts.items())
         logger.warning("LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)", plan, self.r, parts,
                        100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
+
+
+def _fsdp_launch() -> bool:
+    """Whether `accelerate launch` was given an FSDP config (it tells the processes through the environment)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true", "yes"}
 
 
 def train_in_place(peft_model: nn.Module) -> None:

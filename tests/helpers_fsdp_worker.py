@@ -69,6 +69,7 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
+    os.environ["ACCELERATE_USE_FSDP"] = "true"  # what `accelerate launch` sets for fsdp.yaml; LoraPlan reads it
 
     model = PLANS[args.plan].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
     reference = copy.deepcopy(model)

@@ -111,3 +111,20 @@ def test_lora_keeps_no_second_copy_of_the_trained_modules(monkeypatch):
     monkeypatch.setattr("mmft.lora.train_in_place", lambda model: None)  # negative control: peft's own copies
     copied = _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit")))
     assert copied - (_n(base) + adapters) == _n(base) - _n(base.mmft.vision_tower)  # every non-LoRA part, twice
+
+
+def test_lora_under_fsdp_gives_every_shardable_module_one_place(monkeypatch):
+    """accelerate's FSDP2 walks `named_children` without de-duplicating and shards each layer it finds; a module held
+    in both of peft's slots would be sharded twice (torch refuses). Under an FSDP launch the plan keeps peft's copy."""
+    from accelerate.utils.fsdp_utils import get_module_children_bottom_up
+
+    plan = LoraPlan(vision="lora", text="full", r=4)
+
+    def repeated_modules() -> int:
+        walked = get_module_children_bottom_up(plan.apply(tiny_model("co_attention", "timm_vit")))
+        return len(walked) - len({id(m) for m in walked})
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert repeated_modules() == 0
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")  # negative control: in place, the walk meets modules twice
+    assert repeated_modules() > 0
