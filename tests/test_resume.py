@@ -24,6 +24,7 @@ from helpers_launch import (
     recipe_command,
     run_recipe,
     save_tiny_text_tower,
+    save_tiny_vision_tower,
     weights,
 )
 from transformers.trainer_pt_utils import safe_globals
@@ -165,3 +166,66 @@ def test_broken_newest_checkpoint_is_never_picked(breakage, reference, tmp_path)
     assert resolve_resume_checkpoint("auto", output_dir) == str(previous)
     assert not newest.exists() and (output_dir / f"incomplete-checkpoint-{STEPS}").is_dir()
     assert json.loads((previous / "trainer_state.json").read_text())["global_step"] == STEPS - SAVE_EVERY
+
+
+# -- an HF vision tower, killed, resumed on another number of processes ------------------------------------------
+# Bit-equal resumes of every tower family (HF ViT and DINOv2, whose keys transformers renames, among them) are in
+# tests/test_resume_families.py, in-process; here a real SIGKILL, `auto`, and 1 -> 2, 2 -> 1, 2 -> 3 processes.
+VIT_STEPS = 12
+VIT_ARGS = [
+    "--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0.1", "--max_steps", str(VIT_STEPS),
+    "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "4", "--seed", "0",
+]  # fmt: skip
+BATCH = {1: "4", 2: "2", 3: "2"}  # per-device batch by process count: 1 and 2 processes share the global batch of 4
+
+
+@pytest.fixture(scope="module")
+def vit_inputs(inputs, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(text tower, data, HF ViT tower folder); full fine-tuning, so checkpoints hold the ViT under its saved names."""
+    vision = save_tiny_vision_tower(tmp_path_factory.mktemp("vit") / "vit", "hf_vit", dropout=0.1)
+    return (*inputs, vision)
+
+
+def _vit_command(output_dir: Path, vit_inputs, processes: int = 1, *extra: str) -> list[str]:
+    text, data, vision = vit_inputs
+    return recipe_command(output_dir, text, data, *VIT_ARGS, "--per_device_train_batch_size", BATCH[processes],
+                          *extra, processes=processes, vision=str(vision))  # fmt: skip
+
+
+def _resume(output_dir: Path, processes: int, vit_inputs) -> str:
+    result = run_recipe(_vit_command(output_dir, vit_inputs, processes, "--resume_from_checkpoint", "auto"))
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def grown(vit_inputs, tmp_path_factory) -> tuple[Path, str]:
+    """A 1-process run SIGKILLed after step 8, resumed with `auto` on 2 processes (which write 2-process checkpoints)."""
+    output_dir = tmp_path_factory.mktemp("grown") / "run"
+    killed = output_dir.parent / "killed.log"
+    kill_when(_vit_command(output_dir, vit_inputs), killed, lambda log: logged_steps(log) >= 8)
+    assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
+    return output_dir, _resume(output_dir, 2, vit_inputs)
+
+
+def _assert_continued(output_dir: Path, output: str, step: int, lost: str) -> None:
+    assert "starting from scratch" not in output and not list(output_dir.glob("incomplete-*")), output[-3000:]
+    assert f"resuming from {output_dir / f'checkpoint-{step}'}" in output, output[-3000:]
+    assert "missing keys" not in output and "unexpected keys" not in output, output[-3000:]
+    history = json.loads((output_dir / f"checkpoint-{VIT_STEPS}" / "trainer_state.json").read_text())["log_history"]
+    assert [row["step"] for row in history if "loss" in row] == list(range(1, VIT_STEPS + 1))  # none trained twice
+    assert lost in output, output[-3000:]  # says which RNG states it could not restore
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_checkpoint_of_one_process_resumes_on_two(grown):
+    output_dir, output = grown
+    _assert_continued(output_dir, output, 6, "RNG state not restored for process 0, 1 of 2")
+    assert {p.name for p in (output_dir / "checkpoint-9").glob("rng_state*")} == {"rng_state_0.pth", "rng_state_1.pth"}
+
+
+@pytest.mark.parametrize("processes, lost", [(1, "RNG state not restored for process 0 of 1"),
+                                             (3, "RNG state not restored for process 2 of 3")])  # fmt: skip
+def test_checkpoint_of_two_processes_resumes_on_another_count(processes, lost, grown, vit_inputs, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(grown[0] / "checkpoint-9", output_dir / "checkpoint-9")
+    _assert_continued(output_dir, _resume(output_dir, processes, vit_inputs), 9, lost)
