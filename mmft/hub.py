@@ -225,18 +225,21 @@ def _loading_problems(folder: Path, final, adapter: bool) -> list[str]:
     return [f"{kind}: {sorted(map(str, info[kind]))[:5]}" for kind in kinds if info.get(kind)]
 
 
+def _is_weights(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHT_FILE_PATTERNS)
+
+
 def _publish(staging: Path, output_dir: Path) -> None:
     """Move every file of `staging` into `output_dir` (os.replace: each file whole), weights last; then delete the
     previous save's weight files that the new one does not have (e.g. an adapter beside a merged model)."""
     new = sorted(p.name for p in staging.iterdir())
-    is_weights = lambda name: any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHT_FILE_PATTERNS)  # noqa: E731
-    for name in sorted(new, key=is_weights):
+    for name in sorted(new, key=_is_weights):
         target = output_dir / name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(staging / name, target)
     for stale in output_dir.iterdir():
-        if stale.is_file() and is_weights(stale.name) and stale.name not in new:
+        if stale.is_file() and _is_weights(stale.name) and stale.name not in new:
             stale.unlink()
 
 

@@ -23,6 +23,7 @@ from mmft.towers import resolve_name
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
+PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"  # what recipes/vqa.py reads before its command line
 # Keys of a log entry that measure time, not training: they differ between any two runs.
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
                "eval_samples_per_second", "eval_steps_per_second", "test_runtime", "test_samples_per_second",
@@ -79,6 +80,17 @@ def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str
         "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
     ]  # fmt: skip
+
+
+def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,
+                   callbacks: list | None = None) -> dict[str, float]:  # fmt: skip
+    """The same recipe run as `recipe_command(...)` with 1 process, in this process (with the recipe's default
+    preset, as recipes/vqa.py applies it); use with conftest's `one_cpu_thread` for the launch's arithmetic."""
+    from mmft.arguments import parse_recipe_args
+    from mmft.training import run
+
+    argv = recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision)
+    return run("vqa", parse_recipe_args(argv, "vqa", default_config=str(PRESET)), callbacks)
 
 
 def _environment() -> dict[str, str]:

@@ -25,6 +25,7 @@ from transformers import Trainer, TrainingArguments
 from mmft.arguments import parse_recipe_args
 from mmft.training import run
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 STEPS, SAVE_EVERY = 6, 3
 ARGS = [
     "--hidden_dropout", "0.1", "--per_device_train_batch_size", "4", "--max_steps", str(STEPS),
@@ -43,16 +44,6 @@ FAMILIES = {
     "roberta": (None, "roberta", FULL),
     "hf_vit, LoRA adapters": ("hf_vit", "bert", LORA),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MMFT_CPU_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

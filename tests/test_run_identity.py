@@ -22,20 +22,11 @@ from mmft.arguments import parse_recipe_args
 from mmft.data import BadExample, BadExamplePolicy
 from mmft.training import run
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 ARGS = [
     "--per_device_train_batch_size", "4", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
     "--seed", "0", "--plots", "false", "--model_card", "false", "--throughput", "false", "--lora_text", "full",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MMFT_CPU_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
