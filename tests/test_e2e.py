@@ -78,7 +78,7 @@ def test_imagefolder_dataset(tmp_path, tiny_text_dir):
     check_run(tmp_path / "out", *_eval_rows_from_metadata(data / "test"))
 
 
-def test_learning_bar_fails_a_model_that_did_not_learn(tmp_path, tiny_text_dir):
+def test_learning_bar_fails_a_model_that_did_not_learn(tmp_path, tiny_text_dir, one_cpu_thread):
     """The negative control of `LEARNT`: the imagefolder run with a learning rate of 0 (in this process)."""
     from mmft.arguments import parse_recipe_args
     from mmft.training import run
