@@ -114,6 +114,9 @@ class OutputArguments:
     )
     plots: bool = field(default=True, metadata={"help": "PNG plots of loss, learning rate, eval metrics in output_dir"})
     model_card: bool = field(default=True, metadata={"help": "write README.md (Hub model card) in output_dir"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "delete the checkpoints in output_dir (another run's) and start afresh"}
+    )
 
 
 class RecipeArguments(NamedTuple):

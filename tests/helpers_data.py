@@ -28,7 +28,10 @@ def rows(n: int) -> list[dict]:
     return out
 
 
-def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA")) -> Path:
+def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA"),
+                     answers_per_row: int = 3) -> Path:  # fmt: skip
+    """Train and test splits of `rows`; each row's answer is given `answers_per_row` times (VQA accuracy counts
+    min(1, matches / 3) over leave-one-out subsets, so a correct answer scores 1.0 only with 4 or more copies)."""
     for split, n in (("train", n_train), ("test", n_test)):
         folder = root / split
         folder.mkdir(parents=True)
@@ -36,7 +39,7 @@ def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB
             for i, row in enumerate(rows(n)):
                 write_image(folder / row["file_name"], row["colour"], modes[i % len(modes)])
                 handle.write(json.dumps({"file_name": row["file_name"], "question": row["question"],
-                                         "answers": [row["answer"]] * 3}) + "\n")  # fmt: skip
+                                         "answers": [row["answer"]] * answers_per_row}) + "\n")  # fmt: skip
     return root
 
 
