@@ -206,7 +206,7 @@ def save_final(model, processor, output_dir: str | Path, merged: bool) -> Any:
 
     output_dir = Path(output_dir)
     is_peft = hasattr(model, "peft_config")
-    final = Plan.merge(model) if merged else model
+    final = Plan.merge(model) if merged or not is_peft else model  # merging a plain model only dequantizes (QLoRA)
     remove_files(output_dir, MERGED_FILES if (is_peft and not merged) else ADAPTER_FILES)
     final.save_pretrained(output_dir)
     if is_peft and not merged:  # what `load_adapter_model` rebuilds the base from, and which head class

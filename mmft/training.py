@@ -23,6 +23,7 @@ from .guards import NonFiniteLossGuard, check_output_dir
 from .hub import full_parameters, push_output_dir, save_final
 from .lora import LoraPlan, task_model
 from .processing_mmft import MMFTProcessor
+from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
 
 logger = logging.getLogger("mmft")
@@ -62,7 +63,8 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
     return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r,
-                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets)  # fmt: skip
+                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets,
+                    quantize=lora_args.lora_quantize)  # fmt: skip
 
 
 def load_saved_model(task: Task, model_args: ModelArguments):
@@ -119,7 +121,7 @@ def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, proce
     args.training.remove_unused_columns = False
     config = task_model(model).config
     rows = data.eval.with_format(None)["row"]
-    trainer = Trainer(
+    trainer = trainer_class(data.train)(  # a streamed training split gets the StreamingTrainer
         model=model,
         args=args.training,
         train_dataset=data.train,
