@@ -49,6 +49,9 @@ def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
         if "lora" in (lora_plan.vision, lora_plan.text):
             rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
                         f"targets={lora_plan.targets} |")  # fmt: skip
+        if getattr(lora_plan, "quantize", None):
+            rows.append(f"| QLoRA | lora/frozen towers held in {lora_plan.quantize} while training (bitsandbytes); "
+                        "a merged save is dequantized to fp32 |")  # fmt: skip
     else:
         counts = LoraPlan.trainable_parameters(model)
         rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
