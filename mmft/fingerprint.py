@@ -60,7 +60,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def run_fingerprint(arguments: dict[str, Any], config, split_sizes: dict[str, int]) -> dict[str, Any]:
+def run_fingerprint(arguments: dict[str, Any], config, split_sizes: dict[str, int | str]) -> dict[str, Any]:
     """The whole fingerprint: `arguments_fingerprint` plus the split sizes, the label set and the model config."""
     id2label = getattr(config, "id2label", None) or {}
     labels = [id2label[i] for i in sorted(id2label)]

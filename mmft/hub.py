@@ -51,6 +51,9 @@ def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
         if "lora" in (lora_plan.vision, lora_plan.text):
             rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
                         f"targets={lora_plan.targets} |")  # fmt: skip
+        if getattr(lora_plan, "quantize", None):
+            rows.append(f"| QLoRA | lora/frozen towers held in {lora_plan.quantize} while training (bitsandbytes); "
+                        "a merged save is dequantized to fp32 |")  # fmt: skip
     else:
         counts = LoraPlan.trainable_parameters(model)
         rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
@@ -259,7 +262,7 @@ def save_final(model, processor, output_dir: str | Path, merged: bool,
     for leftover in output_dir.glob(f"{STAGING_PREFIX}*"):  # a save killed before its move
         shutil.rmtree(leftover, ignore_errors=True)
     adapter = hasattr(model, "peft_config") and not merged
-    final = Plan.merge(model) if merged else model
+    final = model if adapter else Plan.merge(model)  # merging a plain model only dequantizes (QLoRA)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
     try:
         final.save_pretrained(staging)

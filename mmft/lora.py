@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .quantize import dequantize, quantize_problem, quantize_towers
+
 logger = logging.getLogger(__name__)
 
 TOWER_MODES = ("lora", "full", "frozen")
@@ -60,6 +62,7 @@ class LoraPlan:
     alpha: int = 32
     dropout: float = 0.05
     targets: str = "attention"
+    quantize: str | None = None  # "4bit" / "8bit": QLoRA, frozen and LoRA towers through bitsandbytes
 
     def __post_init__(self) -> None:
         for tower in TOWERS:
@@ -69,6 +72,8 @@ class LoraPlan:
             raise ValueError(f"LoraPlan.targets={self.targets!r}; choose one of {', '.join(TARGET_SETS)}")
         if self.r < 1:
             raise ValueError(f"LoraPlan.r must be >= 1, got {self.r}")
+        if self.quantize is not None and (problem := quantize_problem(self.quantize)):
+            raise ValueError(f"LoraPlan: {problem}")  # refused now, not after the data and model are loaded
 
     def target_modules(self, model: nn.Module) -> dict[str, list[str]]:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
@@ -96,6 +101,10 @@ class LoraPlan:
     def apply(self, model: nn.Module) -> nn.Module:
         """Freeze, wrap and return the model: a peft model when any tower uses LoRA, else the model itself."""
         towers = tower_names(model)
+        if self.quantize:  # before the adapters, so that peft puts its bitsandbytes LoRA layers on them
+            quantized = {kind: module for kind, module in task_model(model).towers().items()
+                         if getattr(self, kind, "frozen") != "full"}  # fmt: skip
+            quantize_towers(task_model(model), quantized, self.quantize)
         targets = self.target_modules(model)
         full = [prefix for kind, prefix in towers.items() if getattr(self, kind, "frozen") == "full"]
         if not targets:  # no adapters: plain requires_grad switches, no peft wrapper needed
@@ -125,7 +134,9 @@ class LoraPlan:
 
     @staticmethod
     def merge(model: nn.Module) -> nn.Module:
-        """Fold LoRA weights into their layers and return the plain mmft model (trained copies kept)."""
+        """Fold LoRA weights into their layers and return the plain mmft model (trained copies kept); quantized
+        layers come back in fp32, their LoRA update added in fp32 (see `mmft.quantize.dequantize`)."""
+        dequantize(model)
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
     @staticmethod

@@ -24,8 +24,8 @@ from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
 from .lora import LoraPlan, task_model
 from .processing_mmft import MMFTProcessor
+from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
-from .trainer import MMFTTrainer
 
 logger = logging.getLogger("mmft")
 CPU_THREADS_ENV = "MMFT_CPU_THREADS"
@@ -64,7 +64,8 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
     return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r,
-                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets)  # fmt: skip
+                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets,
+                    quantize=lora_args.lora_quantize)  # fmt: skip
 
 
 def load_saved_model(task: Task, model_args: ModelArguments):
@@ -124,7 +125,7 @@ def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, proce
     args.training.remove_unused_columns = False
     config = task_model(model).config
     rows = data.eval.with_format(None)["row"]
-    trainer = MMFTTrainer(
+    trainer = trainer_class(data.train)(  # a streamed training split gets the StreamingTrainer
         model=model,
         args=args.training,
         train_dataset=data.train,
@@ -144,7 +145,8 @@ def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, proce
 
 def train(trainer: Trainer, training_args: TrainingArguments, resume: str | None = None) -> None:
     """Train, from the checkpoint `resume` when given (see `choose_checkpoint`)."""
-    warning = padded_batches_warning(len(trainer.train_dataset), training_args)
+    sized = hasattr(trainer.train_dataset, "__len__")  # a stream's processes each read their own share instead
+    warning = padded_batches_warning(len(trainer.train_dataset), training_args) if sized else None
     if warning and trainer.is_world_process_zero():
         logger.warning(warning)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -203,7 +205,9 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
                                (args.output or OutputArguments()).overwrite_output_dir, policy)  # fmt: skip
     plan = make_plan(args.lora)
     data, model, processor = prepare(task, args, policy)
-    fingerprint = run_fingerprint(identity, model.config, {"train": len(data.train), "eval": len(data.eval)})
+    sizes = {name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
+             for name, split in (("train", data.train), ("eval", data.eval))}  # fmt: skip
+    fingerprint = run_fingerprint(identity, model.config, sizes)
     if resume:
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     logger.warning("mmft: %s", tower_provenance(model.config))

@@ -134,3 +134,42 @@ def attach_vqa(data, processor, policy=None):
 
     VQATask().attach(data, processor, policy)
     return data
+
+
+def _tar_member(tar, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_webdataset(root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_test: int = 8,
+                    bad: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """WebDataset shards `train-0000k.tar` (+ `test-00000.tar`): `<key>.png` + `<key>.json` per sample, keys unique
+    (`s<shard>_<i>`), questions answered by the image as in `rows`. Every sample differs (random colour, question and
+    square position), so two batches never train alike. `bad`: {key: "empty_question" | "not_an_image"}."""
+    import io
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    bad = bad or {}
+    generator = np.random.default_rng(0)
+    layouts = {f"train-{s:05d}.tar": [f"s{s}_{i}" for i in range(rows_per_shard)] for s in range(n_shards)}
+    layouts["test-00000.tar"] = [f"t_{i}" for i in range(n_test)]
+    for shard, keys in layouts.items():
+        with tarfile.open(root / shard, "w") as tar:
+            for key in keys:
+                row = rows(4)[generator.integers(4)]
+                top, left = generator.integers(0, 12, size=2)
+                buffer = io.BytesIO()
+                array = np.full((24, 24, 3), 255, dtype=np.uint8)
+                array[top : top + 12, left : left + 12] = COLOURS[row["colour"]]
+                Image.fromarray(array).save(buffer, "PNG")
+                image = b"<html>404</html>" if bad.get(key) == "not_an_image" else buffer.getvalue()
+                question = "" if bad.get(key) == "empty_question" else row["question"]
+                _tar_member(tar, f"{key}.png", image)
+                _tar_member(tar, f"{key}.json", json.dumps({"question": question, "answers": [row["answer"]] * 3,
+                                                            "key": key}).encode())  # fmt: skip
+    return root

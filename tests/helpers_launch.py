@@ -72,12 +72,13 @@ def recipe_argv(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, v
 
 
 def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1,
-                   vision: str | None = None) -> list[str]:  # fmt: skip
-    """`accelerate launch` of recipes/vqa.py on 1 process (cpu.yaml) or N gloo processes (multi_gpu.yaml)."""
+                   vision: str | None = None, script: Path = REPO / "recipes" / "vqa.py") -> list[str]:  # fmt: skip
+    """`accelerate launch` of recipes/vqa.py (or another VQA `script`) on 1 process (cpu.yaml) or N gloo processes
+    (multi_gpu.yaml)."""
     config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
     return [
         str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
-        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(script),
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
     ]  # fmt: skip
 

@@ -21,6 +21,7 @@ from .sources import DataError
 
 SKIP_KEY = "skipped_bad_example"  # set on a training example the collator must drop
 TEXT_KEY = "text"  # the text the collator tokenises, whatever the task's column is called
+ROW_KEY = "row_key"  # a streamed example's name (shard/key); carried to the collator for tracing, never batched
 
 
 def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
@@ -127,7 +128,7 @@ class ImageTextCollator:
         batch = {"pixel_values": stack([example["pixel_values"] for example in examples])}
         if TEXT_KEY in examples[0]:
             batch.update(self.tokenize([example[TEXT_KEY] for example in examples]))
-        for key in examples[0].keys() - {"pixel_values", TEXT_KEY, SKIP_KEY}:
+        for key in examples[0].keys() - {"pixel_values", TEXT_KEY, SKIP_KEY, ROW_KEY}:
             batch[key] = stack([example[key] for example in examples])
         return batch
 

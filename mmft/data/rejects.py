@@ -31,7 +31,7 @@ class BadExample:
     """One unusable row: where it is and why. `stage` is "validation" (before training) or "decode" (during)."""
 
     split: str
-    row: int
+    row: int | str  # a streamed row is named by its sample key (shard/key), not a number
     file: str | None
     reason: str
     stage: str = "validation"
