@@ -23,8 +23,11 @@ LAUNCH ?= --num_cpu_threads_per_process $(shell nproc 2>/dev/null || echo 1)
 train: $(STAMP)
 	$(BIN)/accelerate launch $(LAUNCH) recipes/vqa.py $(ARGS)
 
+# One pytest-xdist worker per core, whole files per worker (module fixtures such as a reference run are built once);
+# PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

@@ -21,7 +21,13 @@ import mmft
 from mmft.towers import resolve_name, vision_config_from_name
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each trains on one thread (in this process, and in the
+    # recipes it launches through mmft.training.use_cpu_cores), so workers never compete for a core.
+    os.environ["MMFT_CPU_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 IMAGE_SIZE = 32
 ANSWERS = ["yes", "no", "red", "circle"]

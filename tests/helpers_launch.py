@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,13 +72,21 @@ def recipe_argv(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, v
     ]  # fmt: skip
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for the rendezvous of a multi-process launch)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1,
                    vision: str | None = None, script: Path = REPO / "recipes" / "vqa.py") -> list[str]:  # fmt: skip
     """`accelerate launch` of recipes/vqa.py (or another VQA `script`) on 1 process (cpu.yaml) or N gloo processes
     (multi_gpu.yaml)."""
     config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
+    port = ["--main_process_port", str(free_port())] if processes > 1 else []  # parallel test workers launch too
     return [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
+        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config), *port,
         "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(script),
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
     ]  # fmt: skip

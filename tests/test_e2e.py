@@ -53,6 +53,17 @@ def launch(output_dir: Path, text_dir: Path, *extra: str, config: str = "cpu.yam
     return result
 
 
+def run_here(output_dir: Path, text_dir: Path, *extra: str) -> dict[str, float]:
+    """`launch` without the launcher: the same recipe arguments (and preset) run in this process. Data formats run
+    this way; the launched runs above check the command itself (use with conftest's `one_cpu_thread`)."""
+    from helpers_launch import PRESET
+
+    from mmft.arguments import parse_recipe_args
+    from mmft.training import run
+
+    return run("vqa", parse_recipe_args(recipe_flags(output_dir, text_dir, *extra), "vqa", default_config=str(PRESET)))
+
+
 def check_run(output_dir: Path, images: list, questions: list[str], learnt: float | None = LEARNT) -> None:
     results = json.loads((output_dir / "test_results.json").read_text())
     if learnt is not None:
@@ -93,20 +104,20 @@ def test_learning_bar_fails_a_model_that_did_not_learn(tmp_path, tiny_text_dir, 
     assert metrics["test_accuracy"] < LEARNT
 
 
-def test_hub_style_dataset_with_column_mapping(tmp_path, tiny_text_dir):
+def test_hub_style_dataset_with_column_mapping(tmp_path, tiny_text_dir, one_cpu_thread):
     from datasets import load_dataset
 
     data = make_parquet_hub_layout(tmp_path / "hub", N_TRAIN, N_TEST)
-    launch(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--image_column", "img",
+    run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--image_column", "img",
            "--question_column", "query", "--answers_column", "label")  # fmt: skip
     test = load_dataset(str(data))["test"]
     check_run(tmp_path / "out", list(test["img"]), list(test["query"]))
 
 
-def test_vqav2_files(tmp_path, tiny_text_dir):
+def test_vqav2_files(tmp_path, tiny_text_dir, one_cpu_thread):
     paths = make_vqav2_files(tmp_path / "vqa", N_TRAIN, N_TEST)
     (q, a, d), (eq, ea, ed) = paths["train"], paths["val"]
-    launch(tmp_path / "out", tiny_text_dir, "--dataset", "vqav2", "--questions_file", q, "--annotations_file", a,
+    run_here(tmp_path / "out", tiny_text_dir, "--dataset", "vqav2", "--questions_file", q, "--annotations_file", a,
            "--image_dir", d, "--eval_questions_file", eq, "--eval_annotations_file", ea, "--eval_image_dir", ed)  # fmt: skip
     questions = [x["question"] for x in json.loads(Path(eq).read_text())["questions"]]
     images = [Image.open(Path(ed) / f"COCO_val2014_{i:012d}.jpg") for i in range(len(questions))]

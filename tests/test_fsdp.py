@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 def run_worker(tmp_path: Path, plan: str, *extra: str) -> dict:
     out = tmp_path / f"{plan}.json"
-    command = [str(TORCHRUN), "--nproc_per_node", "2", str(TESTS / "helpers_fsdp_worker.py"), "--plan", plan,
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(TESTS / "helpers_fsdp_worker.py"), "--plan", plan,
                "--out", str(out), *extra]  # fmt: skip
     result = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,6 +14,7 @@ import yaml
 from conftest import TINY_TIMM_VIT, tiny_model
 from helpers_data import make_imagefolder
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, RepoUrl
+from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -46,6 +47,13 @@ def hub(monkeypatch, tmp_path):
     def validate_yaml(self, content, *args, **kwargs):  # the Hub validates README metadata server-side
         ModelCard(content, ignore_metadata_errors=False)  # parses the front matter; raises on invalid YAML
 
+    def load_card(cls, repo_id, *args, **kwargs):  # transformers reads the repo's card before it pushes its own
+        card = root / repo_id / "README.md"
+        if not card.is_file():
+            raise EntryNotFoundError(f"{repo_id} has no README.md")
+        return cls(card.read_text())
+
+    monkeypatch.setattr(ModelCard, "load", classmethod(load_card))  # the real one retries the network for ~45 s
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
     monkeypatch.setattr(HfApi, "_validate_yaml", validate_yaml)

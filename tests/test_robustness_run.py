@@ -287,7 +287,7 @@ def test_nan_on_one_of_two_processes_stops_every_process_with_the_same_message(t
     import time
 
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc_per_node", "2", str(REPO / "tests" / "helpers_nan_worker.py"),
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "tests" / "helpers_nan_worker.py"),
                "--out", str(tmp_path)]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     started = time.monotonic()

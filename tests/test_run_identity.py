@@ -96,8 +96,8 @@ def test_overwrite_output_dir_starts_afresh_over_another_runs_checkpoints(datase
 
 
 def test_the_same_run_resumes(datasets, text_dir, reference, tmp_path):
-    output_dir = _with_checkpoint(reference, tmp_path / "out")
-    run_vqa(output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", "auto")
+    output_dir = _with_checkpoint(reference, tmp_path / "out")  # resumed by its folder path (`auto`: above)
+    run_vqa(output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", str(output_dir / "checkpoint-2"))
     state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2, 3, 4]  # 1-2 from the checkpoint
 

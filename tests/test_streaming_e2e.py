@@ -9,6 +9,7 @@ it: every process reading the whole stream; a resume that does not restore the s
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -65,22 +66,22 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
     expected = _batches(reference)
     assert len(expected) == 11  # 10 trained + the one the loader had fetched ahead when training stopped
 
-    def killed_and_resumed(name: str, *resume_flags: str) -> Path:
-        output_dir = tmp_path / name
-        command = recipe_command(output_dir, text_tower, data, *RESUME, script=SCRIPT)
-        kill_when(command, tmp_path / f"{name}.log", lambda log: logged_steps(log) >= 9)
-        assert (output_dir / "checkpoint-8" / "stream_state_0.json").is_file()
-        assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
-        (output_dir / "keys_0.jsonl").unlink()  # keep only what the resumed run reads
-        run_recipe([*command, "--resume_from_checkpoint", "auto", *resume_flags])
-        return output_dir
+    resumed, restarted = tmp_path / "resumed", tmp_path / "restarted"
+    command = recipe_command(resumed, text_tower, data, *RESUME, script=SCRIPT)
+    kill_when(command, tmp_path / "killed.log", lambda log: logged_steps(log) >= 9)
+    assert (resumed / "checkpoint-8" / "stream_state_0.json").is_file()
+    assert not (resumed / "model.safetensors").exists(), "the run finished before the kill"
+    (resumed / "keys_0.jsonl").unlink()  # keep only what the resumed runs read
+    shutil.copytree(resumed, restarted)  # the same killed run, for the negative control
 
-    resumed = killed_and_resumed("resumed")
+    run_recipe([*command, "--resume_from_checkpoint", "auto"])
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
 
-    restarted = killed_and_resumed("restarted", "--ignore_data_skip", "true")  # negative control: no stream state
+    # Negative control: the same checkpoint resumed without its stream state starts the stream from the beginning.
+    run_recipe([*recipe_command(restarted, text_tower, data, *RESUME, script=SCRIPT), "--resume_from_checkpoint",
+                "auto", "--ignore_data_skip", "true"])  # fmt: skip
     assert _batches(restarted) != expected[8:] and _batches(restarted)[0] == expected[0]
     ours = weights(restarted / "model.safetensors")
     assert not all(torch.equal(ours[key], theirs[key]) for key in theirs)

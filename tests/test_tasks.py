@@ -236,6 +236,7 @@ def test_a_cpu_process_given_one_thread_uses_its_share_of_the_cores(monkeypatch,
 
     cpu = SimpleNamespace(device=torch.device("cpu"))
     before = torch.get_num_threads()
+    monkeypatch.delenv("MMFT_CPU_THREADS", raising=False)  # set for pytest-xdist workers (conftest)
     try:
         monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
