@@ -45,12 +45,13 @@ def save_tiny_text_tower(path: Path, dropout: float) -> Path:
     return path
 
 
-def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1) -> list[str]:
-    """`accelerate launch` of recipes/vqa.py on 1 process (cpu.yaml) or N gloo processes (multi_gpu.yaml)."""
+def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1,
+                   recipe: str = "vqa.py") -> list[str]:  # fmt: skip
+    """`accelerate launch` of recipes/<recipe> on 1 process (cpu.yaml) or N gloo processes (multi_gpu.yaml)."""
     config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
     return [
         str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
-        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / recipe),
         "--dataset", str(data_dir), "--vision_model", "timm:vit_tiny_patch16_224",
         "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(text_dir),
         "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
