@@ -275,7 +275,8 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
     processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
     task.attach(data, processor)
     model = tiny_retrieval().eval()
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, use_cpu=True, report_to="none")
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, use_cpu=True, report_to="none",
+                             remove_unused_columns=False)  # as mmft.training sets it: the transform needs raw columns
     trainer = Trainer(model=model, args=args, data_collator=task.collator(processor, 64), processing_class=processor)
     result = task.evaluate(trainer, data)
     expected = _brute_force_metrics(model, processor, data, rerank_k=4)
@@ -289,3 +290,7 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
     assert result.metrics["test_unique_captions"] == 1.0
     assert len(result.predictions) == 13 + 7 and result.predictions[0]["direction"] == "t2i"
     assert np.isfinite(result.metrics["test_rerank_seconds"])
+    # The Trainer's own evaluation (--eval_strategy epoch) reads the eval images with their first caption: a loss.
+    trainer.eval_dataset = data.eval
+    trainer.preprocess_logits_for_metrics = task.preprocess_logits_for_metrics
+    assert np.isfinite(trainer.evaluate()["eval_loss"])
