@@ -1,12 +1,18 @@
-"""Heads that read the bridge's pooled summary or the towers' pooled features: small modules a task model puts on
-top of `MMFTModel`."""
+"""Heads: `ClassificationHead` and `MMFTForPooledClassification` (the base of the task models that classify the
+bridge's pooled summary: VQA, image-text classification), and the dual encoder's `ContrastiveHead` / `LogitScale`
+over the towers' pooled features (retrieval)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
+from transformers.utils import can_return_tuple
+
+from .configuration_mmft import MMFTConfig
+from .modeling_mmft import MMFTClassifierOutput, MMFTModel, MMFTPreTrainedModel
 
 
 class ClassificationHead(nn.Sequential):
@@ -21,6 +27,48 @@ class ClassificationHead(nn.Sequential):
         )
 
 
+class MMFTForPooledClassification(MMFTPreTrainedModel):
+    """`MMFTModel` + a `ClassificationHead` over `config.id2label`; subclasses say what the loss is (`loss`)."""
+
+    has_labels = True
+    head_name = "a classification head"  # for the error when the label vocabulary is too small
+
+    def __init__(self, config: MMFTConfig, vision_tower=None, text_tower=None) -> None:
+        super().__init__(config)
+        if not config.id2label or config.num_labels < 2:
+            raise ValueError(f"{self.head_name} needs at least 2 labels (labels=[...] / id2label)")
+        self.check_config(config)
+        self.mmft = MMFTModel(config, vision_tower, text_tower)
+        self.classifier = ClassificationHead(self.mmft.bridge.pooled_size, config.num_labels, config.layer_norm_eps)
+        self.post_init()
+
+    def check_config(self, config: MMFTConfig) -> None:
+        """Refuse task fields the head cannot use, before any module is built."""
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> MMFTClassifierOutput:
+        """Logits `(B, num_labels)` and, with `labels`, the loss. The output flags default to the config fields;
+        `return_dict=False` (or `config.return_dict=False`) returns `MMFTClassifierOutput.to_tuple()`."""
+        flags = self.output_flags(output_attentions, output_hidden_states)
+        outputs = self.mmft(pixel_values, input_ids, attention_mask, *flags, return_dict=True)
+        logits = self.classifier(outputs.pooled)  # (B, num_labels)
+        loss = self.loss(logits, labels) if labels is not None else None
+        # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
+        return MMFTClassifierOutput.of_head(loss, logits, outputs, extras=any(flags))
+
+
 class LogitScale(nn.Module):
     """CLIP's learnable temperature, kept as log(1 / T); `forward()` gives the scale 1 / T, at most 100."""
 
@@ -32,8 +80,9 @@ class LogitScale(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(float(init_value)))
 
     def reset_parameters(self) -> None:
-        with torch.no_grad():
-            self.log_scale.fill_(self.init_value)
+        """Initialise the bare parameter (`_init_weights` asks every module holding one); `nn.init` rather than an
+        in-place fill, so transformers' init guard leaves a loaded value as it is."""
+        nn.init.constant_(self.log_scale, self.init_value)
 
     def forward(self) -> torch.Tensor:
         # A clamp rather than CLIP's in-place clip of the parameter: same effect, and nothing to do after each step.
@@ -50,4 +99,4 @@ class ContrastiveHead(nn.Module):
         self.logit_scale = LogitScale(logit_scale_init_value)
 
 
-__all__ = ["ClassificationHead", "ContrastiveHead", "LogitScale"]
+__all__ = ["ClassificationHead", "ContrastiveHead", "LogitScale", "MMFTForPooledClassification"]

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_mmft import MMFTConfig
 from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
 from .heads import ClassificationHead, ContrastiveHead, LogitScale
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from .modeling_outputs import MMFTModelOutput
 
 MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
 
@@ -28,19 +29,30 @@ MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
 @dataclass
 class MMFTRetrievalOutput(ModelOutput):
     """
-    loss: contrastive + matching loss (with `return_loss=True`); contrastive_loss and matching_loss separately.
-    logits_per_text (`(B, N)`), logits_per_image (`(B, N)`): scaled similarities of this batch's captions (images) to
-    the N images (captions) of the batch, gathered from every process when training.
-    text_embeds, image_embeds (`(B, P)`): L2-normalised embeddings in the shared space.
+    loss (with `return_loss=True`, the default): contrastive + matching loss.
+    logits (`(B, N)`): scaled similarities of this batch's captions to the N images of the batch (CLIP's
+        `logits_per_text`), gathered from every process when training.
+    With `output_attentions` or `output_hidden_states` (argument or config field) also: the loss's two parts,
+    `logits_per_image` (`(B, N)`), the L2-normalised embeddings `text_embeds` / `image_embeds` (`(B, P)`), and the bridge
+    run on the batch's aligned pairs, as the matching head reads them: `match_logits` (`(B, 2)`: no match, match),
+    `pooled` and the `MMFTModelOutput` fields the flags ask for. Otherwise only loss and logits, because the Trainer
+    gathers every tensor an output holds during evaluation.
     """
 
     loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
     contrastive_loss: torch.Tensor | None = None
     matching_loss: torch.Tensor | None = None
-    logits_per_text: torch.Tensor | None = None
     logits_per_image: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
+    match_logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_grid: tuple[int, int] | None = None
+    hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    image_cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -67,12 +79,6 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         self.contrastive = ContrastiveHead(width, config.projection_dim or width, config.logit_scale_init_value)
         self.matching = ClassificationHead(self.mmft.bridge.pooled_size, len(MATCH_LABELS), config.layer_norm_eps)
         self.post_init()
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, LogitScale):  # a bare parameter the base class's Linear/LayerNorm branches miss
-            module.reset_parameters()
 
     # -- the dual encoder ------------------------------------------------------------------------------------------
     def image_embedding(self, image_states: torch.Tensor) -> torch.Tensor:
@@ -120,6 +126,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
                                                                      + matching)  # fmt: skip
 
     # -- forward -------------------------------------------------------------------------------------------------------
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -127,22 +134,39 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         image_ids: torch.Tensor | None = None,
         return_loss: bool = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> MMFTRetrievalOutput:
+        """Similarities `(B, B)` of the batch's captions to its images and, with `return_loss`, the training loss.
+        The output flags default to the config fields; `return_dict=False` (or `config.return_dict=False`) returns
+        `MMFTRetrievalOutput.to_tuple()`."""
+        flags = self.output_flags(output_attentions, output_hidden_states)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if image_ids is None:  # every row its own image
             image_ids = torch.arange(len(input_ids), device=input_ids.device)
-        image_states, _ = self.mmft.image_states(pixel_values)  # (B, Nv, D)
+        image_states, grid = self.mmft.image_states(pixel_values)  # (B, Nv, D)
         text_states = self.mmft.text_states(input_ids, attention_mask)  # (B, Nt, D)
         image_embeds = F.normalize(self.image_embedding(image_states), dim=-1)  # (B, P)
         text_embeds = F.normalize(self.text_embedding(text_states, attention_mask), dim=-1)
         local = PairBatch(image_embeds, text_embeds, image_ids, image_states, text_states, attention_mask)
-        if not return_loss:
+        if return_loss:
+            output = self.loss(local)
+        else:
             logits = self.contrastive.logit_scale() * text_embeds @ image_embeds.T  # (B, B)
-            return MMFTRetrievalOutput(logits_per_text=logits, logits_per_image=logits.T, text_embeds=text_embeds,
-                                       image_embeds=image_embeds)  # fmt: skip
-        return self.loss(local)
+            output = MMFTRetrievalOutput(logits=logits, logits_per_image=logits.T)
+        if not any(flags):
+            return MMFTRetrievalOutput(loss=output.loss, logits=output.logits)
+        # Extras only on request: the bridge over the aligned pairs (what `match` scores), as `MMFTModel` returns it.
+        extra = {"output_hidden_states": True} if flags[1] else {}
+        fused = MMFTModelOutput(**self.mmft.bridge(text_states, image_states, attention_mask, flags[0], **extra),
+                                image_grid=grid)  # fmt: skip
+        kept = ("pooled", "image_grid", "hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
+        parts = ("loss", "logits", "contrastive_loss", "matching_loss", "logits_per_image")
+        return MMFTRetrievalOutput(**{k: output.get(k) for k in parts}, text_embeds=text_embeds,
+                                   image_embeds=image_embeds, match_logits=self.matching(fused.pooled),
+                                   **{k: fused.get(k) for k in kept})  # fmt: skip
 
     def loss(self, local: PairBatch) -> MMFTRetrievalOutput:
         """Contrastive + matching loss of this process's pairs against the batch of every process."""
@@ -156,12 +180,10 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
                                  world_size)  # fmt: skip
         return MMFTRetrievalOutput(
             loss=contrastive + matching,
+            logits=logits_t2i,
             contrastive_loss=contrastive.detach(),
             matching_loss=matching.detach(),
-            logits_per_text=logits_t2i,
             logits_per_image=logits_i2t,
-            text_embeds=local.text_embeds,
-            image_embeds=local.image_embeds,
         )
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .metrics.ranking import top_candidates
-from .pipeline import load_rgb
+from .image_utils import load_rgb
 
 logger = logging.getLogger("mmft")
 

@@ -44,9 +44,10 @@ def pairs(tokenizer, n: int = 8, image_ids=None, seed: int = 0) -> dict[str, tor
 def test_forward_shapes_and_the_contrastive_loss_is_clips(tokenizer):
     model = tiny_retrieval().eval()
     batch = pairs(tokenizer, 6)
-    out = model(**batch)
-    assert out.logits_per_text.shape == out.logits_per_image.shape == (6, 6)
+    out = model(**batch, output_hidden_states=True)  # the loss's parts and the embeddings are extras
+    assert out.logits.shape == out.logits_per_image.shape == (6, 6) and torch.allclose(out.logits.T, out.logits_per_image)
     assert out.text_embeds.shape == out.image_embeds.shape == (6, 32)
+    assert torch.equal(model(**batch).logits, out.logits) and set(model(**batch).keys()) == {"loss", "logits"}
     assert torch.allclose(out.loss, out.contrastive_loss + out.matching_loss)
     image = F.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
     text = F.normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"]), dim=-1)
@@ -62,12 +63,12 @@ def test_forward_shapes_and_the_contrastive_loss_is_clips(tokenizer):
 def test_captions_of_one_image_are_not_each_others_negatives(tokenizer):
     model = tiny_retrieval().eval()
     out = model(**pairs(tokenizer, 4, image_ids=[7, 7, 1, 2]))
-    logits = out.logits_per_text
+    logits = out.logits
     assert torch.isinf(logits[0, 1]) and torch.isinf(logits[1, 0]) and torch.isfinite(logits.diagonal()).all()
     # Row 0's loss is the cross-entropy over the columns that remain: its own image and the two other images.
     kept = logits[0, [0, 2, 3]]
     assert torch.isclose(F.cross_entropy(logits[:1], torch.tensor([0]), reduction="sum"), -kept.log_softmax(0)[0])
-    control = model(**pairs(tokenizer, 4)).logits_per_text  # every row its own image: nothing masked
+    control = model(**pairs(tokenizer, 4)).logits  # every row its own image: nothing masked
     assert torch.isfinite(control).all()
 
 
@@ -120,7 +121,7 @@ def test_training_separates_pairs_in_both_heads(tokenizer):
                 "input_ids": batch["input_ids"].repeat(8, 1), "attention_mask": batch["attention_mask"].repeat(8, 1)}
         matching = model.match_score(model.match(**grid)).view(8, 8)  # (image, caption)
     assert loss.item() < first / 4
-    assert (out.logits_per_text.argmax(1) == torch.arange(8)).all()  # each caption finds its image
+    assert (out.logits.argmax(1) == torch.arange(8)).all()  # each caption finds its image
     assert (matching.argmax(0) == torch.arange(8)).float().mean() >= 7 / 8  # the best image of each caption
     assert (matching.argmax(1) == torch.arange(8)).float().mean() >= 7 / 8  # the best caption of each image
 
@@ -149,8 +150,8 @@ def test_save_load_through_the_auto_class_and_the_matching_pipeline(tokenizer, t
 # -- fine-tuning plans -----------------------------------------------------------------------------------------------
 def test_lora_on_both_towers_trains_temperature_projections_and_matching_head(tokenizer, tmp_path):
     model = LoraPlan(vision="lora", text="lora", r=4, dropout=0.0).apply(tiny_retrieval("timm_vit"))
-    # peft trains a copy of each always-trained module, under `<module>.modules_to_save.default.`
-    trainable = {name.replace("modules_to_save.default.", "") for name, p in model.named_parameters() if p.requires_grad}
+    # peft names each always-trained module's parameters under `<module>.original_module.` (mmft trains it in place)
+    trainable = {name.replace("original_module.", "") for name, p in model.named_parameters() if p.requires_grad}
     for part in ("contrastive.logit_scale.log_scale", "contrastive.image_projection.weight",
                  "contrastive.text_projection.weight", "matching.0.weight", "mmft.vision_projection.weight"):  # fmt: skip
         assert any(part in name for name in trainable), part
