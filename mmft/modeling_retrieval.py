@@ -33,10 +33,10 @@ class MMFTRetrievalOutput(ModelOutput):
     logits (`(B, N)`): scaled similarities of this batch's captions to the N images of the batch (CLIP's
         `logits_per_text`), gathered from every process when training.
     With `output_attentions` or `output_hidden_states` (argument or config field) also: the loss's two parts,
-    `logits_per_image` (`(B, N)`), the L2-normalised embeddings `text_embeds` / `image_embeds` (`(B, P)`), and the bridge
-    run on the batch's aligned pairs, as the matching head reads them: `match_logits` (`(B, 2)`: no match, match),
-    `pooled` and the `MMFTModelOutput` fields the flags ask for. Otherwise only loss and logits, because the Trainer
-    gathers every tensor an output holds during evaluation.
+    `logits_per_image` (`(B, N)`), the L2-normalised embeddings `text_embeds` / `image_embeds` (`(B, P)`), and the
+    bridge run on the batch's aligned pairs, as the matching head reads them: `match_logits` (`(B, 2)`: no match,
+    match), `pooled` and the `MMFTModelOutput` fields the flags ask for. Otherwise only loss and logits, because the
+    Trainer gathers every tensor an output holds during evaluation.
     """
 
     loss: torch.Tensor | None = None

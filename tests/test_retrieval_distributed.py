@@ -1,10 +1,12 @@
-"""Retrieval through `accelerate launch recipes/retrieval.py`: 2 processes x 4 train as 1 process x 8, and the run's
-outputs (both evaluation stages, the card, `mmft search` on the saved model).
+"""Retrieval through the recipe: 2 processes x 4 train as 1 process x 8, and the run's outputs (both evaluation
+stages, the card, `mmft search` on the saved model).
 
 In-batch negatives make this harder than for the other tasks: each process must contrast its rows against the batch
 of every process (an all-gather that keeps gradients) and draw the same hard negatives. The negative control turns
-the gather off (`--gather_negatives false`): each process then sees only its 4 rows and the run must differ.
-Gradient accumulation is not an equivalent layout here (negatives come from one micro-batch), so it is not tested.
+the gather off (`--gather_negatives false`): each process then sees only its 4 rows and the run must differ. Both
+2-process runs share one `accelerate launch` (tests/helpers_retrieval_worker.py); the 1-process reference runs in this
+process on one thread, the arithmetic of a launched process. Gradient accumulation is not an equivalent layout here
+(negatives come from one micro-batch), so it is not tested.
 """
 
 from __future__ import annotations
@@ -15,31 +17,48 @@ from pathlib import Path
 
 import pytest
 from helpers_data import make_caption_folder
-from helpers_launch import final_metrics, log_history, max_abs_diff, recipe_command, run_recipe, save_tiny_text_tower
+from helpers_launch import (
+    ACCELERATE,
+    REPO,
+    final_metrics,
+    log_history,
+    max_abs_diff,
+    recipe_argv,
+    run_recipe,
+    save_tiny_text_tower,
+)
 from helpers_launch import weights as load_weights
 
+from mmft.arguments import parse_recipe_args
 from mmft.cli import main
+from mmft.training import run
 
-pytestmark = pytest.mark.e2e
-STEPS = 5  # 24 images -> 44 (image, caption) pairs; 5 full global batches of 8
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_cpu_thread")]
+STEPS = 3  # 14 images -> 26 (image, caption) pairs: 3 full global batches of 8 in the first epoch
 TOLERANCE = 1e-5
-LAYOUTS = {"1 process x 8": (1, 8, "true"), "2 processes x 4": (2, 4, "true"), "no gather": (2, 4, "false")}
+PRESET = REPO / "recipes" / "configs" / "scenes_retrieval.yaml"
+WORKER = Path(__file__).with_name("helpers_retrieval_worker.py")
+
+
+def _flags(batch: int) -> list[str]:
+    return ["--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0", "--per_device_train_batch_size",
+            str(batch), "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(STEPS),
+            "--rerank_k", "4", "--seed", "0", "--per_device_eval_batch_size", "4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("retrieval_ddp")
-    text, data = save_tiny_text_tower(root / "bert", dropout=0.0), make_caption_folder(root / "data")
-    out = {}
-    for index, (name, (processes, batch, gather)) in enumerate(LAYOUTS.items()):
-        out[name] = root / f"run{index}"
-        run_recipe(recipe_command(
-            out[name], text, data, "--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0",
-            "--per_device_train_batch_size", str(batch), "--max_steps", str(STEPS), "--save_strategy", "steps",
-            "--save_steps", str(STEPS), "--gather_negatives", gather, "--rerank_k", "4", "--seed", "0",
-            processes=processes, recipe="retrieval.py",
-        ))  # fmt: skip
-    out["data"] = data
+    text, data = save_tiny_text_tower(root / "bert", dropout=0.0), make_caption_folder(root / "data", 14, 8)
+    out = {"data": data, "1 process x 8": root / "one", "2 processes x 4": root / "two", "no gather": root / "apart"}
+    argv = recipe_argv(out["1 process x 8"], text, data, *_flags(8))
+    run("retrieval", parse_recipe_args(argv, "retrieval", default_config=str(PRESET)))
+    flags = recipe_argv(root / "unused", text, data, *_flags(4))
+    at = flags.index("--output_dir")
+    del flags[at : at + 2]  # the worker gives each of its two runs its own
+    run_recipe([str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / "multi_gpu.yaml"),
+                "--num_processes", "2", "--num_cpu_threads_per_process", "1", str(WORKER),
+                str(out["2 processes x 4"]), str(out["no gather"]), *flags])  # fmt: skip
     return out
 
 
