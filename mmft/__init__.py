@@ -7,14 +7,15 @@ loads with its task's Auto class (`AutoModelForVisualQuestionAnswering`, `mmft.A
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .auto import AutoModelForImageTextClassification
+from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
 from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
+from .modeling_retrieval import MMFTForImageTextRetrieval
 from .modeling_vqa import MMFTForVisualQuestionAnswering
-from .pipeline import ImageTextClassificationPipeline, VQAPipeline
+from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, VQAPipeline
 from .pipeline import register as _register_pipelines
 from .processing_mmft import MMFTProcessor
 from .tasks import TASKS, Task, get_task
@@ -30,13 +31,16 @@ _register_pipelines()  # pipeline("mmft-vqa", ...), pipeline("mmft-image-text-cl
 
 __all__ = [
     "AutoModelForImageTextClassification",
+    "AutoModelForImageTextRetrieval",
     "BRIDGES",
     "Bridge",
     "BridgeOutput",
     "ImageTextClassificationPipeline",
+    "ImageTextMatchingPipeline",
     "LoraPlan",
     "MMFTConfig",
     "MMFTForImageTextClassification",
+    "MMFTForImageTextRetrieval",
     "MMFTForVisualQuestionAnswering",
     "MMFTModel",
     "MMFTModelOutput",

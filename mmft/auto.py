@@ -17,4 +17,10 @@ class AutoModelForImageTextClassification(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
 
 
-__all__ = ["AutoModelForImageTextClassification"]
+class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
+    """Loads an image-text retrieval model (e.g. `MMFTForImageTextRetrieval`) from a saved folder."""
+
+    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+
+
+__all__ = ["AutoModelForImageTextClassification", "AutoModelForImageTextRetrieval"]

@@ -85,7 +85,8 @@ class ThroughputCallback(TrainerCallback):
 
     def __init__(self, peak_flops: float | None = None) -> None:
         self.peak = peak_flops
-        self._hook = None
+        self._hooks: list = []
+        self._pending: dict[str, tuple] = {}
         self._flops_cache: dict[tuple, float] = {}
         self._reset_window()
         self._last_end: float | None = None
@@ -95,27 +96,43 @@ class ThroughputCallback(TrainerCallback):
         self.seconds, self.steps = 0.0, 0
 
     # -- counting what the model computes ------------------------------------------------------------------------
-    def _count(self, module, args, kwargs, output) -> None:
-        if not module.training:  # evaluation forwards are not training throughput
+    # Two hooks on parts every mmft model runs once per training batch, whatever its head does with the bridge:
+    # the vision tower (batch, image tokens, pixel shape) and the text projection (text tokens, also when a frozen
+    # text tower is served from its cache). A batch is counted when both have reported.
+    def _vision(self, module, args, output) -> None:
+        if self._base.training:  # evaluation forwards are not training throughput
+            self._pending["image"] = (output.tokens.shape[0], output.tokens.shape[1], tuple(args[0].shape[1:]))
+            self._count()
+
+    def _text(self, module, args, output) -> None:
+        if self._base.training:
+            self._pending["text"] = (args[0].shape[1],)  # (B, Nt, Dt) into the projection
+            self._count()
+
+    def _count(self) -> None:
+        if len(self._pending) < 2:
             return
-        pixel_values = args[0] if args else kwargs["pixel_values"]
-        batch, image_tokens = output.image_states.shape[:2]  # (B, Nv, D)
-        text_tokens = output.text_states.shape[1]  # (B, Nt, D)
-        key = (image_tokens, text_tokens, tuple(pixel_values.shape[1:]))
+        (batch, image_tokens, pixel_shape), (text_tokens,) = self._pending.pop("image"), self._pending.pop("text")
+        key = (image_tokens, text_tokens, pixel_shape)
         if key not in self._flops_cache:
-            forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, key[2])
+            forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape)
             cached = self._base._text_cache is not None
             self._flops_cache[key] = flops_lib.training_flops(self._model, forward, text_cached=cached)
         self.samples += batch
         self.tokens += batch * (image_tokens + text_tokens)
         self.flops += batch * self._flops_cache[key]
 
+    def _remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks, self._pending = [], {}
+
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
                        **kwargs: Any) -> None:  # fmt: skip
         self._model, self._base = model, _base(model)
-        if self._hook is not None:
-            self._hook.remove()
-        self._hook = self._base.register_forward_hook(self._count, with_kwargs=True)
+        self._remove_hooks()
+        self._hooks = [self._base.vision_tower.register_forward_hook(self._vision),
+                       self._base.text_projection.register_forward_hook(self._text)]  # fmt: skip
         if self.peak is None:
             self.peak = peak_flops(args.device, training_precision(args))
             if self.peak is None:
@@ -158,9 +175,7 @@ class ThroughputCallback(TrainerCallback):
         self._reset_window()
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._remove_hooks()
 
 
 def log_before_reporters(trainer) -> None:

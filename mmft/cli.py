@@ -1,9 +1,12 @@
-"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL) and `mmft explain` (heatmaps).
+"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL), `mmft explain` (heatmaps) and
+`mmft search` (retrieval models: text -> images of a folder, image -> captions of a file).
 
     mmft predict --model outputs/easy_vqa --image shape.png --question "what shape is it?" --top_k 3
     mmft predict --model outputs/easy_vqa_entailment --image shape.png --text "there is a red circle"
     mmft predict --model outputs/easy_vqa --dataset questions.jsonl --output predictions.jsonl
     mmft explain --model outputs/easy_vqa --image shape.png --question "what color is the shape?" --out heat.png
+    mmft search --model outputs/scenes_retrieval --images photos/ --query "a red circle above a blue square"
+    mmft search --model outputs/scenes_retrieval --image scene.png --captions captions.txt
 
 The task (and so the model class and the pipeline) is read from the saved config's `architectures`; `--task` states
 it explicitly and fails when the model is of another task.
@@ -120,6 +123,43 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .search import Searcher, search_captions, search_images
+
+    model, processor, _ = load_model(args.model, "retrieval")
+    searcher = Searcher(model, processor, args.model, args.device, args.batch_size, args.max_length)
+    try:
+        if args.images:
+            hits, report = search_images(searcher, args.images, args.query, args.top_k, args.rerank_k)
+        else:
+            hits, report = search_captions(searcher, args.image, args.captions, args.top_k, args.rerank_k)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"mmft search: {error}", file=sys.stderr)
+        return 2
+    print(f"mmft search: embedded {report.embedded}, reused {report.reused} from the cache, dropped {report.dropped}",
+          file=sys.stderr)  # fmt: skip
+    print("rank\tmatch\tsimilarity\titem")
+    for rank, hit in enumerate(hits, start=1):
+        match = f"{hit.match:.4f}" if hit.match is not None else "-"
+        print(f"{rank}\t{match}\t{hit.similarity:.4f}\t{hit.item}")
+    return 0
+
+
+def _add_search(commands, device: str) -> None:
+    search = commands.add_parser("search", help="retrieval models: the best images for a text, or captions for an image")
+    search.add_argument("--model", required=True, help="a saved mmft retrieval folder or Hub repo id")
+    search.add_argument("--images", help="text -> image: a folder of images (embedded once, cached inside it)")
+    search.add_argument("--query", help="text -> image: the text to search for")
+    search.add_argument("--image", help="image -> text: the image to describe")
+    search.add_argument("--captions", help="image -> text: a text file with one caption per line (cached beside it)")
+    search.add_argument("--top_k", type=int, default=5, help="results to print")
+    search.add_argument("--rerank_k", type=int, default=16, help="candidates re-ranked by the matching head (0: off)")
+    search.add_argument("--batch_size", type=int, default=32)
+    search.add_argument("--max_length", type=int, default=64, help="tokens kept of each text")
+    search.add_argument("--device", default=device)
+    search.set_defaults(run=_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmft", description="Run a trained mmft model on images and texts.")
     from .tasks import TASKS
@@ -149,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     heat.add_argument("--out", default="heatmap.png")
     heat.add_argument("--device", default=device)
     heat.set_defaults(run=_explain)
+    _add_search(commands, device)
     return parser
 
 
@@ -159,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("predict needs either --image and --question, or --dataset")
     if args.command == "predict" and args.image and not args.text:
         parser.error("--image needs --text (or --question)")
+    if args.command == "search" and not ((args.images and args.query) or (args.image and args.captions)):
+        parser.error("search needs --images FOLDER --query TEXT, or --image FILE --captions FILE")
     return args.run(args)
 
 

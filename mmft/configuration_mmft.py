@@ -41,6 +41,14 @@ class MMFTConfig(PreTrainedConfig):
         class_weights (`list[float]`, *optional*):
             Classification heads: one loss weight per label (cross-entropy class weights; BCE `pos_weight` for
             multi-label problems).
+        projection_dim (`int`, *optional*):
+            Retrieval: width of the shared image-text embedding space; defaults to `hidden_size`.
+        logit_scale_init_value (`float`, defaults to 2.6592):
+            Retrieval: initial log of the contrastive logit scale (1 / temperature), CLIP's log(1 / 0.07).
+        gather_negatives (`bool`, defaults to `True`):
+            Retrieval: contrast each process's rows against the batch gathered from every process (with gradients),
+            so N processes with batch B train like one process with batch N x B. `False` keeps each process to its
+            own batch (cheaper, not equivalent).
 
     Example:
 
@@ -72,6 +80,9 @@ class MMFTConfig(PreTrainedConfig):
     vision_pretrained_from: str | None = None
     text_pretrained_from: str | None = None
     class_weights: list[float] | None = None
+    projection_dim: int | None = None
+    logit_scale_init_value: float = 2.6592
+    gather_negatives: bool = True
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
@@ -103,6 +114,8 @@ class MMFTConfig(PreTrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.projection_dim is not None and self.projection_dim <= 0:
+            raise ValueError(f"projection_dim must be > 0 (or None for hidden_size), got {self.projection_dim}")
         if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
             raise ValueError(f"class_weights must all be > 0, got {self.class_weights}")
 

@@ -1,8 +1,10 @@
-"""Heads over the bridge's pooled summary: `ClassificationHead`, and `MMFTForPooledClassification`, the base of the
-task models that classify with it (VQA over an answer vocabulary, image-text classification over labels)."""
+"""Heads: `ClassificationHead` and `MMFTForPooledClassification` (the base of the task models that classify the
+bridge's pooled summary: VQA, image-text classification), and the dual encoder's `ContrastiveHead` / `LogitScale`
+over the towers' pooled features (retrieval)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -67,4 +69,34 @@ class MMFTForPooledClassification(MMFTPreTrainedModel):
         return MMFTClassifierOutput.of_head(loss, logits, outputs, extras=any(flags))
 
 
-__all__ = ["ClassificationHead", "MMFTForPooledClassification"]
+class LogitScale(nn.Module):
+    """CLIP's learnable temperature, kept as log(1 / T); `forward()` gives the scale 1 / T, at most 100."""
+
+    MAX_SCALE = 100.0
+
+    def __init__(self, init_value: float) -> None:
+        super().__init__()
+        self.init_value = init_value
+        self.log_scale = nn.Parameter(torch.tensor(float(init_value)))
+
+    def reset_parameters(self) -> None:
+        """Initialise the bare parameter (`_init_weights` asks every module holding one); `nn.init` rather than an
+        in-place fill, so transformers' init guard leaves a loaded value as it is."""
+        nn.init.constant_(self.log_scale, self.init_value)
+
+    def forward(self) -> torch.Tensor:
+        # A clamp rather than CLIP's in-place clip of the parameter: same effect, and nothing to do after each step.
+        return self.log_scale.clamp(max=math.log(self.MAX_SCALE)).exp()
+
+
+class ContrastiveHead(nn.Module):
+    """The dual encoder's part: a projection per tower into the shared embedding space, and the temperature."""
+
+    def __init__(self, width: int, projection_dim: int, logit_scale_init_value: float) -> None:
+        super().__init__()
+        self.image_projection = nn.Linear(width, projection_dim, bias=False)
+        self.text_projection = nn.Linear(width, projection_dim, bias=False)
+        self.logit_scale = LogitScale(logit_scale_init_value)
+
+
+__all__ = ["ClassificationHead", "ContrastiveHead", "LogitScale", "MMFTForPooledClassification"]

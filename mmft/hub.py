@@ -116,12 +116,13 @@ def render_model_card(
     )  # fmt: skip
     vision, vision_source = describe_tower(config, "vision")
     text, text_source = describe_tower(config, "text")
+    labelled = bool(config.id2label) and getattr(task_model(model), "has_labels", True)
     layers = f", {config.num_bridge_layers} layers" if config.bridge in ("co_attention", "cross_attention") else ""
     body = [
         f"# {model_name}",
         "",
         f"{card.summary} built with [mmft](https://pypi.org/project/mmft/): a vision tower and a text tower joined "
-        f"by a `{config.bridge}` bridge" + (f", over {config.num_labels} labels." if config.id2label else "."),
+        f"by a `{config.bridge}` bridge" + (f", over {config.num_labels} labels." if labelled else "."),
         "",
         "## Model",
         "",
@@ -161,7 +162,7 @@ def render_model_card(
         "",
         "## Limitations",
         "",
-        LIMITATIONS,
+        card.limitations or LIMITATIONS,
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -1,7 +1,7 @@
 """transformers `Pipeline`s of the mmft tasks, registered on `import mmft` under each task's `pipeline_task` name.
 
-transformers v5 removed its `visual-question-answering` task, and has none for image-text classification, so mmft
-ships both:
+transformers v5 removed its `visual-question-answering` task, and has none for image-text classification or
+matching, so mmft ships them:
 
     >>> import mmft
     >>> from transformers import pipeline
@@ -11,6 +11,9 @@ ships both:
     >>> classify = pipeline("mmft-image-text-classification", model="outputs/easy_vqa_entailment")
     >>> classify(image="shape.png", text="there is a red circle")
     [{'label': 'true', 'score': 0.99}, {'label': 'false', 'score': 0.01}]
+    >>> match = pipeline("mmft-image-text-retrieval", model="outputs/scenes_retrieval")
+    >>> match(image="scene.png", text="a red circle above a blue square")
+    [{'label': 'match', 'score': 0.97}, {'label': 'no match', 'score': 0.03}]
 
 Being real `Pipeline`s, they get `device=`, `batch_size=` and iteration over datasets/generators for free. Images
 (paths, PIL images, URLs, base64, `datasets` rows) are decoded exactly as in training (`mmft.image_utils.load_rgb`:
@@ -93,6 +96,17 @@ class ImageTextClassificationPipeline(ImageTextPipeline):
         return super().postprocess(model_outputs, top_k or self.model.config.num_labels)
 
 
+class ImageTextMatchingPipeline(ImageTextPipeline):
+    """Image + text -> how well they match, from the retrieval model's matching head over the bridge: `match` and
+    `no match` with their probabilities. (Searching a whole gallery is `mmft search`, which embeds it once.)"""
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.model.match(**model_inputs)}  # (B, 2): [no match, match]
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None) -> list[dict[str, Any]]:
+        return super().postprocess(model_outputs, top_k or 2)
+
+
 def register() -> None:
     """Register every task's pipeline (called on `import mmft`)."""
     from transformers.pipelines import PIPELINE_REGISTRY
@@ -104,4 +118,11 @@ def register() -> None:
                                             pt_model=task.auto_class)  # fmt: skip
 
 
-__all__ = ["ImageTextClassificationPipeline", "ImageTextPipeline", "VQAPipeline", "load_rgb", "register"]
+__all__ = [
+    "ImageTextClassificationPipeline",
+    "ImageTextMatchingPipeline",
+    "ImageTextPipeline",
+    "VQAPipeline",
+    "load_rgb",
+    "register",
+]

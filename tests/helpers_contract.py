@@ -56,11 +56,20 @@ def image_text_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> d
     return inputs
 
 
+def retrieval_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Aligned (image, caption) pairs; rows 0 and 1 show one image (`image_ids`). `labels=False`: no loss (its
+    hard-negative draw is seeded in Python from the image ids, which `torch.export` cannot trace)."""
+    inputs = image_text_inputs(model, labels=False, seed=seed)
+    inputs["image_ids"] = torch.tensor([0, 0, *range(1, BATCH - 1)])
+    return {**inputs, "return_loss": labels}
+
+
 # model class -> (model, labels?) -> forward kwargs. A head with other inputs adds its own line.
 INPUT_BUILDERS: dict[type, Callable[..., dict[str, torch.Tensor]]] = {
     MMFTModel: image_text_inputs,
     mmft.MMFTForVisualQuestionAnswering: image_text_inputs,
     mmft.MMFTForImageTextClassification: image_text_inputs,
+    mmft.MMFTForImageTextRetrieval: retrieval_inputs,
 }
 # model class -> (model class, vision kind, bridge, **config overrides) -> model; the default fits image-text heads.
 MODEL_BUILDERS: dict[type, Callable[..., nn.Module]] = {}

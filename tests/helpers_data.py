@@ -173,3 +173,31 @@ def make_webdataset(root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_te
                 _tar_member(tar, f"{key}.json", json.dumps({"question": question, "answers": [row["answer"]] * 3,
                                                             "key": key}).encode())  # fmt: skip
     return root
+
+
+def caption_rows(n: int) -> list[dict]:
+    """Images of a coloured square (two colours x four places); two captions each, or one under `caption`."""
+    places = ("top left", "top right", "bottom left", "bottom right")
+    out = []
+    for i in range(n):
+        colour, place = ("red", "blue")[i % 2], places[(i // 2) % 4]
+        captions = [f"a {colour} square at the {place}", f"the {place} holds a {colour} box number {i}"]
+        row = {"file_name": f"{i}.png", "colour": colour, "place": (i // 2) % 4}
+        row.update({"caption": captions[0]} if i % 5 == 4 else {"captions": captions})
+        out.append(row)
+    return out
+
+
+def make_caption_folder(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
+    """An imagefolder whose `metadata.jsonl` rows carry `captions` (a list) or `caption` (one string)."""
+    for split, n in (("train", n_train), ("test", n_test)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        with (folder / "metadata.jsonl").open("w") as handle:
+            for row in caption_rows(n):
+                array = np.full((24, 24, 3), 255, dtype=np.uint8)
+                top, left = divmod(row["place"], 2)
+                array[12 * top + 2 : 12 * top + 10, 12 * left + 2 : 12 * left + 10] = COLOURS[row["colour"]]
+                Image.fromarray(array).save(folder / row["file_name"])
+                handle.write(json.dumps({k: v for k, v in row.items() if k not in ("colour", "place")}) + "\n")
+    return root

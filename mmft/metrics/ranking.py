@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["coco_retrieval_targets", "first_match_ranks", "retrieval_ranks", "retrieval_recall"]
+__all__ = [
+    "coco_retrieval_targets",
+    "first_match_ranks",
+    "reranked_ranks",
+    "retrieval_ranks",
+    "retrieval_recall",
+    "top_candidates",
+]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -140,6 +147,46 @@ def retrieval_ranks(
     t2i = first_match_ranks(text_embeds, image_embeds, text_to_image, chunk_size, score_fn)
     i2t = first_match_ranks(image_embeds, text_embeds, image_to_texts, chunk_size, score_fn)
     return t2i, i2t
+
+
+def top_candidates(queries, gallery, k: int, chunk_size: int = 1024, score_fn: ScoreFn | None = None):
+    """The `k` best gallery items of each query, best first: `(scores (Nq, k), indices (Nq, k))`, in chunks of
+    `chunk_size` queries (never a full query x gallery matrix). `k` is capped at the gallery size."""
+    queries, gallery = _as_matrix(queries, "queries"), _as_matrix(gallery, "gallery")
+    dtype = torch.promote_types(queries.dtype, gallery.dtype)
+    queries, gallery = queries.to(dtype), gallery.to(queries.device, dtype)
+    k, score_fn = min(k, len(gallery)), score_fn or _dot
+    scores, indices = [], []
+    with torch.no_grad():
+        for start in range(0, len(queries), chunk_size):
+            best = score_fn(queries[start : start + chunk_size], gallery).topk(k, dim=1)  # (c, k)
+            scores.append(best.values.cpu())
+            indices.append(best.indices.cpu())
+    return torch.cat(scores), torch.cat(indices)
+
+
+def reranked_ranks(first_ranks, candidates, candidate_scores, query_to_gallery, num_gallery: int) -> np.ndarray:
+    """0-based ranks after re-scoring each query's top-k candidates; an int64 array (Nq,).
+
+    The new order is the k candidates sorted by `candidate_scores` (Nq, k), then the rest of the gallery in its
+    first order. A query with a correct item among its candidates ranks by the best-scoring one, counting the
+    incorrect candidates that score >= it (ties count against the query, as in `first_match_ranks`); a query with
+    none keeps its first rank, which is >= k since every candidate then beat every correct item.
+    """
+    candidates = np.asarray(torch.as_tensor(candidates).cpu(), dtype=np.int64)
+    scores = torch.as_tensor(candidate_scores).cpu().double().numpy()
+    if candidates.shape != scores.shape or candidates.ndim != 2:
+        raise ValueError(f"candidates {candidates.shape} and candidate_scores {scores.shape} must both be (Nq, k)")
+    if np.isnan(scores).any():
+        raise ValueError("candidate_scores holds NaN")
+    offsets, indices = _targets_csr(query_to_gallery, len(candidates), num_gallery)
+    # (query, gallery item) pairs as one int64 key each, so "is this candidate correct" is one vectorised isin.
+    target_keys = np.repeat(np.arange(len(candidates)), np.diff(offsets)) * num_gallery + indices
+    candidate_keys = np.arange(len(candidates))[:, None] * num_gallery + candidates  # (Nq, k)
+    correct = np.isin(candidate_keys, target_keys)
+    best = np.where(correct, scores, -np.inf).max(axis=1, keepdims=True)  # (Nq, 1)
+    ranks = ((scores >= best) & ~correct).sum(axis=1)
+    return np.where(correct.any(axis=1), ranks, np.asarray(first_ranks, dtype=np.int64)).astype(np.int64)
 
 
 def _direction(ranks, name: str, ks: Sequence[int]) -> tuple[dict[str, float], float]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .base import CardInfo, Task, TaskData
 from .classification import ClassificationTask
+from .retrieval import RetrievalTask
 from .vqa import VQATask
 
 TASKS: dict[str, type[Task]] = {
     "vqa": VQATask,
     "classification": ClassificationTask,
+    "retrieval": RetrievalTask,
 }
 
 

@@ -48,6 +48,7 @@ class CardInfo:
     summary: str  # "a visual question answering model", completed by the card
     metrics: tuple[str, ...]  # metric names (without the split prefix) that go into model-index
     usage: str  # a Python snippet: how to load and call the model; `{repo}` is filled in
+    limitations: str | None = None  # Markdown bullets; None: the card's generic ones (for label classifiers)
 
 
 def _limit(dataset: Dataset, limit: int | None) -> Dataset:

@@ -1,0 +1,21 @@
+"""Fine-tune an mmft model for image-text retrieval: a contrastive dual encoder, re-ranked by the bridge.
+
+    accelerate launch recipes/retrieval.py          # offline default: synthetic scenes with five captions each
+    accelerate launch recipes/retrieval.py --dataset my_data --rerank_k 32
+    accelerate launch recipes/retrieval.py --dataset coco_json --captions_file dataset_coco.json --image_dir coco/
+    accelerate launch recipes/retrieval.py --dataset nlphuji/flickr30k --caption_column caption --eval_split test
+
+Every `TrainingArguments` flag works; a preset's keys are flag names and the command line overrides them.
+"""
+
+import sys
+from pathlib import Path
+
+from mmft.arguments import parse_recipe_args
+from mmft.training import run
+
+TASK = "retrieval"
+DEFAULT_PRESET = Path(__file__).parent / "configs" / "scenes_retrieval.yaml"
+
+if __name__ == "__main__":
+    run(TASK, parse_recipe_args(sys.argv[1:], TASK, default_config=str(DEFAULT_PRESET)))
