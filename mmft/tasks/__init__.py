@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from .base import CardInfo, Task, TaskData
+from .captioning import CaptioningTask
 from .classification import ClassificationTask
 from .vqa import VQATask
 
 TASKS: dict[str, type[Task]] = {
     "vqa": VQATask,
     "classification": ClassificationTask,
+    "captioning": CaptioningTask,
 }
 
 
