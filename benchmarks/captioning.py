@@ -51,7 +51,7 @@ def build(preset: dict, decoder: str | None, quick: bool):
     spec = decoder
     if quick:
         spec = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=len(processor.decoder_tokenizer))  # fmt: skip
+                           num_key_value_heads=2, vocab_size=len(processor.tokenizer))  # fmt: skip
     model = MMFTForConditionalGeneration.from_vision_text_pretrained(
         vision, text, decoder=spec, vision_model_args=vision_args, num_query_tokens=preset["num_query_tokens"],
         bridge=preset["bridge"], num_bridge_layers=preset["num_bridge_layers"], hidden_size=preset["hidden_size"],
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
             if round_index:
                 steps[plan].append(seconds)
     training = {plan: {"step_seconds": statistics.median(steps[plan]), "trainable_parameters": planned[plan][2],
-                       "samples_per_second": args.batch / statistics.median(steps[plan])} for plan in PLANS}  # fmt: skip
+                       "samples_per_second": args.batch / statistics.median(steps[plan])}
+                for plan in PLANS}  # fmt: skip
     result = {"batch": args.batch, "decoder_tokens_per_batch": tokens, "new_tokens": args.new_tokens,
               "rounds": args.rounds, "threads": torch.get_num_threads(), "generation": generation,
               "training": training, "quick": args.quick}  # fmt: skip

@@ -5,10 +5,11 @@ turns the bridge's states into a few vectors in the decoder's embedding space, w
 tokens (LLaVA-style prefix); the decoder, any `AutoModelForCausalLM`, writes the caption after them. The loss covers
 caption tokens only: the prefix has no labels and padding is `-100`.
 
-The prefix is added inside `forward` whenever the decoder starts from an empty cache, so `input_ids`, `labels` and
-the returned logits are caption positions only, and `generate()` (greedy, beam search, sampling, with or without the
-KV cache) runs through transformers' `GenerationMixin` unchanged: positions come from the cache length, and the
-attention mask is widened by the prefix on every step.
+The prefix is put right after the caption's start token inside `forward`, whenever the decoder starts from an empty
+cache, so `input_ids`, `labels` and the returned logits are caption positions only (the logits at the start token's
+place are those of the prefix's last position, which predicts the first caption token), and `generate()` (greedy,
+beam search, sampling, with or without the KV cache) runs through transformers' `GenerationMixin` unchanged:
+positions come from the cache length, and the attention mask is widened by the prefix on every step.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class CaptionPrefix(nn.Module):
             batch, image_tokens = image_states.shape[:2]
             memory = torch.cat([image_states, text_states], dim=1)  # (B, Nv + Nt, D)
             mask = torch.cat([text_mask.new_ones(batch, image_tokens), text_mask], dim=1)
-            states = self.queries.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, Nq, D)
+            ids = torch.arange(self.queries.num_embeddings, device=image_states.device).expand(batch, -1)
+            states = self.queries(ids)  # (B, Nq, D)
             states = self.block.attend_self(states, None)
             states, _ = self.block.attend_other(states, memory, _key_padding_bias(mask, states.dtype), False)
             states = self.block.feed_forward(states)  # (B, Nq, D)
@@ -151,23 +153,24 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.decoder.model.get_output_embeddings()
 
-    def prefix_flops(self, image_tokens: int, text_tokens: int) -> float:
-        return self.caption_prefix.flops(image_tokens, text_tokens)
-
     def decoder_flops(self, tokens: int, logit_tokens: int) -> float:
         """Forward FLOPs of one sample through the decoder: `tokens` positions, logits for `logit_tokens`."""
         output = self.decoder.model.get_output_embeddings()
         body = sum(m.in_features * m.out_features for m in self.decoder.modules()
                    if isinstance(m, nn.Linear) and m is not output)  # fmt: skip
         config = self.config.decoder_config
-        attention = config.num_hidden_layers * attention_flops(tokens, tokens, self.decoder.hidden_size) / 2  # causal
+        # Attention counted over every (query, key) pair, causal or not, as SDPA's math and MFU conventions count it.
+        attention = config.num_hidden_layers * attention_flops(tokens, tokens, self.decoder.hidden_size)
         return 2.0 * body * tokens + attention + 2.0 * output.in_features * output.out_features * logit_tokens
 
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
-        """Prefix + decoder per sample, at the caption length of the last training batch (`caption_tokens`)."""
+        """The prefix's forward FLOPs per sample (the decoder's are `decoder_forward_flops`)."""
+        return self.caption_prefix.flops(image_tokens, text_tokens)
+
+    def decoder_forward_flops(self, image_tokens: int) -> float:
+        """The decoder's forward FLOPs per sample at the caption length of the last training batch."""
         captions = self.caption_tokens or 0
-        tokens = self.caption_prefix_length(image_tokens) + captions
-        return self.prefix_flops(image_tokens, text_tokens) + self.decoder_flops(tokens, captions)
+        return self.decoder_flops(self.caption_prefix_length(image_tokens) + captions, captions)
 
     def caption_prefix_length(self, image_tokens: int) -> int:
         return self.config.num_query_tokens or image_tokens
@@ -211,16 +214,20 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             if self.training:
                 self.caption_tokens = length
             prefix = self.image_prefix(pixel_values, text_input_ids, text_attention_mask)  # (B, P, Dd)
-            inputs_embeds = torch.cat([prefix.to(inputs_embeds.dtype), inputs_embeds], dim=1)  # (B, P + T, Dd)
-            prefix_length = prefix.shape[1]
-        else:  # the cache holds the prefix and the caption so far; the mask covers the caption so far
+            # [start] [prefix] [caption]: the start token keeps position 0, where a pretrained LM expects a real
+            # token (its attention sink); the prefix's last position then predicts the caption's first token.
+            inputs_embeds = torch.cat([inputs_embeds[:, :1], prefix.to(inputs_embeds.dtype), inputs_embeds[:, 1:]], 1)
+            prefix_length = prefix.shape[1]  # inputs_embeds is (B, 1 + P + T - 1, Dd)
+        else:  # the cache holds the start token, the prefix and the caption so far; the mask covers all but the prefix
             prefix_length = past + length - attention_mask.shape[1]
         # The prefix is always attended to; the mask must cover every position the cache and this call hold.
-        attention_mask = torch.cat([attention_mask.new_ones(batch, prefix_length), attention_mask], dim=1)
+        attention_mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, prefix_length),
+                                    attention_mask[:, 1:]], dim=1)  # fmt: skip
         if use_cache is None:
             use_cache = labels is None and not self.training
         outputs = self.decoder(inputs_embeds, attention_mask, keep=length, cache=cache, use_cache=use_cache,
-                               output_attentions=output_attentions, output_hidden_states=output_hidden_states)  # fmt: skip
+                               output_attentions=output_attentions,
+                               output_hidden_states=output_hidden_states)  # fmt: skip
         logits = outputs.logits  # (B, T, V)
         loss = None
         if labels is not None:  # position t predicts token t + 1

@@ -138,7 +138,7 @@ class ImageToTextPipeline(Pipeline):
         if self.processor is None:
             raise ValueError("ImageToTextPipeline needs the model's MMFTCaptionProcessor: pass processor= or a folder "
                              "that has one")  # fmt: skip
-        self.tokenizer = self.processor.decoder_tokenizer  # the base class pads batches with it
+        self.tokenizer = self.processor.tokenizer  # the decoder's: the base class pads batches with it
         self.image_processor = self.processor.image_processor
 
     def _sanitize_parameters(self, timeout: float | None = None, generate_kwargs: dict | None = None, **kwargs: Any):

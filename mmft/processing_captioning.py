@@ -1,8 +1,9 @@
 """`MMFTCaptionProcessor`: images, the fixed prompt the text tower reads, and captions in the decoder's vocabulary.
 
-A captioning model reads two token streams with two tokenizers: the text tower reads a fixed `prompt` (its own
-tokenizer; saved with the processor, so training and inference use the same one) and the decoder writes the caption
-(the decoder's tokenizer, saved in the `decoder_tokenizer/` subfolder). A caption becomes
+A captioning model reads two token streams with two tokenizers: the decoder writes the caption with its own tokenizer
+(`tokenizer`, saved at the folder's top level, so `processor.batch_decode`, the Trainer and pipelines use the one that
+matches the generated ids), and the text tower reads a fixed `prompt` with its tokenizer (`text_tokenizer`, saved in
+the `text_tokenizer/` subfolder; the prompt is saved too, so training and inference use the same one). A caption becomes
 `[start] caption tokens [end]`, where start and end are the decoder tokenizer's BOS and EOS (or, for BERT-style
 tokenizers, CLS and SEP); `caption_token_ids()` gives them to the model's generation config.
 """
@@ -42,20 +43,22 @@ class MMFTCaptionProcessor(MMFTProcessor):
     `text_attention_mask`); and for the decoder either the start token (to generate from) or, with `text=`, the
     captions (`input_ids`, `attention_mask`, and `labels` with -100 on padding).
 
+    `tokenizer` is the decoder's, `text_tokenizer` the text tower's.
+
     Saved beside the model and loaded back with `AutoProcessor.from_pretrained(folder)` after `import mmft`.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, decoder_tokenizer=None, prompt: str = DEFAULT_PROMPT,
+    def __init__(self, image_processor=None, tokenizer=None, text_tokenizer=None, prompt: str = DEFAULT_PROMPT,
                  max_caption_tokens: int = 32, **kwargs: Any) -> None:  # fmt: skip
         check_texts([prompt], "prompt")
         if max_caption_tokens < 1:
             raise ValueError(f"max_caption_tokens must be >= 1, got {max_caption_tokens}")
         self.prompt = prompt
         self.max_caption_tokens = max_caption_tokens
-        ProcessorMixin.__init__(self, image_processor, tokenizer, decoder_tokenizer)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, text_tokenizer)
 
     def caption_token_ids(self) -> dict[str, int | None]:
-        return caption_token_ids(self.decoder_tokenizer)
+        return caption_token_ids(self.tokenizer)
 
     def to_dict(self) -> dict[str, Any]:
         # AutoProcessor resolves `processor_class` among the classes registered for the config type, which for every
@@ -66,7 +69,7 @@ class MMFTCaptionProcessor(MMFTProcessor):
 
     def prompt_features(self, batch_size: int) -> dict[str, torch.Tensor]:
         """The prompt for `batch_size` images: text_input_ids / text_attention_mask, (B, Nt)."""
-        encoded = self.tokenizer([self.prompt], return_tensors="pt", return_token_type_ids=False)
+        encoded = self.text_tokenizer([self.prompt], return_tensors="pt", return_token_type_ids=False)
         return {"text_input_ids": encoded["input_ids"].expand(batch_size, -1).clone(),
                 "text_attention_mask": encoded["attention_mask"].expand(batch_size, -1).clone()}  # fmt: skip
 
@@ -79,7 +82,7 @@ class MMFTCaptionProcessor(MMFTProcessor):
         """`[start] tokens [end]` per caption (at most `max_caption_tokens` tokens between them), right-padded:
         input_ids / attention_mask / labels (B, T); labels are the ids with -100 on padding."""
         ids = self.caption_token_ids()
-        bodies = self.decoder_tokenizer(list(check_texts(captions, "caption")), add_special_tokens=False)["input_ids"]
+        bodies = self.tokenizer(list(check_texts(captions, "caption")), add_special_tokens=False)["input_ids"]
         rows = [[ids["bos"], *body[: self.max_caption_tokens], ids["eos"]] for body in bodies]
         width = max(len(row) for row in rows)
         input_ids = torch.full((len(rows), width), ids["pad"], dtype=torch.long)
@@ -118,18 +121,18 @@ class MMFTCaptionProcessor(MMFTProcessor):
         for row in sequences.tolist():
             row = row[1:] if row and row[0] == ids["bos"] else row
             row = row[: row.index(ids["eos"])] if ids["eos"] in row else row
-            captions.append(self.decoder_tokenizer.decode(row, skip_special_tokens=True).strip())
+            captions.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return captions
 
     @classmethod
     def from_towers(cls, vision: str, text: str, decoder: str, image_size: int | None = None,
                     vision_model_args: dict | None = None, **kwargs: Any) -> "MMFTCaptionProcessor":  # fmt: skip
-        """The processor of the towers and decoder named as in `MMFTForConditionalGeneration.from_vision_text_pretrained`
-        (`kwargs`: `prompt`, `max_caption_tokens`)."""
+        """The processor of the towers and decoder named as `MMFTForConditionalGeneration.from_vision_text_pretrained`
+        takes them (`kwargs`: `prompt`, `max_caption_tokens`)."""
         from .towers import load_decoder_tokenizer
 
         base = MMFTProcessor.from_vision_text_pretrained(vision, text, image_size, vision_model_args)
-        return cls(base.image_processor, base.tokenizer, load_decoder_tokenizer(decoder), **kwargs)
+        return cls(base.image_processor, load_decoder_tokenizer(decoder), base.tokenizer, **kwargs)
 
 
 __all__ = ["DEFAULT_PROMPT", "MMFTCaptionProcessor", "caption_token_ids"]

@@ -215,7 +215,9 @@ def decoder_config_from_name(name: str, overrides: dict[str, Any] | None = None)
         ) from error
     for key, value in (overrides or {}).items():
         if key not in config.to_dict():
-            raise ValueError(f"decoder_model_args: {key!r} is not a field of the {config.model_type} config of {name!r}")
+            raise ValueError(
+                f"decoder_model_args: {key!r} is not a field of the {config.model_type} config of {name!r}"
+            )
         setattr(config, key, value)
     return config
 

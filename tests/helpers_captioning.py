@@ -3,12 +3,15 @@ folder), a tiny captioning model on it, its processor, and a few scenes images w
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config
+from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from mmft.data.scenes import scene
 from mmft.modeling_captioning import MMFTForConditionalGeneration
 from mmft.processing_captioning import MMFTCaptionProcessor
 from mmft.processing_mmft import MMFTProcessor
@@ -45,15 +48,11 @@ def tiny_caption_processor(decoder_dir: Path | None = None) -> MMFTCaptionProces
     """Image processor for the tiny towers, MiniLM's tokenizer for the prompt and for captions (BERT vocabulary)."""
     base = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=IMAGE_SIZE)
     decoder_tokenizer = AutoTokenizer.from_pretrained(decoder_dir or resolve_name("minilm"))
-    return MMFTCaptionProcessor(base.image_processor, base.tokenizer, decoder_tokenizer, max_caption_tokens=16)
+    return MMFTCaptionProcessor(base.image_processor, decoder_tokenizer, base.tokenizer, max_caption_tokens=16)
 
 
 def scenes_rows(count: int, split: str = "test") -> tuple[list, list[list[str]]]:
     """(PIL images, caption lists) of the first `count` scenes of a split."""
-    from mmft.data.scenes import scene
-
-    from PIL import Image
-    import io
-
     rows = [scene(index, split) for index in range(count)]
-    return [Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB") for row in rows], [row["captions"] for row in rows]
+    images = [Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB") for row in rows]
+    return images, [row["captions"] for row in rows]

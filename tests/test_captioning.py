@@ -148,7 +148,7 @@ def test_user_decoder_folder_and_processor_round_trip(tmp_path, batch):
     processor.save_pretrained(tmp_path / "saved")
     loaded = AutoProcessor.from_pretrained(tmp_path / "saved")
     assert type(loaded).__name__ == "MMFTCaptionProcessor" and loaded.prompt == "what is in the picture"
-    assert (tmp_path / "saved" / "decoder_tokenizer").is_dir()
+    assert (tmp_path / "saved" / "text_tokenizer").is_dir()
     features = loaded(text=CAPTIONS)
     assert features["input_ids"][0, 0] == 101
     assert (features["labels"] == -100).sum() == (features["attention_mask"] == 0).sum() > 0
@@ -177,7 +177,8 @@ def test_lora_decoder_plan_trains_only_adapters_and_always_trained_parts(batch):
         assert torch.equal(base[key], initial[original]), key  # frozen under LoRA
     # negative control: the full plan trains the decoder's embeddings and output layer
     full = LoraPlan(vision="frozen", text="frozen", decoder="full").apply(tiny_caption_model())
-    assert full.decoder.model.lm_head.weight.requires_grad and full.decoder.model.model.embed_tokens.weight.requires_grad
+    decoder = full.decoder.model
+    assert decoder.lm_head.weight.requires_grad and decoder.model.embed_tokens.weight.requires_grad
     counts = LoraPlan.trainable_parameters(full)
     assert counts["decoder"] == sum(p.numel() for p in full.decoder.parameters()) and counts["vision"] == 0
 
@@ -211,3 +212,26 @@ def test_generation_reads_the_decoder_config():
     assert config.get_text_config().vocab_size == 30522  # beam search indexes by the decoder's vocabulary
     assert config.get_text_config(encoder=True) is not config.decoder_config
     assert mmft.TASKS["captioning"].model_class is MMFTForConditionalGeneration
+
+
+def test_flops_estimate_matches_torch_flop_counter(batch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmft.flops import forward_flops, training_flops
+
+    model = tiny_caption_model().eval()
+    pixels = batch["pixel_values"]
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(**{k: v for k, v in batch.items() if k != "labels"})
+    counted = counter.get_total_flops() / len(pixels)
+    model.caption_tokens = batch["input_ids"].shape[1]  # what a training forward records
+    fused = model.mmft(pixels, batch["text_input_ids"], batch["text_attention_mask"])
+    estimate = forward_flops(model, fused.image_states.shape[1], fused.text_states.shape[1], tuple(pixels.shape[1:]))
+    assert estimate.decoder > 0 and estimate.total == pytest.approx(counted, rel=0.06)
+    frozen = LoraPlan(vision="full", text="frozen", decoder="frozen").apply(model)
+    assert training_flops(frozen, estimate) == pytest.approx(
+        3 * (estimate.vision + estimate.bridge) + estimate.text + 2 * estimate.decoder)  # backward through the decoder
+    full = LoraPlan(vision="full", text="frozen", decoder="full").apply(tiny_caption_model())
+    assert training_flops(full, estimate) == pytest.approx(
+        3 * (estimate.vision + estimate.bridge) + estimate.text + 3 * estimate.decoder)

@@ -113,7 +113,8 @@ def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
         merged = LoraPlan.merge(peft_model).eval()
         assert (merged(**batch).logits - expected).abs().max() <= 1e-5
     state = merged.state_dict()
-    for key in ("decoder.model.model.layers.0.self_attn.q_proj.weight", "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
+    for key in ("decoder.model.model.layers.0.self_attn.q_proj.weight",
+                "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
                 "mmft.text_tower.model.encoder.layer.0.output.dense.weight", "mmft.bridge.image_blocks.0.ffn.0.weight",
                 "caption_prefix.projection.weight", "caption_prefix.queries.weight"):  # fmt: skip
         assert not torch.equal(state[key], initial[key]), key

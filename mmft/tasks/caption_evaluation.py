@@ -27,7 +27,8 @@ from ..metrics.captioning import cider_d, prepare_captions
 SIMILARITY_CHUNK = 1024  # eval images compared with every training image at a time
 
 
-def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]], suffix: str = "") -> dict[str, float]:
+def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                   suffix: str = "") -> dict[str, float]:  # fmt: skip
     """BLEU-1..4, CIDEr-D and ROUGE-L of `predictions`; `suffix` is appended to every key (e.g. `_baseline_nearest`)."""
     bleu = load_metric("bleu").compute(predictions=list(predictions), references=[list(r) for r in references])
     cider = load_metric("cider").compute(predictions=list(predictions), references=[list(r) for r in references])

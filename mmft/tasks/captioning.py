@@ -117,9 +117,8 @@ class CaptioningTask(Task):
 
     def encode(self, data: TaskData, split: str) -> Callable:
         if split == "train":
-            return lambda batch: {CAPTION_KEY: [captions[i] for captions, i in zip(batch["captions"],
-                                                                                   batch["caption_index"])]}  # fmt: skip
-        return lambda batch: {CAPTION_KEY: [captions[0] for captions in batch["captions"]]}  # eval loss: the first
+            return lambda batch: {CAPTION_KEY: [group[i] for group, i in zip(batch["captions"], batch["caption_index"])]}
+        return lambda batch: {CAPTION_KEY: [group[0] for group in batch["captions"]]}  # eval loss: the first caption
 
     def collator(self, processor, max_length: int) -> Callable:
         return CaptionCollator(processor)
