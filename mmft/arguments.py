@@ -99,6 +99,10 @@ class LoraArguments:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: str = field(default="attention", metadata={"help": "attention | attention+mlp"})
+    lora_quantize: str | None = field(
+        default=None, metadata={"help": "4bit (QLoRA: NF4 frozen/LoRA towers through bitsandbytes) or 8bit; "
+                                "bridge and head stay full precision"},
+    )  # fmt: skip
     save_merged: bool = field(default=True, metadata={"help": "save LoRA merged into a plain model (else the adapter)"})
 
 
@@ -115,6 +119,9 @@ class OutputArguments:
     )
     plots: bool = field(default=True, metadata={"help": "PNG plots of loss, learning rate, eval metrics in output_dir"})
     model_card: bool = field(default=True, metadata={"help": "write README.md (Hub model card) in output_dir"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "delete the checkpoints in output_dir (another run's) and start afresh"}
+    )
 
 
 class RecipeArguments(NamedTuple):
@@ -167,7 +174,21 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
         *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
     )
     check_precision(parsed.training)
+    check_streaming(parsed.data, parsed.training)
     return parsed
+
+
+def check_streaming(data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """A stream has no length: `--max_steps` says how long to train, and `--max_train_samples` has no meaning."""
+    if not data_args.streaming:
+        return
+    if training_args.max_steps <= 0:
+        raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by. Steps per pass "
+                         "over the data = rows / (per_device_train_batch_size x processes x accumulation steps)")  # fmt: skip
+    if data_args.max_train_samples:
+        raise ValueError("--max_train_samples does not apply to --streaming; --max_steps bounds training")
+    if data_args.streaming_head_rows < 1 or data_args.streaming_shuffle_buffer < 0:
+        raise ValueError("--streaming_head_rows must be >= 1 and --streaming_shuffle_buffer >= 0")
 
 
 def cpu_unless_accelerator(argv: list[str]) -> list[str]:

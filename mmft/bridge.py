@@ -14,14 +14,58 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 
 @dataclass
-class BridgeOutput:
-    text_states: torch.Tensor  # (B, Nt, D)
-    image_states: torch.Tensor  # (B, Nv, D)
-    pooled: torch.Tensor  # (B, pooled_size)
-    cross_attentions: tuple[torch.Tensor, ...] | None = None  # per layer, text->image weights (B, H, Nt, Nv)
+class BridgeOutput(ModelOutput):
+    """
+    text_states (`(B, Nt, D)`), image_states (`(B, Nv, D)`): both streams after the bridge; pooled (`(B, P)`).
+    hidden_states (with `output_hidden_states=True`): `(text, image)`, each a tuple of the stream as it entered the
+        bridge, then after each bridge layer that updates it (before the bridge's final LayerNorm).
+    attentions (with `output_attentions=True`): `(text, image)`, each a tuple of that stream's self-attention
+        weights per layer, `(B, H, N, N)`.
+    cross_attentions: text->image weights per layer `(B, H, Nt, Nv)`; image_cross_attentions: image->text
+        `(B, H, Nv, Nt)` (co-attention only). Bridges without attention return none of these.
+    """
+
+    text_states: torch.Tensor | None = None
+    image_states: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # 4th, where bridges written before the others put it
+    hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    image_cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class LayerTrace:
+    """What a bridge collects while it runs, when asked: each stream's states and each attention's weights.
+
+    `add` takes one layer's results; a stream or an attention a layer does not have is None and is not recorded.
+    """
+
+    def __init__(self, text: torch.Tensor, image: torch.Tensor, attentions: bool, hidden_states: bool) -> None:
+        self.attentions, self.hidden_states = attentions, hidden_states
+        self.states: tuple[list, list] = ([text], [image])
+        self.weights: tuple[list, ...] = ([], [], [], [])  # text self, image self, text->image, image->text
+
+    def add(self, text: torch.Tensor | None, image: torch.Tensor | None, *weights: torch.Tensor | None) -> None:
+        states = (text, image) if self.hidden_states else (None, None)  # hold no layer's states unless asked
+        for kept, value in zip((*self.states, *self.weights), (*states, *weights)):
+            if value is not None:
+                kept.append(value)
+
+    def output(self, text_states: torch.Tensor, image_states: torch.Tensor, pooled: torch.Tensor) -> BridgeOutput:
+        text_self, image_self, text_cross, image_cross = (tuple(w) for w in self.weights)
+        return BridgeOutput(
+            text_states,
+            image_states,
+            pooled,
+            hidden_states=tuple(tuple(s) for s in self.states) if self.hidden_states else None,
+            attentions=(text_self, image_self) if self.attentions and text_cross else None,
+            cross_attentions=text_cross if self.attentions and text_cross else None,
+            image_cross_attentions=image_cross if self.attentions and image_cross else None,
+        )
 
 
 def _key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -67,6 +111,10 @@ class Attention(nn.Module):
         self.value_bias = nn.Parameter(torch.zeros(hidden_size))
         self.output = nn.Linear(hidden_size, hidden_size)
         self.dropout = dropout
+
+    def reset_parameters(self) -> None:
+        """Initialise this module's own parameter (`_init_weights` asks every module with a bare parameter)."""
+        nn.init.zeros_(self.value_bias)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -120,9 +168,12 @@ class StreamBlock(nn.Module):
         self.ffn = FeedForward(width, config.intermediate_size, config.hidden_dropout)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def attend_self(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def attend_self(
+        self, x: torch.Tensor, bias: torch.Tensor | None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed = self.self_norm(x)
-        return x + self.dropout(self.self_attention(normed, normed, bias)[0])
+        attended, weights = self.self_attention(normed, normed, bias, need_weights)
+        return x + self.dropout(attended), weights
 
     def attend_other(
         self, x: torch.Tensor, other: torch.Tensor, other_bias: torch.Tensor | None, need_weights: bool
@@ -165,6 +216,7 @@ class Bridge(nn.Module):
         image_states: torch.Tensor,
         text_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> BridgeOutput:
         raise NotImplementedError
 
@@ -188,32 +240,32 @@ class CoAttentionBridge(Bridge):
         return len(self.text_blocks) * per_layer
 
     def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
-        """Bridge layer `index`: both self-attentions, both cross-attentions, both feed-forwards."""
+        """Bridge layer `index`: both self-attentions, both cross-attentions, both feed-forwards.
+
+        Returns (text, image, text self, image self, text->image, image->text); the weights are None unless asked.
+        """
         text_block, image_block = self.text_blocks[index], self.image_blocks[index]
-        text_states = text_block.attend_self(text_states, text_bias)  # (B, Nt, D)
-        image_states = image_block.attend_self(image_states, None)  # (B, Nv, D)
+        text_states, text_self = text_block.attend_self(text_states, text_bias, output_attentions)  # (B, Nt, D)
+        image_states, image_self = image_block.attend_self(image_states, None, output_attentions)  # (B, Nv, D)
         # Both directions read the other stream as it was before this layer's cross-attention.
-        new_text, weights = text_block.attend_other(text_states, image_states, None, output_attentions)
-        image_states, _ = image_block.attend_other(image_states, text_states, text_bias, False)
+        new_text, text_cross = text_block.attend_other(text_states, image_states, None, output_attentions)
+        image_states, image_cross = image_block.attend_other(image_states, text_states, text_bias, output_attentions)
         text_states = text_block.feed_forward(new_text)
         image_states = image_block.feed_forward(image_states)
-        return text_states, image_states, weights  # weights: (B, H, Nt, Nv) or None
+        return text_states, image_states, text_self, image_self, text_cross, image_cross
 
-    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+    def forward(
+        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
+    ) -> BridgeOutput:
         text_bias = _key_padding_bias(text_mask, text_states.dtype)  # (B, 1, 1, Nt)
-        cross_attentions = []
+        trace = LayerTrace(text_states, image_states, output_attentions, output_hidden_states)
         for index in range(len(self.text_blocks)):
-            text_states, image_states, weights = self.run_layer(
+            text_states, image_states, *weights = self.run_layer(
                 self.layer, index, text_states, image_states, text_bias, output_attentions
             )
-            cross_attentions.append(weights)
+            trace.add(text_states, image_states, *weights)
         text_states, image_states = self.text_norm(text_states), self.image_norm(image_states)
-        return BridgeOutput(
-            text_states,
-            image_states,
-            _pool(text_states, image_states),
-            tuple(cross_attentions) if output_attentions else None,
-        )
+        return trace.output(text_states, image_states, _pool(text_states, image_states))
 
 
 class CrossAttentionBridge(Bridge):
@@ -231,27 +283,27 @@ class CrossAttentionBridge(Bridge):
         return len(self.text_blocks) * stream_block_flops(text_tokens, image_tokens, width, ffn)
 
     def layer(self, index: int, text_states, image_states, text_bias, output_attentions: bool) -> tuple:
-        """Bridge layer `index`: text self-attention, text->image cross-attention, feed-forward."""
-        block = self.text_blocks[index]
-        text_states = block.attend_self(text_states, text_bias)
-        text_states, weights = block.attend_other(text_states, image_states, None, output_attentions)
-        return block.feed_forward(text_states), weights  # (B, Nt, D), (B, H, Nt, Nv) or None
+        """Bridge layer `index`: text self-attention, text->image cross-attention, feed-forward.
 
-    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+        Returns (text (B, Nt, D), text self weights, text->image weights (B, H, Nt, Nv)); weights None unless asked.
+        """
+        block = self.text_blocks[index]
+        text_states, text_self = block.attend_self(text_states, text_bias, output_attentions)
+        text_states, text_cross = block.attend_other(text_states, image_states, None, output_attentions)
+        return block.feed_forward(text_states), text_self, text_cross
+
+    def forward(
+        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
+    ) -> BridgeOutput:
         text_bias = _key_padding_bias(text_mask, text_states.dtype)
-        cross_attentions = []
+        trace = LayerTrace(text_states, image_states, output_attentions, output_hidden_states)
         for index in range(len(self.text_blocks)):
-            text_states, weights = self.run_layer(
+            text_states, text_self, text_cross = self.run_layer(
                 self.layer, index, text_states, image_states, text_bias, output_attentions
             )
-            cross_attentions.append(weights)
+            trace.add(text_states, None, text_self, None, text_cross, None)  # the image stream passes unchanged
         text_states = self.text_norm(text_states)
-        return BridgeOutput(
-            text_states,
-            image_states,
-            _pool(text_states, image_states),
-            tuple(cross_attentions) if output_attentions else None,
-        )
+        return trace.output(text_states, image_states, _pool(text_states, image_states))
 
 
 class ConcatBridge(Bridge):
@@ -265,8 +317,11 @@ class ConcatBridge(Bridge):
     def flops(self, text_tokens: int, image_tokens: int) -> float:
         return 2.0 * (2 * self.config.hidden_size) ** 2
 
-    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
-        return BridgeOutput(text_states, image_states, self.mlp(_pool(text_states, image_states)))
+    def forward(
+        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
+    ) -> BridgeOutput:
+        trace = LayerTrace(text_states, image_states, output_attentions, output_hidden_states)
+        return trace.output(text_states, image_states, self.mlp(_pool(text_states, image_states)))
 
 
 class ProductBridge(Bridge):
@@ -284,9 +339,12 @@ class ProductBridge(Bridge):
         width = self.config.hidden_size
         return 2.0 * 2 * width * width + 2.0 * width * 2 * width  # both factor projections, then the MLP
 
-    def forward(self, text_states, image_states, text_mask=None, output_attentions=False) -> BridgeOutput:
+    def forward(
+        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
+    ) -> BridgeOutput:
         fused = self.text_proj(text_states[:, 0]) * self.image_proj(image_states.mean(1))  # (B, D)
-        return BridgeOutput(text_states, image_states, self.mlp(fused))  # (B, 2D)
+        trace = LayerTrace(text_states, image_states, output_attentions, output_hidden_states)
+        return trace.output(text_states, image_states, self.mlp(fused))  # pooled (B, 2D)
 
 
 BRIDGES: dict[str, type[Bridge]] = {
@@ -314,6 +372,7 @@ def build_bridge(config) -> Bridge:
 def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: int, image_tokens: int) -> float:
     import json
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     from .configuration_mmft import MMFTConfig
@@ -323,6 +382,7 @@ def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: in
     with torch.device("meta"):
         bridge = bridge_class(config).eval()
         text, image = torch.empty(1, text_tokens, width), torch.empty(1, image_tokens, width)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        # The math backend runs attention as matmuls, which the counter sees (fused CPU kernels it does not count).
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             bridge(text, image, torch.ones(1, text_tokens, dtype=torch.long))
     return float(counter.get_total_flops())

@@ -234,11 +234,13 @@ class ModelCardCallback(TrainerCallback):
     def __init__(self, dataset: str | None = None, lora_plan=None, model_name: str | None = None) -> None:
         self.dataset, self.lora_plan, self.model_name = dataset, lora_plan, model_name
 
-    def write(self, args: TrainingArguments, state: TrainerState | None, model) -> Path:
+    def write(self, args: TrainingArguments, state: TrainerState | None, model, output_dir: str | Path | None = None
+              ) -> Path:  # fmt: skip
+        """Write the card into `output_dir` (default: `args.output_dir`; the final save passes its staging folder)."""
         from .hub import write_model_card
 
         return write_model_card(
-            args.output_dir, model, args, dataset=self.dataset, lora_plan=self.lora_plan,
+            output_dir or args.output_dir, model, args, dataset=self.dataset, lora_plan=self.lora_plan,
             log_history=state.log_history if state else None, model_name=self.model_name,
         )  # fmt: skip
 

@@ -32,13 +32,18 @@ def load_model(path: str, task: str | None = None):
     if task is not None and get_task(task) is not saved_task:
         raise SystemExit(f"mmft: {path} holds a {saved_task.name!r} model ({saved_task.model_class.__name__}), "
                          f"not a {task!r} one; drop --task or pass --task {saved_task.name}")  # fmt: skip
-    folder = Path(path)
-    if (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").is_file():
-        from .hub import load_adapter_model
+    from .safe_loading import PickledWeightsError
 
-        model = load_adapter_model(path, merge=True)
-    else:
-        model = saved_task.model_class.from_pretrained(path)
+    folder = Path(path)
+    try:
+        if (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").is_file():
+            from .hub import load_adapter_model
+
+            model = load_adapter_model(path, merge=True)
+        else:
+            model = saved_task.model_class.from_pretrained(path)
+    except PickledWeightsError as error:  # safetensors only: say why, without a traceback
+        raise SystemExit(f"mmft: {error}") from None
     return model.eval(), AutoProcessor.from_pretrained(path), saved_task
 
 
@@ -62,12 +67,14 @@ def _rows_from_jsonl(path: Path, text_key: str | None) -> Iterator[dict]:
 
 def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
     """The eval split (or `split`) of any dataset the task's recipe reads (its named datasets, a folder, a Hub id)."""
+    from datasets import Image
+
     from .data import SourceSpec, load_splits
 
     instance = task()
     spec = SourceSpec(dataset=name, eval_split=split)
     _, evaluation = load_splits(spec, task.columns, instance.column_map(), instance.datasets(), task.keep_columns)
-    yield from evaluation
+    yield from evaluation.cast_column("image", Image(decode=False))  # decoded by the pipeline, as in training
 
 
 def _predict(args: argparse.Namespace) -> int:

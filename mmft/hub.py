@@ -8,8 +8,12 @@ Metadata goes through `huggingface_hub.ModelCardData` / `EvalResult`, which writ
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,6 @@ LIMITATIONS = (
     "- Scores are the model's confidence, not calibrated probabilities.\n"
     "- Accuracy is measured on the test split named below; it says nothing about other data."
 )
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-MERGED_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 # -- card ---------------------------------------------------------------------------------------------------------
@@ -55,6 +57,9 @@ def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
         if uses_lora(model, lora_plan):
             rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
                         f"targets={lora_plan.targets} |")  # fmt: skip
+        if getattr(lora_plan, "quantize", None):
+            rows.append(f"| QLoRA | lora/frozen towers held in {lora_plan.quantize} while training (bitsandbytes); "
+                        "a merged save is dequantized to fp32 |")  # fmt: skip
     else:
         counts = LoraPlan.trainable_parameters(model)
         rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
@@ -188,14 +193,6 @@ def write_model_card(output_dir: str | Path, model, args, dataset: str | None = 
 
 
 # -- saving and loading -------------------------------------------------------------------------------------------
-def remove_files(output_dir: str | Path, names: tuple[str, ...]) -> None:
-    """Delete weight files of the other format, e.g. adapter files a checkpoint push copied beside a merged model."""
-    for name in names:
-        path = Path(output_dir) / name
-        if path.is_file():
-            path.unlink()
-
-
 @contextlib.contextmanager
 def full_parameters(trainer) -> Iterator[None]:
     """Inside: every parameter of the trained model is whole on every process, so it can be merged and saved.
@@ -214,20 +211,89 @@ def full_parameters(trainer) -> Iterator[None]:
         yield
 
 
-def save_final(model, processor, output_dir: str | Path, merged: bool) -> Any:
-    """Save the merged model (or the peft adapter plus the base config) and the processor; returns what was saved."""
+STAGING_PREFIX = ".final-"  # the temporary folder inside output_dir a final save is written to first
+# A final save's weight files: one save's must never sit beside another's (an adapter_config.json beside a merged
+# model makes transformers load the folder as an adapter).
+WEIGHT_FILE_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+                        "pytorch_model*.bin", "pytorch_model.bin.index.json", "adapter_model.safetensors",
+                        "adapter_model.bin", "adapter_config.json")  # fmt: skip
+
+
+def _loading_problems(folder: Path, final, adapter: bool) -> list[str]:
+    """Why the model saved in `folder` does not load back whole (empty: it does)."""
+    from safetensors import safe_open
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if adapter:
+        from peft import get_peft_model_state_dict
+
+        with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as handle:
+            saved = set(handle.keys())
+        expected = set(get_peft_model_state_dict(final).keys())
+        return [f"adapter keys missing: {sorted(expected - saved)[:5]}"] if expected - saved else []
+    if is_deepspeed_zero3_enabled():
+        # from_pretrained would partition the copy across processes that are not loading it: read the headers only
+        for path in folder.glob("*.safetensors"):
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        return []
+    _, info = type(final).from_pretrained(folder, output_loading_info=True, use_safetensors=True)
+    kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")
+    return [f"{kind}: {sorted(map(str, info[kind]))[:5]}" for kind in kinds if info.get(kind)]
+
+
+def _is_weights(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHT_FILE_PATTERNS)
+
+
+def _publish(staging: Path, output_dir: Path) -> None:
+    """Move every file of `staging` into `output_dir` (os.replace: each file whole), weights last; then delete the
+    previous save's weight files that the new one does not have (e.g. an adapter beside a merged model)."""
+    new = sorted(p.name for p in staging.iterdir())
+    for name in sorted(new, key=_is_weights):
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    for stale in output_dir.iterdir():
+        if stale.is_file() and _is_weights(stale.name) and stale.name not in new:
+            stale.unlink()
+
+
+def save_final(model, processor, output_dir: str | Path, merged: bool,
+               extras: Callable[[Path, Any], None] | None = None) -> Any:  # fmt: skip
+    """Save the final model all or nothing; returns what was saved (the merged model, or the peft model).
+
+    The merged model (or the peft adapter plus the base config), the processor and whatever `extras(folder, final)`
+    writes (predictions, results, card) go to a temporary folder inside `output_dir` first; the model is loaded back
+    from there, and only then is each file moved into place. A full disk, a kill or a model that does not load back
+    leaves the previous final model in `output_dir` as it was.
+    """
     from .lora import LoraPlan as Plan
 
     output_dir = Path(output_dir)
-    is_peft = hasattr(model, "peft_config")
-    final = Plan.merge(model) if merged else model
-    remove_files(output_dir, MERGED_FILES if (is_peft and not merged) else ADAPTER_FILES)
-    final.save_pretrained(output_dir)
-    if is_peft and not merged:  # what `load_adapter_model` rebuilds the base from, and which head class
-        inner = task_model(model)
-        inner.config.architectures = [type(inner).__name__]
-        inner.config.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in output_dir.glob(f"{STAGING_PREFIX}*"):  # a save killed before its move
+        shutil.rmtree(leftover, ignore_errors=True)
+    adapter = hasattr(model, "peft_config") and not merged
+    final = model if adapter else Plan.merge(model)  # merging a plain model only dequantizes (QLoRA)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
+    try:
+        final.save_pretrained(staging)
+        if adapter:  # what `load_adapter_model` rebuilds the base from, and which head class
+            inner = task_model(model)
+            inner.config.architectures = [type(inner).__name__]
+            inner.config.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if extras is not None:
+            extras(staging, final)
+        problems = _loading_problems(staging, final, adapter)
+        if problems:
+            raise ValueError(f"the final model saved to {staging} does not load back ({'; '.join(problems)}); "
+                             f"the previous contents of {output_dir} are kept")  # fmt: skip
+        _publish(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
@@ -240,7 +306,10 @@ def load_adapter_model(path: str, merge: bool = False):
     from peft import PeftConfig, PeftModel
 
     from .configuration_mmft import MMFTConfig
+    from .safe_loading import require_safetensors_adapter
     from .tasks import task_for_model
+
+    require_safetensors_adapter(path)  # before peft could fall back to a pickled adapter_model.bin
     peft_config = PeftConfig.from_pretrained(path)
     config = MMFTConfig.from_pretrained(path)
     model = task_for_model(config).model_class(config)
@@ -285,7 +354,8 @@ def push_output_dir(trainer, commit_message: str = "End of training") -> Any:
 
     return hf_api().upload_folder(
         repo_id=trainer.hub_model_id, folder_path=str(args.output_dir), commit_message=commit_message,
-        token=args.hub_token, revision=args.hub_revision, ignore_patterns=["_*", "checkpoint-*"],
+        token=args.hub_token, revision=args.hub_revision,
+        ignore_patterns=["_*", "checkpoint-*", "incomplete-checkpoint-*", f"{STAGING_PREFIX}*"],
     )  # fmt: skip
 
 

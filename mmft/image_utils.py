@@ -1,8 +1,15 @@
-"""Open untrusted image files safely and turn any PIL image a dataset may hold into 8-bit RGB."""
+"""Open untrusted image files safely and turn any PIL image a dataset may hold into 8-bit RGB.
+
+`load_rgb` is the one decode path: training (`mmft.data.collator.decode_image`), the pipelines, `mmft predict` and
+`mmft explain` all call it, so a model is never asked about a different picture than the one it was trained on.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import os
 import warnings
 from typing import Any
 
@@ -74,3 +81,39 @@ def image_source(image: dict[str, Any] | None) -> tuple[str | bytes | None, str]
     if image.get("bytes") is not None:
         return image["bytes"], image.get("path") or "embedded bytes"
     return image.get("path"), image.get("path") or "no path"
+
+
+def _fetched(source: str, timeout: float | None) -> bytes:
+    """The bytes behind a URL or a base64 string (optionally a `data:image/...;base64,` URI)."""
+    if source.startswith(("http://", "https://")):
+        from urllib.request import urlopen
+
+        with urlopen(source, timeout=timeout) as response:  # follows redirects; raises on HTTP errors
+            return response.read()
+    try:
+        return base64.b64decode(source.split(",", 1)[1] if source.startswith("data:image/") else source, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageDataError(f"{source[:80]!r} is not an existing file, an http(s) URL or a base64 image") from None
+
+
+def load_rgb(image: Any, timeout: float | None = None) -> Image.Image:
+    """
+    Any image source as the 8-bit RGB image training sees: a PIL image, a file path, an undecoded `datasets` image
+    ({"path", "bytes"}), raw bytes, an http(s) URL or a base64 string.
+
+    Every source is opened with `open_image` and converted with `to_rgb` (EXIF rotation, transparency on white,
+    16-bit rescaled). URLs are fetched here rather than by transformers' `load_image`, which flattens transparency
+    with a plain `convert("RGB")`.
+    """
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, dict):
+        image = image_source(image)[0]
+        if image is None:
+            raise ImageDataError("the dataset row has no image (neither path nor bytes)")
+    if isinstance(image, (str, os.PathLike)) and (os.path.exists(image) or not isinstance(image, str)):
+        image = os.fspath(image)
+    elif isinstance(image, str):
+        image = _fetched(image, timeout)
+    with open_image(image) as opened:
+        return to_rgb(opened)

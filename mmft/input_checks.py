@@ -31,11 +31,6 @@ def text_problem(text: Any, what: str = "text") -> str | None:
     return None
 
 
-def question_problem(question: Any) -> str | None:
-    """`text_problem` for a VQA question."""
-    return text_problem(question, "question")
-
-
 def check_texts(texts: Sequence[Any], what: str = "text") -> list[str]:
     """The texts as a list of str, or a `ValueError` naming the first unusable one."""
     for index, text in enumerate(texts):

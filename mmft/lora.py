@@ -10,9 +10,12 @@ families; a tower asked for LoRA that has no matching layer is an error.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from torch import nn
+
+from .quantize import dequantize, quantize_problem, quantize_towers
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class LoraPlan:
     alpha: int = 32
     dropout: float = 0.05
     targets: str = "attention"
+    quantize: str | None = None  # "4bit" / "8bit": QLoRA, frozen and LoRA towers through bitsandbytes
 
     def __post_init__(self) -> None:
         for tower in TOWERS:
@@ -73,6 +77,8 @@ class LoraPlan:
             raise ValueError(f"LoraPlan.targets={self.targets!r}; choose one of {', '.join(TARGET_SETS)}")
         if self.r < 1:
             raise ValueError(f"LoraPlan.r must be >= 1, got {self.r}")
+        if self.quantize is not None and (problem := quantize_problem(self.quantize)):
+            raise ValueError(f"LoraPlan: {problem}")  # refused now, not after the data and model are loaded
 
     def target_modules(self, model: nn.Module) -> dict[str, list[str]]:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
@@ -100,6 +106,10 @@ class LoraPlan:
     def apply(self, model: nn.Module) -> nn.Module:
         """Freeze, wrap and return the model: a peft model when any tower uses LoRA, else the model itself."""
         towers = tower_names(model)
+        if self.quantize:  # before the adapters, so that peft puts its bitsandbytes LoRA layers on them
+            quantized = {kind: module for kind, module in task_model(model).towers().items()
+                         if getattr(self, kind, "frozen") != "full"}  # fmt: skip
+            quantize_towers(task_model(model), quantized, self.quantize)
         targets = self.target_modules(model)
         full = [prefix for kind, prefix in towers.items() if getattr(self, kind, "frozen") == "full"]
         if not targets:  # no adapters: plain requires_grad switches, no peft wrapper needed
@@ -118,12 +128,20 @@ class LoraPlan:
             modules_to_save=[*task_model(model).trained_module_names(), *full],
         )
         peft_model = get_peft_model(model, config)
+        if _fsdp_launch():
+            # FSDP shards module by module and walks children without de-duplicating: a module held under both
+            # of peft's slots would be sharded twice. Under FSDP the copy is sharded too, so it costs less.
+            logger.info("FSDP launch: keeping peft's separate trained copy of the bridge, head and full towers")
+        else:
+            train_in_place(peft_model)
         self.report(peft_model)
         return peft_model
 
     @staticmethod
     def merge(model: nn.Module) -> nn.Module:
-        """Fold LoRA weights into their layers and return the plain mmft model (trained copies kept)."""
+        """Fold LoRA weights into their layers and return the plain mmft model (trained copies kept); quantized
+        layers come back in fp32, their LoRA update added in fp32 (see `mmft.quantize.dequantize`)."""
+        dequantize(model)
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
     @staticmethod
@@ -144,6 +162,28 @@ class LoraPlan:
         parts = ", ".join(f"{part} {count:,}" for part, count in counts.items())
         logger.warning("LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)", plan, self.r, parts,
                        100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
+
+
+def _fsdp_launch() -> bool:
+    """Whether `accelerate launch` was given an FSDP config (it tells the processes through the environment)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true", "yes"}
+
+
+def train_in_place(peft_model: nn.Module) -> None:
+    """Train each `modules_to_save` module in place instead of in a copy.
+
+    peft keeps an untouched original beside a trained copy of every module it saves (bridge, projections, head, a
+    fully trained tower), so that adapters can be switched off. mmft never switches them off, and the copy cost a
+    second bridge (117M parameters with ViT-B/BERT-base and 6 bridge layers). Pointing the trained slot at the
+    original module frees the copy; saving, loading and merging see the same tensors under the same names. (Inside
+    `peft_model.disable_adapter()` these modules then keep their trained weights.)
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    for wrapper in [m for m in peft_model.modules() if isinstance(m, ModulesToSaveWrapper)]:
+        for adapter in list(wrapper.modules_to_save):
+            wrapper.modules_to_save[adapter] = wrapper.original_module
+        wrapper.original_module.requires_grad_(True)
 
 
 def task_model(model: nn.Module) -> nn.Module:

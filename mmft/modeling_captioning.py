@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedConfig
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .bridge import StreamBlock, _key_padding_bias, attention_flops
 from .configuration_mmft import MMFTConfig
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from .modeling_outputs import MMFTModelOutput
 from .offline_assets import provenance
 from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
 
@@ -38,14 +39,20 @@ class MMFTCaptionOutput(ModelOutput):
     loss: mean cross-entropy of the next caption token, over caption tokens whose label is not -100.
     logits (`(B, T, V)`): next-token logits at the caption positions of this call (not the prefix).
     cache: the decoder's KV cache (prefix included), for the next generation step.
-    hidden_states / attentions: the decoder's, with `output_hidden_states` / `output_attentions`.
+    With `output_hidden_states` / `output_attentions` (argument or config field), on a call that reads the image:
+    hidden_states / attentions / cross_attentions / image_cross_attentions: the bridge's, as `MMFTModelOutput` has
+    them; decoder_hidden_states / decoder_attentions: the decoder's (prefix positions included).
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: Any = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_cross_attentions: tuple[torch.Tensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class CaptionPrefix(nn.Module):
@@ -73,7 +80,7 @@ class CaptionPrefix(nn.Module):
             mask = torch.cat([text_mask.new_ones(batch, image_tokens), text_mask], dim=1)
             ids = torch.arange(self.queries.num_embeddings, device=image_states.device).expand(batch, -1)
             states = self.queries(ids)  # (B, Nq, D)
-            states = self.block.attend_self(states, None)
+            states, _ = self.block.attend_self(states, None)
             states, _ = self.block.attend_other(states, memory, _key_padding_bias(mask, states.dtype), False)
             states = self.block.feed_forward(states)  # (B, Nq, D)
         return self.projection(self.norm(states))  # (B, P, Dd)
@@ -153,6 +160,15 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.decoder.model.get_output_embeddings()
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Resize the decoder's token embeddings (and its output layer), e.g. after adding caption tokens to the
+        decoder's tokenizer; `config.decoder_config.vocab_size` follows, so the saved folder rebuilds it."""
+        resized = self.decoder.model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.config.decoder_config.vocab_size = resized.num_embeddings
+        return resized
+
     def decoder_flops(self, tokens: int, logit_tokens: int) -> float:
         """Forward FLOPs of one sample through the decoder: `tokens` positions, logits for `logit_tokens`."""
         output = self.decoder.model.get_output_embeddings()
@@ -177,16 +193,19 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
 
     # -- forward ---------------------------------------------------------------------------------------------------
     def image_prefix(self, pixel_values: torch.Tensor, text_input_ids: torch.Tensor | None,
-                     text_attention_mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-        """The decoder prefix of a batch of images with their prompt: (B, P, Dd)."""
+                     text_attention_mask: torch.Tensor | None,
+                     flags: tuple[bool, bool] = (False, False)) -> tuple[torch.Tensor, MMFTModelOutput]:  # fmt: skip
+        """The decoder prefix of a batch of images with their prompt, (B, P, Dd), and the bridge's output (with the
+        attentions / hidden states `flags` ask for)."""
         if text_input_ids is None:
             raise ValueError("the captioning model needs text_input_ids (the prompt the text tower reads); "
                              "MMFTCaptionProcessor(images=...) adds them")  # fmt: skip
         if text_attention_mask is None:
             text_attention_mask = torch.ones_like(text_input_ids)
-        fused = self.mmft(pixel_values, text_input_ids, text_attention_mask)
-        return self.caption_prefix(fused.image_states, fused.text_states, text_attention_mask)
+        fused = self.mmft(pixel_values, text_input_ids, text_attention_mask, *flags, return_dict=True)
+        return self.caption_prefix(fused.image_states, fused.text_states, text_attention_mask), fused
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -198,22 +217,26 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         cache: Any = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> MMFTCaptionOutput:
+        """Next-token logits at the caption positions (and the loss with `labels`). The output flags default to the
+        config fields; `return_dict=False` (or `config.return_dict=False`) returns `MMFTCaptionOutput.to_tuple()`."""
+        flags = self.output_flags(output_attentions, output_hidden_states)
         if inputs_embeds is None:
             inputs_embeds = self.decoder.embed(input_ids)  # (B, T, Dd)
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device)
         past = 0 if cache is None else cache.get_seq_length()
-        if past == 0:  # the decoder starts here: put the image prefix in front
+        fused = None
+        if past == 0:  # the decoder starts here: put the image prefix in
             if pixel_values is None:
                 raise ValueError("the first decoder step needs pixel_values (the image to caption)")
             if self.training:
                 self.caption_tokens = length
-            prefix = self.image_prefix(pixel_values, text_input_ids, text_attention_mask)  # (B, P, Dd)
+            prefix, fused = self.image_prefix(pixel_values, text_input_ids, text_attention_mask, flags)  # (B, P, Dd)
             # [start] [prefix] [caption]: the start token keeps position 0, where a pretrained LM expects a real
             # token (its attention sink); the prefix's last position then predicts the caption's first token.
             inputs_embeds = torch.cat([inputs_embeds[:, :1], prefix.to(inputs_embeds.dtype), inputs_embeds[:, 1:]], 1)
@@ -226,15 +249,18 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         if use_cache is None:
             use_cache = labels is None and not self.training
         outputs = self.decoder(inputs_embeds, attention_mask, keep=length, cache=cache, use_cache=use_cache,
-                               output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states)  # fmt: skip
+                               output_attentions=flags[0], output_hidden_states=flags[1])  # fmt: skip
         logits = outputs.logits  # (B, T, V)
         loss = None
         if labels is not None:  # position t predicts token t + 1
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                    ignore_index=IGNORE_INDEX)  # fmt: skip
+        # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
+        kept = ("hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
+        bridge = {k: fused.get(k) for k in kept} if fused is not None and any(flags) else {}
         return MMFTCaptionOutput(loss=loss, logits=logits, cache=getattr(outputs, "cache", None) if use_cache else None,
-                                 hidden_states=outputs.hidden_states, attentions=outputs.attentions)  # fmt: skip
+                                 decoder_hidden_states=outputs.hidden_states, decoder_attentions=outputs.attentions,
+                                 **bridge)  # fmt: skip
 
     # -- factory ---------------------------------------------------------------------------------------------------
     @classmethod

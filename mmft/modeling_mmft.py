@@ -7,7 +7,6 @@ plan trains (`trained_module_names()`), the FLOPs of its head (`head_flops()`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -15,11 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedConfig, PreTrainedModel, TimmWrapperModel
-from transformers.utils import ModelOutput
+from transformers import initialization as init
+from transformers.utils import can_return_tuple
 
-from .bridge import Attention, build_bridge
+from .bridge import build_bridge
 from .configuration_mmft import MMFTConfig
+from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
 from .offline_assets import provenance
+from .safe_loading import refuse_pickled_weights
 from .towers import (
     TIMM_SCRATCH_PREFIX,
     TextTower,
@@ -29,31 +31,6 @@ from .towers import (
     text_config_from_name,
     vision_config_from_name,
 )
-
-
-@dataclass
-class MMFTModelOutput(ModelOutput):
-    """
-    text_states (`(B, Nt, D)`), image_states (`(B, Nv, D)`): both streams after the bridge.
-    pooled (`(B, P)`): the fused summary the task heads read.
-    cross_attentions (per bridge layer `(B, H, Nt, Nv)`): text->image attention, with `output_attentions=True`.
-    image_grid (`(H, W)`): the feature-map shape image tokens came from, for heatmaps; `None` for ViT-like towers.
-    """
-
-    text_states: torch.Tensor | None = None
-    image_states: torch.Tensor | None = None
-    pooled: torch.Tensor | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
-    image_grid: tuple[int, int] | None = None
-
-
-@dataclass
-class MMFTClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    pooled: torch.Tensor | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
-    image_grid: tuple[int, int] | None = None
 
 
 def sincos_2d(height: int, width: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -111,18 +88,32 @@ class MMFTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Towers are PreTrainedModels and initialise themselves; this only reaches bridge, projections and heads.
-        if isinstance(module, Attention):
-            nn.init.zeros_(module.value_bias)  # a bare parameter: no Linear/LayerNorm branch below reaches it
+        """Initialise one module's own parameters (transformers calls it on every module outside the towers, which
+        are PreTrainedModels and initialise themselves: projections, modality embeddings, bridge, heads).
+
+        It runs on a freshly built model and, when loading, on each module a checkpoint does not fully cover, so a
+        parameter it skipped would hold uninitialised memory. `transformers.initialization` leaves loaded tensors as
+        they are. A module holding other parameters initialises them itself (`reset_parameters`, like torch layers
+        and the bridge's `Attention`); one that cannot is refused here, when the model is built.
+        """
         if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=self._init_std(module.in_features))
+            init.trunc_normal_(module.weight, std=self._init_std(module.in_features))
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=self._init_std(module.embedding_dim))
+            init.trunc_normal_(module.weight, std=self._init_std(module.embedding_dim))
+        elif own := [name for name, _ in module.named_parameters(recurse=False)]:
+            if not callable(getattr(module, "reset_parameters", None)):
+                raise TypeError(
+                    f"{type(module).__name__} holds parameter(s) {own} that {type(self).__name__}._init_weights cannot "
+                    "initialise; give it a reset_parameters() method that initialises them"
+                )
+            module.reset_parameters()  # torch's init functions skip loaded tensors while transformers initialises
 
     def _init_std(self, fan_in: int) -> float:
         # A fixed std scales each layer's output by std * sqrt(fan_in); with projection -> bridge -> head all at
@@ -138,6 +129,16 @@ class MMFTPreTrainedModel(PreTrainedModel):
         for module in self.modules():
             if isinstance(module, TimmWrapperModel) and module.supports_gradient_checkpointing:
                 module.timm_model.set_grad_checkpointing(enable)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any) -> "MMFTPreTrainedModel":
+        """As in transformers (so also through the Auto classes and `pipeline`), but safetensors only: weights that
+        exist only as a pickled `pytorch_model.bin` are refused with an OSError, unless the caller passes
+        `use_safetensors` as False (then transformers reads them with `torch.load(weights_only=True)`)."""
+        if kwargs.get("use_safetensors") is not False:
+            kwargs["use_safetensors"] = True
+            refuse_pickled_weights(pretrained_model_name_or_path, "model", kwargs.get("subfolder") or "")
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     # -- what shared code asks the model ----------------------------------------------------------------------------
     @property
@@ -191,6 +192,22 @@ class MMFTPreTrainedModel(PreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.core.text_tower.model.set_input_embeddings(value)
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Resize the text tower's token embeddings, e.g. after adding tokens to the tokenizer.
+
+        The tower does it, so new rows get the tower's own init and `config.text_config.vocab_size` (the tower's
+        config) follows; the rest of the model is left as it is and nothing is tied.
+        """
+        return self.core.text_tower.model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+
+    def output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None) -> tuple[bool, bool]:
+        """A forward's output flags, each defaulting to its config field as in every transformers model."""
+        attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return bool(attentions), bool(hidden_states)
 
     @classmethod
     def from_vision_text_pretrained(
@@ -272,8 +289,10 @@ class MMFTModel(MMFTPreTrainedModel):
         self._text_cache: dict[bytes, torch.Tensor] | None = None
         # FSDP's default auto-wrap units (accelerate reads `_no_split_modules`): tower layers and the whole bridge.
         self._no_split_modules = fsdp_wrap_classes(self)
-        # Sub-configs lose their resolved attention backend when wrapped in MMFTConfig; hand ours down to the towers.
-        self.set_attn_implementation(self.config._attn_implementation or "sdpa")
+        # Each tower keeps the attention backend its sub-config asks for (`from_pretrained(..., attn_implementation=
+        # {"text_config": "eager", ...})` sets it there); a tower that asks for none gets transformers' default.
+        self.set_attn_implementation({f"{kind}_config": getattr(config, f"{kind}_config")._attn_implementation
+                                      for kind in ("vision", "text")})  # fmt: skip
         self.post_init()
 
     # -- frozen towers ---------------------------------------------------------------------------------------------
@@ -346,26 +365,29 @@ class MMFTModel(MMFTPreTrainedModel):
         return projections + self.bridge.flops(text_tokens, image_tokens)
 
     # -- forward ---------------------------------------------------------------------------------------------------
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> MMFTModelOutput:
+        """
+        Fuse images `(B, 3, H, W)` and token ids `(B, Nt)`. `output_attentions` / `output_hidden_states` default to
+        the config fields; `return_dict=False` (or `config.return_dict=False`) returns `MMFTModelOutput.to_tuple()`.
+        """
+        output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         image_states, grid = self.image_states(pixel_values)  # (B, Nv, D)
         text_states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
-        fused = self.bridge(text_states, image_states, attention_mask, output_attentions)
-        return MMFTModelOutput(
-            text_states=fused.text_states,
-            image_states=fused.image_states,
-            pooled=fused.pooled,
-            cross_attentions=fused.cross_attentions,
-            image_grid=grid,
-        )
+        # Asked for by keyword and only when wanted, so a bridge written before hidden states existed still runs.
+        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        fused = self.bridge(text_states, image_states, attention_mask, output_attentions, **extra)
+        return MMFTModelOutput(**fused, image_grid=grid)
 
 
 __all__ = ["MMFTClassifierOutput", "MMFTModel", "MMFTModelOutput", "MMFTPreTrainedModel"]

@@ -69,7 +69,7 @@ class PackagedFolder(OfflineAsset):
     def load_model(self, config):
         from transformers import AutoModel
 
-        return AutoModel.from_pretrained(self.path(), config=config)
+        return AutoModel.from_pretrained(self.path(), config=config, use_safetensors=True)
 
 
 def map_by_order(

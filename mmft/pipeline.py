@@ -15,31 +15,19 @@ ships both:
     >>> caption("scene.png", max_new_tokens=24)
     [{'generated_text': 'a small red circle at the top left'}]
 
-Being real `Pipeline`s, they get `device=`, `batch_size=` and iteration over datasets/generators for free. Image
-files are decoded exactly as in training (`mmft.image_utils`: transparency on white, EXIF rotation, 16-bit).
+Being real `Pipeline`s, they get `device=`, `batch_size=` and iteration over datasets/generators for free. Images
+(paths, PIL images, URLs, base64, `datasets` rows) are decoded exactly as in training (`mmft.image_utils.load_rgb`:
+transparency on white, EXIF rotation, 16-bit rescaled).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import Pipeline
-from transformers.image_utils import load_image
 
-from .image_utils import open_image, to_rgb
-
-
-def load_rgb(image: Any, timeout: float | None = None) -> Image.Image:
-    """A PIL image, a file path or a URL, as the 8-bit RGB image training would have seen."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if isinstance(image, (str, os.PathLike)) and os.path.exists(image):
-        with open_image(str(image)) as opened:
-            return to_rgb(opened)
-    return to_rgb(load_image(image, timeout=timeout))  # URLs and base64 strings: transformers fetches them
+from .image_utils import load_rgb
 
 
 class ImageTextPipeline(Pipeline):

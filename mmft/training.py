@@ -17,12 +17,14 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments
 from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
-from .checkpoints import resolve_resume_checkpoint
+from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, excluded_eval_positions
-from .guards import NonFiniteLossGuard, check_output_dir
+from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
+from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
 from .lora import LoraPlan, task_model
 from .processing_mmft import MMFTProcessor
+from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
 
 logger = logging.getLogger("mmft")
@@ -67,7 +69,7 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
     return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, decoder=lora_args.lora_decoder,
                     r=lora_args.lora_r, alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout,
-                    targets=lora_args.lora_targets)  # fmt: skip
+                    targets=lora_args.lora_targets, quantize=lora_args.lora_quantize)  # fmt: skip
 
 
 def load_saved_model(task: Task, model_args: ModelArguments):
@@ -112,18 +114,21 @@ def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None =
             setattr(model.config, key, value)
     else:
         model, processor = build_model(task, args.model, data, **config_overrides)
+    processor.max_length = args.model.max_text_length  # saved with it: inference truncates as training did
     task.attach(data, processor, policy)
     return data, model, processor
 
 
 def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, processor, plan: LoraPlan,
-                 policy: BadExamplePolicy, callbacks: list | None = None) -> Trainer:  # fmt: skip
-    """The HF `Trainer` with the task's collator and metrics, mmft's callbacks and the NaN guard."""
+                 policy: BadExamplePolicy, callbacks: list | None = None,
+                 fingerprint: dict | None = None) -> Trainer:  # fmt: skip
+    """The `MMFTTrainer` with the task's collator and metrics, mmft's callbacks and the NaN guard; `fingerprint`
+    goes into every checkpoint."""
     # The transform needs the raw columns; the Trainer must not prune them.
     args.training.remove_unused_columns = False
     config = task_model(model).config
     rows = data.eval.with_format(None)["row"]
-    trainer = Trainer(
+    trainer = trainer_class(data.train)(  # a streamed training split gets the StreamingTrainer
         model=model,
         args=args.training,
         train_dataset=data.train,
@@ -135,16 +140,18 @@ def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, proce
         callbacks=[*(callbacks or []), *build_callbacks(args.output or OutputArguments(),
                                                         args.data.dataset or task.default_dataset, plan),
                    NonFiniteLossGuard()],  # fmt: skip
+        fingerprint=fingerprint,
     )
     log_before_reporters(trainer)
     return trainer
 
 
-def train(trainer: Trainer, training_args: TrainingArguments) -> None:
-    """Train, resuming from `--resume_from_checkpoint` (a folder, or `auto`: the newest complete checkpoint)."""
-    with training_args.main_process_first(desc="choosing the checkpoint to resume from"):
-        resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
-                                           training_args.world_size, trainer.is_world_process_zero())  # fmt: skip
+def train(trainer: Trainer, training_args: TrainingArguments, resume: str | None = None) -> None:
+    """Train, from the checkpoint `resume` when given (see `choose_checkpoint`)."""
+    sized = hasattr(trainer.train_dataset, "__len__")  # a stream's processes each read their own share instead
+    warning = padded_batches_warning(len(trainer.train_dataset), training_args) if sized else None
+    if warning and trainer.is_world_process_zero():
+        logger.warning(warning)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -160,19 +167,24 @@ def write_predictions(path: Path, records: list[dict]) -> None:
 
 def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, processor, lora_args: LoraArguments,
                  policy: BadExamplePolicy) -> None:  # fmt: skip
-    """Predictions, the final model and processor, the task's extra files and the card (main process only)."""
+    """Predictions, the final model and processor, test results, the task's extra files and the card (main process
+    only), published together by `save_final`: a failed save leaves the previous ones."""
     config = task_model(trainer.model).config
+
+    def extras(folder: Path, final) -> None:
+        write_predictions(folder / "predictions.jsonl",
+                          task.prediction_records(data, prediction.predictions, config.id2label))  # fmt: skip
+        (folder / "test_results.json").write_text(json.dumps(prediction.metrics, indent=4, sort_keys=True) + "\n")
+        task.after_evaluation(folder, data, prediction, config.id2label)
+        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
+            if isinstance(callback, ModelCardCallback):
+                callback.write(trainer.args, trainer.state, final, output_dir=folder)
+
     with full_parameters(trainer):  # ZeRO-3: gather the partitioned weights (all processes) before saving
         if not trainer.is_world_process_zero():
             return
         output_dir = Path(trainer.args.output_dir)
-        write_predictions(output_dir / "predictions.jsonl",
-                          task.prediction_records(data, prediction.predictions, config.id2label))  # fmt: skip
-        final = save_final(trainer.model, processor, output_dir, merged=lora_args.save_merged)
-        task.after_evaluation(output_dir, data, prediction, config.id2label)
-        for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
-            if isinstance(callback, ModelCardCallback):
-                callback.write(trainer.args, trainer.state, final)
+        save_final(trainer.model, processor, output_dir, merged=lora_args.save_merged, extras=extras)
         print(f"\nmmft: {tower_provenance(config)}")
         print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
                                                         if isinstance(v, float)))  # fmt: skip
@@ -188,20 +200,26 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     set_seed(training_args.seed)
     use_cpu_cores(training_args)
     check_output_dir(training_args.output_dir)  # a file or a read-only folder fails now, not after training
+    identity = arguments_fingerprint(task.name, args)
     policy = BadExamplePolicy(args.data.on_bad_example, args.data.max_bad_fraction,
                               os.path.join(training_args.output_dir, "rejects.jsonl"),
-                              args.data.dataset or task.default_dataset)  # fmt: skip
-    if training_args.process_index == 0 and not training_args.resume_from_checkpoint:
-        policy.reset()
+                              args.data.dataset or task.default_dataset, run=fingerprint_id(identity))  # fmt: skip
+    resume = choose_checkpoint(training_args, None if args.model.eval_only else training_args.resume_from_checkpoint,
+                               (args.output or OutputArguments()).overwrite_output_dir, policy)  # fmt: skip
     plan = make_plan(args.lora)
     data, model, processor = prepare(task, args, policy)
+    sizes = {name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
+             for name, split in (("train", data.train), ("eval", data.eval))}  # fmt: skip
+    fingerprint = run_fingerprint(identity, model.config, sizes)
+    if resume:
+        check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     logger.warning("mmft: %s", tower_provenance(model.config))
     model = plan.apply(model)
     if args.model.cache_frozen_text:
         task_model(model).core.enable_frozen_text_cache()
-    trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks)
+    trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks, fingerprint)
     if not args.model.eval_only:
-        train(trainer, training_args)
+        train(trainer, training_args, resume)
     prediction = task.evaluate(trainer, data)
     trainer.log_metrics("test", prediction.metrics)
     trainer.save_metrics("test", prediction.metrics)

@@ -6,7 +6,16 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, CLIPVisionConfig, RobertaConfig, ViTConfig
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    CLIPVisionConfig,
+    Dinov2Config,
+    RobertaConfig,
+    SiglipVisionConfig,
+    ViTConfig,
+)
 
 import mmft
 from mmft.towers import resolve_name, vision_config_from_name
@@ -31,6 +40,15 @@ def tiny_vision_config(kind: str):
         return CLIPVisionConfig(
             hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
             image_size=IMAGE_SIZE, patch_size=8, projection_dim=16,
+        )  # fmt: skip
+    if kind == "dinov2":
+        return Dinov2Config(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, image_size=IMAGE_SIZE, patch_size=8,
+        )  # fmt: skip
+    if kind == "siglip_vision":
+        return SiglipVisionConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=IMAGE_SIZE,
+            patch_size=8,
         )  # fmt: skip
     if kind == "timm_vit":
         return vision_config_from_name("timm:vit_tiny_patch16_224", TINY_TIMM_VIT)
@@ -58,6 +76,17 @@ def tiny_model(bridge: str = "co_attention", vision: str = "timm_vit", text: str
     return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
         vision=tiny_vision_config(vision), text=tiny_text_config(text), bridge=bridge, answers=ANSWERS, **options
     )
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Train in this process on one thread, like an `accelerate launch --num_cpu_threads_per_process 1` run (the
+    same arithmetic), and several times faster than two threads for tiny models on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMFT_CPU_THREADS", "1")  # read by mmft.training.use_cpu_cores
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,10 @@ def rows(n: int) -> list[dict]:
     return out
 
 
-def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA")) -> Path:
+def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA"),
+                     answers_per_row: int = 3) -> Path:  # fmt: skip
+    """Train and test splits of `rows`; each row's answer is given `answers_per_row` times (VQA accuracy counts
+    min(1, matches / 3) over leave-one-out subsets, so a correct answer scores 1.0 only with 4 or more copies)."""
     for split, n in (("train", n_train), ("test", n_test)):
         folder = root / split
         folder.mkdir(parents=True)
@@ -36,7 +39,7 @@ def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB
             for i, row in enumerate(rows(n)):
                 write_image(folder / row["file_name"], row["colour"], modes[i % len(modes)])
                 handle.write(json.dumps({"file_name": row["file_name"], "question": row["question"],
-                                         "answers": [row["answer"]] * 3}) + "\n")  # fmt: skip
+                                         "answers": [row["answer"]] * answers_per_row}) + "\n")  # fmt: skip
     return root
 
 
@@ -131,3 +134,42 @@ def attach_vqa(data, processor, policy=None):
 
     VQATask().attach(data, processor, policy)
     return data
+
+
+def _tar_member(tar, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_webdataset(root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_test: int = 8,
+                    bad: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """WebDataset shards `train-0000k.tar` (+ `test-00000.tar`): `<key>.png` + `<key>.json` per sample, keys unique
+    (`s<shard>_<i>`), questions answered by the image as in `rows`. Every sample differs (random colour, question and
+    square position), so two batches never train alike. `bad`: {key: "empty_question" | "not_an_image"}."""
+    import io
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    bad = bad or {}
+    generator = np.random.default_rng(0)
+    layouts = {f"train-{s:05d}.tar": [f"s{s}_{i}" for i in range(rows_per_shard)] for s in range(n_shards)}
+    layouts["test-00000.tar"] = [f"t_{i}" for i in range(n_test)]
+    for shard, keys in layouts.items():
+        with tarfile.open(root / shard, "w") as tar:
+            for key in keys:
+                row = rows(4)[generator.integers(4)]
+                top, left = generator.integers(0, 12, size=2)
+                buffer = io.BytesIO()
+                array = np.full((24, 24, 3), 255, dtype=np.uint8)
+                array[top : top + 12, left : left + 12] = COLOURS[row["colour"]]
+                Image.fromarray(array).save(buffer, "PNG")
+                image = b"<html>404</html>" if bad.get(key) == "not_an_image" else buffer.getvalue()
+                question = "" if bad.get(key) == "empty_question" else row["question"]
+                _tar_member(tar, f"{key}.png", image)
+                _tar_member(tar, f"{key}.json", json.dumps({"question": question, "answers": [row["answer"]] * 3,
+                                                            "key": key}).encode())  # fmt: skip
+    return root

@@ -2,9 +2,14 @@
 
 accelerate 1.15 only enables FSDP for GPU-like process groups (a CPU launch becomes plain DDP), so this script
 drives the same pieces directly: accelerate's transformer-based auto-wrap policy read from the model's
-`_no_split_modules`, `fully_shard` on every matched unit and then the root, SGD with momentum on the sharded parameters. Each
-rank trains on its half of every batch; rank 0 also trains an unsharded copy on the whole batch and writes both
-results to `--out` as JSON for tests/test_fsdp.py to compare.
+`_no_split_modules`, `fully_shard` on every matched unit and then the root. Two comparisons, written to `--out` as
+JSON for tests/test_fsdp.py:
+
+* `sgd`: SGD with momentum, eval mode (no dropout), each rank on its half of every batch, against one unsharded copy
+  trained by rank 0 on the whole batch (the same arithmetic as one process);
+* `adamw_dropout`: AdamW with dropout on (train mode: bridge, LoRA and BERT dropout 0.1) against DDP on the same
+  halves with the same per-rank seeds, so both draw the same dropout masks (DDP itself matches one process:
+  tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import os
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 import torch
 import torch.distributed as dist
 from accelerate.utils import FullyShardedDataParallelPlugin
 from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy, get_module_children_bottom_up
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ANSWERS, IMAGE_SIZE, tiny_model  # noqa: E402
@@ -29,6 +37,7 @@ from conftest import ANSWERS, IMAGE_SIZE, tiny_model  # noqa: E402
 from mmft.lora import LoraPlan  # noqa: E402
 
 PLANS = {"lora": LoraPlan(vision="lora", text="lora", r=4, dropout=0.0), "full": LoraPlan(vision="full", text="full")}
+DROPOUT = 0.1
 
 
 def batches(steps: int, size: int) -> list[dict[str, torch.Tensor]]:
@@ -44,10 +53,11 @@ def batches(steps: int, size: int) -> list[dict[str, torch.Tensor]]:
     ]
 
 
-def train(model: torch.nn.Module, steps: list[dict[str, torch.Tensor]]) -> list[float]:
-    # SGD, not AdamW: the comparison is of gradients (sharded reduce-scatter vs one full batch), and Adam's
-    # m / sqrt(v) turns 1e-7 rounding differences in near-zero gradients into lr-sized weight differences.
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+def train(model: torch.nn.Module, steps: list[dict[str, torch.Tensor]], adamw: bool = False) -> list[float]:
+    # SGD for the comparison with one process: it is of gradients (sharded reduce-scatter vs one full batch), and
+    # Adam's m / sqrt(v) turns 1e-7 rounding differences in near-zero gradients into lr-sized weight differences.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3) if adamw else torch.optim.SGD(trainable, lr=0.05, momentum=0.9)
     losses = []
     for batch in steps:
         loss = model(**batch).loss
@@ -69,42 +79,71 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
-
-    model = PLANS[args.plan].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
-    reference = copy.deepcopy(model)
-    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
-    policy = fsdp2_prepare_auto_wrap_policy(plugin, model.get_base_model() if hasattr(model, "get_base_model") else model)
-    units = [m for m in get_module_children_bottom_up(model)[:-1] if policy(m)]
-    unit_names = sorted({type(u).__name__ for u in units})  # fully_shard renames the classes (FSDPBertLayer)
-    for unit in units:
-        fully_shard(unit)
-    fully_shard(model)
+    os.environ["ACCELERATE_USE_FSDP"] = "true"  # what `accelerate launch` sets for fsdp.yaml; LoraPlan reads it
 
     data = batches(args.steps, args.batch)
     share = args.batch // world
     local = [{k: v[rank * share : (rank + 1) * share] for k, v in b.items()} for b in data]
-    if args.skew_rank1_data and rank == 1:
-        local = [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local]
-    sharded_losses = train(model, local)
-    loss_means = []
-    for loss in sharded_losses:  # the global-batch loss is the mean of the equal-sized halves' losses
-        dist.all_reduce(loss)
-        loss_means.append(loss.item() / world)
-    sharded_params = {name: p.full_tensor() if isinstance(p, DTensor) else p for name, p in model.named_parameters()}
-    local_fraction = sum(p.to_local().numel() for p in model.parameters()) / sum(p.numel() for p in model.parameters())
+    skewed = [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local] if args.skew_rank1_data and rank == 1 \
+        else local  # fmt: skip
 
+    # SGD, eval mode: sharded vs one unsharded process on the whole batch
+    model = PLANS[args.plan].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
+    reference = copy.deepcopy(model)
+    units = shard(model)
+    loss_means = mean_losses(train(model, skewed), world)
+    sharded = full_parameters(model)
+    local_fraction = sum(p.to_local().numel() for p in model.parameters()) / sum(p.numel() for p in model.parameters())
+    result = {"world": world, "units": sorted(set(units)), "unit_count": len(units),
+              "local_parameter_fraction": local_fraction, "losses": loss_means}  # fmt: skip
     if rank == 0:
-        reference_losses = [loss.item() for loss in train(reference, data)]
-        max_diff = max(
-            (sharded_params[name].detach() - p.detach()).abs().max().item() for name, p in reference.named_parameters()
-        )
-        Path(args.out).write_text(json.dumps({
-            "world": world, "units": unit_names, "unit_count": len(units),
-            "local_parameter_fraction": local_fraction, "losses": loss_means, "reference_losses": reference_losses,
-            "max_weight_diff": max_diff,
-        }))  # fmt: skip
+        result["reference_losses"] = [loss.item() for loss in train(reference, data)]
+        result["max_weight_diff"] = max_diff(sharded, reference)
+
+    # AdamW, dropout on: sharded vs DDP, each process on its half with the same seed in both runs
+    plan = replace(PLANS[args.plan], dropout=DROPOUT)
+    model = plan.apply(tiny_model("co_attention", "timm_vit", hidden_dropout=DROPOUT)).train()
+    reference = DistributedDataParallel(copy.deepcopy(model))
+    shard(model)
+    torch.manual_seed(100 + rank)
+    sharded_losses = mean_losses(train(model, skewed, adamw=True), world)
+    torch.manual_seed(100 + rank)
+    ddp_losses = mean_losses(train(reference, local, adamw=True), world)
+    sharded = full_parameters(model)
+    result["adamw_dropout"] = {"losses": sharded_losses, "reference_losses": ddp_losses,
+                               "max_weight_diff": max_diff(sharded, reference.module)}  # fmt: skip
+    if rank == 0:
+        Path(args.out).write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def shard(model: torch.nn.Module) -> list[str]:
+    """`fully_shard` every auto-wrap unit (accelerate's policy from `_no_split_modules`), then the root; returns the
+    units' class names (read before `fully_shard` renames the classes, e.g. to FSDPBertLayer)."""
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model.get_base_model() if hasattr(model, "get_base_model") else model)
+    units = [m for m in get_module_children_bottom_up(model)[:-1] if policy(m)]
+    names = [type(unit).__name__ for unit in units]
+    for unit in units:
+        fully_shard(unit)
+    fully_shard(model)
+    return names
+
+
+def mean_losses(losses: list[torch.Tensor], world: int) -> list[float]:
+    """The global-batch losses: the mean of the equal-sized halves' losses."""
+    for loss in losses:
+        dist.all_reduce(loss)
+    return [loss.item() / world for loss in losses]
+
+
+def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.full_tensor() if isinstance(p, DTensor) else p for name, p in model.named_parameters()}
+
+
+def max_diff(sharded: dict[str, torch.Tensor], reference: torch.nn.Module) -> float:
+    return max((sharded[name].detach() - p.detach()).abs().max().item() for name, p in reference.named_parameters())
 
 
 if __name__ == "__main__":

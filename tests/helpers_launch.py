@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import TINY_TIMM_VIT, tiny_text_config
+from conftest import IMAGE_SIZE, TINY_TIMM_VIT, tiny_text_config, tiny_vision_config
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, ViTImageProcessor
 
 from mmft.towers import resolve_name
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
+PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"  # what recipes/vqa.py reads before its command line
 # Keys of a log entry that measure time, not training: they differ between any two runs.
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
                "eval_samples_per_second", "eval_steps_per_second", "test_runtime", "test_samples_per_second",
@@ -35,29 +36,62 @@ def _is_timing(key: str) -> bool:
     return key in TIMING_KEYS or (key.startswith(TIMING_PREFIX) and key not in UNTIMED_PERF_KEYS)
 
 
-def save_tiny_text_tower(path: Path, dropout: float) -> Path:
-    """A random 1-layer BERT with MiniLM's tokenizer, saved as a local text tower folder."""
+def save_tiny_text_tower(path: Path, dropout: float, kind: str = "bert") -> Path:
+    """A random 1-layer BERT (or RoBERTa) with MiniLM's tokenizer, saved as a local text tower folder."""
     torch.manual_seed(0)
-    config = tiny_text_config()
+    config = tiny_text_config(kind)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     AutoModel.from_config(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(path)
     return path
 
 
-def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1) -> list[str]:
-    """`accelerate launch` of recipes/vqa.py on 1 process (cpu.yaml) or N gloo processes (multi_gpu.yaml)."""
-    config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
+def save_tiny_vision_tower(path: Path, kind: str, dropout: float = 0.0) -> Path:
+    """A random HF vision tower of `kind` (conftest's tiny configs) with an image processor, saved as a local folder."""
+    torch.manual_seed(0)
+    config = tiny_vision_config(kind)
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
+        if hasattr(config, name):
+            setattr(config, name, dropout)
+    AutoModel.from_config(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(path)
+    return path
+
+
+def recipe_argv(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None) -> list[str]:
+    """Flags of recipes/vqa.py for tiny towers: a tiny timm ViT from scratch, or the HF tower folder `vision`."""
+    tower = ["--vision_model", vision] if vision else ["--vision_model", "timm:vit_tiny_patch16_224",
+                                                      "--vision_model_args", json.dumps(TINY_TIMM_VIT)]  # fmt: skip
     return [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
-        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
-        "--dataset", str(data_dir), "--vision_model", "timm:vit_tiny_patch16_224",
-        "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(text_dir),
+        "--dataset", str(data_dir), *tower, "--image_size", "32", "--text_model", str(text_dir),
         "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
         "--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--lr_scheduler_type", "linear",
         "--warmup_steps", "2", "--eval_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true",
         "--report_to", "none", "--output_dir", str(output_dir), *extra,
     ]  # fmt: skip
+
+
+def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1,
+                   vision: str | None = None, script: Path = REPO / "recipes" / "vqa.py") -> list[str]:  # fmt: skip
+    """`accelerate launch` of recipes/vqa.py (or another VQA `script`) on 1 process (cpu.yaml) or N gloo processes
+    (multi_gpu.yaml)."""
+    config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
+    return [
+        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
+        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(script),
+        *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
+    ]  # fmt: skip
+
+
+def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,
+                   callbacks: list | None = None) -> dict[str, float]:  # fmt: skip
+    """The same recipe run as `recipe_command(...)` with 1 process, in this process (with the recipe's default
+    preset, as recipes/vqa.py applies it); use with conftest's `one_cpu_thread` for the launch's arithmetic."""
+    from mmft.arguments import parse_recipe_args
+    from mmft.training import run
+
+    argv = recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision)
+    return run("vqa", parse_recipe_args(argv, "vqa", default_config=str(PRESET)), callbacks)
 
 
 def _environment() -> dict[str, str]:

@@ -111,7 +111,7 @@ def test_beam_search_and_sampling(model, batch):
 def test_all_image_states_as_prefix_without_queries(batch):
     model = tiny_caption_model(num_query_tokens=0).eval()
     assert model.caption_prefix.queries is None
-    prefix = model.image_prefix(batch["pixel_values"], batch["text_input_ids"], batch["text_attention_mask"])
+    prefix, _ = model.image_prefix(batch["pixel_values"], batch["text_input_ids"], batch["text_attention_mask"])
     assert prefix.shape[1] == model.mmft.image_states(batch["pixel_values"])[0].shape[1]  # one per image state
     assert torch.equal(_generate(model, batch), _generate(model, batch, use_cache=False))
 

@@ -1,9 +1,15 @@
 """Data parallelism and gradient accumulation change nothing but speed, checked with real processes on the CPU.
 
 One global batch of 8, three layouts of the same run: 1 process x 8, 2 gloo processes x 4 (accelerate_configs/
-multi_gpu.yaml), and 1 process x 4 x 2 accumulation steps. All must end with the same weights and log the same
+multi_gpu.yaml, a real `accelerate launch`), and 1 process x 4 x 2 accumulation steps (1-process runs go through the
+same `mmft.training.run` in the test process, on one thread like a launched process, to keep the suite short). All must end with the same weights and log the same
 per-step losses and gradient norms. Dropout is 0 so no random draw depends on the layout; the data order is accelerate's
 seeded sampler, whose global batches are split across processes in order.
+
+That holds when the rows fill whole global batches. With 20 rows, the last batch of an epoch holds 4: one process
+takes a batch of 4, while 2 processes get a full batch each, rank 1's made of repeated rows (accelerate's
+`even_batches`). The runs then differ, which is also the negative control of the comparison (it sees a changed
+batch); mmft says so when the run starts, and `--dataloader_drop_last true` makes them agree again.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from helpers_launch import (
     log_history,
     max_abs_diff,
     recipe_command,
+    run_in_process,
     run_recipe,
     save_tiny_text_tower,
     weights,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_cpu_thread")]
 STEPS = 6  # 24 training rows, global batch 8: 3 steps per epoch, so the sampler reshuffles once
 TOLERANCE = 1e-5
 PLANS = {
@@ -42,14 +49,16 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _train(output_dir: Path, inputs: tuple[Path, Path], plan: str, processes: int, batch: int, accumulation: int,
-           seed: int = 0) -> Path:  # fmt: skip
-    run_recipe(recipe_command(
-        output_dir, *inputs, *PLANS[plan], "--hidden_dropout", "0", "--seed", str(seed),
-        "--per_device_train_batch_size", str(batch), "--gradient_accumulation_steps", str(accumulation),
-        "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(STEPS),
-        processes=processes,
-    ))  # fmt: skip
-    return output_dir
+           *extra: str, steps: int = STEPS) -> str:  # fmt: skip
+    """Run the recipe (1 process: in this process); returns what a launched run printed."""
+    flags = [*PLANS[plan], "--hidden_dropout", "0", "--seed", "0", "--per_device_train_batch_size", str(batch),
+             "--gradient_accumulation_steps", str(accumulation), "--max_steps", str(steps), "--save_strategy", "steps",
+             "--save_steps", str(steps), *extra]  # fmt: skip
+    if processes == 1:
+        run_in_process(output_dir, *inputs, *flags)
+        return ""
+    result = run_recipe(recipe_command(output_dir, *inputs, *flags, processes=processes))
+    return result.stdout + result.stderr
 
 
 def _per_step(history: list[dict], key: str) -> list[float]:
@@ -58,7 +67,10 @@ def _per_step(history: list[dict], key: str) -> list[float]:
 
 @pytest.mark.parametrize("plan", PLANS)
 def test_layouts_of_one_global_batch_train_identically(plan, inputs, tmp_path):
-    runs = {name: _train(tmp_path / f"run{i}", inputs, plan, *shape) for i, (name, shape) in enumerate(LAYOUTS.items())}
+    runs = {}
+    for i, (name, shape) in enumerate(LAYOUTS.items()):
+        _train(tmp_path / f"run{i}", inputs, plan, *shape)
+        runs[name] = tmp_path / f"run{i}"
     reference_name, reference = next(iter(runs.items()))
     reference_weights = weights(reference / "model.safetensors")
     reference_history = log_history(reference / f"checkpoint-{STEPS}")
@@ -77,3 +89,26 @@ def test_layouts_of_one_global_batch_train_identically(plan, inputs, tmp_path):
         metrics, reference_metrics = final_metrics(output_dir), final_metrics(reference)
         assert metrics["test_accuracy"] == reference_metrics["test_accuracy"]
         assert math.isclose(metrics["test_loss"], reference_metrics["test_loss"], rel_tol=TOLERANCE)
+
+
+UNEVEN_ROWS, UNEVEN_STEPS = 20, 3  # 3 steps of a global batch of 8: the third holds the epoch's last 4 rows
+
+
+@pytest.fixture(scope="module")
+def uneven_inputs(inputs, tmp_path_factory) -> tuple[Path, Path]:
+    return inputs[0], make_imagefolder(tmp_path_factory.mktemp("uneven") / "data", n_train=UNEVEN_ROWS)
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["padded last batch", "--dataloader_drop_last"])
+def test_rows_that_do_not_fill_the_last_global_batch(drop_last, uneven_inputs, tmp_path):
+    extra = ("--dataloader_drop_last", "true") if drop_last else ()
+    _train(tmp_path / "one", uneven_inputs, "full", 1, 8, 1, *extra, steps=UNEVEN_STEPS)
+    two = _train(tmp_path / "two", uneven_inputs, "full", 2, 4, 1, *extra, steps=UNEVEN_STEPS)
+    diff = max_abs_diff(*(weights(tmp_path / run / "model.safetensors") for run in ("one", "two")))
+    print(f"{UNEVEN_ROWS} rows, drop_last={drop_last}: 2 processes x 4 vs 1 process x 8: max |weight diff| {diff:.2e}")
+    warning = f"{UNEVEN_ROWS} training rows do not fill whole batches of 2 processes x 4"
+    if drop_last:
+        assert diff <= TOLERANCE and warning not in two
+    else:
+        assert diff > 100 * TOLERANCE  # the repeated rows changed step 3: the comparison sees it
+        assert warning in two and "filled up with 4 repeated rows" in two

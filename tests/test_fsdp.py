@@ -1,7 +1,9 @@
-"""FSDP2 on CPU processes (gloo): mmft's auto-wrap units shard the model, and sharded training matches 1 process.
+"""FSDP2 on CPU processes (gloo): mmft's auto-wrap units shard the model, and sharded training matches unsharded.
 
 accelerate 1.15 turns a CPU launch of fsdp.yaml into plain DDP (FSDP is only enabled for GPU-like process groups),
-so `helpers_fsdp_worker.py` applies the same auto-wrap policy and `fully_shard` calls itself under `torchrun`.
+so `helpers_fsdp_worker.py` applies the same auto-wrap policy and `fully_shard` calls itself under `torchrun`, and
+trains outside the Trainer: SGD in eval mode against one process, and AdamW with dropout on against DDP (see
+docs/distributed.md for what this does and does not cover).
 """
 
 from __future__ import annotations
@@ -36,9 +38,17 @@ def test_fsdp2_sharded_training_matches_one_process(tmp_path, plan):
     assert result["local_parameter_fraction"] == pytest.approx(0.5, abs=0.01)
     assert result["losses"] == pytest.approx(result["reference_losses"], abs=1e-5)
     assert result["max_weight_diff"] <= 1e-5
+    adamw = result["adamw_dropout"]  # AdamW with dropout on, against DDP on the same halves and seeds
+    print(f"{plan}: SGD vs 1 process {result['max_weight_diff']:.1e}; "
+          f"AdamW + dropout vs DDP {adamw['max_weight_diff']:.1e}")
+    assert adamw["losses"] == pytest.approx(adamw["reference_losses"], abs=1e-5)
+    assert adamw["max_weight_diff"] <= 1e-5
 
 
 def test_fsdp2_comparison_detects_ranks_that_train_on_other_data(tmp_path):
     # Negative control for the test above: rank 1 gets shifted labels, so sharded and reference runs must differ.
     result = run_worker(tmp_path, "lora", "--skew_rank1_data")
+    adamw = result["adamw_dropout"]["max_weight_diff"]
+    print(f"rank 1 on shifted labels: SGD {result['max_weight_diff']:.1e}; AdamW + dropout {adamw:.1e}")
     assert result["max_weight_diff"] > 1e-4
+    assert adamw > 1e-4

@@ -121,3 +121,65 @@ def test_adapter_of_a_from_scratch_lora_tower_is_refused(tmp_path):
     save_final(model, processor, tmp_path, merged=False)
     with pytest.raises(ValueError, match="vision tower was trained from scratch"):
         load_adapter_model(str(tmp_path))
+
+
+# -- the final save is all or nothing ------------------------------------------------------------------------------
+def _disk_full_while_writing_weights(monkeypatch) -> None:
+    import transformers.modeling_utils as modeling_utils
+    from safetensors.torch import save_file
+
+    def half_then_fail(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", half_then_fail)
+
+
+def _failure_after_the_weights(monkeypatch) -> None:
+    def fail(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MMFTProcessor, "save_pretrained", fail)
+
+
+@pytest.mark.parametrize("failure", [_disk_full_while_writing_weights, _failure_after_the_weights],
+                         ids=["disk full while writing the weights", "failure after the weights were written"])  # fmt: skip
+def test_a_failed_final_save_leaves_the_previous_model_loadable(failure, tmp_path, monkeypatch, batch):
+    from mmft.hub import save_final
+
+    processor = MMFTProcessor.from_vision_text_pretrained("timm:vit_tiny_patch16_224", "minilm", image_size=32)
+    previous = tiny_model(seed=1).eval()
+    save_final(previous, processor, tmp_path, merged=True)
+    with torch.no_grad():
+        expected = previous(**batch).logits
+    failure(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        save_final(tiny_model(seed=2), processor, tmp_path, merged=True)
+    monkeypatch.undo()
+    loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, expected)  # the previous model, whole
+    assert AutoProcessor.from_pretrained(tmp_path) is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
+
+
+def test_the_final_save_is_checked_before_it_replaces_anything(tmp_path, monkeypatch, batch):
+    """A save that writes fine but does not load back (here: a weight dropped) never replaces the previous model."""
+    import transformers.modeling_utils as modeling_utils
+    from safetensors.torch import save_file
+
+    from mmft.hub import save_final
+
+    processor = MMFTProcessor.from_vision_text_pretrained("timm:vit_tiny_patch16_224", "minilm", image_size=32)
+    save_final(tiny_model(seed=1), processor, tmp_path, merged=True)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def drop_one(tensors, filename, metadata=None):
+        save_file(dict(list(tensors.items())[1:]), filename, metadata=metadata)
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", drop_one)
+    with pytest.raises(ValueError, match="does not load back"):
+        save_final(tiny_model(seed=2), processor, tmp_path, merged=True)
+    assert (tmp_path / "model.safetensors").read_bytes() == before

@@ -129,3 +129,37 @@ def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
     with torch.no_grad():
         adapted = unmerged(**batch).logits
         assert (unmerged.unload().eval()(**batch).logits - adapted).abs().max() > 1e-4
+
+
+def _stored_parameters(model: nn.Module) -> int:
+    """Parameters the model holds in memory, each tensor counted once however many names point at it."""
+    return sum(p.numel() for p in {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}.values())
+
+
+def test_lora_keeps_no_second_copy_of_the_trained_modules(monkeypatch):
+    """peft's modules_to_save would hold an original and a trained copy of bridge, projections, head (and a `full`
+    tower); mmft trains them in place, so the LoRA model holds the base model plus the adapters and nothing else."""
+    plan = LoraPlan(vision="lora", text="full", r=4)
+    base = tiny_model("co_attention", "timm_vit")
+    adapters = _expected_lora_count(base.mmft.vision_tower, 4, {"attention"})
+    assert _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit"))) == _n(base) + adapters
+    monkeypatch.setattr("mmft.lora.train_in_place", lambda model: None)  # negative control: peft's own copies
+    copied = _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit")))
+    assert copied - (_n(base) + adapters) == _n(base) - _n(base.mmft.vision_tower)  # every non-LoRA part, twice
+
+
+def test_lora_under_fsdp_gives_every_shardable_module_one_place(monkeypatch):
+    """accelerate's FSDP2 walks `named_children` without de-duplicating and shards each layer it finds; a module held
+    in both of peft's slots would be sharded twice (torch refuses). Under an FSDP launch the plan keeps peft's copy."""
+    from accelerate.utils.fsdp_utils import get_module_children_bottom_up
+
+    plan = LoraPlan(vision="lora", text="full", r=4)
+
+    def repeated_modules() -> int:
+        walked = get_module_children_bottom_up(plan.apply(tiny_model("co_attention", "timm_vit")))
+        return len(walked) - len({id(m) for m in walked})
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert repeated_modules() == 0
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")  # negative control: in place, the walk meets modules twice
+    assert repeated_modules() > 0

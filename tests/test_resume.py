@@ -10,6 +10,7 @@ checkpoint, must never be resumed from; `save_total_limit` must hold.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,15 +23,18 @@ from helpers_launch import (
     log_history,
     logged_steps,
     recipe_command,
+    run_in_process,
     run_recipe,
     save_tiny_text_tower,
+    save_tiny_vision_tower,
     weights,
 )
+from transformers import TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 
 from mmft.checkpoints import latest_complete_checkpoint, resolve_resume_checkpoint
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_cpu_thread")]
 STEPS, SAVE_EVERY, LIMIT = 12, 3, 2  # 24 rows / batch 4 = 6 steps per epoch: resumes land mid-epoch and across it
 ARGS = [
     "--lora_vision", "full", "--lora_text", "lora", "--lora_r", "4", "--lora_dropout", "0.1", "--hidden_dropout", "0.1",
@@ -165,3 +169,88 @@ def test_broken_newest_checkpoint_is_never_picked(breakage, reference, tmp_path)
     assert resolve_resume_checkpoint("auto", output_dir) == str(previous)
     assert not newest.exists() and (output_dir / f"incomplete-checkpoint-{STEPS}").is_dir()
     assert json.loads((previous / "trainer_state.json").read_text())["global_step"] == STEPS - SAVE_EVERY
+
+
+# -- resuming on another number of processes -----------------------------------------------------------------------
+# An HF ViT folder tower with full fine-tuning, so checkpoints hold the ViT under the names transformers renames
+# (bit-equal resumes of every tower family are in tests/test_resume_families.py). 1-process runs go through the same
+# `mmft.training.run` in this process, on one thread like a launched process; the 2- and 3-process runs are launched.
+VIT_STEPS = 12
+VIT_ARGS = [
+    "--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0.1", "--max_steps", str(VIT_STEPS),
+    "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "4", "--seed", "0",
+]  # fmt: skip
+BATCH = {1: "4", 2: "2", 3: "2"}  # per-device batch by process count: 1 and 2 processes share the global batch of 4
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class Interrupt(TrainerCallback):
+    """End the run after `step` (as a kill would, but in this process): nothing after it is saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupted(f"interrupted after step {self.step}")
+
+
+@pytest.fixture(scope="module")
+def vit_inputs(inputs, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(text tower, data, HF ViT tower folder)."""
+    vision = save_tiny_vision_tower(tmp_path_factory.mktemp("vit") / "vit", "hf_vit", dropout=0.1)
+    return (*inputs, vision)
+
+
+def _vit_flags(processes: int, *extra: str) -> list[str]:
+    return [*VIT_ARGS, "--per_device_train_batch_size", BATCH[processes], *extra]
+
+
+def _resume(output_dir: Path, processes: int, vit_inputs, caplog) -> str:
+    """Resume `output_dir` with `auto` on `processes` processes; returns what the run said."""
+    text, data, vision = vit_inputs
+    flags = _vit_flags(processes, "--resume_from_checkpoint", "auto")
+    if processes == 1:
+        with caplog.at_level(logging.WARNING):
+            run_in_process(output_dir, text, data, *flags, vision=str(vision))
+        return caplog.text
+    result = run_recipe(recipe_command(output_dir, text, data, *flags, processes=processes, vision=str(vision)))
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def grown(vit_inputs, tmp_path_factory, one_cpu_thread) -> tuple[Path, str]:
+    """A 1-process run stopped after step 8, resumed with `auto` on 2 processes (which write 2-process checkpoints)."""
+    text, data, vision = vit_inputs
+    output_dir = tmp_path_factory.mktemp("grown") / "run"
+    with pytest.raises(Interrupted):
+        run_in_process(output_dir, text, data, *_vit_flags(1), vision=str(vision), callbacks=[Interrupt(8)])
+    assert not (output_dir / "model.safetensors").exists()
+    return output_dir, _resume(output_dir, 2, vit_inputs, None)
+
+
+def _assert_continued(output_dir: Path, output: str, step: int, lost: str) -> None:
+    assert "starting from scratch" not in output and not list(output_dir.glob("incomplete-*")), output[-3000:]
+    assert f"resuming from {output_dir / f'checkpoint-{step}'}" in output, output[-3000:]
+    assert "missing keys" not in output and "unexpected keys" not in output, output[-3000:]
+    history = json.loads((output_dir / f"checkpoint-{VIT_STEPS}" / "trainer_state.json").read_text())["log_history"]
+    assert [row["step"] for row in history if "loss" in row] == list(range(1, VIT_STEPS + 1))  # none trained twice
+    assert lost in output, output[-3000:]  # says which RNG states it could not restore
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_checkpoint_of_one_process_resumes_on_two(grown):
+    output_dir, output = grown
+    _assert_continued(output_dir, output, 6, "RNG state not restored for process 0, 1 of 2")
+    assert {p.name for p in (output_dir / "checkpoint-9").glob("rng_state*")} == {"rng_state_0.pth", "rng_state_1.pth"}
+
+
+@pytest.mark.parametrize("processes, lost", [(1, "RNG state not restored for process 0 of 1"),
+                                             (3, "RNG state not restored for process 2 of 3")])  # fmt: skip
+def test_checkpoint_of_two_processes_resumes_on_another_count(processes, lost, grown, vit_inputs, tmp_path, caplog):
+    output_dir = tmp_path / "run"
+    shutil.copytree(grown[0] / "checkpoint-9", output_dir / "checkpoint-9")
+    _assert_continued(output_dir, _resume(output_dir, processes, vit_inputs, caplog), 9, lost)

@@ -21,7 +21,7 @@ from mmft.data import BadExamplePolicy, DataError, ImageTextCollator as VQAColla
 from mmft.data.collator import decode_image
 from mmft.data.validation import validate_split
 from mmft.image_utils import ImageDataError, open_image
-from mmft.input_checks import question_problem
+from mmft.input_checks import text_problem
 from mmft.processing_mmft import MMFTProcessor
 from mmft.tasks.vqa import VQATask
 
@@ -195,7 +195,7 @@ QUESTIONS = {
 @pytest.mark.parametrize("case", QUESTIONS)
 def test_unusable_question_is_named_by_the_pre_pass_and_the_processor(case, processor):
     question, message = QUESTIONS[case]
-    assert re.search(message, question_problem(question) or "")
+    assert re.search(message, text_problem(question, "question") or "")
     with pytest.raises(ValueError, match=r"text 1: (text is )?" + message.replace("question", "text")):
         processor(text=["is it red?", question])
 

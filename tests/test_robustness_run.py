@@ -209,7 +209,7 @@ def test_pickle_payload_in_a_model_folder_is_never_executed(tmp_path):
     from mmft.training import load_saved_model
 
     assert type(AutoModelForVisualQuestionAnswering.from_pretrained(beside)) is mmft.MMFTForVisualQuestionAnswering
-    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|safetensors"):  # transformers: weights_only=True
+    with pytest.raises(Exception, match=r"(?i)weights_only|unpickl|safetensors"):  # mmft models: safetensors only
         AutoModelForVisualQuestionAnswering.from_pretrained(instead)
     with pytest.raises(OSError, match=r"model.safetensors"):  # mmft: safetensors only, the .bin is not even opened
         load_saved_model(VQATask(), ModelArguments(model_name_or_path=str(instead)))
@@ -277,3 +277,29 @@ def test_recipe_skips_corrupt_images_and_reports_the_exact_count(tmp_path, tiny_
     }
     results = json.loads((tmp_path / "out" / "test_results.json").read_text())
     assert results["test_excluded_bad_rows"] == 1.0
+
+
+def test_nan_on_one_of_two_processes_stops_every_process_with_the_same_message(tmp_path):
+    """Rank 1 alone meets a NaN loss at step 3: both ranks must stop at that step, within a bounded time."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", str(REPO / "tests" / "helpers_nan_worker.py"),
+               "--out", str(tmp_path)]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO / "tests", env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher and both workers
+        output, _ = process.communicate()
+        pytest.fail(f"a rank was still waiting {time.monotonic() - started:.0f} s after the NaN:\n{output[-3000:]}")
+    endings = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert process.returncode != 0
+    assert endings[0] == endings[1], endings  # the same message on every rank
+    assert endings[0].startswith("NonFiniteLossError: training loss is nan at step 3 on process 1 of 2"), endings[0]

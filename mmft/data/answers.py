@@ -47,6 +47,11 @@ def is_single_answer(answers_column: Iterable[Sequence[str]]) -> bool:
     return all(len(row) == 1 for row in answers_column)
 
 
+def has_known_answer(row: dict, label2id: dict[str, int]) -> bool:
+    """Whether some answer of a row is in the vocabulary (a streamed row; `out_of_vocab_rows` for a loaded split)."""
+    return any(normalize_answer(a) in label2id for a in row["answers"])
+
+
 def out_of_vocab_rows(answers_column: Iterable[Sequence[str]], label2id: dict[str, int]) -> list[int]:
     """Indices of rows none of whose answers is in the vocabulary: they teach nothing, and can only be scored wrong."""
     return [i for i, row in enumerate(answers_column) if not any(normalize_answer(a) in label2id for a in row)]

@@ -14,13 +14,14 @@ from typing import Any, Callable
 import torch
 from PIL import Image as PILImage
 
-from ..image_utils import ImageDataError, image_source, open_image, to_rgb
+from ..image_utils import ImageDataError, image_source, load_rgb
 from ..input_checks import TruncationReporter
 from .rejects import BadExample, BadExamplePolicy
 from .sources import DataError
 
 SKIP_KEY = "skipped_bad_example"  # set on a training example the collator must drop
 TEXT_KEY = "text"  # the text the collator tokenises, whatever the task's column is called
+ROW_KEY = "row_key"  # a streamed example's name (shard/key); carried to the collator for tracing, never batched
 
 
 def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
@@ -29,8 +30,7 @@ def decode_image(image: dict[str, Any] | None, where: str) -> PILImage.Image:
     if source is None:
         raise DataError(f"{where}: no image")
     try:
-        with open_image(source) as opened:
-            return to_rgb(opened)
+        return load_rgb(source)  # the decode every inference entry point uses too
     except ImageDataError as error:
         raise DataError(f"{where}: cannot decode image {name} ({error})") from error
 
@@ -128,7 +128,7 @@ class ImageTextCollator:
         batch = {"pixel_values": stack([example["pixel_values"] for example in examples])}
         if TEXT_KEY in examples[0]:
             batch.update(self.tokenize([example[TEXT_KEY] for example in examples]))
-        for key in examples[0].keys() - {"pixel_values", TEXT_KEY, SKIP_KEY}:
+        for key in examples[0].keys() - {"pixel_values", TEXT_KEY, SKIP_KEY, ROW_KEY}:
             batch[key] = stack([example[key] for example in examples])
         return batch
 

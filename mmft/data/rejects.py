@@ -4,6 +4,12 @@
 appends it to the ledger and goes on, unless more than `max_bad_fraction` of a split is bad: then the data, not a
 few files, is broken (a wrong image folder, a wrong column) and the run stops. The ledger is a JSON-lines file that
 DataLoader workers and DDP ranks append to, so it is also how the skips of every process are counted.
+
+Each line is tagged with the run it belongs to (`run`: a digest of the run's flag fingerprint, `mmft.fingerprint`).
+A fresh run starts a new ledger; a resumed run keeps only its own lines, so an older run's rejects neither count
+toward `max_bad_fraction` nor exclude eval rows. A line a kill cut short (lines are appended whole, so only the
+last one can be) is ignored, the next append starts on a new line, and a resumed run drops it when it tidies the
+ledger.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .sources import DataError
 
@@ -25,10 +31,11 @@ class BadExample:
     """One unusable row: where it is and why. `stage` is "validation" (before training) or "decode" (during)."""
 
     split: str
-    row: int
+    row: int | str  # a streamed row is named by its sample key (shard/key), not a number
     file: str | None
     reason: str
     stage: str = "validation"
+    run: str | None = None  # the run that found it (`BadExamplePolicy.run`)
 
     def describe(self, source: str) -> str:
         where = f"{source}, split {self.split!r}, row {self.row}" + (f", file {self.file}" if self.file else "")
@@ -45,6 +52,7 @@ class BadExamplePolicy:
     source: str = "dataset"
     split_sizes: dict[str, int] = field(default_factory=dict)
     _memory: dict[tuple[str, int], BadExample] = field(default_factory=dict, repr=False)
+    run: str | None = None  # this run's tag; ledger lines of other runs are ignored
 
     def __post_init__(self) -> None:
         if self.mode not in POLICIES:
@@ -75,9 +83,7 @@ class BadExamplePolicy:
         if not self.rejects_file:
             self._memory.update(((b.split, b.row), b) for b in new)
             return
-        os.makedirs(os.path.dirname(os.path.abspath(self.rejects_file)), exist_ok=True)
-        with open(self.rejects_file, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(asdict(b)) + "\n" for b in new))
+        self._append("".join(self._line(b) for b in new))
 
     def check_fraction(self, split: str) -> None:
         total = self.split_sizes.get(split)
@@ -98,18 +104,57 @@ class BadExamplePolicy:
         if not self.rejects_file:
             self._memory[(bad.split, bad.row)] = bad
             return True
-        os.makedirs(os.path.dirname(os.path.abspath(self.rejects_file)), exist_ok=True)
-        # One short write() per line in append mode: lines from several workers/ranks do not interleave.
-        with open(self.rejects_file, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(bad)) + "\n")
+        self._append(self._line(bad))
         return True
 
+    def _line(self, bad: BadExample) -> str:
+        return json.dumps(asdict(replace(bad, run=self.run))) + "\n"
+
+    def _ledger(self) -> list[BadExample]:
+        """This run's ledger entries. A line cut short by a kill is skipped (appends after it start a new line)."""
+        with open(self.rejects_file, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+        known = {f.name for f in fields(BadExample)}
+        entries, torn = [], 0
+        for line in lines:
+            try:
+                record = json.loads(line) if line.strip() else None
+                entry = BadExample(**{k: v for k, v in record.items() if k in known}) if record else None
+            except (ValueError, TypeError, AttributeError):
+                torn += 1
+                continue
+            if entry is not None and entry.run == self.run:
+                entries.append(entry)
+        if torn:
+            logger.debug("%s: %d line(s) cut short by a kill ignored", self.rejects_file, torn)
+        return entries
+
+    def _append(self, text: str) -> None:
+        """Append whole lines; after a line a kill cut short, start on a new line rather than glue onto it."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.rejects_file)), exist_ok=True)
+        with open(self.rejects_file, "a+b") as handle:
+            end, torn = handle.seek(0, os.SEEK_END), False
+            if end:
+                handle.seek(end - 1)
+                torn = handle.read(1) != b"\n"
+            # One short write() per call in append mode: lines from several workers/ranks do not interleave.
+            handle.write((("\n" if torn else "") + text).encode("utf-8"))
+
+    def keep_own_lines(self) -> None:
+        """Rewrite the ledger with only this run's whole lines (call once, in the main process, when resuming)."""
+        if not (self.rejects_file and os.path.exists(self.rejects_file)):
+            return
+        own = self._ledger()
+        temporary = f"{self.rejects_file}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write("".join(self._line(b) for b in own))
+        os.replace(temporary, self.rejects_file)
+
     def rejected(self, split: str) -> dict[int, BadExample]:
-        """Distinct rejected rows of `split`, by row index, as recorded by every process."""
+        """Distinct rejected rows of `split`, by row index, as recorded by every process of this run."""
         entries = list(self._memory.values())
         if self.rejects_file and os.path.exists(self.rejects_file):
-            with open(self.rejects_file, encoding="utf-8") as handle:
-                entries = [BadExample(**json.loads(line)) for line in handle if line.strip()]
+            entries = self._ledger()
         return {b.row: b for b in entries if b.split == split}
 
     def summary(self) -> str:

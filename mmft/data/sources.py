@@ -45,6 +45,20 @@ class SourceSpec:
     train_split: str = "train"
     eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
     image_column: str = field(default="image", metadata={"help": "the image column of a Hub dataset or table"})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "read training rows as a stream (Hub ids, parquet/arrow folders, WebDataset "
+                  "<split>-*.tar shards, the task's named datasets): nothing is downloaded or cached whole, each "
+                  "process reads its own shards; needs --max_steps (see docs/streaming.md)"},
+    )  # fmt: skip
+    streaming_head_rows: int = field(
+        default=10000, metadata={"help": "with --streaming: training rows read first to fix the label/answer "
+                                 "vocabulary (--class_names or a checkpoint's labels fix it instead)"},
+    )  # fmt: skip
+    streaming_shuffle_buffer: int = field(
+        default=0, metadata={"help": "with --streaming: shuffle rows through a buffer of this many per process (0: "
+                             "shard order only; a resumed run loses the rows that sat in the buffer)"},
+    )  # fmt: skip
 
 
 # A named reader: (spec, the task's arguments) -> DatasetDict with `image` and the task's canonical columns.
@@ -167,35 +181,49 @@ def load_local(root: Path, columns: tuple[Column, ...], column_map: dict[str, st
 
 
 # -- Hub (and anything load_dataset reads) --------------------------------------------------------------------------
+def source_columns(names: list[str], spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str],
+                   split: str) -> dict[str, str]:  # fmt: skip
+    """{canonical column: source column} of a split with columns `names`: an explicit mapping, else the first
+    accepted key the split has; a `DataError` naming the flags when one is missing."""
+    flags = {"image": "image_column", **{c.name: c.flag_name for c in columns}}
+    wanted = {"image": spec.image_column}
+    for column in columns:
+        keys = (column_map[column.name],) if column.name in column_map else column.record_keys
+        wanted[column.name] = next((k for k in keys if k in names), keys[0])
+    for name, source in wanted.items():
+        if source not in names:
+            raise DataError(
+                f"dataset {spec.dataset!r}, split {split!r}: no column {source!r} (the {name} column); columns "
+                f"are {names}; map them with --{flags[name]}" + "".join(f"/--{flags[n]}" for n in wanted if n != name)
+            )
+    return wanted
+
+
+class CanonicalRows:
+    """`.map(batched=True)` function: a batch of source rows -> canonical columns (plus the `keep` ones present)."""
+
+    def __init__(self, wanted: dict[str, str], columns: tuple[Column, ...], keep: tuple[str, ...]) -> None:
+        self.wanted, self.keep = wanted, keep
+        self.by_column = {c.name: c for c in columns}
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out = {name: [self.by_column[name].canonical(v) for v in batch[source]]
+               for name, source in self.wanted.items() if name != "image"}  # fmt: skip
+        return {"image": batch[self.wanted["image"]], **out, **{k: batch[k] for k in self.keep if k in batch}}
+
+
 def load_hub(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str],
              keep: tuple[str, ...] = ()) -> DatasetDict:  # fmt: skip
     """A `load_dataset` dataset, its columns renamed to the canonical ones and their values made canonical."""
     loaded = load_dataset(spec.dataset)
-    flags = {"image": "image_column", **{c.name: c.flag_name for c in columns}}
     renamed = {}
     for split, data in loaded.items():
-        wanted = {"image": spec.image_column}
-        for column in columns:  # an explicit mapping, else the first accepted key the dataset has
-            keys = (column_map[column.name],) if column.name in column_map else column.record_keys
-            wanted[column.name] = next((k for k in keys if k in data.column_names), keys[0])
-        for name, source in wanted.items():
-            if source not in data.column_names:
-                raise DataError(
-                    f"dataset {spec.dataset!r}, split {split!r}: no column {source!r} (the {name} column); columns "
-                    f"are {data.column_names}; map them with --{flags[name]}"
-                    + "".join(f"/--{flags[n]}" for n in wanted if n != name)
-                )
+        wanted = source_columns(data.column_names, spec, columns, column_map, split)
         data = data.select_columns([*dict.fromkeys(wanted.values()), *(k for k in keep if k in data.column_names)])
         features = features_of(columns, {k: data.features[k] for k in keep if k in data.column_names})
-        by_column = {c.name: c for c in columns}
-
-        def canonical(batch: dict[str, list], wanted: dict[str, str] = wanted) -> dict[str, list]:
-            out = {name: [by_column[name].canonical(v) for v in batch[source]] for name, source in wanted.items()
-                   if name != "image"}  # fmt: skip
-            return {"image": batch[spec.image_column], **out, **{k: batch[k] for k in keep if k in batch}}
-
         data = data.cast_column(spec.image_column, Image(decode=False))
-        renamed[split] = data.map(canonical, batched=True, remove_columns=data.column_names, features=_undecoded(features))
+        renamed[split] = data.map(CanonicalRows(wanted, columns, keep), batched=True, remove_columns=data.column_names,
+                                  features=_undecoded(features))  # fmt: skip
         renamed[split] = renamed[split].cast_column("image", Image())
     return DatasetDict(renamed)
 
@@ -223,15 +251,21 @@ def load_splits(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[
         )
     else:
         splits = load_hub(spec, columns, column_map, keep)
-    eval_split = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in splits), None)
+    train_split, eval_split = choose_splits(spec, splits)
+    return splits[train_split], splits[eval_split]
+
+
+def choose_splits(spec: SourceSpec, available) -> tuple[str, str]:
+    """(train, eval) split names: the named ones, the eval split defaulting to the first of test/validation/val."""
+    eval_split = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in available), None)
     for role, split in (("train", spec.train_split), ("eval", eval_split)):
-        if split not in splits:
+        if split not in available:
             raise DataError(
-                f"dataset {spec.dataset!r} has no {role} split {split!r}; available splits: {sorted(splits)}"
+                f"dataset {spec.dataset!r} has no {role} split {split!r}; available splits: {sorted(available)}"
                 + ("" if split else "; name one with --eval_split")
             )
-    return splits[spec.train_split], splits[eval_split]
+    return spec.train_split, eval_split
 
 
-__all__ = ["DataError", "EVAL_SPLIT_NAMES", "SourceSpec", "features_of", "load_hub", "load_local", "load_splits",
-           "read_records", "read_table"]  # fmt: skip
+__all__ = ["CanonicalRows", "DataError", "EVAL_SPLIT_NAMES", "SourceSpec", "choose_splits", "features_of", "load_hub", "load_local",
+           "load_splits", "read_records", "read_table", "source_columns"]  # fmt: skip

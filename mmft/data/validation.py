@@ -42,6 +42,14 @@ def image_problem(image: dict | None, cache: dict[str, str | None]) -> tuple[str
     return name, problem
 
 
+def row_problem(image: dict | None, values: dict, columns: tuple[Column, ...],
+                cache: dict[str, str | None]) -> tuple[str | None, str | None]:  # fmt: skip
+    """(image name, reason) when a row is unusable, else (name, None): its column values, then its image header."""
+    name, problem = image_problem(image, cache)
+    # A bad value is named before a bad image: it is the cheaper fix and the likelier mistake.
+    return name, next((p for c in columns if (p := c.problem(values[c.name]))), None) or problem
+
+
 def find_bad_rows(
     dataset: Dataset, split: str, columns: tuple[Column, ...], rows: list[int] | None = None
 ) -> Iterator[BadExample]:
@@ -54,9 +62,7 @@ def find_bad_rows(
         chunk = data[start : start + _CHUNK]
         for offset, image in enumerate(chunk["image"]):
             row = rows[start + offset]
-            name, problem = image_problem(image, cache)
-            # A bad value is named before a bad image: it is the cheaper fix and the likelier mistake.
-            problem = next((p for c in columns if (p := c.problem(chunk[c.name][offset]))), None) or problem
+            name, problem = row_problem(image, {c.name: chunk[c.name][offset] for c in columns}, columns, cache)
             if problem:
                 yield BadExample(split, row, name, problem)
 

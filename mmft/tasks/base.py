@@ -20,6 +20,7 @@ from ..data.collator import ImageTextCollator, ImageTextTransform
 from ..data.columns import Column
 from ..data.rejects import BadExamplePolicy
 from ..data.sources import SourceSpec, load_splits
+from ..data.streaming import stream_splits
 from ..data.validation import validate_split
 
 
@@ -31,7 +32,7 @@ class TaskData:
     `info`: anything else the task derived (e.g. whether every VQA question has one answer).
     """
 
-    train: Dataset
+    train: Dataset  # or a `mmft.data.streaming.TrainStream` under --streaming
     eval: Dataset
     labels: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -121,9 +122,31 @@ class Task:
     ) -> TaskData:
         """Validated splits plus their targets; `labels` fixes the label vocabulary (a checkpoint's `id2label`)."""
         spec = replace(spec, dataset=spec.dataset or self.default_dataset)
+        if spec.streaming:
+            return self.prepare_stream(spec, policy, labels, max_eval_samples)
         train, evaluation = prepare_splits(spec, self.columns, self.column_map(), self.datasets(), self.keep_columns,
                                            max_train_samples, max_eval_samples, policy)  # fmt: skip
         return self.build_targets(train, evaluation, labels)
+
+    def prepare_stream(self, spec: SourceSpec, policy: BadExamplePolicy | None, labels: list[str] | None,
+                       max_eval_samples: int | None) -> TaskData:  # fmt: skip
+        """`--streaming`: targets from the training stream's first rows, the training split a `TrainStream` whose
+        rows are checked on the fly (see `mmft.data.streaming`), the eval split in memory."""
+        stream, head, evaluation = stream_splits(spec, self.columns, self.column_map(), self.datasets(),
+                                                 self.keep_columns, max_eval_samples, policy)  # fmt: skip
+        data = self.build_targets(head, evaluation, labels)
+        data.train = stream.with_checks(self.streamed_row_problem(data), self.streamed_row_kept(data))
+        return data
+
+    def streamed_row_problem(self, data: TaskData) -> Callable[[dict], str | None] | None:
+        """Hook (streaming): why a streamed training row cannot be trained on with the targets fixed from the head
+        rows (e.g. a label outside the vocabulary); such a row goes to the bad-example policy. None: no check."""
+        return None
+
+    def streamed_row_kept(self, data: TaskData) -> Callable[[dict], bool] | None:
+        """Hook (streaming): which streamed training rows to keep, where `build_targets` silently leaves rows out of
+        a loaded split (VQA: questions with no answer in the vocabulary). None: keep every good row."""
+        return None
 
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         """Hook: the label vocabulary (or other targets) from the validated splits."""

@@ -13,6 +13,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +68,17 @@ def balanced_weights(train_labels: list[list[str]], vocabulary: list[str], multi
     if multi_label:
         return [max(len(train_labels) - counts[label], 1) / max(counts[label], 1) for label in vocabulary]
     return [len(train_labels) / (len(vocabulary) * max(counts[label], 1)) for label in vocabulary]
+
+
+def streamed_label_problem(row: dict, known: frozenset[str], multi: bool) -> str | None:
+    """Why a streamed row's labels do not fit the vocabulary fixed before training (None when they do)."""
+    unknown = [label for label in row["labels"] if label not in known]
+    if unknown:
+        return (f"labels {unknown} are not in the label vocabulary {sorted(known)} (fixed from --class_names, the "
+                "checkpoint, or the first --streaming_head_rows training rows); pass --class_names with every label")
+    if not multi and len(row["labels"]) != 1:
+        return f"{len(row['labels'])} labels in a single-label run; pass --multi_label true"
+    return None
 
 
 def metric_name(label: str) -> str:
@@ -130,6 +142,9 @@ class ClassificationTask(Task):
             raise DataError("some rows have several labels; pass --multi_label true (or give every row one label)")
         weights = self.class_weights(train["labels"], vocabulary, multi)
         return TaskData(train, evaluation, vocabulary, {"multi_label": multi, "class_weights": weights})
+
+    def streamed_row_problem(self, data: TaskData) -> Callable[[dict], str | None]:
+        return partial(streamed_label_problem, known=frozenset(data.labels), multi=data.info["multi_label"])
 
     def class_weights(self, train_labels: list[list[str]], vocabulary: list[str], multi: bool) -> list[float] | None:
         spec = self.args.class_weights

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..data.answers import (
     answer_id,
     as_answer_list,
     build_answer_vocab,
+    has_known_answer,
     is_single_answer,
     out_of_vocab_rows,
     soft_scores,
@@ -131,6 +133,10 @@ class VQATask(Task):
             logger.warning("%d of %d eval questions have no answer in the vocabulary; they count as wrong",
                            len(unknown_eval), len(evaluation))  # fmt: skip
         return TaskData(train, evaluation, answers, {"single_answer": is_single_answer(train["answers"])})
+
+    def streamed_row_kept(self, data: TaskData) -> Callable[[dict], bool]:
+        # As `build_targets` drops them from a loaded split: a question with no known answer teaches nothing.
+        return partial(has_known_answer, label2id={answer: i for i, answer in enumerate(data.labels)})
 
     def config_updates(self, data: TaskData) -> dict:
         # Pipelines score single-answer models with a softmax, soft-score (VQAv2) models with a sigmoid.

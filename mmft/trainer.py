@@ -1,0 +1,165 @@
+"""`MMFTTrainer`: the HF `Trainer`, resuming exactly or refusing to.
+
+Three things the HF Trainer (5.24) does not do on resume:
+
+* **Weights through the key conversion.** transformers renames some towers' weights between the names a checkpoint
+  holds and the live module names (an HF ViT's `encoder.layer.0.attention.attention.query` is
+  `layers.0.attention.q_proj` in memory; DINOv2 likewise). `save_pretrained` writes the original names and
+  `from_pretrained` converts them back, but the Trainer's resume (and `load_best_model_at_end`) loads the file with a
+  plain, non-strict `load_state_dict`: every renamed weight kept its fresh value, with only a log line. Here a full
+  checkpoint is read with `from_pretrained` (the same conversion) and copied into the live model; a LoRA checkpoint's
+  adapter file must hold exactly the keys peft would save now. Any missing or unexpected key is an error.
+* **Which RNG states were restored.** Resuming with another number of processes than wrote the checkpoint leaves
+  some processes without their RNG state; this is said, naming them.
+* **Whose checkpoint it is.** Every checkpoint gets the run fingerprint (`mmft.fingerprint`) before the Trainer
+  writes its own files, so a complete checkpoint always carries it.
+
+Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, is_sagemaker_mp_enabled
+
+from .checkpoints import rng_files, saved_world_size
+from .fingerprint import write_run_file
+
+logger = logging.getLogger(__name__)
+SHOWN_KEYS = 10
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not cover the model exactly (missing, unexpected or misshapen keys)."""
+
+
+def _key_problems(what: str, missing, unexpected, mismatched=()) -> list[str]:
+    problems = []
+    for name, keys in (("missing", sorted(missing)), ("unexpected", sorted(unexpected)),
+                       ("of another shape", sorted(str(k) for k in mismatched))):  # fmt: skip
+        if keys:
+            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            problems.append(f"{len(keys)} {name} key(s) in {what}: {keys[:SHOWN_KEYS]}{more}")
+    return problems
+
+
+def _refuse(checkpoint: str, problems: list[str]) -> None:
+    if problems:
+        raise CheckpointMismatchError(
+            f"{checkpoint} cannot be resumed from: its weights do not match the model ({'; '.join(problems)}). "
+            "Was it written by another model or another version of mmft? Resume the checkpoint of this run, or start "
+            "afresh in another --output_dir"
+        )
+
+
+def load_full_checkpoint(model, checkpoint: str) -> None:
+    """Copy a full checkpoint's weights into `model` through `from_pretrained`'s key conversion, strictly.
+
+    Reads the folder into a second copy of the model on the CPU (that is what converts the names), then copies every
+    tensor in place, so the live parameters keep their device, dtype and `requires_grad`.
+    """
+    loaded, info = type(model).from_pretrained(checkpoint, output_loading_info=True, use_safetensors=True)
+    problems = _key_problems("the checkpoint", info["missing_keys"], info["unexpected_keys"],
+                             info.get("mismatched_keys", ()))  # fmt: skip
+    _refuse(checkpoint, problems)
+    result = model.load_state_dict(loaded.state_dict(), strict=False)
+    _refuse(checkpoint, _key_problems("the model", result.missing_keys, result.unexpected_keys))
+
+
+def check_adapter_checkpoint(model, checkpoint: str) -> None:
+    """A LoRA checkpoint's adapter file must hold exactly the tensors peft saves for this model now."""
+    from peft import get_peft_model_state_dict
+
+    path = os.path.join(checkpoint, ADAPTER_WEIGHTS)
+    if not os.path.isfile(path):
+        return  # the Trainer reports a checkpoint without weights itself
+    with safe_open(path, framework="pt") as handle:
+        saved = set(handle.keys())
+    expected = set(get_peft_model_state_dict(model).keys())
+    _refuse(checkpoint, _key_problems(ADAPTER_WEIGHTS, expected - saved, saved - expected))
+
+
+def _is_full_checkpoint(checkpoint: str) -> bool:
+    return any(os.path.isfile(os.path.join(checkpoint, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
+
+
+class MMFTTrainer(Trainer):
+    """The HF `Trainer` with strict, key-converting resumes and the run fingerprint in every checkpoint.
+
+    `fingerprint`: this run's `mmft.fingerprint.run_fingerprint`, written into each checkpoint (None: none written).
+    """
+
+    def __init__(self, *args: Any, fingerprint: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fingerprint = fingerprint
+
+    def _plain_load(self) -> bool:
+        """Whether the weights are loaded by `load_state_dict` (not by DeepSpeed, FSDP or SageMaker's own loaders)."""
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or is_sagemaker_mp_enabled())
+
+    def _load_weights(self, checkpoint: str, model) -> bool:
+        """Load `checkpoint` into `model` the strict way when mmft can; False to leave it to the Trainer."""
+        if not self._plain_load():
+            return False
+        if hasattr(model, "peft_config"):
+            check_adapter_checkpoint(model, checkpoint)
+            return False  # peft's load_adapter maps the (live-named) adapter keys itself
+        if _is_full_checkpoint(checkpoint):
+            load_full_checkpoint(model, checkpoint)
+            return True
+        return False
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self._load_weights(resume_from_checkpoint, model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if best and self._load_weights(best, self.model):
+            logger.info("loaded the best model from %s (score: %s)", best, self.state.best_metric)
+            return
+        super()._load_best_model()
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if checkpoint is None:
+            return
+        world, written = self.args.world_size, saved_world_size(checkpoint)
+        expected = rng_files(world)
+        lost = [rank for rank, name in enumerate(expected) if not os.path.isfile(os.path.join(checkpoint, name))]
+        if lost and self.args.process_index == 0:
+            logger.warning(
+                "mmft: %s was written by %s process(es) and this run has %d: RNG state not restored for process %s of "
+                "%d (no %s for it); those processes go on from --seed, so their random draws (dropout, sampling) "
+                "differ from an uninterrupted run. Data order and weights continue from the checkpoint",
+                checkpoint, written or "an unknown number of", world, ", ".join(map(str, lost)), world,
+                " / ".join(expected[rank] for rank in lost[:3]),
+            )  # fmt: skip
+
+    def _get_dataloader(self, *args: Any, is_training: bool = False, **kwargs: Any):
+        # `--dataloader_drop_last` is for training batches (docs/distributed.md); the Trainer applies it to evaluation
+        # too, which would leave rows unscored, or, with fewer rows than one batch per process, none at all.
+        if is_training or not self.args.dataloader_drop_last:
+            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
+        self.args.dataloader_drop_last = False
+        try:
+            return super()._get_dataloader(*args, is_training=is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = True
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if self.fingerprint is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            write_run_file(folder, self.fingerprint, self.args.world_size)
+        super()._save_checkpoint(model, trial)
+
+
+__all__ = ["CheckpointMismatchError", "MMFTTrainer", "check_adapter_checkpoint", "load_full_checkpoint"]

@@ -1,0 +1,168 @@
+"""Every mmft model class, a tiny instance of each, and the inputs each one's forward takes (for the contract tests).
+
+`MODEL_CLASSES` is `MMFTModel` plus the model class of every task in `mmft.TASKS`, so a new task's head is covered by
+`tests/test_model_contract.py` as soon as it is registered. A head whose forward takes other inputs than (image,
+text, labels) registers an input builder in `INPUT_BUILDERS` (and, if `from_vision_text_pretrained` needs other
+arguments, a model builder in `MODEL_BUILDERS`); a class with no input builder fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import pytest
+import torch
+from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config
+from torch import nn
+
+import mmft
+from mmft import MMFTModel
+
+MODEL_CLASSES: list[type] = list(dict.fromkeys([MMFTModel, *(task.model_class for task in mmft.TASKS.values())]))
+LABELS = ["yes", "no", "red", "circle"]
+BATCH = 3
+TEXT_LENGTH = 7
+
+
+def class_id(model_class: type) -> str:
+    return model_class.__name__
+
+
+def _default_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
+    options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
+    options.update(overrides)
+    labels = LABELS if model_class.has_labels else None
+    return model_class.from_vision_text_pretrained(
+        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, labels=labels, **options
+    )
+
+
+def image_text_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """(B, 3, H, W) pixels, (B, T) token ids with padding in the last row, and label ids for a labelled head."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.config.text_config.vocab_size
+    input_ids = torch.randint(1000, vocab, (BATCH, TEXT_LENGTH), generator=generator)
+    input_ids[:, 0] = 101  # [CLS]
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[-1, -3:] = 0  # a padded row, so masks matter
+    inputs = {
+        "pixel_values": torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+    }
+    if labels and type(model).has_labels:
+        inputs["labels"] = torch.randint(0, model.config.num_labels, (BATCH,), generator=generator)
+    return inputs
+
+
+def caption_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A captioning model's inputs: the image and the prompt the text tower reads (`text_input_ids`, with a padded
+    row) plus the caption so far in the decoder's vocabulary (`input_ids`, starting with its start token). One
+    forward without the KV cache (a `DynamicCache` output is no pytree for torch.export); the generation tests in
+    tests/test_captioning.py check the cache."""
+    image_text = image_text_inputs(model, labels=False, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    captions = torch.randint(1000, model.config.decoder_config.vocab_size, (BATCH, 5), generator=generator)
+    captions[:, 0] = model.generation_config.bos_token_id
+    inputs = {"pixel_values": image_text["pixel_values"], "text_input_ids": image_text["input_ids"],
+              "text_attention_mask": image_text["attention_mask"], "input_ids": captions, "use_cache": False}  # fmt: skip
+    if labels:
+        inputs["labels"] = captions.clone()
+    return inputs
+
+
+def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
+    """A captioning model over a 1-layer random Llama with BERT's vocabulary (MiniLM's tokenizer) and its ids."""
+    from transformers import LlamaConfig
+
+    decoder = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=1, vocab_size=tiny_text_config().vocab_size, bos_token_id=101,
+                          eos_token_id=102, pad_token_id=0)  # fmt: skip
+    options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, num_query_tokens=3)
+    options.update(overrides)
+    return model_class.from_vision_text_pretrained(
+        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, decoder=decoder, **options
+    )
+
+
+# model class -> (model, labels?) -> forward kwargs. A head with other inputs adds its own line.
+INPUT_BUILDERS: dict[type, Callable[..., dict[str, torch.Tensor]]] = {
+    MMFTModel: image_text_inputs,
+    mmft.MMFTForVisualQuestionAnswering: image_text_inputs,
+    mmft.MMFTForImageTextClassification: image_text_inputs,
+    mmft.MMFTForConditionalGeneration: caption_inputs,
+}
+# model class -> (model class, vision kind, bridge, **config overrides) -> model; the default fits image-text heads.
+MODEL_BUILDERS: dict[type, Callable[..., nn.Module]] = {mmft.MMFTForConditionalGeneration: _caption_model}
+# model class -> the input keys of the text tower's ids and mask, where they are not `input_ids` / `attention_mask`
+TEXT_KEYS: dict[type, tuple[str, str]] = {mmft.MMFTForConditionalGeneration: ("text_input_ids", "text_attention_mask")}
+
+
+def text_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text tower's (ids, mask) among a model's forward inputs."""
+    ids, mask = TEXT_KEYS.get(type(model), ("input_ids", "attention_mask"))
+    return inputs[ids], inputs[mask]
+
+
+def token_tower(model: nn.Module) -> nn.Module:
+    """The tower whose token embeddings `get_input_embeddings` returns and `resize_token_embeddings` resizes: a
+    captioning model's decoder (it writes the tokens a user adds), every other model's text tower."""
+    return model.decoder.model if type(model) in TEXT_KEYS else model.core.text_tower.model
+
+
+def token_config(model: nn.Module):
+    """The config (inside `model.config`) of `token_tower(model)`."""
+    return model.config.decoder_config if type(model) in TEXT_KEYS else model.config.text_config
+
+
+def tiny(model_class: type, vision: str = "hf_vit", bridge: str = "co_attention", seed: int = 0, **overrides: Any):
+    """A tiny random model of `model_class` (2 bridge layers, width 32), in eval mode."""
+    torch.manual_seed(seed)
+    build = MODEL_BUILDERS.get(model_class, _default_model)
+    return build(model_class, vision, bridge, **overrides).eval()
+
+
+def inputs_for(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The forward kwargs of `model`, from its class's input builder."""
+    builder = INPUT_BUILDERS.get(type(model))
+    if builder is None:
+        pytest.fail(
+            f"{type(model).__name__} has no input builder: add one to INPUT_BUILDERS in tests/helpers_contract.py "
+            "(its forward's inputs), so the model contract tests can run it"
+        )
+    return builder(model, labels=labels, seed=seed)
+
+
+def main_output(output: Any) -> torch.Tensor:
+    """The tensor a model's output leads with: logits for heads, the fused text states for `MMFTModel`."""
+    if isinstance(output, tuple):
+        return output[0] if output[0].dim() > 0 else output[1]  # a loss comes first when labels were given
+    return output.logits if "logits" in output else output.text_states
+
+
+def tower_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Qualified-name prefixes of the towers inside `model` ("mmft.vision_tower.", ...)."""
+    towers = {id(tower) for tower in model.towers().values()}
+    return tuple(f"{name}." for name, module in model.named_modules() if id(module) in towers)
+
+
+def mmft_owned_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of everything mmft builds itself: projections, modality embeddings, bridge, heads."""
+    prefixes = tower_prefixes(model)
+    return [key for key in model.state_dict() if not key.startswith(prefixes)]
+
+
+@contextlib.contextmanager
+def uninitialised_memory_is_nan() -> Iterator[None]:
+    """Inside, every `torch.empty`-like allocation is filled with NaN, so a parameter nothing initialises shows up as
+    NaN every time (outside, it holds whatever the allocator returns: often zeros, sometimes 1e38)."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill

@@ -1,0 +1,48 @@
+"""The VQA recipe with a tracing collator: every training batch's sample keys, one JSON line per batch and process.
+
+Used by tests/test_streaming_e2e.py through `accelerate launch`: `<output_dir>/keys_<rank>.jsonl` lists, in the order
+the DataLoader produced them, the `row_key`s of each streamed training batch (the loader runs one batch ahead of the
+optimizer, so the last line may be a batch that was fetched but not trained on). `MMFT_TEST_NO_NODE_SPLIT=1` makes
+every process read the whole stream: the negative control of the exactly-once test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from mmft.arguments import parse_recipe_args
+from mmft.data.collator import ROW_KEY
+from mmft.data.streaming import TrainStream
+from mmft.tasks.vqa import VQATask
+from mmft.training import run
+
+
+class KeyRecorder:
+    def __init__(self, collator, path: Path) -> None:
+        self.collator, self.path = collator, path
+
+    def __call__(self, examples: list[dict]):
+        if ROW_KEY in examples[0]:  # a streamed training batch (eval rows carry no key)
+            with self.path.open("a") as handle:
+                handle.write(json.dumps([example[ROW_KEY] for example in examples]) + "\n")
+        return self.collator(examples)
+
+
+class TracedVQATask(VQATask):
+    def collator(self, processor, max_length: int):
+        output_dir = Path(self.trace_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        rank = os.environ.get("RANK", "0")
+        return KeyRecorder(super().collator(processor, max_length), output_dir / f"keys_{rank}.jsonl")
+
+
+if __name__ == "__main__":
+    if os.environ.get("MMFT_TEST_NO_NODE_SPLIT") == "1":
+        original = TrainStream.split_by_node
+        TrainStream.split_by_node = lambda self, rank, world_size, seed=0: original(self, 0, 1, seed)
+    args = parse_recipe_args(sys.argv[1:], TracedVQATask)
+    TracedVQATask.trace_dir = args.training.output_dir
+    run(TracedVQATask, args)

@@ -1,0 +1,86 @@
+"""`--streaming` end to end through `accelerate launch`: processes share the data exactly once, and a killed run
+resumes at the right sample.
+
+The recipe is tests/helpers_stream_recipe.py (the VQA recipe whose collator writes each training batch's sample keys
+to `keys_<rank>.jsonl`) on WebDataset shards written by the test. Each property has a negative control that breaks
+it: every process reading the whole stream; a resume that does not restore the stream position.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_data import make_webdataset
+from helpers_launch import REPO, kill_when, logged_steps, recipe_command, run_recipe, save_tiny_text_tower, weights
+
+pytestmark = pytest.mark.e2e
+SCRIPT = REPO / "tests" / "helpers_stream_recipe.py"
+COMMON = ["--streaming", "true", "--lora_vision", "full", "--lora_text", "frozen", "--hidden_dropout", "0",
+          "--seed", "0", "--save_strategy", "steps"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def text_tower(tmp_path_factory) -> Path:
+    return save_tiny_text_tower(tmp_path_factory.mktemp("stream_inputs") / "bert", dropout=0.0)
+
+
+def _batches(output_dir: Path, rank: int = 0) -> list[list[str]]:
+    path = output_dir / f"keys_{rank}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _two_processes(output_dir: Path, text_tower: Path, data: Path) -> list[list[str]]:
+    """One pass: 24 rows, 2 processes x batch 3 = 4 steps. The keys each process trained on."""
+    run_recipe(recipe_command(output_dir, text_tower, data, *COMMON, "--per_device_train_batch_size", "3",
+                              "--max_steps", "4", "--save_steps", "4", processes=2, script=SCRIPT))  # fmt: skip
+    return [[key for batch in _batches(output_dir, rank) for key in batch] for rank in range(2)]
+
+
+def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_path, monkeypatch):
+    data = make_webdataset(tmp_path / "wds", n_shards=4, rows_per_shard=6)
+    everything = Counter({f"train-{s:05d}.tar/s{s}_{i}": 1 for s in range(4) for i in range(6)})
+    seen = _two_processes(tmp_path / "split", text_tower, data)
+    assert Counter(seen[0] + seen[1]) == everything
+    shards = [{key.split("/")[0] for key in keys} for keys in seen]
+    assert shards == [{"train-00000.tar", "train-00002.tar"}, {"train-00001.tar", "train-00003.tar"}]  # whole shards
+
+    monkeypatch.setenv("MMFT_TEST_NO_NODE_SPLIT", "1")  # negative control: each process reads the whole stream
+    unsplit = _two_processes(tmp_path / "unsplit", text_tower, data)
+    assert unsplit[0] == unsplit[1] and Counter(unsplit[0] + unsplit[1]) != everything
+
+
+# 6 shards x 4 rows, batch 4: 6 steps per pass. The kill lands after checkpoint-8, i.e. 2 batches into the second
+# pass, whose shard order datasets reshuffles: restarting the pass, or reading it in the first pass's order, shows.
+RESUME = [*COMMON, "--per_device_train_batch_size", "4", "--max_steps", "10", "--save_steps", "4"]
+
+
+def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
+    data = make_webdataset(tmp_path / "wds", n_shards=6, rows_per_shard=4)
+    reference = tmp_path / "reference"
+    run_recipe(recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT))
+    expected = _batches(reference)
+    assert len(expected) == 11  # 10 trained + the one the loader had fetched ahead when training stopped
+
+    def killed_and_resumed(name: str, *resume_flags: str) -> Path:
+        output_dir = tmp_path / name
+        command = recipe_command(output_dir, text_tower, data, *RESUME, script=SCRIPT)
+        kill_when(command, tmp_path / f"{name}.log", lambda log: logged_steps(log) >= 9)
+        assert (output_dir / "checkpoint-8" / "stream_state_0.json").is_file()
+        assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
+        (output_dir / "keys_0.jsonl").unlink()  # keep only what the resumed run reads
+        run_recipe([*command, "--resume_from_checkpoint", "auto", *resume_flags])
+        return output_dir
+
+    resumed = killed_and_resumed("resumed")
+    assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
+    ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
+
+    restarted = killed_and_resumed("restarted", "--ignore_data_skip", "true")  # negative control: no stream state
+    assert _batches(restarted) != expected[8:] and _batches(restarted)[0] == expected[0]
+    ours = weights(restarted / "model.safetensors")
+    assert not all(torch.equal(ours[key], theirs[key]) for key in theirs)
