@@ -23,6 +23,15 @@ CAPTIONS = ["a red circle at the top", "two shapes: a blue square and a green st
             "the black diamond is left of the orange triangle"]  # fmt: skip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread costs more in synchronisation than it saves (several times, on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def processor():
     return tiny_caption_processor()

@@ -1,24 +1,30 @@
-"""End to end: `accelerate launch recipes/captioning.py` with tiny towers and a user's own tiny decoder folder (a random
-Llama with a BERT tokenizer) on a few scenes; then the saved folder through the Auto classes, `mmft predict` and
-`pipeline("mmft-image-to-text")`, which must all write the captions the run wrote."""
+"""End to end: the captioning recipe (its default preset, then these flags) with tiny towers and a user's own tiny
+decoder folder (a random Llama with a BERT tokenizer) on a few scenes, run in this process on one thread as a
+1-process `accelerate launch` runs it (the launch itself is what the acceptance run does); then the saved folder
+through the Auto classes, `mmft predict` and `pipeline("mmft-image-to-text")`, which must all write the run's
+captions."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import subprocess
 
 import pytest
 import torch
 from conftest import TINY_TIMM_VIT
 from helpers_captioning import save_tiny_decoder, scenes_rows
-from helpers_launch import ACCELERATE, REPO, _environment
+from helpers_launch import REPO
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 import mmft  # noqa: F401  (registers the Auto classes and pipelines)
+from mmft.arguments import parse_recipe_args
 from mmft.cli import main
+from mmft.training import run as run_recipe
 
 pytestmark = pytest.mark.e2e
 EVAL_ROWS = 6
+PRESET = REPO / "recipes" / "configs" / "scenes_captioning.yaml"  # what recipes/captioning.py reads first
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +32,7 @@ def run(tmp_path_factory, tiny_text_dir):
     root = tmp_path_factory.mktemp("captioning")
     decoder = save_tiny_decoder(root / "my_decoder")
     output = root / "out"
-    command = [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / "cpu.yaml"),
-        "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "captioning.py"),
+    argv = [
         "--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT),
         "--image_size", "32", "--text_model", str(tiny_text_dir), "--decoder_model", str(decoder),
         "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--num_query_tokens", "4",
@@ -37,12 +41,16 @@ def run(tmp_path_factory, tiny_text_dir):
         "--per_device_eval_batch_size", "4", "--max_new_tokens", "6", "--learning_rate", "1e-3",
         "--logging_steps", "2", "--disable_tqdm", "true", "--output_dir", str(output),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), cwd=REPO, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = io.StringIO()
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(log):
+        patch.setenv("MMFT_CPU_THREADS", "1")  # what --num_cpu_threads_per_process 1 gives a launched run
+        run_recipe("captioning", parse_recipe_args(argv, "captioning", default_config=str(PRESET)))
+    torch.set_num_threads(threads)
     images, _ = scenes_rows(EVAL_ROWS)
     for index, image in enumerate(images[:2]):
         image.save(root / f"scene{index}.png")
-    return {"root": root, "output": output, "log": result.stdout + result.stderr, "images": images}
+    return {"root": root, "output": output, "log": log.getvalue(), "images": images}
 
 
 def _written(output) -> list[dict]:
