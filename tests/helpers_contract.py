@@ -66,7 +66,8 @@ def caption_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict
     captions = torch.randint(1000, model.config.decoder_config.vocab_size, (BATCH, 5), generator=generator)
     captions[:, 0] = model.config.decoder_config.bos_token_id  # start id; a copied folder may lack generation_config
     inputs = {"pixel_values": image_text["pixel_values"], "text_input_ids": image_text["input_ids"],
-              "text_attention_mask": image_text["attention_mask"], "input_ids": captions, "use_cache": False}  # fmt: skip
+              "text_attention_mask": image_text["attention_mask"], "input_ids": captions,
+              "use_cache": False}  # fmt: skip
     if labels:
         inputs["labels"] = captions.clone()
     return inputs

@@ -59,8 +59,9 @@ def _written(output) -> list[dict]:
 
 def test_run_writes_metrics_baselines_predictions_and_card(run):
     results = json.loads((run["output"] / "test_results.json").read_text())
-    for key in ("test_bleu_4", "test_cider", "test_rouge_l", "test_cider_baseline_frequent", "test_cider_baseline_nearest",
-                "test_bleu_4_baseline_nearest", "test_generated_tokens_per_second"):  # fmt: skip
+    for key in ("test_bleu_4", "test_cider", "test_rouge_l", "test_cider_baseline_frequent",
+                "test_cider_baseline_nearest", "test_bleu_4_baseline_nearest",
+                "test_generated_tokens_per_second"):  # fmt: skip
         assert key in results, key
     written = _written(run["output"])
     assert len(written) == EVAL_ROWS and set(written[0]) == {"image", "caption", "references"}
