@@ -244,3 +244,17 @@ def test_flops_estimate_matches_torch_flop_counter(batch):
     full = LoraPlan(vision="full", text="frozen", decoder="full").apply(tiny_caption_model())
     assert training_flops(full, estimate) == pytest.approx(
         3 * (estimate.vision + estimate.bridge) + estimate.text + 3 * estimate.decoder)
+
+
+def test_a_decoder_folder_with_only_pickled_weights_is_refused(tmp_path):
+    """Safetensors only, as for every mmft entry point (the same folder with model.safetensors loads: see
+    test_user_decoder_folder_and_processor_round_trip)."""
+    from safetensors.torch import load_file
+
+    from mmft.safe_loading import PickledWeightsError
+
+    folder = save_tiny_decoder(tmp_path / "decoder")
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(PickledWeightsError, match="pytorch_model.bin"):
+        tiny_caption_model(decoder=str(folder))
