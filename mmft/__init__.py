@@ -11,12 +11,14 @@ from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetr
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
+from .modeling_captioning import MMFTForConditionalGeneration
 from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
 from .modeling_retrieval import MMFTForImageTextRetrieval
 from .modeling_vqa import MMFTForVisualQuestionAnswering
-from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, VQAPipeline
+from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
 from .pipeline import register as _register_pipelines
+from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
 from .tasks import TASKS, Task, get_task
 
@@ -27,7 +29,7 @@ AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
 for _task in TASKS.values():
     _task.auto_class.register(MMFTConfig, _task.model_class, exist_ok=True)
-_register_pipelines()  # pipeline("mmft-vqa", ...), pipeline("mmft-image-text-classification", ...)
+_register_pipelines()  # pipeline("mmft-vqa", ...), pipeline("mmft-image-text-classification", ...), ...
 
 __all__ = [
     "AutoModelForImageTextClassification",
@@ -37,8 +39,11 @@ __all__ = [
     "BridgeOutput",
     "ImageTextClassificationPipeline",
     "ImageTextMatchingPipeline",
+    "ImageToTextPipeline",
     "LoraPlan",
+    "MMFTCaptionProcessor",
     "MMFTConfig",
+    "MMFTForConditionalGeneration",
     "MMFTForImageTextClassification",
     "MMFTForImageTextRetrieval",
     "MMFTForVisualQuestionAnswering",

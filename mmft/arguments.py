@@ -94,6 +94,7 @@ class LoraArguments:
 
     lora_vision: str = field(default="full", metadata={"help": "lora | full | frozen"})
     lora_text: str = field(default="frozen", metadata={"help": "lora | full | frozen"})
+    lora_decoder: str = field(default="lora", metadata={"help": "captioning's decoder: lora | full | frozen"})
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

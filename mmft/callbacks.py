@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from . import flops as flops_lib
-from .lora import _base
+from .lora import _base, task_model
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def training_precision(args: TrainingArguments) -> str:
 class ThroughputCallback(TrainerCallback):
     """
     Adds to every training log: `perf/samples_per_second`, `perf/tokens_per_second` (image + text tokens as the
-    model computes them, padding included), `perf/step_seconds`, `perf/flops_per_step` (analytic, `mmft.flops`),
-    `perf/tflops` and `perf/mfu` (against `PEAK_FLOPS`, or a matmul probe on CPU; `peak_flops=` overrides).
+    model computes them, padding included; and caption tokens for captioning), `perf/step_seconds`,
+    `perf/flops_per_step` (analytic, `mmft.flops`), `perf/tflops` and `perf/mfu` (against `PEAK_FLOPS`, or a matmul
+    probe on CPU; `peak_flops=` overrides).
 
     Figures cover the steps since the previous log, summed over processes (world size x one process's count), and
     time each step from the end of the previous one, so data loading counts; evaluation and saving do not.
@@ -113,13 +114,15 @@ class ThroughputCallback(TrainerCallback):
         if len(self._pending) < 2:
             return
         (batch, image_tokens, pixel_shape), (text_tokens,) = self._pending.pop("image"), self._pending.pop("text")
-        key = (image_tokens, text_tokens, pixel_shape)
+        # A captioning model's decoder cost depends on its batch's caption length, which it records.
+        caption_tokens = getattr(self._task, "caption_tokens", None)
+        key = (image_tokens, text_tokens, pixel_shape, caption_tokens)
         if key not in self._flops_cache:
             forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape)
             cached = self._base._text_cache is not None
             self._flops_cache[key] = flops_lib.training_flops(self._model, forward, text_cached=cached)
         self.samples += batch
-        self.tokens += batch * (image_tokens + text_tokens)
+        self.tokens += batch * (image_tokens + text_tokens + (caption_tokens or 0))  # + caption tokens when captioning
         self.flops += batch * self._flops_cache[key]
 
     def _remove_hooks(self) -> None:
@@ -129,7 +132,7 @@ class ThroughputCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
                        **kwargs: Any) -> None:  # fmt: skip
-        self._model, self._base = model, _base(model)
+        self._model, self._base, self._task = model, _base(model), task_model(model)
         self._remove_hooks()
         self._hooks = [self._base.vision_tower.register_forward_hook(self._vision),
                        self._base.text_projection.register_forward_hook(self._text)]  # fmt: skip

@@ -4,6 +4,7 @@
     mmft predict --model outputs/easy_vqa --image shape.png --question "what shape is it?" --top_k 3
     mmft predict --model outputs/easy_vqa_entailment --image shape.png --text "there is a red circle"
     mmft predict --model outputs/easy_vqa --dataset questions.jsonl --output predictions.jsonl
+    mmft predict --model outputs/scenes_captioning --image scene.png --num_beams 3      # prints a caption
     mmft explain --model outputs/easy_vqa --image shape.png --question "what color is the shape?" --out heat.png
     mmft search --model outputs/scenes_retrieval --images photos/ --query "a red circle above a blue square"
     mmft search --model outputs/scenes_retrieval --image scene.png --captions captions.txt
@@ -49,8 +50,9 @@ def load_model(path: str, task: str | None = None):
     return model.eval(), AutoProcessor.from_pretrained(path), saved_task
 
 
-def _rows_from_jsonl(path: Path, text_key: str) -> Iterator[dict]:
-    """{"image" or "file_name": path (relative to the file's folder), <text_key>: str} per line."""
+def _rows_from_jsonl(path: Path, text_key: str | None) -> Iterator[dict]:
+    """{"image" or "file_name": path (relative to the file's folder), <text_key>: str} per line (no text for
+    captioning models: `text_key` None)."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -60,8 +62,9 @@ def _rows_from_jsonl(path: Path, text_key: str) -> Iterator[dict]:
             except json.JSONDecodeError as error:
                 raise SystemExit(f"{path}, line {number}: not valid JSON ({error.msg})") from None
             image = row.get("image", row.get("file_name"))
-            if image is None or text_key not in row:
-                raise SystemExit(f"{path}, line {number}: needs 'image' (or 'file_name') and {text_key!r}")
+            if image is None or (text_key is not None and text_key not in row):
+                needs = f" and {text_key!r}" if text_key else ""
+                raise SystemExit(f"{path}, line {number}: needs 'image' (or 'file_name'){needs}")
             yield {**row, "image": str(path.parent / image) if not Path(image).is_absolute() else image}
 
 
@@ -80,22 +83,24 @@ def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
 def _predict(args: argparse.Namespace) -> int:
     model, processor, task = load_model(args.model, args.task)
     pipe = task.pipeline_class(model=model, processor=processor, device=args.device)
-    text_key = pipe.text_key
+    text_key, options = pipe.text_key, pipe.cli_options(args)
     if args.image:
-        for result in pipe(args.image, args.text, top_k=args.top_k):
-            print(f"{result['score']:.4f}\t{result[pipe.label_key]}")
+        if text_key and not args.text:
+            raise SystemExit(f"mmft: --image needs --text (or --question) for a {task.name!r} model")
+        for line in pipe.cli_lines(pipe(args.image, **({text_key: args.text} if text_key else {}), **options)):
+            print(line)
         return 0
     source = Path(args.dataset)
     rows = list(_rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset,
                                                                                                args.split))  # fmt: skip
     rows = rows[: args.max_samples] if args.max_samples else rows
     inputs = [{"image": row["image"], text_key: row[task.text_column if task.text_column in row else text_key]}
-              for row in rows]  # fmt: skip
+              if text_key else row["image"] for row in rows]  # fmt: skip
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for row, results in zip(rows, pipe(inputs, batch_size=args.batch_size, top_k=args.top_k)):
+        for row, results in zip(rows, pipe(inputs, batch_size=args.batch_size, **options)):
             record = {k: v for k, v in row.items() if k != "image" or isinstance(v, str)}
-            record.update(prediction=results[0][pipe.label_key], **{f"{pipe.label_key}s_scored": results})
+            record.update(pipe.cli_record(results))
             out.write(json.dumps(record) + "\n")
     finally:
         if out is not sys.stdout:
@@ -178,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--output", help="where to write JSONL predictions (default: stdout)")
     many.add_argument("--batch_size", type=int, default=32)
     many.add_argument("--max_samples", type=int, default=None)
-    predict.add_argument("--top_k", type=int, default=5)
+    predict.add_argument("--top_k", type=int, default=5, help="answers / labels shown (VQA, classification)")
+    predict.add_argument("--max_new_tokens", type=int, default=32, help="captioning: most tokens per caption")
+    predict.add_argument("--num_beams", type=int, default=1, help="captioning: beam search width (1: greedy)")
     predict.add_argument("--device", default=device)
     predict.set_defaults(run=_predict)
 
@@ -197,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "predict" and bool(args.image) == bool(args.dataset):
-        parser.error("predict needs either --image and --question, or --dataset")
-    if args.command == "predict" and args.image and not args.text:
-        parser.error("--image needs --text (or --question)")
+        parser.error("predict needs either --image (with --text or --question, except for captioning), or --dataset")
     if args.command == "search" and not ((args.images and args.query) or (args.image and args.captions)):
         parser.error("search needs --images FOLDER --query TEXT, or --image FILE --captions FILE")
     return args.run(args)

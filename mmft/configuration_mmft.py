@@ -49,6 +49,13 @@ class MMFTConfig(PreTrainedConfig):
             Retrieval: contrast each process's rows against the batch gathered from every process (with gradients),
             so N processes with batch B train like one process with batch N x B. `False` keeps each process to its
             own batch (cheaper, not equivalent).
+        decoder_config (`dict` or `PreTrainedConfig`, *optional*):
+            Captioning: the config of the causal language model that writes the caption (any `AutoModelForCausalLM`
+            type: `llama`, `gpt2`, `qwen2`, ...). `None` for models without a decoder.
+        num_query_tokens (`int`, defaults to 8):
+            Captioning: learned queries that compress the bridge's states into the decoder's prefix (a small
+            cross-attention block); `0` prefixes every bridge image state instead (LLaVA's projector, no compression).
+        decoder_pretrained_from (`str`, *optional*): where the decoder's weights came from (`None`: random init).
 
     Example:
 
@@ -63,6 +70,7 @@ class MMFTConfig(PreTrainedConfig):
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="vit", optional=True),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True),
+        "decoder_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", optional=True),
     }
 
     vision_config: dict | PreTrainedConfig | None = None
@@ -83,6 +91,9 @@ class MMFTConfig(PreTrainedConfig):
     projection_dim: int | None = None
     logit_scale_init_value: float = 2.6592
     gather_negatives: bool = True
+    decoder_config: dict | PreTrainedConfig | None = None
+    num_query_tokens: int = 8
+    decoder_pretrained_from: str | None = None
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
@@ -90,6 +101,7 @@ class MMFTConfig(PreTrainedConfig):
         # Checked here, not in a strict `validate_*` hook, so callers get a plain ValueError naming the field.
         self.check_bridge_fields()
         super().__post_init__(**kwargs)
+        self.check_decoder_fields()
 
     def check_bridge_fields(self) -> None:
         """Reject configs that could only fail later, deep inside a forward pass."""
@@ -118,6 +130,27 @@ class MMFTConfig(PreTrainedConfig):
             raise ValueError(f"projection_dim must be > 0 (or None for hidden_size), got {self.projection_dim}")
         if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
             raise ValueError(f"class_weights must all be > 0, got {self.class_weights}")
+
+    def check_decoder_fields(self) -> None:
+        """A caption decoder must be a causal language model; the prefix needs a non-negative query count."""
+        if self.num_query_tokens < 0:
+            raise ValueError(f"num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}")
+        if self.decoder_config is None:
+            return
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        if self.decoder_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise ValueError(
+                f"decoder_config is a {self.decoder_config.model_type!r} config, which has no causal language model "
+                "(AutoModelForCausalLM); use a decoder such as llama, gpt2, qwen2 or the offline alias 'smollm2'"
+            )
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
+        """The text-output config is the caption decoder's when there is one (generation reads its vocabulary and
+        layers from here); the text-input config stays the text tower's."""
+        if self.decoder_config is not None and not encoder:
+            return self.decoder_config
+        return super().get_text_config(decoder=decoder, encoder=encoder)
 
 
 __all__ = ["MMFTConfig"]

@@ -5,7 +5,8 @@ Only matrix products are counted (2 FLOPs per multiply-add), the convention of M
 - feature-map towers (CNNs), where parameter counts say nothing about FLOPs: every convolution and matmul of one
   forward, counted by `torch.utils.flop_counter.FlopCounterMode` on a meta-device copy (no real compute);
 - projections, bridge and head: asked of the parts themselves (`MMFTModel.fusion_flops`, `Bridge.flops`,
-  `head_flops` of the task model), so a new bridge or head brings its own count.
+  `head_flops` of the task model), so a new bridge or head brings its own count;
+- a caption decoder: asked of the captioning model (`decoder_forward_flops`, at its last batch's caption length).
 `tests/test_callbacks.py` checks the estimate against FlopCounterMode on a real forward.
 """
 
@@ -27,10 +28,11 @@ class ForwardFlops:
     vision: float
     text: float
     bridge: float  # bridge + projections + head
+    decoder: float = 0.0  # a captioning model's decoder
 
     @property
     def total(self) -> float:
-        return self.vision + self.text + self.bridge
+        return self.vision + self.text + self.bridge + self.decoder
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "total": self.total}
@@ -111,14 +113,18 @@ def forward_flops(
         vision = transformer_tower_flops(base.vision_tower, image_tokens)
     text = transformer_tower_flops(base.text_tower, text_tokens)
     bridge = base.fusion_flops(image_tokens, text_tokens) + task.head_flops(image_tokens, text_tokens)
-    return ForwardFlops(vision=vision, text=text, bridge=bridge)
+    decoder_flops = getattr(task, "decoder_forward_flops", None)  # only models with a decoder have one
+    decoder = decoder_flops(image_tokens) if decoder_flops else 0.0
+    return ForwardFlops(vision=vision, text=text, bridge=bridge, decoder=decoder)
 
 
 def training_flops(model: nn.Module, forward: ForwardFlops, text_cached: bool = False) -> float:
     """FLOPs of one training sample: 3x forward for parts with trainable weights (forward + backward for
     activations and weights), 1x for a frozen tower (towers come first, so nothing flows back through a frozen
-    one), 0 for a frozen text tower served from `enable_frozen_text_cache`. LoRA towers count 3x (an upper bound)."""
-    from .lora import _base
+    one), 0 for a frozen text tower served from `enable_frozen_text_cache`. LoRA towers count 3x (an upper bound).
+    A caption decoder comes last, so the gradient of the prefix always flows back through it: it counts 2x plus
+    the share of its weights that train (weight gradients), i.e. 2x frozen, ~2x with LoRA, 3x in full."""
+    from .lora import _base, task_model
 
     base = _base(model)
 
@@ -128,7 +134,16 @@ def training_flops(model: nn.Module, forward: ForwardFlops, text_cached: bool = 
     vision = forward.vision * (3 if trains(base.vision_tower) else 1)
     text_trains = trains(base.text_tower)
     text = forward.text * (3 if text_trains else (0 if text_cached else 1))
-    return vision + text + 3 * forward.bridge
+    decoder = forward.decoder * (2 + _trained_share(task_model(model).towers().get("decoder")))
+    return vision + text + 3 * forward.bridge + decoder
+
+
+def _trained_share(module: nn.Module | None) -> float:
+    """The share of a module's parameters that train (0 for no module)."""
+    if module is None:
+        return 0.0
+    sizes = [(p.numel(), p.requires_grad) for p in module.parameters()]
+    return sum(n for n, trains in sizes if trains) / max(sum(n for n, _ in sizes), 1)
 
 
 __all__ = ["ForwardFlops", "forward_flops", "training_flops", "transformer_tower_flops"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .lora import TOWERS, LoraPlan, _base, task_model
+from .lora import LoraPlan, _base, task_model, tower_names
 
 LIMITATIONS = (
     "- Labels (answers) are classified over a fixed vocabulary seen in training (`config.id2label`); anything else "
@@ -45,10 +45,16 @@ def describe_tower(config, kind: str) -> tuple[str, str]:
     return what, f"pretrained: `{source}`" if source else "trained from scratch (random init)"
 
 
+def uses_lora(model, lora_plan: LoraPlan | None) -> bool:
+    """Whether `lora_plan` puts adapters on any tower `model` has."""
+    return lora_plan is not None and any(getattr(lora_plan, t) == "lora" for t in task_model(model).towers())
+
+
 def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
+    towers = list(task_model(model).towers())  # the plan's slots this model has (a decoder only for captioning)
     if lora_plan is not None:
-        rows = [f"| {t} tower | {getattr(lora_plan, t)} |" for t in TOWERS]
-        if "lora" in (lora_plan.vision, lora_plan.text):
+        rows = [f"| {t} tower | {getattr(lora_plan, t)} |" for t in towers]
+        if uses_lora(model, lora_plan):
             rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
                         f"targets={lora_plan.targets} |")  # fmt: skip
         if getattr(lora_plan, "quantize", None):
@@ -57,7 +63,7 @@ def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
     else:
         counts = LoraPlan.trainable_parameters(model)
         rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
-                for t in TOWERS]  # fmt: skip
+                for t in towers]  # fmt: skip
     return ["| part | fine-tuning |", "|---|---|", *rows, "| bridge + head | full (always trained) |"]
 
 
@@ -99,8 +105,9 @@ def render_model_card(
     model_name = model_name or repo.rstrip("/").split("/")[-1]
     dataset = dataset or "unknown"
     metrics = metrics or {}
+    # Baselines scored in the same run (`<metric>_baseline_<name>`) are in the results table, not the model's index.
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))
-                and k.removeprefix(f"{split}_").startswith(card.metrics)}  # fmt: skip
+                and k.removeprefix(f"{split}_").startswith(card.metrics) and "_baseline_" not in k}  # fmt: skip
     eval_results = [
         EvalResult(task_type=card.task_type, task_name=card.task_name, dataset_type=dataset, dataset_name=dataset,
                    dataset_split=split, metric_type=key.removeprefix(f"{split}_"), metric_name=key,
@@ -108,7 +115,7 @@ def render_model_card(
         for key, value in headline.items()
     ]  # fmt: skip
     tags = ["mmft", "transformers", *([card.pipeline_tag] if card.pipeline_tag else []), card.task_type, config.bridge]
-    if lora_plan is not None and "lora" in (lora_plan.vision, lora_plan.text):
+    if uses_lora(model, lora_plan):
         tags += ["lora", "peft"]
     data = ModelCardData(
         library_name="mmft", pipeline_tag=card.pipeline_tag, tags=list(dict.fromkeys(tags)), datasets=[dataset],
@@ -117,6 +124,10 @@ def render_model_card(
     vision, vision_source = describe_tower(config, "vision")
     text, text_source = describe_tower(config, "text")
     labelled = bool(config.id2label) and getattr(task_model(model), "has_labels", True)
+    decoder_rows = []
+    if getattr(config, "decoder_config", None) is not None:
+        decoder, decoder_source = describe_tower(config, "decoder")
+        decoder_rows = [f"| caption decoder | {decoder} | {decoder_source} |"]
     layers = f", {config.num_bridge_layers} layers" if config.bridge in ("co_attention", "cross_attention") else ""
     body = [
         f"# {model_name}",
@@ -132,6 +143,7 @@ def render_model_card(
         f"| text tower | {text} | {text_source} |",
         f"| bridge | `{config.bridge}`{layers}, width {config.hidden_size}, {config.num_attention_heads} heads | "
         "trained from scratch |",
+        *decoder_rows,
         f"| head | `{type(task_model(model)).__name__}` | trained from scratch |",
         "",
         "## Fine-tuning plan",
@@ -295,15 +307,14 @@ def load_adapter_model(path: str, merge: bool = False):
     from .configuration_mmft import MMFTConfig
     from .safe_loading import require_safetensors_adapter
     from .tasks import task_for_model
-    from .towers import load_pretrained_tower
 
     require_safetensors_adapter(path)  # before peft could fall back to a pickled adapter_model.bin
     peft_config = PeftConfig.from_pretrained(path)
     config = MMFTConfig.from_pretrained(path)
     model = task_for_model(config).model_class(config)
     saved = set(peft_config.modules_to_save or [])
-    for kind in TOWERS:
-        attribute = f"{kind}_tower"
+    for kind, qualified in tower_names(model).items():
+        parent, _, attribute = qualified.rpartition(".")
         if any(name.split(".")[-1] == attribute for name in saved):  # fully trained: its weights are in the adapter
             continue
         source = getattr(config, f"{kind}_pretrained_from")
@@ -312,9 +323,18 @@ def load_adapter_model(path: str, merge: bool = False):
                 f"{path}: the {kind} tower was trained from scratch with LoRA or frozen, so its base weights are not "
                 "in the adapter; save such runs merged (--save_merged true)"
             )
-        setattr(model.core, attribute, load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind))
+        setattr(model.get_submodule(parent), attribute, _pretrained_tower(kind, source, config))
     peft_model = PeftModel.from_pretrained(model, path)
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def _pretrained_tower(kind: str, source: str, config):
+    """The tower of `kind` with the pretrained weights it was built from (a decoder is a causal LM)."""
+    from .towers import load_pretrained_decoder, load_pretrained_tower
+
+    if kind == "decoder":
+        return load_pretrained_decoder(source, config.decoder_config)
+    return load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind)
 
 
 def push_output_dir(trainer, commit_message: str = "End of training") -> Any:

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 TOWER_MODES = ("lora", "full", "frozen")
 TARGET_SETS = ("attention", "attention+mlp")
-TOWERS = ("vision", "text")  # the plan's slots; a model names its towers of these kinds in `towers()`
+TOWERS = ("vision", "text", "decoder")  # the plan's slots; a model names its towers of these kinds in `towers()`
 
 _ATTENTION_LEAVES = {
     "query", "key", "value", "q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "qkv", "q_lin", "k_lin", "v_lin",
@@ -48,6 +48,10 @@ class LoraPlan:
     """
     How to fine-tune each tower: `"lora"` (low-rank adapters), `"full"` (every weight) or `"frozen"`.
 
+    `decoder` is the caption decoder of a captioning model (its embeddings and `lm_head` included); a model without
+    one ignores it. Its default, `"lora"`, adapts a pretrained LM to captions for a few percent of the cost of
+    `"full"` in optimizer memory, while its vocabulary and output layer stay as pretrained.
+
     Example:
 
     ```python
@@ -58,6 +62,7 @@ class LoraPlan:
 
     vision: str = "lora"
     text: str = "lora"
+    decoder: str = "lora"
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -153,7 +158,7 @@ class LoraPlan:
     def report(self, model: nn.Module) -> None:
         counts = self.trainable_parameters(model)
         total = sum(p.numel() for p in model.parameters())
-        plan = ", ".join(f"{kind}={getattr(self, kind)}" for kind in TOWERS)
+        plan = ", ".join(f"{kind}={getattr(self, kind)}" for kind in tower_names(model))
         parts = ", ".join(f"{part} {count:,}" for part, count in counts.items())
         logger.warning("LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)", plan, self.r, parts,
                        100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip

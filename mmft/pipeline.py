@@ -14,6 +14,9 @@ matching, so mmft ships them:
     >>> match = pipeline("mmft-image-text-retrieval", model="outputs/scenes_retrieval")
     >>> match(image="scene.png", text="a red circle above a blue square")
     [{'label': 'match', 'score': 0.97}, {'label': 'no match', 'score': 0.03}]
+    >>> caption = pipeline("mmft-image-to-text", model="outputs/scenes_captioning")
+    >>> caption("scene.png", max_new_tokens=24)
+    [{'generated_text': 'a small red circle at the top left'}]
 
 Being real `Pipeline`s, they get `device=`, `batch_size=` and iteration over datasets/generators for free. Images
 (paths, PIL images, URLs, base64, `datasets` rows) are decoded exactly as in training (`mmft.image_utils.load_rgb`:
@@ -81,6 +84,19 @@ class ImageTextPipeline(Pipeline):
         id2label = self.model.config.id2label
         return [{self.label_key: id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 
+    # -- what `mmft predict` asks of the pipeline ------------------------------------------------------------------
+    @staticmethod
+    def cli_options(args) -> dict[str, Any]:
+        return {"top_k": args.top_k}
+
+    def cli_lines(self, results: list[dict[str, Any]]) -> list[str]:
+        """What `mmft predict --image` prints: a score and a label per line."""
+        return [f"{result['score']:.4f}\t{result[self.label_key]}" for result in results]
+
+    def cli_record(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """What `mmft predict --dataset` adds to a row's JSON record."""
+        return {"prediction": results[0][self.label_key], f"{self.label_key}s_scored": results}
+
 
 class VQAPipeline(ImageTextPipeline):
     """Image + question -> the `top_k` most likely answers with their scores."""
@@ -107,6 +123,53 @@ class ImageTextMatchingPipeline(ImageTextPipeline):
         return super().postprocess(model_outputs, top_k or 2)
 
 
+class ImageToTextPipeline(Pipeline):
+    """An image in, a caption out (`[{"generated_text": ...}]`), written by `generate()` with any of its flags
+    (`max_new_tokens`, `num_beams`, `do_sample`, ... or `generate_kwargs={...}`)."""
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    text_key = None  # no text comes in: the prompt is fixed by the processor
+    label_key = "generated_text"
+    _GENERATE_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "top_p", "top_k", "temperature", "use_cache")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            raise ValueError("ImageToTextPipeline needs the model's MMFTCaptionProcessor: pass processor= or a folder "
+                             "that has one")  # fmt: skip
+        self.tokenizer = self.processor.tokenizer  # the decoder's: the base class pads batches with it
+        self.image_processor = self.processor.image_processor
+
+    def _sanitize_parameters(self, timeout: float | None = None, generate_kwargs: dict | None = None, **kwargs: Any):
+        preprocess = {"timeout": timeout} if timeout is not None else {}
+        generate = {**(generate_kwargs or {}), **{k: kwargs.pop(k) for k in self._GENERATE_FLAGS if k in kwargs}}
+        if kwargs:
+            raise TypeError(f"unknown argument(s) {sorted(kwargs)}; pass generate() options as generate_kwargs={{...}}")
+        return preprocess, {"generate_kwargs": generate}, {}
+
+    def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, torch.Tensor]:
+        return dict(self.processor(images=load_rgb(image, timeout=timeout), return_tensors="pt"))
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], generate_kwargs: dict | None = None):
+        return {"sequences": self.model.generate(**model_inputs, **(generate_kwargs or {}))}  # (B, L)
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> list[dict[str, str]]:
+        return [{"generated_text": self.processor.decode_captions(model_outputs["sequences"])[0]}]
+
+    @staticmethod
+    def cli_options(args) -> dict[str, Any]:
+        return {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+
+    def cli_lines(self, results: list[dict[str, str]]) -> list[str]:
+        return [result["generated_text"] for result in results]
+
+    def cli_record(self, results: list[dict[str, str]]) -> dict[str, Any]:
+        return {"caption": results[0]["generated_text"]}
+
+
 def register() -> None:
     """Register every task's pipeline (called on `import mmft`)."""
     from transformers.pipelines import PIPELINE_REGISTRY
@@ -122,6 +185,7 @@ __all__ = [
     "ImageTextClassificationPipeline",
     "ImageTextMatchingPipeline",
     "ImageTextPipeline",
+    "ImageToTextPipeline",
     "VQAPipeline",
     "load_rgb",
     "register",

@@ -95,6 +95,17 @@ class MMFTProcessor(ProcessorMixin):
         return BatchFeature(features, tensor_type=return_tensors)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any) -> "MMFTProcessor":
+        """Load a saved processor as the mmft class it was saved as (`mmft_processor_class`, e.g.
+        `MMFTCaptionProcessor`, which carries a decoder tokenizer too): `AutoProcessor` maps every mmft config to
+        this class, whatever the task."""
+        saved = cls.get_processor_dict(pretrained_model_name_or_path, **kwargs)[0].get("mmft_processor_class")
+        subclass = _subclasses(MMFTProcessor).get(saved)
+        if subclass is not None and subclass is not cls and issubclass(subclass, cls):
+            return subclass.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def from_vision_text_pretrained(
         cls, vision: str, text: str, image_size: int | None = None, vision_model_args: dict | None = None
     ) -> "MMFTProcessor":
@@ -112,6 +123,14 @@ class MMFTProcessor(ProcessorMixin):
             size = {"height": image_size, "width": image_size} if image_size else None
             image_processor = AutoImageProcessor.from_pretrained(resolve_name(vision), **({"size": size} if size else {}))
         return cls(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(resolve_name(text)))
+
+
+def _subclasses(cls: type) -> dict[str, type]:
+    found = {}
+    for sub in cls.__subclasses__():
+        found[sub.__name__] = sub
+        found.update(_subclasses(sub))
+    return found
 
 
 __all__ = ["MMFTProcessor"]

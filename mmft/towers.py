@@ -1,4 +1,4 @@
-"""Vision and text towers behind one interface: pixels or token ids in, a sequence of token states out.
+"""Vision and text towers behind one interface (pixels or token ids in, token states out), and the caption decoder.
 
 Towers come from their own ecosystems and are never re-implemented here: text from `transformers.AutoModel`,
 vision from `AutoModel` (ViT, CLIP/SigLIP vision, DINOv2, ...) or from timm through transformers' `TimmWrapperModel`
@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel, TimmWrapperConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    PreTrainedConfig,
+    PreTrainedModel,
+    TimmWrapperConfig,
+)
 from transformers.utils import ModelOutput
 
 from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
@@ -182,3 +189,85 @@ def load_pretrained_tower(name: str, config: PreTrainedConfig, kind: str) -> Vis
         return tower_class(asset.load_model(config))
     refuse_pickled_weights(resolve_name(name))  # safetensors only, as for mmft's own checkpoints
     return tower_class(AutoModel.from_pretrained(resolve_name(name), config=config, use_safetensors=True))
+
+
+# -- the caption decoder: a causal language model --------------------------------------------------------------------
+class DecoderTower(nn.Module):
+    """Any HF causal language model (`AutoModelForCausalLM`): embeddings in, next-token logits out.
+
+    Its token embeddings and `lm_head` belong to this tower, so a `LoraPlan` decides about them with the rest of it.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.hidden_size = model.get_input_embeddings().embedding_dim
+        # Decoders differ in whether their forward can skip the logits of leading positions (the image prefix).
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @property
+    def all_tied_weights_keys(self) -> dict[str, str]:
+        """The decoder's tied weights (e.g. `lm_head` = embeddings), under this wrapper's names: the composite
+        model's `post_init` collects them from its direct children only, so without this a tied `lm_head` would
+        not be re-tied on loading."""
+        return {f"model.{k}": f"model.{v}" for k, v in (self.model.all_tied_weights_keys or {}).items()}
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)  # (B, T, Dd)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, keep: int, **kwargs: Any):
+        """Run the decoder on `inputs_embeds` (B, N, Dd); logits only for the last `keep` positions (B, keep, V)."""
+        if self._keeps_logits:
+            return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
+        outputs = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        outputs.logits = outputs.logits[:, -keep:]
+        return outputs
+
+
+def decoder_source(name: str) -> tuple[str, dict[str, Any]]:
+    """`(path, kwargs)` of `from_pretrained` for a decoder name: an offline alias (`smollm2`), a Hub id or a folder."""
+    if asset := find_asset(name, "decoder"):
+        return asset.from_pretrained_args()
+    return name, {}
+
+
+def decoder_config_from_name(name: str, overrides: dict[str, Any] | None = None) -> PreTrainedConfig:
+    """The config of a causal LM decoder; `overrides` replace its fields (e.g. `{"num_hidden_layers": 12}`)."""
+    path, kwargs = decoder_source(name)
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"unknown decoder {name!r}: it must be a local folder with a config.json, an offline alias "
+            f"({', '.join(asset_names('decoder'))}), or a Hub id reachable online or in the HF cache. "
+            f"({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from error
+    for key, value in (overrides or {}).items():
+        if key not in config.to_dict():
+            raise ValueError(
+                f"decoder_model_args: {key!r} is not a field of the {config.model_type} config of {name!r}"
+            )
+        setattr(config, key, value)
+    return config
+
+
+def build_decoder(config: PreTrainedConfig) -> DecoderTower:
+    """A randomly initialised decoder from its config (weights are loaded afterwards by `from_pretrained`)."""
+    return DecoderTower(AutoModelForCausalLM.from_config(config))
+
+
+def load_pretrained_decoder(name: str, config: PreTrainedConfig) -> DecoderTower:
+    """The decoder `name` with its pretrained weights, in float32 (the dtype mmft trains in; GGUF is dequantised)."""
+    path, kwargs = decoder_source(name)
+    if "gguf_file" not in kwargs:  # a GGUF file holds no pickle; anything else is read from safetensors only
+        refuse_pickled_weights(path)
+        kwargs["use_safetensors"] = True
+    return DecoderTower(AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32, **kwargs))
+
+
+def load_decoder_tokenizer(name: str):
+    """The tokenizer that ships with decoder `name` (read from the GGUF file for `smollm2`)."""
+    from transformers import AutoTokenizer
+
+    path, kwargs = decoder_source(name)
+    return AutoTokenizer.from_pretrained(path, **kwargs)

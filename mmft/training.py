@@ -36,7 +36,11 @@ def tower_provenance(config) -> str:
     scratch = "trained from scratch (random init)"
     vision = f"pretrained ({config.vision_pretrained_from})" if config.vision_pretrained_from else scratch
     text = f"pretrained ({config.text_pretrained_from})" if config.text_pretrained_from else scratch
-    return f"vision tower: {vision}; text tower: {text}"
+    line = f"vision tower: {vision}; text tower: {text}"
+    if getattr(config, "decoder_config", None) is not None:
+        line += "; decoder: " + (f"pretrained ({config.decoder_pretrained_from})" if config.decoder_pretrained_from
+                                 else scratch)  # fmt: skip
+    return line
 
 
 def use_cpu_cores(training_args: TrainingArguments) -> int:
@@ -63,9 +67,9 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
 
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
-    return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r,
-                    alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout, targets=lora_args.lora_targets,
-                    quantize=lora_args.lora_quantize)  # fmt: skip
+    return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, decoder=lora_args.lora_decoder,
+                    r=lora_args.lora_r, alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout,
+                    targets=lora_args.lora_targets, quantize=lora_args.lora_quantize)  # fmt: skip
 
 
 def load_saved_model(task: Task, model_args: ModelArguments):
@@ -93,9 +97,8 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config
         **task.config_updates(data),
         **config_overrides,
     )
-    processor = MMFTProcessor.from_vision_text_pretrained(
-        model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
-    )
+    processor = task.build_processor(model_args)
+    task.bind(model, processor)
     return model, processor
 
 

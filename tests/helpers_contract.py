@@ -64,15 +64,66 @@ def retrieval_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> di
     return {**inputs, "return_loss": labels}
 
 
+def caption_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A captioning model's inputs: the image and the prompt the text tower reads (`text_input_ids`, with a padded
+    row) plus the caption so far in the decoder's vocabulary (`input_ids`, starting with its start token). One
+    forward without the KV cache (a `DynamicCache` output is no pytree for torch.export); the generation tests in
+    tests/test_captioning.py check the cache."""
+    image_text = image_text_inputs(model, labels=False, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    captions = torch.randint(1000, model.config.decoder_config.vocab_size, (BATCH, 5), generator=generator)
+    captions[:, 0] = model.config.decoder_config.bos_token_id  # start id; a copied folder may lack generation_config
+    inputs = {"pixel_values": image_text["pixel_values"], "text_input_ids": image_text["input_ids"],
+              "text_attention_mask": image_text["attention_mask"], "input_ids": captions,
+              "use_cache": False}  # fmt: skip
+    if labels:
+        inputs["labels"] = captions.clone()
+    return inputs
+
+
+def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
+    """A captioning model over a 1-layer random Llama with BERT's vocabulary (MiniLM's tokenizer) and its ids."""
+    from transformers import LlamaConfig
+
+    decoder = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=1, vocab_size=tiny_text_config().vocab_size, bos_token_id=101,
+                          eos_token_id=102, pad_token_id=0)  # fmt: skip
+    options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, num_query_tokens=3)
+    options.update(overrides)
+    return model_class.from_vision_text_pretrained(
+        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, decoder=decoder, **options
+    )
+
+
 # model class -> (model, labels?) -> forward kwargs. A head with other inputs adds its own line.
 INPUT_BUILDERS: dict[type, Callable[..., dict[str, torch.Tensor]]] = {
     MMFTModel: image_text_inputs,
     mmft.MMFTForVisualQuestionAnswering: image_text_inputs,
     mmft.MMFTForImageTextClassification: image_text_inputs,
     mmft.MMFTForImageTextRetrieval: retrieval_inputs,
+    mmft.MMFTForConditionalGeneration: caption_inputs,
 }
 # model class -> (model class, vision kind, bridge, **config overrides) -> model; the default fits image-text heads.
-MODEL_BUILDERS: dict[type, Callable[..., nn.Module]] = {}
+MODEL_BUILDERS: dict[type, Callable[..., nn.Module]] = {mmft.MMFTForConditionalGeneration: _caption_model}
+# model class -> the input keys of the text tower's ids and mask, where they are not `input_ids` / `attention_mask`
+TEXT_KEYS: dict[type, tuple[str, str]] = {mmft.MMFTForConditionalGeneration: ("text_input_ids", "text_attention_mask")}
+
+
+def text_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text tower's (ids, mask) among a model's forward inputs."""
+    ids, mask = TEXT_KEYS.get(type(model), ("input_ids", "attention_mask"))
+    return inputs[ids], inputs[mask]
+
+
+def token_tower(model: nn.Module) -> nn.Module:
+    """The tower whose token embeddings `get_input_embeddings` returns and `resize_token_embeddings` resizes: a
+    captioning model's decoder (it writes the tokens a user adds), every other model's text tower."""
+    return model.decoder.model if type(model) in TEXT_KEYS else model.core.text_tower.model
+
+
+def token_config(model: nn.Module):
+    """The config (inside `model.config`) of `token_tower(model)`."""
+    return model.config.decoder_config if type(model) in TEXT_KEYS else model.config.text_config
 
 
 def tiny(model_class: type, vision: str = "hf_vit", bridge: str = "co_attention", seed: int = 0, **overrides: Any):

@@ -96,6 +96,41 @@ def test_merge_negative_control_unmerged_base_differs(batch):
         assert (unloaded(**batch).logits - expected).abs().max() > 1e-3
 
 
+def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
+    """The decoder slot: LoRA on the decoder and the vision tower, the text tower in full; merged == adapted, and
+    every part that trained (decoder adapters, vision adapters, text tower, bridge, prefix) differs from the start."""
+    from helpers_captioning import scenes_rows, tiny_caption_model, tiny_caption_processor
+    from transformers import AutoModelForImageTextToText
+
+    images, _ = scenes_rows(4)
+    batch = dict(tiny_caption_processor()(images=images, text=["a red circle", "a blue square on the left",
+                                                               "two shapes", "a tiny cross"]))  # fmt: skip
+    model = tiny_caption_model(vision="hf_vit")
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    peft_model = _train_a_little(LoraPlan(vision="lora", text="full", decoder="lora", r=4).apply(model), batch)
+    with torch.no_grad():
+        expected = peft_model(**batch).logits
+        merged = LoraPlan.merge(peft_model).eval()
+        assert (merged(**batch).logits - expected).abs().max() <= 1e-5
+    state = merged.state_dict()
+    for key in ("decoder.model.model.layers.0.self_attn.q_proj.weight",
+                "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
+                "mmft.text_tower.model.encoder.layer.0.output.dense.weight", "mmft.bridge.image_blocks.0.ffn.0.weight",
+                "caption_prefix.projection.weight", "caption_prefix.queries.weight"):  # fmt: skip
+        assert not torch.equal(state[key], initial[key]), key
+    assert torch.equal(state["decoder.model.lm_head.weight"], initial["decoder.model.lm_head.weight"])  # not planned
+    merged.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert (loaded(**batch).logits - expected).abs().max() <= 1e-5
+    # negative control: dropping the decoder's adapters instead of merging them loses their training
+    unmerged = _train_a_little(LoraPlan(vision="frozen", text="frozen", decoder="lora", r=4).apply(
+        tiny_caption_model(vision="hf_vit")), batch)  # fmt: skip
+    with torch.no_grad():
+        adapted = unmerged(**batch).logits
+        assert (unmerged.unload().eval()(**batch).logits - adapted).abs().max() > 1e-4
+
+
 def _stored_parameters(model: nn.Module) -> int:
     """Parameters the model holds in memory, each tensor counted once however many names point at it."""
     return sum(p.numel() for p in {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}.values())

@@ -21,7 +21,10 @@ from helpers_contract import (
     inputs_for,
     main_output,
     mmft_owned_keys,
+    text_inputs,
     tiny,
+    token_config,
+    token_tower,
     tower_prefixes,
     uninitialised_memory_is_nan,
 )
@@ -146,18 +149,21 @@ def test_per_tower_attention_backends_are_honoured(model_class, text, vision, tm
 def test_added_tokens_resize_the_text_tower_and_survive_save_load(model_class, tmp_path):
     model = tiny(model_class)
     tokenizer = AutoTokenizer.from_pretrained(resolve_name("minilm"))  # same vocabulary as the tiny BERT
-    assert model.get_input_embeddings() is model.core.text_tower.model.get_input_embeddings()
+    assert model.get_input_embeddings() is token_tower(model).get_input_embeddings()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     old_size = model.get_input_embeddings().num_embeddings
     tokenizer.add_tokens(["<shape_a>", "<shape_b>"])
     resized = model.resize_token_embeddings(len(tokenizer))
 
     assert resized is model.get_input_embeddings() and resized.num_embeddings == old_size + 2
-    assert model.config.text_config.vocab_size == old_size + 2
-    key = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert token_config(model).vocab_size == old_size + 2
+    # the token embeddings and, where a decoder has them, its output embeddings (tied or resized with them)
+    vocabulary = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    resized_keys = {k for k, v in model.state_dict(keep_vars=True).items() if id(v) in vocabulary}
+    key = next(k for k, v in model.state_dict(keep_vars=True).items() if v is resized.weight)
     after = model.state_dict()
     assert torch.equal(after[key][:old_size], before[key]) and torch.isfinite(after[key]).all()
-    assert [k for k in before if k != key and not torch.equal(after[k], before[k])] == []  # nothing else moved
+    assert [k for k in before if k not in resized_keys and not torch.equal(after[k], before[k])] == []  # nothing else
     assert len({p.data_ptr() for p in model.parameters()}) == len(list(model.parameters()))  # nothing tied
 
     inputs = inputs_for(model, labels=False)
@@ -185,7 +191,7 @@ def test_new_token_rows_get_the_text_towers_own_init(model_class):
     model = tiny(model_class)
     old_size = model.get_input_embeddings().num_embeddings
     rows = model.resize_token_embeddings(old_size + 64, mean_resizing=False).weight[old_size:]
-    expected = model.config.text_config.initializer_range
+    expected = token_config(model).initializer_range
     assert 0.7 * expected < rows.std().item() < 1.3 * expected
 
 
@@ -218,8 +224,8 @@ def test_hidden_states_are_the_bridge_input_and_each_bridge_layer(model_class):
     core = model.core
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True)
-        fused = core(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
-        text_input = core.text_states(inputs["input_ids"], inputs["attention_mask"])
+        fused = core(inputs["pixel_values"], *text_inputs(model, inputs))
+        text_input = core.text_states(*text_inputs(model, inputs))
         image_input, _ = core.image_states(inputs["pixel_values"])
     text, image = out.hidden_states
     layers = model.config.num_bridge_layers
@@ -231,7 +237,7 @@ def test_hidden_states_are_the_bridge_input_and_each_bridge_layer(model_class):
     # hidden_states[1] is layer 1's output: the same model cut to one layer ends there
     core.bridge.text_blocks, core.bridge.image_blocks = core.bridge.text_blocks[:1], core.bridge.image_blocks[:1]
     with torch.no_grad():
-        cut = core(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
+        cut = core(inputs["pixel_values"], *text_inputs(model, inputs))
     torch.testing.assert_close(core.bridge.text_norm(text[1]), cut.text_states)
     torch.testing.assert_close(core.bridge.image_norm(image[1]), cut.image_states)
 
@@ -243,7 +249,8 @@ def test_attentions_are_each_bridge_layers_self_and_cross_attention(model_class)
     with torch.no_grad():
         plain = main_output(model(**inputs))
         out = model(**inputs, output_attentions=True)
-    batch, length = inputs["input_ids"].shape
+    text_ids, text_mask = text_inputs(model, inputs)
+    batch, length = text_ids.shape
     image_tokens = model.core.image_states(inputs["pixel_values"])[0].shape[1]
     heads, layers = model.config.num_attention_heads, model.config.num_bridge_layers
     text_self, image_self = out.attentions
@@ -258,7 +265,7 @@ def test_attentions_are_each_bridge_layers_self_and_cross_attention(model_class)
         for layer in weights:
             assert layer.shape == shape, name
             torch.testing.assert_close(layer.sum(-1), torch.ones(shape[:-1]))  # rows are distributions
-    padded = (inputs["attention_mask"] == 0)[:, None, None, :]  # (B, 1, 1, Nt): no query may attend to padding
+    padded = (text_mask == 0)[:, None, None, :]  # (B, 1, 1, Nt): no query may attend to padding
     for layer in (*text_self, *out.image_cross_attentions):
         assert padded.any() and layer.masked_select(padded.expand_as(layer)).abs().max() == 0
     torch.testing.assert_close(main_output(out), plain, atol=1e-5, rtol=1e-5)  # explicit softmax == SDPA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import CardInfo, Task, TaskData
+from .captioning import CaptioningTask
 from .classification import ClassificationTask
 from .retrieval import RetrievalTask
 from .vqa import VQATask
@@ -11,6 +12,7 @@ TASKS: dict[str, type[Task]] = {
     "vqa": VQATask,
     "classification": ClassificationTask,
     "retrieval": RetrievalTask,
+    "captioning": CaptioningTask,
 }
 
 

@@ -163,6 +163,16 @@ class Task:
         """Hook: arguments of `model_class.from_vision_text_pretrained` that come from the data (labels, ...)."""
         return {"labels": data.labels} if data.labels is not None else {}
 
+    def build_processor(self, model_args):
+        """Hook: the processor of a fresh model built from `model_args`' towers."""
+        from ..processing_mmft import MMFTProcessor
+
+        return MMFTProcessor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model,
+                                                         model_args.image_size, model_args.timm_args())  # fmt: skip
+
+    def bind(self, model, processor) -> None:
+        """Hook: make a fresh model agree with its processor (e.g. the caption decoder's start and end ids)."""
+
     def config_updates(self, data: TaskData) -> dict[str, Any]:
         """Hook: config fields set on a fresh or a loaded model from this run's data (e.g. `problem_type`)."""
         return {}

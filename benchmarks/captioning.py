@@ -1,0 +1,151 @@
+"""Captioning benchmark: generation tokens/s with and without the KV cache, and training step time per decoder plan.
+
+The model is the captioning preset's (`recipes/configs/scenes_captioning.yaml`: its vision tower, MiniLM, the
+SmolLM2-135M decoder, bridge and prefix), on real scenes images and captions. Figures measured side by side in one
+process, interleaved round by round, so load from other processes lands on every side alike:
+
+- generation: greedy decoding of exactly `--new_tokens` tokens per image (`min_new_tokens` = `max_new_tokens`), with
+  `use_cache=True` (the KV cache: one new token per step) and `use_cache=False` (the whole sequence every step);
+- training: one optimizer step (forward, backward, AdamW) per decoder plan (`lora` at the preset's r, `full`,
+  `frozen`); vision tower, bridge and prefix train in every plan, as in the preset.
+
+    python benchmarks/captioning.py [--batch 32] [--rounds 3] [--new_tokens 24] [--decoder smollm2]
+    python benchmarks/captioning.py --quick      # tiny random decoder; smoke run, figures meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmft import LoraPlan  # noqa: E402
+from mmft.data.captions import load_scenes_captions  # noqa: E402
+from mmft.presets import load_preset  # noqa: E402
+from mmft.processing_captioning import MMFTCaptionProcessor  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESET = os.path.join(REPO, "recipes", "configs", "scenes_captioning.yaml")
+PLANS = ("lora", "full", "frozen")
+
+
+def build(preset: dict, decoder: str | None, quick: bool):
+    """(model, processor) of the preset (or, with `quick`, tiny towers and a random decoder)."""
+    from transformers import LlamaConfig
+
+    from mmft.modeling_captioning import MMFTForConditionalGeneration
+
+    vision, text = preset["vision_model"], preset["text_model"]
+    vision_args = preset.get("vision_model_args")
+    decoder = decoder or preset["decoder_model"]
+    processor = MMFTCaptionProcessor.from_towers(vision, text, decoder, preset["image_size"], vision_args,
+                                                 max_caption_tokens=preset["max_caption_tokens"])  # fmt: skip
+    spec = decoder
+    if quick:
+        spec = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=len(processor.tokenizer))  # fmt: skip
+    model = MMFTForConditionalGeneration.from_vision_text_pretrained(
+        vision, text, decoder=spec, vision_model_args=vision_args, num_query_tokens=preset["num_query_tokens"],
+        bridge=preset["bridge"], num_bridge_layers=preset["num_bridge_layers"], hidden_size=preset["hidden_size"],
+        num_attention_heads=preset["num_attention_heads"], hidden_dropout=preset["hidden_dropout"],
+        caption_token_ids=processor.caption_token_ids(),
+    )  # fmt: skip
+    return model, processor
+
+
+def real_batch(processor, batch_size: int) -> dict[str, torch.Tensor]:
+    """`batch_size` training images of the scenes data with their first captions, as the collator makes them."""
+    rows = load_scenes_captions()["train"].select(range(batch_size))
+    return dict(processor(images=list(rows["image"]), text=[captions[0] for captions in rows["captions"]]))
+
+
+def plan_models(model, preset: dict) -> dict[str, tuple]:
+    """{plan: (model with the plan applied, AdamW over its trainable parameters)} on deep copies of `model`."""
+    out = {}
+    for plan in PLANS:
+        planned = LoraPlan(vision=preset["lora_vision"], text=preset["lora_text"], decoder=plan, r=preset["lora_r"],
+                           alpha=preset["lora_alpha"], dropout=0.0, targets=preset["lora_targets"]).apply(
+            copy.deepcopy(model))  # fmt: skip
+        trainable = [p for p in planned.parameters() if p.requires_grad]
+        out[plan] = (planned.train(), torch.optim.AdamW(trainable, lr=1e-4), sum(p.numel() for p in trainable))
+    return out
+
+
+def train_step(model, optimizer, batch) -> float:
+    start = time.perf_counter()
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def generate_seconds(model, processor, pixel_values: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
+    inputs = {**processor.prompt_features(len(pixel_values)), **processor.start_features(len(pixel_values))}
+    start = time.perf_counter()
+    out = model.generate(pixel_values=pixel_values, **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         use_cache=use_cache, do_sample=False)  # fmt: skip
+    assert out.shape[1] == 1 + new_tokens, out.shape
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32, help="images per training step and per generate() call")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (after one warm-up)")
+    parser.add_argument("--new_tokens", type=int, default=24)
+    parser.add_argument("--decoder", default=None, help="decoder name (default: the preset's)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=os.path.join(REPO, "outputs", "benchmarks", "captioning.json"))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    preset = load_preset(PRESET)
+    model, processor = build(preset, args.decoder, args.quick)
+    batch = real_batch(processor, args.batch)
+    tokens = int(batch["attention_mask"].sum()) + args.batch * preset["num_query_tokens"]
+
+    # generation: cache on and off, interleaved
+    model.eval()
+    timings = {True: [], False: []}
+    for round_index in range(args.rounds + 1):
+        for use_cache in (True, False):
+            seconds = generate_seconds(model, processor, batch["pixel_values"], args.new_tokens, use_cache)
+            if round_index:  # round 0 warms up
+                timings[use_cache].append(seconds)
+    generated = args.batch * args.new_tokens
+    generation = {f"tokens_per_second_{'cache' if k else 'no_cache'}": generated / statistics.median(v)
+                  for k, v in timings.items()}  # fmt: skip
+    generation["cache_speedup"] = statistics.median(timings[False]) / statistics.median(timings[True])
+
+    # training: one step per plan, interleaved
+    planned = plan_models(model, preset)
+    del model
+    steps = {plan: [] for plan in PLANS}
+    for round_index in range(args.rounds + 1):
+        for plan, (planned_model, optimizer, _) in planned.items():
+            seconds = train_step(planned_model, optimizer, batch)
+            if round_index:
+                steps[plan].append(seconds)
+    training = {plan: {"step_seconds": statistics.median(steps[plan]), "trainable_parameters": planned[plan][2],
+                       "samples_per_second": args.batch / statistics.median(steps[plan])}
+                for plan in PLANS}  # fmt: skip
+    result = {"batch": args.batch, "decoder_tokens_per_batch": tokens, "new_tokens": args.new_tokens,
+              "rounds": args.rounds, "threads": torch.get_num_threads(), "generation": generation,
+              "training": training, "quick": args.quick}  # fmt: skip
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""`MMFTForConditionalGeneration`: an image (with a fixed prompt) in, a caption out, written by a causal language model.
+
+The vision and text towers and the bridge fuse the image with the prompt as in every mmft model. `CaptionPrefix`
+turns the bridge's states into a few vectors in the decoder's embedding space, which go in front of the caption
+tokens (LLaVA-style prefix); the decoder, any `AutoModelForCausalLM`, writes the caption after them. The loss covers
+caption tokens only: the prefix has no labels and padding is `-100`.
+
+The prefix is put right after the caption's start token inside `forward`, whenever the decoder starts from an empty
+cache, so `input_ids`, `labels` and the returned logits are caption positions only (the logits at the start token's
+place are those of the prefix's last position, which predicts the first caption token), and `generate()` (greedy,
+beam search, sampling, with or without the KV cache) runs through transformers' `GenerationMixin` unchanged:
+positions come from the cache length, and the attention mask is widened by the prefix on every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedConfig
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .bridge import StreamBlock, _key_padding_bias, attention_flops
+from .configuration_mmft import MMFTConfig
+from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from .modeling_outputs import MMFTModelOutput
+from .offline_assets import provenance
+from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
+
+IGNORE_INDEX = -100  # labels of padding (and of anything else the loss must skip)
+
+
+@dataclass
+class MMFTCaptionOutput(ModelOutput):
+    """
+    loss: mean cross-entropy of the next caption token, over caption tokens whose label is not -100.
+    logits (`(B, T, V)`): next-token logits at the caption positions of this call (not the prefix).
+    cache: the decoder's KV cache (prefix included), for the next generation step.
+    With `output_hidden_states` / `output_attentions` (argument or config field), on a call that reads the image:
+    hidden_states / attentions / cross_attentions / image_cross_attentions: the bridge's, as `MMFTModelOutput` has
+    them; decoder_hidden_states / decoder_attentions: the decoder's (prefix positions included).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: Any = None
+    hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    image_cross_attentions: tuple[torch.Tensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class CaptionPrefix(nn.Module):
+    """The bridge's states -> the decoder's prefix, (B, P, Dd).
+
+    With `num_query_tokens` > 0, that many learned queries attend to each other and to the fused image and prompt
+    states (one pre-LN bridge block: self-attention, cross-attention, feed-forward), so the decoder reads P =
+    num_query_tokens vectors whatever the image size. With 0, every fused image state is projected (P = Nv).
+    """
+
+    def __init__(self, config: MMFTConfig, decoder_hidden_size: int) -> None:
+        super().__init__()
+        width = config.hidden_size
+        self.queries = nn.Embedding(config.num_query_tokens, width) if config.num_query_tokens else None
+        self.block = StreamBlock(config) if config.num_query_tokens else None
+        self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(width, decoder_hidden_size)
+
+    def forward(self, image_states: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        if self.queries is None:
+            states = image_states  # (B, Nv, D)
+        else:
+            batch, image_tokens = image_states.shape[:2]
+            memory = torch.cat([image_states, text_states], dim=1)  # (B, Nv + Nt, D)
+            mask = torch.cat([text_mask.new_ones(batch, image_tokens), text_mask], dim=1)
+            ids = torch.arange(self.queries.num_embeddings, device=image_states.device).expand(batch, -1)
+            states = self.queries(ids)  # (B, Nq, D)
+            states, _ = self.block.attend_self(states, None)
+            states, _ = self.block.attend_other(states, memory, _key_padding_bias(mask, states.dtype), False)
+            states = self.block.feed_forward(states)  # (B, Nq, D)
+        return self.projection(self.norm(states))  # (B, P, Dd)
+
+    @torch.no_grad()
+    def match_scale(self, embeddings: torch.Tensor) -> None:
+        """Start the prefix at the size (root mean square) of the decoder's token embeddings.
+
+        The fan-in init gives unit-size outputs; a pretrained LM has never seen inputs that large (SmolLM2's
+        embeddings are ~0.1), so the prefix would first swamp the residual stream it is added to.
+        """
+        self.projection.weight.mul_(embeddings.detach().float().pow(2).mean().sqrt().to(self.projection.weight.dtype))
+
+    def flops(self, image_tokens: int, text_tokens: int) -> float:
+        """Forward FLOPs per sample (matmuls only)."""
+        width, out = self.projection.in_features, self.projection.out_features
+        if self.queries is None:
+            return 2.0 * image_tokens * width * out
+        queries, memory = self.queries.num_embeddings, image_tokens + text_tokens
+        ffn = self.block.ffn[0].out_features
+        block = 2.0 * queries * 4 * width * width + attention_flops(queries, queries, width)  # self-attention
+        block += 2.0 * queries * 2 * width * width + 2.0 * memory * 2 * width * width  # cross: q, out; k, v
+        block += attention_flops(queries, memory, width) + 2.0 * queries * 2 * width * ffn
+        return block + 2.0 * queries * width * out
+
+
+class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
+    """
+    Writes a caption for an image: towers + bridge fuse the image with a fixed prompt, `CaptionPrefix` compresses
+    the fused states into the decoder's embedding space, and the decoder (any causal LM) continues from there.
+
+    Inputs: `pixel_values` (B, 3, H, W); `text_input_ids` / `text_attention_mask` (B, Nt), the prompt the text
+    tower reads (`MMFTCaptionProcessor` adds it); `input_ids` / `attention_mask` (B, T), the caption so far in the
+    decoder's vocabulary, starting with its start token; `labels` (B, T), usually `input_ids` with -100 on padding
+    (shifted inside, as in every HF causal LM).
+
+    Example:
+
+    ```python
+    >>> model = MMFTForConditionalGeneration.from_vision_text_pretrained(
+    ...     vision="timm:resnet10t", text="minilm", decoder="smollm2", num_query_tokens=8)
+    >>> ids = model.generate(**processor(images=image), max_new_tokens=24)
+    >>> processor.decode_captions(ids)
+    ```
+    """
+
+    main_input_name = "input_ids"  # what generate() extends; the image comes in as `pixel_values`
+
+    def __init__(self, config: MMFTConfig, vision_tower=None, text_tower=None, decoder: DecoderTower | None = None):
+        super().__init__(config)
+        if config.decoder_config is None:
+            raise ValueError(
+                "a captioning model needs MMFTConfig.decoder_config (a causal LM); build one with "
+                "MMFTForConditionalGeneration.from_vision_text_pretrained(vision=..., text=..., decoder=...)"
+            )
+        # The decoder first: building it resolves its config's attention backend, which the core then finds set.
+        self.decoder = decoder or build_decoder(config.decoder_config)
+        self.mmft = MMFTModel(config, vision_tower, text_tower)
+        self.caption_prefix = CaptionPrefix(config, self.decoder.hidden_size)
+        present = {type(module).__name__ for module in self.decoder.modules()}
+        self._no_split_modules = [*self.mmft._no_split_modules,
+                                  *(set(self.decoder.model._no_split_modules or []) & present)]  # fmt: skip
+        self.caption_tokens: int | None = None  # caption length of the last training batch, for FLOP counts
+        self.post_init()
+
+    # -- what shared code asks the model ----------------------------------------------------------------------------
+    def towers(self) -> dict[str, nn.Module]:
+        return {**super().towers(), "decoder": self.decoder}
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embeddings: new caption tokens are added to the decoder's vocabulary."""
+        return self.decoder.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.decoder.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.decoder.model.get_output_embeddings()
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Resize the decoder's token embeddings (and its output layer), e.g. after adding caption tokens to the
+        decoder's tokenizer; `config.decoder_config.vocab_size` follows, so the saved folder rebuilds it."""
+        resized = self.decoder.model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.config.decoder_config.vocab_size = resized.num_embeddings
+        return resized
+
+    def decoder_flops(self, tokens: int, logit_tokens: int) -> float:
+        """Forward FLOPs of one sample through the decoder: `tokens` positions, logits for `logit_tokens`."""
+        output = self.decoder.model.get_output_embeddings()
+        body = sum(m.in_features * m.out_features for m in self.decoder.modules()
+                   if isinstance(m, nn.Linear) and m is not output)  # fmt: skip
+        config = self.config.decoder_config
+        # Attention counted over every (query, key) pair, causal or not, as SDPA's math and MFU conventions count it.
+        attention = config.num_hidden_layers * attention_flops(tokens, tokens, self.decoder.hidden_size)
+        return 2.0 * body * tokens + attention + 2.0 * output.in_features * output.out_features * logit_tokens
+
+    def head_flops(self, image_tokens: int, text_tokens: int) -> float:
+        """The prefix's forward FLOPs per sample (the decoder's are `decoder_forward_flops`)."""
+        return self.caption_prefix.flops(image_tokens, text_tokens)
+
+    def decoder_forward_flops(self, image_tokens: int) -> float:
+        """The decoder's forward FLOPs per sample at the caption length of the last training batch."""
+        captions = self.caption_tokens or 0
+        return self.decoder_flops(self.caption_prefix_length(image_tokens) + captions, captions)
+
+    def caption_prefix_length(self, image_tokens: int) -> int:
+        return self.config.num_query_tokens or image_tokens
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def image_prefix(self, pixel_values: torch.Tensor, text_input_ids: torch.Tensor | None,
+                     text_attention_mask: torch.Tensor | None,
+                     flags: tuple[bool, bool] = (False, False)) -> tuple[torch.Tensor, MMFTModelOutput]:  # fmt: skip
+        """The decoder prefix of a batch of images with their prompt, (B, P, Dd), and the bridge's output (with the
+        attentions / hidden states `flags` ask for)."""
+        if text_input_ids is None:
+            raise ValueError("the captioning model needs text_input_ids (the prompt the text tower reads); "
+                             "MMFTCaptionProcessor(images=...) adds them")  # fmt: skip
+        if text_attention_mask is None:
+            text_attention_mask = torch.ones_like(text_input_ids)
+        fused = self.mmft(pixel_values, text_input_ids, text_attention_mask, *flags, return_dict=True)
+        return self.caption_prefix(fused.image_states, fused.text_states, text_attention_mask), fused
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        text_input_ids: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> MMFTCaptionOutput:
+        """Next-token logits at the caption positions (and the loss with `labels`). The output flags default to the
+        config fields; `return_dict=False` (or `config.return_dict=False`) returns `MMFTCaptionOutput.to_tuple()`."""
+        flags = self.output_flags(output_attentions, output_hidden_states)
+        if inputs_embeds is None:
+            inputs_embeds = self.decoder.embed(input_ids)  # (B, T, Dd)
+        batch, length = inputs_embeds.shape[:2]
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device)
+        past = 0 if cache is None else cache.get_seq_length()
+        fused = None
+        if past == 0:  # the decoder starts here: put the image prefix in
+            if pixel_values is None:
+                raise ValueError("the first decoder step needs pixel_values (the image to caption)")
+            if self.training:
+                self.caption_tokens = length
+            prefix, fused = self.image_prefix(pixel_values, text_input_ids, text_attention_mask, flags)  # (B, P, Dd)
+            # [start] [prefix] [caption]: the start token keeps position 0, where a pretrained LM expects a real
+            # token (its attention sink); the prefix's last position then predicts the caption's first token.
+            inputs_embeds = torch.cat([inputs_embeds[:, :1], prefix.to(inputs_embeds.dtype), inputs_embeds[:, 1:]], 1)
+            prefix_length = prefix.shape[1]  # inputs_embeds is (B, 1 + P + T - 1, Dd)
+        else:  # the cache holds the start token, the prefix and the caption so far; the mask covers all but the prefix
+            prefix_length = past + length - attention_mask.shape[1]
+        # The prefix is always attended to; the mask must cover every position the cache and this call hold.
+        attention_mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, prefix_length),
+                                    attention_mask[:, 1:]], dim=1)  # fmt: skip
+        if use_cache is None:
+            use_cache = labels is None and not self.training
+        outputs = self.decoder(inputs_embeds, attention_mask, keep=length, cache=cache, use_cache=use_cache,
+                               output_attentions=flags[0], output_hidden_states=flags[1])  # fmt: skip
+        logits = outputs.logits  # (B, T, V)
+        loss = None
+        if labels is not None:  # position t predicts token t + 1
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE_INDEX)  # fmt: skip
+        # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
+        kept = ("hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
+        bridge = {k: fused.get(k) for k in kept} if fused is not None and any(flags) else {}
+        return MMFTCaptionOutput(loss=loss, logits=logits, cache=getattr(outputs, "cache", None) if use_cache else None,
+                                 decoder_hidden_states=outputs.hidden_states, decoder_attentions=outputs.attentions,
+                                 **bridge)  # fmt: skip
+
+    # -- factory ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision: str | PreTrainedConfig,
+        text: str | PreTrainedConfig,
+        decoder: str | PreTrainedConfig = "smollm2",
+        decoder_model_args: dict[str, Any] | None = None,
+        caption_token_ids: dict[str, int] | None = None,
+        labels: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> "MMFTForConditionalGeneration":
+        """
+        Join two towers and a causal LM decoder with a fresh bridge and prefix.
+
+        Args:
+            vision, text, **kwargs: as in `MMFTPreTrainedModel.from_vision_text_pretrained` (`num_query_tokens` and
+                every other `MMFTConfig` field go in `kwargs`).
+            decoder: a Hub id or folder loaded with `AutoModelForCausalLM`, the offline alias `smollm2`, or a config
+                for a random decoder.
+            decoder_model_args: overrides of the decoder's config fields, e.g. `{"num_hidden_layers": 12}`.
+            caption_token_ids: `{"bos": ..., "eos": ..., "pad": ...}`, the caption start, end and padding ids in the
+                decoder's vocabulary (`MMFTCaptionProcessor.caption_token_ids()`); default: the decoder config's.
+        """
+        if isinstance(decoder, PreTrainedConfig):
+            loaded, source = build_decoder(decoder), None
+        else:
+            loaded = load_pretrained_decoder(decoder, decoder_config_from_name(decoder, decoder_model_args))
+            source = provenance(decoder)
+        model = super().from_vision_text_pretrained(vision, text, decoder_config=loaded.model.config,
+                                                    decoder_pretrained_from=source, **kwargs)  # fmt: skip
+        model.decoder = loaded  # the pretrained decoder replaces the random one __init__ built from its config
+        model.caption_prefix.match_scale(loaded.model.get_input_embeddings().weight)
+        ids = caption_token_ids or {"bos": loaded.model.config.bos_token_id, "eos": loaded.model.config.eos_token_id,
+                                    "pad": loaded.model.config.pad_token_id}  # fmt: skip
+        model.set_caption_token_ids(**ids)
+        return model
+
+    def set_caption_token_ids(self, bos: int | None, eos: int | None, pad: int | None) -> None:
+        """The caption's start, end and padding ids, which `generate()` starts from, stops at and pads with."""
+        if bos is None or eos is None:
+            raise ValueError(f"a captioning decoder needs start and end token ids; got bos={bos}, eos={eos}")
+        pad = eos if pad is None else pad
+        config = self.generation_config
+        config.bos_token_id, config.eos_token_id, config.pad_token_id = bos, eos, pad
+        config.decoder_start_token_id = None
+
+
+__all__ = ["CaptionPrefix", "MMFTCaptionOutput", "MMFTForConditionalGeneration"]

