@@ -143,10 +143,10 @@ def _search(args: argparse.Namespace) -> int:
         return 2
     print(f"mmft search: embedded {report.embedded}, reused {report.reused} from the cache, dropped {report.dropped}",
           file=sys.stderr)  # fmt: skip
-    print("rank\tmatch\tsimilarity\titem")
+    print("rank\tscore\tmatch\tsimilarity\titem")
     for rank, hit in enumerate(hits, start=1):
-        match = f"{hit.match:.4f}" if hit.match is not None else "-"
-        print(f"{rank}\t{match}\t{hit.similarity:.4f}\t{hit.item}")
+        score, match = ((f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-"))
+        print(f"{rank}\t{score}\t{match}\t{hit.similarity:.4f}\t{hit.item}")
     return 0
 
 

@@ -7,6 +7,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .bridge import BRIDGES
+from .rerank import RERANK_SCORES
 
 
 @strict
@@ -49,6 +50,9 @@ class MMFTConfig(PreTrainedConfig):
             Retrieval: contrast each process's rows against the batch gathered from every process (with gradients),
             so N processes with batch B train like one process with batch N x B. `False` keeps each process to its
             own batch (cheaper, not equivalent).
+        rerank_score (`str`, defaults to `"match+similarity"`):
+            Retrieval: how a re-ranked candidate is scored (`mmft.rerank.RERANK_SCORES`): the matching head's
+            log-odds plus the dual encoder's scaled similarity (BLIP-style), or `"match"` alone (ALBEF-style).
         decoder_config (`dict` or `PreTrainedConfig`, *optional*):
             Captioning: the config of the causal language model that writes the caption (any `AutoModelForCausalLM`
             type: `llama`, `gpt2`, `qwen2`, ...). `None` for models without a decoder.
@@ -91,6 +95,7 @@ class MMFTConfig(PreTrainedConfig):
     projection_dim: int | None = None
     logit_scale_init_value: float = 2.6592
     gather_negatives: bool = True
+    rerank_score: str = "match+similarity"
     decoder_config: dict | PreTrainedConfig | None = None
     num_query_tokens: int = 8
     decoder_pretrained_from: str | None = None
@@ -128,6 +133,8 @@ class MMFTConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.projection_dim is not None and self.projection_dim <= 0:
             raise ValueError(f"projection_dim must be > 0 (or None for hidden_size), got {self.projection_dim}")
+        if self.rerank_score not in RERANK_SCORES:
+            raise ValueError(f"unknown rerank_score {self.rerank_score!r}; known: {', '.join(RERANK_SCORES)}")
         if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
             raise ValueError(f"class_weights must all be > 0, got {self.class_weights}")
 

@@ -22,6 +22,7 @@ from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_exa
 from .heads import ClassificationHead, ContrastiveHead, LogitScale
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
+from .rerank import RERANK_SCORES
 
 MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
 
@@ -118,6 +119,13 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     def match_score(logits: torch.Tensor) -> torch.Tensor:
         """One score per pair from matching logits (B, 2): the log-odds of a match (softmax-equivalent ranking)."""
         return logits[:, 1] - logits[:, 0]
+
+    def rerank_score(self, match_logits: torch.Tensor, similarities: torch.Tensor) -> torch.Tensor:
+        """Re-ranking scores (B,) of pairs from their matching logits (B, 2) and cosine similarities (B,), by
+        `config.rerank_score` (default: match log-odds + the dual encoder's scaled similarity)."""
+        similarities = similarities.to(match_logits.device, match_logits.dtype)
+        scaled = self.contrastive.logit_scale().to(similarities) * similarities
+        return RERANK_SCORES[self.config.rerank_score](self.match_score(match_logits), scaled)
 
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Per training pair the bridge and the matching head also run on its two mined negatives."""

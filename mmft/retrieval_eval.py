@@ -131,9 +131,10 @@ def shard_rows(compute: Callable[[int, int], torch.Tensor], count: int, accelera
     return accelerator.gather(padded.to(accelerator.device)).cpu()[:count]  # shards are full but the last
 
 
-def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch.Tensor, text_queries: bool,
-                  pair_batch: int, device: torch.device, start: int, stop: int) -> torch.Tensor:  # fmt: skip
-    """Matching scores (stop - start, k) of queries [start, stop) with their candidates (gallery indices)."""
+def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch.Tensor, similarities: torch.Tensor,
+                  text_queries: bool, pair_batch: int, device: torch.device, start: int, stop: int) -> torch.Tensor:  # fmt: skip
+    """Re-ranking scores (stop - start, k) of queries [start, stop) with their candidates (gallery indices) and the
+    candidates' dual-encoder cosine similarities (same shape), by the model's `rerank_score`."""
     k = candidates.shape[1]
     scores = torch.empty(stop - start, k)
     step = max(1, pair_batch // k)
@@ -145,7 +146,8 @@ def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch
         text_states, mask = (queries if text_queries else gallery).bank.take(texts)
         image_states, _ = (gallery if text_queries else queries).bank.take(images)
         logits = model.match_states(image_states.to(device), text_states.to(device), mask.to(device))
-        scores[first - start : last - start] = model.match_score(logits).float().cpu().view(last - first, k)
+        pair_similarities = similarities[first:last].flatten().to(device)
+        scores[first - start : last - start] = model.rerank_score(logits, pair_similarities).float().cpu().view(last - first, k)
     return scores
 
 
@@ -155,7 +157,7 @@ class Direction:
 
     dual_ranks: np.ndarray
     candidates: torch.Tensor  # (Nq, k) gallery indices, best dual score first
-    scores: torch.Tensor  # (Nq, k) matching scores
+    scores: torch.Tensor  # (Nq, k) re-ranking scores (the model's `rerank_score`), or similarities without re-ranking
     rerank_ranks: np.ndarray
 
     def reranked(self, query: int, top: int = TOP_RECORDED) -> list[int]:
@@ -179,8 +181,9 @@ def recall_metrics(t2i: np.ndarray, i2t: np.ndarray, stage: str, prefix: str) ->
 def evaluate_retrieval(model, images: Embedded, texts: Embedded, caption_to_image: Sequence[int], rerank_k: int,
                        pair_batch: int, device: torch.device, accelerator=None, chunk_size: int = 1024,
                        prefix: str = "test") -> RetrievalResult:  # fmt: skip
-    """Dual-encoder ranks of both directions, then the top `rerank_k` of every query re-ranked by matching
-    (`rerank_k=0`: the dual encoder alone; its top candidates are kept for the records)."""
+    """Dual-encoder ranks of both directions, then the top `rerank_k` of every query re-ranked by the model's
+    `rerank_score` (matching head, plus the similarity by default; `rerank_k=0`: the dual encoder alone, its top
+    candidates kept for the records)."""
     start = time.perf_counter()
     t2i_dual, i2t_dual = retrieval_ranks(images.embeds, texts.embeds, caption_to_image, chunk_size)
     text_to_image, image_to_texts = coco_retrieval_targets(caption_to_image, len(images.embeds))
@@ -194,8 +197,10 @@ def evaluate_retrieval(model, images: Embedded, texts: Embedded, caption_to_imag
         scores, candidates = top_candidates(queries.embeds, gallery.embeds, rerank_k or TOP_RECORDED, chunk_size)
         ranks = dual
         if rerank_k:
-            scores = shard_rows(lambda a, b: rerank_scores(model, queries, gallery, candidates, text_queries,
-                                                           pair_batch, device, a, b), len(candidates), accelerator)
+            similarities = scores
+            scores = shard_rows(lambda a, b: rerank_scores(model, queries, gallery, candidates, similarities,
+                                                           text_queries, pair_batch, device, a, b),
+                                len(candidates), accelerator)  # fmt: skip
             ranks = reranked_ranks(dual, candidates, scores, targets, len(gallery.embeds))
         directions[name] = Direction(dual, candidates, scores, ranks)
     metrics[f"{prefix}_dual_seconds"] = dual_seconds

@@ -7,7 +7,8 @@ The embeddings live in `<folder>/.mmft_search/<model key>.safetensors` (for capt
 image is stored with its size and modification time, so a changed, added or removed file is re-embedded or dropped
 on the next search and the rest is reused; captions are keyed by their text. The nearest items come from `faiss`
 when it is installed (exact inner product), else from a chunked matmul; the bridge's matching head then re-ranks
-the top `rerank_k` of them (0: off).
+the top `rerank_k` of them (0: off) by the model's `rerank_score` (by default its log-odds of a match plus the
+scaled similarity). Printed per hit: that score, P(match) and the cosine similarity.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Hit:
     item: str  # an image path or a caption
     similarity: float  # cosine similarity of the embeddings
     match: float | None = None  # probability of "match" from the matching head (None: not re-ranked)
+    score: float | None = None  # re-ranking score, the model's `rerank_score` (None: not re-ranked)
 
 
 @dataclass
@@ -177,13 +179,12 @@ class Searcher:
 
     @torch.no_grad()
     def match(self, images: list, texts: list[str]) -> torch.Tensor:
-        """P(match) of aligned (image, text) pairs from the matching head over the bridge."""
+        """Matching logits (B, 2) of aligned (image, text) pairs from the matching head over the bridge."""
         out = []
         for start in range(0, len(texts), self.batch_size):
             pixels = self.processor(images=[load_rgb(i) for i in images[start : start + self.batch_size]],
                                     return_tensors="pt")["pixel_values"].to(self.device)  # fmt: skip
-            logits = self.model.match(pixels, **self._tokens(texts[start : start + self.batch_size]))
-            out.append(logits.float().softmax(-1)[:, 1].cpu())
+            out.append(self.model.match(pixels, **self._tokens(texts[start : start + self.batch_size])).float().cpu())
         return torch.cat(out)
 
     def rank(self, query: torch.Tensor, gallery: torch.Tensor, items: list, pair: Callable[[list], tuple[list, list]],
@@ -193,9 +194,11 @@ class Searcher:
         hits = [Hit(str(items[i]), float(s)) for s, i in zip(similarities.tolist(), indices.tolist())]
         if rerank_k:
             head = hits[:rerank_k]
-            for hit, probability in zip(head, self.match(*pair([hit.item for hit in head])).tolist()):
-                hit.match = probability
-            hits = sorted(head, key=lambda hit: -hit.match) + hits[rerank_k:]
+            logits = self.match(*pair([hit.item for hit in head]))
+            scores = self.model.rerank_score(logits, similarities[: len(head)].float())
+            for hit, probability, score in zip(head, logits.softmax(-1)[:, 1].tolist(), scores.tolist()):
+                hit.match, hit.score = probability, score
+            hits = sorted(head, key=lambda hit: -hit.score) + hits[rerank_k:]
         return hits[:top_k]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import ANSWERS, VISION_KINDS, tiny_model, tiny_text_config, tiny_vision_config
@@ -144,10 +146,11 @@ def test_text_model_args_override_tower_config_fields_and_reject_unknown_ones():
         ({"num_bridge_layers": 0}, "needs num_bridge_layers >= 1"),
         ({"hidden_dropout": 1.0}, "hidden_dropout must be in [0, 1)"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+        ({"rerank_score": "itm"}, "unknown rerank_score 'itm'; known: match+similarity, match"),
     ],
 )
 def test_invalid_configs_fail_at_construction(overrides, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         MMFTConfig(vision_config=tiny_vision_config("hf_vit"), text_config=tiny_text_config(), **overrides)
 
 

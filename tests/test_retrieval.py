@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -274,8 +275,11 @@ def _brute_force_metrics(model, processor, data, rerank_k: int) -> dict[str, flo
         scores = model.match_score(model.match(torch.stack(images).repeat_interleave(len(texts), 0),
                                                grid["input_ids"], grid["attention_mask"])).view(len(images), -1)
 
-    def match(image, text):
-        return float(scores[image, text])
+    scale = model.contrastive.logit_scale().item()
+    fused = model.config.rerank_score == "match+similarity"  # else the matching head alone
+
+    def match(image, text):  # the re-ranking score: log-odds of a match (+ the scaled similarity)
+        return float(scores[image, text]) + (scale * float(similarity[text, image]) if fused else 0.0)
 
     out = {}
     for stage in ("dual", "rerank"):
@@ -293,20 +297,27 @@ def _brute_force_metrics(model, processor, data, rerank_k: int) -> dict[str, flo
                 row, correct = [match(i, t) for t in top], [owner[t] == i for t in top]
             i2t.append(rank(row, correct))
         out.update({f"test_{stage}_{k}": v for k, v in retrieval_recall(t2i, i2t).items()})
+        out[f"{stage}_ranks"] = t2i + i2t  # per query, in the order of `evaluate`'s records
     return out
 
 
-def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, tmp_path):
+@pytest.mark.parametrize("rerank_score", ["match+similarity", "match"])
+def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, tmp_path, rerank_score):
     task = RetrievalTask(RetrievalArguments(rerank_k=4, similarity_chunk_size=3))
     data = task.prepare_data(SourceSpec(dataset=str(caption_folder)))
     processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
     task.attach(data, processor)
     model = tiny_retrieval().eval()
+    model.config.rerank_score = rerank_score
+    with torch.no_grad():  # a sharp temperature, so the similarity term moves the tiny model's re-ranked order
+        model.contrastive.logit_scale.log_scale.fill_(math.log(100.0))
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, use_cpu=True, report_to="none",
                              remove_unused_columns=False)  # as mmft.training sets it: the transform needs raw columns
     trainer = Trainer(model=model, args=args, data_collator=task.collator(processor, 64), processing_class=processor)
     result = task.evaluate(trainer, data)
     expected = _brute_force_metrics(model, processor, data, rerank_k=4)
+    for stage in ("dual", "rerank"):  # every query's rank, not only the recalls (which a tiny model barely moves)
+        assert [record[f"{stage}_rank"] for record in result.predictions] == expected.pop(f"{stage}_ranks"), stage
     for key, value in expected.items():
         assert result.metrics[key] == pytest.approx(value), key
     for stage in ("dual", "rerank"):
@@ -321,3 +332,10 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
     trainer.eval_dataset = data.eval
     trainer.preprocess_logits_for_metrics = task.preprocess_logits_for_metrics
     assert np.isfinite(trainer.evaluate()["eval_loss"])
+
+
+def test_retrieval_flags_are_checked_when_parsed():
+    with pytest.raises(ValueError, match=r"--rerank_score 'itm' is not known; choose one of: match\+similarity, match"):
+        RetrievalArguments(rerank_score="itm")
+    with pytest.raises(ValueError, match="--rerank_k must be >= 0"):
+        RetrievalArguments(rerank_k=-1)

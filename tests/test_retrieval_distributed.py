@@ -122,8 +122,8 @@ def test_saved_run_answers_mmft_search(runs, capsys):
     assert main(command) == 0
     first = capsys.readouterr()
     lines = first.out.strip().splitlines()
-    assert lines[0] == "rank\tmatch\tsimilarity\titem" and len(lines) == 4
-    assert all(Path(line.split("\t")[3]).parent == images for line in lines[1:])
+    assert lines[0] == "rank\tscore\tmatch\tsimilarity\titem" and len(lines) == 4
+    assert all(Path(line.split("\t")[4]).parent == images for line in lines[1:])
     assert "embedded 8, reused 0" in first.err
     assert main(command) == 0
     second = capsys.readouterr()

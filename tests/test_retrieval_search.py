@@ -38,14 +38,16 @@ def saved(tmp_path_factory):
     return {"model": model_dir, "images": images, "captions": captions, "root": root}
 
 
-def _printed(output: str) -> list[tuple[str, str, str, str]]:
+def _printed(output: str) -> list[tuple[str, ...]]:
+    """(rank, score, match, similarity, item) of each printed hit."""
     lines = output.strip().splitlines()
-    assert lines[0] == "rank\tmatch\tsimilarity\titem"
+    assert lines[0] == "rank\tscore\tmatch\tsimilarity\titem"
     return [tuple(line.split("\t")) for line in lines[1:]]
 
 
 def _expected(model_dir, images: list, texts: list[str], rerank_k: int, top_k: int, text_query: bool):
-    """The ranking computed directly: cosine similarity over everything, then P(match) on the top rerank_k."""
+    """The ranking computed directly: cosine similarity over everything, then the top rerank_k by the log-odds of a
+    match plus the scaled similarity; (index, P(match), similarity, score) of the best top_k."""
     model = AutoModelForImageTextRetrieval.from_pretrained(model_dir).eval()
     processor = MMFTProcessor.from_pretrained(model_dir)
     pictures = [Image.open(path).convert("RGB") for path in images]
@@ -55,13 +57,16 @@ def _expected(model_dir, images: list, texts: list[str], rerank_k: int, top_k: i
         text_embeds = F.normalize(model.get_text_features(tokens["input_ids"], tokens["attention_mask"]), dim=-1)
         similarity = (text_embeds @ image_embeds.T)[0] if text_query else (image_embeds @ text_embeds.T)[0]
         top = similarity.topk(rerank_k).indices.tolist()
-        probabilities = []
+        probabilities, scores = [], []
+        scale = float(model.contrastive.logit_scale())
         for index in top:
             picture, text = (pictures[index], texts[0]) if text_query else (pictures[0], texts[index])
             inputs = processor(images=picture, text=text)
-            probabilities.append(float(model.match(**inputs).softmax(-1)[0, 1]))
-    order = sorted(range(rerank_k), key=lambda i: -probabilities[i])[:top_k]
-    return [(top[i], probabilities[i], float(similarity[top[i]])) for i in order]
+            logits = model.match(**inputs)[0]
+            probabilities.append(float(logits.softmax(-1)[1]))
+            scores.append(float(logits[1] - logits[0]) + scale * float(similarity[index]))  # match + similarity
+    order = sorted(range(rerank_k), key=lambda i: -scores[i])[:top_k]
+    return [(top[i], probabilities[i], float(similarity[top[i]]), scores[i]) for i in order]
 
 
 def test_text_to_image_search_ranks_like_the_model(saved, capsys):
@@ -73,10 +78,11 @@ def test_text_to_image_search_ranks_like_the_model(saved, capsys):
     files = sorted(p for p in folder.rglob("*.png") if CACHE_DIR not in p.parts)
     assert len(files) == 6  # the nested image is found, the text file is not an image
     expected = _expected(saved["model"], files, [QUERY], rerank_k=4, top_k=3, text_query=True)
-    assert [h[3] for h in hits] == [str(files[i]) for i, _, _ in expected]
-    for hit, (_, probability, similarity) in zip(hits, expected):
-        assert float(hit[1]) == pytest.approx(probability, abs=1e-4)
-        assert float(hit[2]) == pytest.approx(similarity, abs=1e-4)
+    assert [h[4] for h in hits] == [str(files[i]) for i, *_ in expected]
+    for hit, (_, probability, similarity, score) in zip(hits, expected):
+        assert float(hit[1]) == pytest.approx(score, abs=1e-3)
+        assert float(hit[2]) == pytest.approx(probability, abs=1e-4)
+        assert float(hit[3]) == pytest.approx(similarity, abs=1e-4)
 
 
 def test_image_to_text_search_ranks_like_the_model(saved, capsys):
@@ -86,16 +92,17 @@ def test_image_to_text_search_ranks_like_the_model(saved, capsys):
     hits = _printed(capsys.readouterr().out)
     texts = [f"a {colour} square" for colour in COLOURS]
     expected = _expected(saved["model"], [image], texts, rerank_k=5, top_k=2, text_query=False)
-    assert [h[3] for h in hits] == [texts[i] for i, _, _ in expected]
-    assert float(hits[0][1]) == pytest.approx(expected[0][1], abs=1e-4)
+    assert [h[4] for h in hits] == [texts[i] for i, *_ in expected]
+    assert float(hits[0][1]) == pytest.approx(expected[0][3], abs=1e-3)
+    assert float(hits[0][2]) == pytest.approx(expected[0][1], abs=1e-4)
 
 
 def test_without_reranking_the_order_is_by_similarity(saved, capsys):
     assert main(["search", "--model", str(saved["model"]), "--images", str(saved["images"]), "--query", QUERY,
                  "--top_k", "6", "--rerank_k", "0", "--device", "cpu"]) == 0  # fmt: skip
     hits = _printed(capsys.readouterr().out)
-    similarities = [float(h[2]) for h in hits]
-    assert similarities == sorted(similarities, reverse=True) and {h[1] for h in hits} == {"-"}
+    similarities = [float(h[3]) for h in hits]
+    assert similarities == sorted(similarities, reverse=True) and {h[1] for h in hits} == {h[2] for h in hits} == {"-"}
 
 
 def test_cache_is_reused_refreshed_per_changed_file_and_pruned(saved, tmp_path):

@@ -25,6 +25,7 @@ from ..data.collator import ImageTextTransform, excluded_eval_positions
 from ..lora import task_model
 from ..modeling_retrieval import MMFTForImageTextRetrieval
 from ..pipeline import ImageTextMatchingPipeline
+from ..rerank import RERANK_SCORES
 from ..retrieval_eval import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
 from .base import CardInfo, Task, TaskData
 
@@ -36,6 +37,11 @@ class RetrievalArguments(CaptionDataArguments):
     """Flags of the retrieval task: the caption data (`CaptionDataArguments`), re-ranking and the losses."""
 
     rerank_k: int = field(default=16, metadata={"help": "candidates per query re-ranked by the matching head (0: off)"})
+    rerank_score: str = field(
+        default="match+similarity",
+        metadata={"help": "score of a re-ranked candidate: 'match+similarity' (the matching head's log-odds plus the "
+                  "dual encoder's scaled similarity, as BLIP) or 'match' (the matching head alone, as ALBEF)"},
+    )  # fmt: skip
     projection_dim: int | None = field(
         default=None, metadata={"help": "width of the shared embedding space (default: --hidden_size)"}
     )
@@ -47,6 +53,13 @@ class RetrievalArguments(CaptionDataArguments):
     similarity_chunk_size: int = field(
         default=1024, metadata={"help": "queries scored at once in evaluation (memory ~ chunk x gallery size)"}
     )
+
+
+    def __post_init__(self) -> None:
+        if self.rerank_score not in RERANK_SCORES:
+            raise ValueError(f"--rerank_score {self.rerank_score!r} is not known; choose one of: {', '.join(RERANK_SCORES)}")
+        if self.rerank_k < 0:
+            raise ValueError(f"--rerank_k must be >= 0 (0: no re-ranking), got {self.rerank_k}")
 
 
 def caption_pairs(images: Dataset) -> Dataset:
@@ -115,7 +128,7 @@ class RetrievalTask(Task):
         return {"projection_dim": self.args.projection_dim}
 
     def config_updates(self, data: TaskData) -> dict[str, Any]:
-        return {"gather_negatives": self.args.gather_negatives}
+        return {"gather_negatives": self.args.gather_negatives, "rerank_score": self.args.rerank_score}
 
     def attach(self, data: TaskData, processor, policy=None) -> None:
         """Training pairs -> pixels, caption, image id; eval images -> pixels, their first caption, image id (the
@@ -153,7 +166,7 @@ class RetrievalTask(Task):
             caption_to_image = [index for index, group in enumerate(groups) for _ in group]
             captions = embed_texts(model, texts, trainer.data_collator.tokenize, args.per_device_eval_batch_size,
                                    args.device)  # fmt: skip
-            result = evaluate_retrieval(model, images, captions, caption_to_image, max(self.args.rerank_k, 0),
+            result = evaluate_retrieval(model, images, captions, caption_to_image, self.args.rerank_k,
                                         args.per_device_eval_batch_size, args.device, trainer.accelerator,
                                         self.args.similarity_chunk_size)  # fmt: skip
         model.train(training)
