@@ -56,13 +56,27 @@ def measure_memory(model_name: str, plan: str, batch_size: int, steps: int, devi
     return {"baseline_rss": baseline, "peak_rss": peak_rss(), "device_peak": device_peak_memory(device)}
 
 
-def memory_in_subprocess(model_name: str, plan: str, batch_size: int, steps: int, device: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model_name, "--plan", plan,
-               "--batch", str(batch_size), "--steps", str(steps), "--device", device]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if result.returncode != 0:
-        raise RuntimeError(f"plans worker for {plan!r} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def memory_in_subprocesses(model_name: str, plans: tuple[str, ...], batch_size: int, steps: int,
+                           device: str) -> dict[str, dict]:  # fmt: skip
+    """{plan: memory peaks} from one fresh process per plan. On a CPU the processes run at once (a process's peak
+    RSS is its own, and the interpreter start-up is most of their time); on a GPU one after another, so their
+    allocations never compete for the device."""
+    def start(plan: str) -> subprocess.Popen:
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model_name, "--plan", plan,
+                   "--batch", str(batch_size), "--steps", str(steps), "--device", device]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+
+    def finish(plan: str, process: subprocess.Popen) -> dict:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"plans worker for {plan!r} failed:\n{stderr[-3000:]}")
+        return json.loads(stdout.strip().splitlines()[-1])
+
+    if device == "cpu":
+        processes = {plan: start(plan) for plan in plans}
+        return {plan: finish(plan, process) for plan, process in processes.items()}
+    return {plan: finish(plan, start(plan)) for plan in plans}
 
 
 def trainable(model) -> dict[str, int]:
@@ -77,8 +91,8 @@ def run(model_name: str = "small", batch_size: int = 16, rounds: int = 8, warmup
         memory_steps: int = 3, time_steps: bool = True) -> dict:  # fmt: skip
     """Per plan: trainable parameters, memory peaks (separate processes), median step time (interleaved)."""
     results: dict[str, dict] = {plan: {} for plan in PLANS}
-    for plan in PLANS:
-        results[plan].update(memory_in_subprocess(model_name, plan, batch_size, memory_steps, device))
+    for plan, memory in memory_in_subprocesses(model_name, PLANS, batch_size, memory_steps, device).items():
+        results[plan].update(memory)
     steps, batch = {}, None
     for plan in PLANS:
         model = apply_plan(build_model(model_name), plan)

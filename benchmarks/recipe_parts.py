@@ -23,8 +23,8 @@ def recipe_argv(output_dir: str, max_steps: int, device: str, quick: bool, *extr
         "--config", PRESET, "--output_dir", output_dir, "--max_steps", str(max_steps), "--eval_strategy", "no",
         "--save_strategy", "no", "--max_eval_samples", "32", "--report_to", "none",
     ]  # fmt: skip
-    if quick:
-        argv += ["--max_train_samples", "1024"]
+    if quick:  # a smoke run: the preset's model on small batches
+        argv += ["--max_train_samples", "1024", "--per_device_train_batch_size", "8"]
     if device.startswith("cuda"):
         argv += ["--bf16", "true"]  # the GPU precision; on a CPU the preset's fp32 stands
     return argv + list(extra)

@@ -1,6 +1,6 @@
 """The VQA recipe with a tracing collator: every training batch's sample keys, one JSON line per batch and process.
 
-Used by tests/test_streaming_e2e.py through `accelerate launch`: `<output_dir>/keys_<rank>.jsonl` lists, in the order
+Used by tests/test_streaming_e2e.py through `accelerate launch` (and in-process, `main`): `<output_dir>/keys_<rank>.jsonl` lists, in the order
 the DataLoader produced them, the `row_key`s of each streamed training batch (the loader runs one batch ahead of the
 optimizer, so the last line may be a batch that was fetched but not trained on). `MMFT_TEST_NO_NODE_SPLIT=1` makes
 every process read the whole stream: the negative control of the exactly-once test.
@@ -39,10 +39,15 @@ class TracedVQATask(VQATask):
         return KeyRecorder(super().collator(processor, max_length), output_dir / f"keys_{rank}.jsonl")
 
 
+def main(argv: list[str]) -> dict[str, float]:
+    """The recipe on `argv`; tests call it in-process too (for a 1-process run: the arithmetic of a 1-thread launch)."""
+    args = parse_recipe_args(argv, TracedVQATask)
+    TracedVQATask.trace_dir = args.training.output_dir
+    return run(TracedVQATask, args)
+
+
 if __name__ == "__main__":
     if os.environ.get("MMFT_TEST_NO_NODE_SPLIT") == "1":
         original = TrainStream.split_by_node
         TrainStream.split_by_node = lambda self, rank, world_size, seed=0: original(self, 0, 1, seed)
-    args = parse_recipe_args(sys.argv[1:], TracedVQATask)
-    TracedVQATask.trace_dir = args.training.output_dir
-    run(TracedVQATask, args)
+    main(sys.argv[1:])

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_data import make_webdataset
-from helpers_launch import REPO, kill_when, logged_steps, recipe_command, run_recipe, save_tiny_text_tower, weights
+from helpers_launch import (
+    REPO,
+    kill_when,
+    logged_steps,
+    recipe_argv,
+    recipe_command,
+    run_recipe,
+    save_tiny_text_tower,
+    weights,
+)
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "tests" / "helpers_stream_recipe.py"
@@ -59,10 +68,17 @@ def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_p
 RESUME = [*COMMON, "--per_device_train_batch_size", "4", "--max_steps", "10", "--save_steps", "4"]
 
 
-def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
+def _here(output_dir: Path, text_tower: Path, data: Path, *extra: str) -> None:
+    """The traced recipe on 1 process, in this test process (one thread, as the launches: the same arithmetic)."""
+    from helpers_stream_recipe import main
+
+    main(recipe_argv(output_dir, text_tower, data, *extra))
+
+
+def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_thread):
     data = make_webdataset(tmp_path / "wds", n_shards=6, rows_per_shard=4)
     reference = tmp_path / "reference"
-    run_recipe(recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT))
+    _here(reference, text_tower, data, *RESUME)
     expected = _batches(reference)
     assert len(expected) == 11  # 10 trained + the one the loader had fetched ahead when training stopped
 
@@ -74,14 +90,13 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
     (resumed / "keys_0.jsonl").unlink()  # keep only what the resumed runs read
     shutil.copytree(resumed, restarted)  # the same killed run, for the negative control
 
-    run_recipe([*command, "--resume_from_checkpoint", "auto"])
+    _here(resumed, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto")
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
 
     # Negative control: the same checkpoint resumed without its stream state starts the stream from the beginning.
-    run_recipe([*recipe_command(restarted, text_tower, data, *RESUME, script=SCRIPT), "--resume_from_checkpoint",
-                "auto", "--ignore_data_skip", "true"])  # fmt: skip
+    _here(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto", "--ignore_data_skip", "true")
     assert _batches(restarted) != expected[8:] and _batches(restarted)[0] == expected[0]
     ours = weights(restarted / "model.safetensors")
     assert not all(torch.equal(ours[key], theirs[key]) for key in theirs)
