@@ -70,25 +70,39 @@ def train(model: torch.nn.Module, steps: list[dict[str, torch.Tensor]], adamw: b
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--plan", choices=PLANS, required=True)
+    parser.add_argument("--cases", required=True,
+                        help="comma-separated plans, each optionally with ':skew' (negative control: rank 1 sees "
+                             "other labels); one process group runs them all")  # fmt: skip
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--skew_rank1_data", action="store_true", help="negative control: rank 1 sees other data")
     args = parser.parse_args()
     dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     os.environ["ACCELERATE_USE_FSDP"] = "true"  # what `accelerate launch` sets for fsdp.yaml; LoraPlan reads it
+    results = {}
+    for case in args.cases.split(","):
+        plan, _, variant = case.partition(":")
+        if plan not in PLANS or variant not in ("", "skew"):
+            raise SystemExit(f"unknown case {case!r}: a plan of {sorted(PLANS)}, optionally ':skew'")
+        results[case] = run_case(plan, variant == "skew", args.steps, args.batch)
+    if dist.get_rank() == 0:
+        Path(args.out).write_text(json.dumps(results))
+    dist.barrier()
+    dist.destroy_process_group()
 
-    data = batches(args.steps, args.batch)
-    share = args.batch // world
+
+def run_case(plan_name: str, skew_rank1_data: bool, steps: int, batch: int) -> dict:
+    """One plan, sharded against its references (rank 0's result holds the comparisons)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = batches(steps, batch)
+    share = batch // world
     local = [{k: v[rank * share : (rank + 1) * share] for k, v in b.items()} for b in data]
-    skewed = [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local] if args.skew_rank1_data and rank == 1 \
+    skewed = [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local] if skew_rank1_data and rank == 1 \
         else local  # fmt: skip
 
     # SGD, eval mode: sharded vs one unsharded process on the whole batch
-    model = PLANS[args.plan].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
+    model = PLANS[plan_name].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
     reference = copy.deepcopy(model)
     units = shard(model)
     loss_means = mean_losses(train(model, skewed), world)
@@ -101,7 +115,7 @@ def main() -> None:
         result["max_weight_diff"] = max_diff(sharded, reference)
 
     # AdamW, dropout on: sharded vs DDP, each process on its half with the same seed in both runs
-    plan = replace(PLANS[args.plan], dropout=DROPOUT)
+    plan = replace(PLANS[plan_name], dropout=DROPOUT)
     model = plan.apply(tiny_model("co_attention", "timm_vit", hidden_dropout=DROPOUT)).train()
     reference = DistributedDataParallel(copy.deepcopy(model))
     shard(model)
@@ -112,10 +126,7 @@ def main() -> None:
     sharded = full_parameters(model)
     result["adamw_dropout"] = {"losses": sharded_losses, "reference_losses": ddp_losses,
                                "max_weight_diff": max_diff(sharded, reference.module)}  # fmt: skip
-    if rank == 0:
-        Path(args.out).write_text(json.dumps(result))
-    dist.barrier()
-    dist.destroy_process_group()
+    return result
 
 
 def shard(model: torch.nn.Module) -> list[str]:

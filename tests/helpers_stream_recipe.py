@@ -1,9 +1,10 @@
 """The VQA recipe with a tracing collator: every training batch's sample keys, one JSON line per batch and process.
 
-Used by tests/test_streaming_e2e.py through `accelerate launch` (and in-process, `main`): `<output_dir>/keys_<rank>.jsonl` lists, in the order
+Used by tests/test_streaming_e2e.py through `accelerate launch`: `<output_dir>/keys_<rank>.jsonl` lists, in the order
 the DataLoader produced them, the `row_key`s of each streamed training batch (the loader runs one batch ahead of the
-optimizer, so the last line may be a batch that was fetched but not trained on). `MMFT_TEST_NO_NODE_SPLIT=1` makes
-every process read the whole stream: the negative control of the exactly-once test.
+optimizer, so the last line may be a batch that was fetched but not trained on). A run whose arguments start with
+`--no_node_split` makes every process read the whole stream: the negative control of the exactly-once test. Runs
+separated by `::` train one after another in the same launch (the processes start once).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import os
 import sys
 from pathlib import Path
 
+from helpers_multi_run import argument_groups
+
 from mmft.arguments import parse_recipe_args
 from mmft.data.collator import ROW_KEY
 from mmft.data.streaming import TrainStream
 from mmft.tasks.vqa import VQATask
 from mmft.training import run
+
+
+NO_NODE_SPLIT = "--no_node_split"
 
 
 class KeyRecorder:
@@ -39,15 +45,20 @@ class TracedVQATask(VQATask):
         return KeyRecorder(super().collator(processor, max_length), output_dir / f"keys_{rank}.jsonl")
 
 
-def main(argv: list[str]) -> dict[str, float]:
-    """The recipe on `argv`; tests call it in-process too (for a 1-process run: the arithmetic of a 1-thread launch)."""
-    args = parse_recipe_args(argv, TracedVQATask)
-    TracedVQATask.trace_dir = args.training.output_dir
-    return run(TracedVQATask, args)
+def main(argv: list[str]) -> None:
+    """One recipe run; with `--no_node_split` first, every process reads the whole stream (the negative control)."""
+    original = TrainStream.split_by_node
+    if argv[:1] == [NO_NODE_SPLIT]:
+        argv = argv[1:]
+        TrainStream.split_by_node = lambda self, rank, world_size, seed=0: original(self, 0, 1, seed)
+    try:
+        args = parse_recipe_args(argv, TracedVQATask)
+        TracedVQATask.trace_dir = args.training.output_dir
+        run(TracedVQATask, args)
+    finally:
+        TrainStream.split_by_node = original
 
 
 if __name__ == "__main__":
-    if os.environ.get("MMFT_TEST_NO_NODE_SPLIT") == "1":
-        original = TrainStream.split_by_node
-        TrainStream.split_by_node = lambda self, rank, world_size, seed=0: original(self, 0, 1, seed)
-    main(sys.argv[1:])
+    for group in argument_groups(sys.argv[1:]):  # runs separated by RUN_SEPARATOR, one after another
+        main(group)

@@ -21,18 +21,23 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.e2e
 
 
-def run_worker(tmp_path: Path, plan: str, *extra: str) -> dict:
-    out = tmp_path / f"{plan}.json"
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(TESTS / "helpers_fsdp_worker.py"), "--plan", plan,
-               "--out", str(out), *extra]  # fmt: skip
-    result = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=300)
+CASES = ("lora", "full", "lora:skew")  # lora:skew is the negative control: rank 1 trains on shifted labels
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, dict]:
+    """Every case in one `torchrun` of 2 processes (one process group, one interpreter start per rank)."""
+    out = tmp_path_factory.mktemp("fsdp") / "results.json"
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(TESTS / "helpers_fsdp_worker.py"),
+               "--cases", ",".join(CASES), "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
 
 @pytest.mark.parametrize("plan", ["lora", "full"])
-def test_fsdp2_sharded_training_matches_one_process(tmp_path, plan):
-    result = run_worker(tmp_path, plan)
+def test_fsdp2_sharded_training_matches_one_process(results, plan):
+    result = results[plan]
     # Every tower layer and the bridge became its own unit, and each rank holds half of the parameters.
     assert {"BertLayer", "Block", "CoAttentionBridge"} <= set(result["units"])
     assert result["local_parameter_fraction"] == pytest.approx(0.5, abs=0.01)
@@ -45,9 +50,9 @@ def test_fsdp2_sharded_training_matches_one_process(tmp_path, plan):
     assert adamw["max_weight_diff"] <= 1e-5
 
 
-def test_fsdp2_comparison_detects_ranks_that_train_on_other_data(tmp_path):
+def test_fsdp2_comparison_detects_ranks_that_train_on_other_data(results):
     # Negative control for the test above: rank 1 gets shifted labels, so sharded and reference runs must differ.
-    result = run_worker(tmp_path, "lora", "--skew_rank1_data")
+    result = results["lora:skew"]
     adamw = result["adamw_dropout"]["max_weight_diff"]
     print(f"rank 1 on shifted labels: SGD {result['max_weight_diff']:.1e}; AdamW + dropout {adamw:.1e}")
     assert result["max_weight_diff"] > 1e-4

@@ -26,6 +26,8 @@ from helpers_launch import (
     save_tiny_text_tower,
     weights,
 )
+from helpers_multi_run import RUN_SEPARATOR
+from helpers_stream_recipe import NO_NODE_SPLIT
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "tests" / "helpers_stream_recipe.py"
@@ -43,23 +45,25 @@ def _batches(output_dir: Path, rank: int = 0) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _two_processes(output_dir: Path, text_tower: Path, data: Path) -> list[list[str]]:
-    """One pass: 24 rows, 2 processes x batch 3 = 4 steps. The keys each process trained on."""
-    run_recipe(recipe_command(output_dir, text_tower, data, *COMMON, "--per_device_train_batch_size", "3",
-                              "--max_steps", "4", "--save_steps", "4", processes=2, script=SCRIPT))  # fmt: skip
+def _keys(output_dir: Path) -> list[list[str]]:
+    """The keys each of the 2 processes trained on."""
     return [[key for batch in _batches(output_dir, rank) for key in batch] for rank in range(2)]
 
 
-def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_path, monkeypatch):
+def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_path):
     data = make_webdataset(tmp_path / "wds", n_shards=4, rows_per_shard=6)
     everything = Counter({f"train-{s:05d}.tar/s{s}_{i}": 1 for s in range(4) for i in range(6)})
-    seen = _two_processes(tmp_path / "split", text_tower, data)
+    # One pass (24 rows, 2 processes x batch 3 = 4 steps), then in the same launch the negative control: every
+    # process reads the whole stream.
+    flags = [*COMMON, "--per_device_train_batch_size", "3", "--max_steps", "4", "--save_steps", "4"]
+    command = recipe_command(tmp_path / "split", text_tower, data, *flags, processes=2, script=SCRIPT)
+    run_recipe([*command, RUN_SEPARATOR, NO_NODE_SPLIT, *recipe_argv(tmp_path / "unsplit", text_tower, data, *flags)])
+    seen = _keys(tmp_path / "split")
     assert Counter(seen[0] + seen[1]) == everything
     shards = [{key.split("/")[0] for key in keys} for keys in seen]
     assert shards == [{"train-00000.tar", "train-00002.tar"}, {"train-00001.tar", "train-00003.tar"}]  # whole shards
 
-    monkeypatch.setenv("MMFT_TEST_NO_NODE_SPLIT", "1")  # negative control: each process reads the whole stream
-    unsplit = _two_processes(tmp_path / "unsplit", text_tower, data)
+    unsplit = _keys(tmp_path / "unsplit")
     assert unsplit[0] == unsplit[1] and Counter(unsplit[0] + unsplit[1]) != everything
 
 
@@ -68,17 +72,10 @@ def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_p
 RESUME = [*COMMON, "--per_device_train_batch_size", "4", "--max_steps", "10", "--save_steps", "4"]
 
 
-def _here(output_dir: Path, text_tower: Path, data: Path, *extra: str) -> None:
-    """The traced recipe on 1 process, in this test process (one thread, as the launches: the same arithmetic)."""
-    from helpers_stream_recipe import main
-
-    main(recipe_argv(output_dir, text_tower, data, *extra))
-
-
-def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_thread):
+def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
     data = make_webdataset(tmp_path / "wds", n_shards=6, rows_per_shard=4)
     reference = tmp_path / "reference"
-    _here(reference, text_tower, data, *RESUME)
+    run_recipe(recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT))
     expected = _batches(reference)
     assert len(expected) == 11  # 10 trained + the one the loader had fetched ahead when training stopped
 
@@ -90,13 +87,14 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_th
     (resumed / "keys_0.jsonl").unlink()  # keep only what the resumed runs read
     shutil.copytree(resumed, restarted)  # the same killed run, for the negative control
 
-    _here(resumed, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto")
+    run_recipe([*command, "--resume_from_checkpoint", "auto"])
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
 
     # Negative control: the same checkpoint resumed without its stream state starts the stream from the beginning.
-    _here(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto", "--ignore_data_skip", "true")
+    run_recipe([*recipe_command(restarted, text_tower, data, *RESUME, script=SCRIPT), "--resume_from_checkpoint",
+                "auto", "--ignore_data_skip", "true"])  # fmt: skip
     assert _batches(restarted) != expected[8:] and _batches(restarted)[0] == expected[0]
     ours = weights(restarted / "model.safetensors")
     assert not all(torch.equal(ours[key], theirs[key]) for key in theirs)
