@@ -87,14 +87,15 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
     (resumed / "keys_0.jsonl").unlink()  # keep only what the resumed runs read
     shutil.copytree(resumed, restarted)  # the same killed run, for the negative control
 
-    run_recipe([*command, "--resume_from_checkpoint", "auto"])
+    # The resumed run, then in the same launch (after it, so it cannot touch it) the negative control: the same
+    # checkpoint resumed without its stream state starts the stream from the beginning.
+    run_recipe([*command, "--resume_from_checkpoint", "auto", RUN_SEPARATOR,
+                *recipe_argv(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto",
+                             "--ignore_data_skip", "true")])  # fmt: skip
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
 
-    # Negative control: the same checkpoint resumed without its stream state starts the stream from the beginning.
-    run_recipe([*recipe_command(restarted, text_tower, data, *RESUME, script=SCRIPT), "--resume_from_checkpoint",
-                "auto", "--ignore_data_skip", "true"])  # fmt: skip
     assert _batches(restarted) != expected[8:] and _batches(restarted)[0] == expected[0]
     ours = weights(restarted / "model.safetensors")
     assert not all(torch.equal(ours[key], theirs[key]) for key in theirs)
