@@ -88,11 +88,17 @@ def trainable(model) -> dict[str, int]:
 
 
 def run(model_name: str = "small", batch_size: int = 16, rounds: int = 8, warmup: int = 2, device: str = "cpu",
-        memory_steps: int = 3, time_steps: bool = True) -> dict:  # fmt: skip
-    """Per plan: trainable parameters, memory peaks (separate processes), median step time (interleaved)."""
+        memory_steps: int = 3, time_steps: bool = True, quick: bool = False) -> dict:  # fmt: skip
+    """Per plan: trainable parameters, memory peaks (separate processes), median step time (interleaved).
+    `quick` (a smoke run) measures memory in this process instead, one plan after another: its peaks are then
+    cumulative and mean nothing, but no interpreter starts three more times."""
     results: dict[str, dict] = {plan: {} for plan in PLANS}
-    for plan, memory in memory_in_subprocesses(model_name, PLANS, batch_size, memory_steps, device).items():
-        results[plan].update(memory)
+    if quick:
+        memory = {plan: measure_memory(model_name, plan, batch_size, memory_steps, device) for plan in PLANS}
+    else:
+        memory = memory_in_subprocesses(model_name, PLANS, batch_size, memory_steps, device)
+    for plan in PLANS:
+        results[plan].update(memory[plan])
     steps, batch = {}, None
     for plan in PLANS:
         model = apply_plan(build_model(model_name), plan)
@@ -110,7 +116,7 @@ def run(model_name: str = "small", batch_size: int = 16, rounds: int = 8, warmup
         row = results[plan]
         row["training_rss"] = row["peak_rss"] - row["baseline_rss"]
         row["peak_rss_vs_full"] = row["peak_rss"] / full["peak_rss"]
-        row["training_rss_vs_full"] = row["training_rss"] / (full["peak_rss"] - full["baseline_rss"])
+        row["training_rss_vs_full"] = row["training_rss"] / max(full["peak_rss"] - full["baseline_rss"], 1)
         if row.get("device_peak"):
             row["device_peak_vs_full"] = row["device_peak"] / full["device_peak"]
         if "step_s" in row:

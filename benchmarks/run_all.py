@@ -84,7 +84,7 @@ def stage_plans(o) -> tuple[list[Row], dict]:
         configs.append(("base", 32, True) if o.gpu else ("base", 2, False))  # CPU: memory only, a small batch
     for model_name, batch, timed in configs:
         result = plans.run(model_name, batch, 1 if o.quick else 8, 1 if o.quick else 2, o.device,
-                           1 if o.quick else 3, timed)  # fmt: skip
+                           1 if o.quick else 3, timed, quick=o.quick)  # fmt: skip
         results[f"{model_name}_b{batch}"] = result
         is_target = o.gpu and model_name == "base" and batch == 32
         for plan, row in result["plans"].items():

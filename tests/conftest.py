@@ -31,13 +31,6 @@ else:
 
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files with end-to-end runs first, otherwise in collection order: under `--dist loadfile` the workers then take
-    the long files while short ones remain to even out the finish, instead of one worker ending on a long file alone."""
-    e2e_files = {item.path for item in items if item.get_closest_marker("e2e")}
-    items.sort(key=lambda item: item.path not in e2e_files)
-
-
 IMAGE_SIZE = 32
 ANSWERS = ["yes", "no", "red", "circle"]
 TINY_TIMM_VIT = {"img_size": IMAGE_SIZE, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}

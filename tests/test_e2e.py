@@ -10,6 +10,7 @@ row carries its answer 10 times, so a right answer scores 1.0 (VQA accuracy give
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -150,19 +151,32 @@ def _save_vision_folder(kind: str, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["hf_vit", "timm_vit"])
-def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_path):
-    """The default preset's tower keys (a CNN's features_only/out_indices, 64 px) follow its tower away."""
+def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_path, caplog, one_cpu_thread):
+    """The default preset's tower keys (a CNN's features_only/out_indices, 64 px) follow its tower away. The timm
+    tower goes through `accelerate launch recipes/vqa.py` itself; the HF tower runs the same arguments in-process."""
     from safetensors.torch import load_file
 
     folder = _save_vision_folder(kind, tmp_path / "tower")
     data = make_imagefolder(tmp_path / "data", n_train=16, n_test=4)
-    command = [str(ACCELERATE), "launch", "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
-               "--vision_model", str(folder), "--image_size", "32", "--dataset", str(data),
-               "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "so its vision_model_args=" in result.stderr  # the run said what it dropped
+    flags = ["--vision_model", str(folder), "--image_size", "32", "--dataset", str(data),
+             "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    if kind == "hf_vit":
+        from helpers_launch import PRESET
+
+        from mmft.arguments import parse_recipe_args
+        from mmft.training import run
+
+        with caplog.at_level(logging.WARNING, logger="mmft"):
+            run("vqa", parse_recipe_args(flags, "vqa", default_config=str(PRESET)))
+        said = caplog.text
+    else:
+        command = [str(ACCELERATE), "launch", "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+                   *flags]  # fmt: skip
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        said = result.stderr
+    assert "so its vision_model_args=" in said  # the run said what it dropped
     saved = json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]
     weights = load_file(str(tmp_path / "out" / "model.safetensors"))
     if kind == "timm_vit":  # every block is there and trained, not a features_only stump
