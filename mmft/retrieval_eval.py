@@ -132,7 +132,8 @@ def shard_rows(compute: Callable[[int, int], torch.Tensor], count: int, accelera
 
 
 def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch.Tensor, similarities: torch.Tensor,
-                  text_queries: bool, pair_batch: int, device: torch.device, start: int, stop: int) -> torch.Tensor:  # fmt: skip
+                  text_queries: bool, pair_batch: int, device: torch.device, start: int,
+                  stop: int) -> torch.Tensor:  # fmt: skip
     """Re-ranking scores (stop - start, k) of queries [start, stop) with their candidates (gallery indices) and the
     candidates' dual-encoder cosine similarities (same shape), by the model's `rerank_score`."""
     k = candidates.shape[1]
@@ -146,8 +147,8 @@ def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch
         text_states, mask = (queries if text_queries else gallery).bank.take(texts)
         image_states, _ = (gallery if text_queries else queries).bank.take(images)
         logits = model.match_states(image_states.to(device), text_states.to(device), mask.to(device))
-        pair_similarities = similarities[first:last].flatten().to(device)
-        scores[first - start : last - start] = model.rerank_score(logits, pair_similarities).float().cpu().view(last - first, k)
+        pair_scores = model.rerank_score(logits, similarities[first:last].flatten().to(device))
+        scores[first - start : last - start] = pair_scores.float().cpu().view(last - first, k)
     return scores
 
 

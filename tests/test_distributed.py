@@ -75,8 +75,8 @@ def two_process_runs(inputs, uneven_inputs, tmp_path_factory) -> tuple[dict[str,
     ({name: output_dir}, what the launch printed)."""
     root = tmp_path_factory.mktemp("two_processes")
     runs = {plan: (root / plan, inputs, _flags(plan, 4, 1)) for plan in PLANS}
-    runs["uneven, drop_last"] = (root / "uneven_drop_last", uneven_inputs,
-                                 _flags("full", 4, 1, "--dataloader_drop_last", "true", steps=UNEVEN_STEPS))  # fmt: skip
+    drop_last = _flags("full", 4, 1, "--dataloader_drop_last", "true", steps=UNEVEN_STEPS)
+    runs["uneven, drop_last"] = (root / "uneven_drop_last", uneven_inputs, drop_last)
     (first, first_inputs, first_flags), *rest = runs.values()
     command = recipe_command(first, *first_inputs, *first_flags, processes=2, script=MULTI_RUN)
     for output_dir, data, flags in rest:

@@ -57,7 +57,8 @@ class RetrievalArguments(CaptionDataArguments):
 
     def __post_init__(self) -> None:
         if self.rerank_score not in RERANK_SCORES:
-            raise ValueError(f"--rerank_score {self.rerank_score!r} is not known; choose one of: {', '.join(RERANK_SCORES)}")
+            known = ", ".join(RERANK_SCORES)
+            raise ValueError(f"--rerank_score {self.rerank_score!r} is not known; choose one of: {known}")
         if self.rerank_k < 0:
             raise ValueError(f"--rerank_k must be >= 0 (0: no re-ranking), got {self.rerank_k}")
 
