@@ -41,7 +41,10 @@ def measure_cpu_peak_flops(size: int = 1024, seconds: float = 0.3) -> float:
     """Best fp32 matmul FLOP/s of this CPU with the current torch thread count; measured once per process."""
     global _CPU_PEAK
     if _CPU_PEAK is None:
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        # Its own generator: drawing from the global one would shift the dropout masks of the run being measured,
+        # and only of the first run in a process, since the figure is cached.
+        generator = torch.Generator().manual_seed(0)
+        a, b = torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator)
         a @ b  # warm-up: thread pool start, allocation
         best, deadline = math.inf, time.perf_counter() + seconds
         while time.perf_counter() < deadline:

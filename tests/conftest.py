@@ -30,6 +30,16 @@ else:
     torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """End-to-end files first, the rest after, each group in file order.
+
+    With `--dist loadfile --no-loadscope-reorder` (`make test`), pytest-xdist hands out whole files in this order, so
+    the long launches start while many short unit files are still queued to fill the other worker's idle time. Left
+    to its default order (most tests first), the one- or two-test launch files came last and one worker finished
+    ~1.5 min before the other.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: file and test order kept
+
 
 IMAGE_SIZE = 32
 ANSWERS = ["yes", "no", "red", "circle"]

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from helpers_multi_run import argument_groups
+from helpers_multi_run import run_groups
 
 from mmft.arguments import parse_recipe_args
 from mmft.data.collator import ROW_KEY
@@ -60,5 +60,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    for group in argument_groups(sys.argv[1:]):  # runs separated by RUN_SEPARATOR, one after another
-        main(group)
+    run_groups(sys.argv[1:], main)  # runs separated by RUN_SEPARATOR, one after another

@@ -167,3 +167,14 @@ def test_training_flops_count_frozen_and_cached_towers_once_or_never(batch):
     forward = forward_flops(model, 17, 12, (3, IMAGE_SIZE, IMAGE_SIZE))
     assert training_flops(model, forward) == pytest.approx(3 * forward.vision + forward.text + 3 * forward.bridge)
     assert training_flops(model, forward, text_cached=True) == pytest.approx(3 * (forward.vision + forward.bridge))
+
+
+def test_the_cpu_peak_probe_leaves_the_global_rng_alone(monkeypatch):
+    # The probe runs once per process, at the first run's train begin: drawing its matrices from the global RNG gave
+    # that run other dropout masks than any later run in the same process (same seed, other weights).
+    import mmft.callbacks
+
+    monkeypatch.setattr(mmft.callbacks, "_CPU_PEAK", None)
+    before = torch.random.get_rng_state()
+    assert mmft.callbacks.measure_cpu_peak_flops(size=64, seconds=0.01) > 0
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -30,9 +30,8 @@ from helpers_launch import (
     save_tiny_text_tower,
     weights,
 )
-from helpers_multi_run import RUN_SEPARATOR
+from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs
 
-MULTI_RUN = Path(__file__).resolve().parent / "helpers_multi_run.py"
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_cpu_thread")]
 STEPS = 6  # 24 training rows, global batch 8: 3 steps per epoch, so the sampler reshuffles once
 TOLERANCE = 1e-5
@@ -69,20 +68,20 @@ def _train(output_dir: Path, inputs: tuple[Path, Path], plan: str, processes: in
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(inputs, uneven_inputs, tmp_path_factory) -> tuple[dict[str, Path], str]:
-    """The 2 x 4 runs whose printed output need not be told apart, one after another in one 2-process launch (the
-    processes start once): both plans' layout run and the uneven rows with --dataloader_drop_last.
-    ({name: output_dir}, what the launch printed)."""
+def two_process_runs(inputs, uneven_inputs, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """The 2 x 4 runs, one after another in one 2-process launch (the processes start once): both plans' layout run
+    and the uneven rows, padded and with --dataloader_drop_last. {name: (output_dir, what that run printed)}."""
     root = tmp_path_factory.mktemp("two_processes")
     runs = {plan: (root / plan, inputs, _flags(plan, 4, 1)) for plan in PLANS}
-    drop_last = _flags("full", 4, 1, "--dataloader_drop_last", "true", steps=UNEVEN_STEPS)
-    runs["uneven, drop_last"] = (root / "uneven_drop_last", uneven_inputs, drop_last)
+    for name, extra in UNEVEN.items():
+        runs[f"uneven, {name}"] = (root / name, uneven_inputs, _flags("full", 4, 1, *extra, steps=UNEVEN_STEPS))
     (first, first_inputs, first_flags), *rest = runs.values()
     command = recipe_command(first, *first_inputs, *first_flags, processes=2, script=MULTI_RUN)
     for output_dir, data, flags in rest:
         command += [RUN_SEPARATOR, *recipe_argv(output_dir, *data, *flags)]
     result = run_recipe(command)
-    return {name: output_dir for name, (output_dir, _, _) in runs.items()}, result.stdout + result.stderr
+    printed = [out + err for out, err in zip(run_outputs(result.stdout), run_outputs(result.stderr), strict=True)]
+    return {name: (output_dir, text) for (name, (output_dir, _, _)), text in zip(runs.items(), printed, strict=True)}
 
 
 def _per_step(history: list[dict], key: str) -> list[float]:
@@ -95,7 +94,7 @@ def test_layouts_of_one_global_batch_train_identically(plan, inputs, two_process
     for i, (name, shape) in enumerate(LAYOUTS.items()):
         if shape[0] == 1:
             _train(tmp_path / f"run{i}", inputs, plan, *shape)
-        runs[name] = tmp_path / f"run{i}" if shape[0] == 1 else two_process_runs[0][plan]
+        runs[name] = tmp_path / f"run{i}" if shape[0] == 1 else two_process_runs[plan][0]
     reference_name, reference = next(iter(runs.items()))
     reference_weights = weights(reference / "model.safetensors")
     reference_history = log_history(reference / f"checkpoint-{STEPS}")
@@ -117,6 +116,7 @@ def test_layouts_of_one_global_batch_train_identically(plan, inputs, two_process
 
 
 UNEVEN_ROWS, UNEVEN_STEPS = 20, 3  # 3 steps of a global batch of 8: the third holds the epoch's last 4 rows
+UNEVEN = {"padded last batch": (), "--dataloader_drop_last": ("--dataloader_drop_last", "true")}
 
 
 @pytest.fixture(scope="module")
@@ -124,21 +124,20 @@ def uneven_inputs(inputs, tmp_path_factory) -> tuple[Path, Path]:
     return inputs[0], make_imagefolder(tmp_path_factory.mktemp("uneven") / "data", n_train=UNEVEN_ROWS)
 
 
-@pytest.mark.parametrize("drop_last", [False, True], ids=["padded last batch", "--dataloader_drop_last"])
-def test_rows_that_do_not_fill_the_last_global_batch(drop_last, uneven_inputs, two_process_runs, tmp_path):
-    extra = ("--dataloader_drop_last", "true") if drop_last else ()
-    _train(tmp_path / "one", uneven_inputs, "full", 1, 8, 1, *extra, steps=UNEVEN_STEPS)
-    if drop_last:  # its launch also ran the layout runs, whose 24 rows fill their batches: no run there may warn
-        runs, two = two_process_runs
-        two_dir = runs["uneven, drop_last"]
-    else:
-        two_dir = tmp_path / "two"
-        two = _train(two_dir, uneven_inputs, "full", 2, 4, 1, *extra, steps=UNEVEN_STEPS)
+@pytest.mark.parametrize("uneven", UNEVEN)
+def test_rows_that_do_not_fill_the_last_global_batch(uneven, uneven_inputs, two_process_runs, tmp_path):
+    _train(tmp_path / "one", uneven_inputs, "full", 1, 8, 1, *UNEVEN[uneven], steps=UNEVEN_STEPS)
+    two_dir, two = two_process_runs[f"uneven, {uneven}"]
     diff = max_abs_diff(weights(tmp_path / "one" / "model.safetensors"), weights(two_dir / "model.safetensors"))
-    print(f"{UNEVEN_ROWS} rows, drop_last={drop_last}: 2 processes x 4 vs 1 process x 8: max |weight diff| {diff:.2e}")
+    print(f"{UNEVEN_ROWS} rows, {uneven}: 2 processes x 4 vs 1 process x 8: max |weight diff| {diff:.2e}")
     warning = f"{UNEVEN_ROWS} training rows do not fill whole batches of 2 processes x 4"
-    if drop_last:
+    if UNEVEN[uneven]:  # --dataloader_drop_last
         assert diff <= TOLERANCE and warning not in two
     else:
         assert diff > 100 * TOLERANCE  # the repeated rows changed step 3: the comparison sees it
         assert warning in two and "filled up with 4 repeated rows" in two
+
+
+def test_runs_whose_rows_fill_every_batch_do_not_warn(two_process_runs):
+    for plan in PLANS:
+        assert "do not fill whole batches" not in two_process_runs[plan][1], plan

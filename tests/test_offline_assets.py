@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import pytest
 import torch
@@ -226,9 +225,7 @@ def test_smollm2_answers_a_question(smollm2):
 
     config, tokenizer = smollm2
     path, kwargs = decoder_pretrained_args("smollm2")
-    start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs).eval()  # config=: one parse fewer
-    assert time.perf_counter() - start < 120, "loading SmolLM2 from GGUF should take ~25 s on 2 cores"
     assert sum(p.numel() for p in model.parameters()) == 134_515_008 and model.dtype == torch.float32
     question = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tokenizer.apply_chat_template(

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_data import make_imagefolder
+from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs
 from helpers_launch import (
     final_metrics,
     kill_when,
     log_history,
     logged_steps,
+    recipe_argv,
     recipe_command,
     run_in_process,
     run_recipe,
@@ -48,14 +50,6 @@ ARGS = [
 def inputs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("resume_inputs")
     return save_tiny_text_tower(root / "bert", dropout=0.1), make_imagefolder(root / "data")
-
-
-@pytest.fixture(scope="module")
-def reference(inputs, tmp_path_factory) -> Path:
-    """The uninterrupted run."""
-    output_dir = tmp_path_factory.mktemp("reference")
-    run_recipe(recipe_command(output_dir, *inputs, *ARGS))
-    return output_dir
 
 
 def _checkpoint_names(output_dir: Path) -> set[str]:
@@ -104,35 +98,83 @@ def _assert_bit_equal_runs(resumed: Path, reference: Path) -> None:
 
 
 KILLS = {
-    # name: (kill moment, how to resume)
-    "while checkpoint-6 is being written": (lambda out, log: (out / "checkpoint-6").exists(), "auto"),
+    # name: (kill moment in the run's output dir and printed output, how to resume)
+    "while checkpoint-6 is being written": (lambda out, printed: (out / "checkpoint-6").exists(), "auto"),
     # A folder path loads like `auto` once the folder is chosen (test_run_identity.py's test_the_same_run_resumes
     # resumes by path), so the second kill, after a step, resumes with `latest` past a half-written newer checkpoint.
-    "after step 10, half-written newer checkpoint": (lambda out, log: logged_steps(log) >= 10, "latest"),
+    "after step 10, half-written newer checkpoint": (lambda out, printed: logged_steps(printed) >= 10, "latest"),
 }
 
 
+def _when_second_run(moment, output_dir: Path):
+    """A kill moment of the second run of a launch, `moment(output_dir, what that run has printed so far)`."""
+
+    def ready(log_text: str) -> bool:
+        outputs = run_outputs(log_text)
+        return len(outputs) > 1 and moment(output_dir, outputs[1])
+
+    return ready
+
+
+class StepRecorder(TrainerCallback):
+    """The optimizer steps a run trains (a resumed run starts after its checkpoint's)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+@pytest.fixture(scope="module")
+def runs(inputs, tmp_path_factory, one_cpu_thread) -> dict:
+    """The uninterrupted reference run, and for each kill a run killed at that moment and resumed.
+
+    Two launches rather than five (every launch spends ~13 s importing): the reference run, then in the same
+    processes the first run to kill; the first resume (in fresh processes), then the second run to kill. The second
+    resume runs in this process.
+    {"reference": output_dir, kill: (output_dir, the checkpoint resumed from, how many steps the resume trained)}.
+    """
+    root = tmp_path_factory.mktemp("resume_runs")
+    runs: dict = {"reference": root / "reference"}
+    first = recipe_command(runs["reference"], *inputs, *ARGS, script=MULTI_RUN)
+    resumed_before = None  # the kill whose resume ran first in this launch
+    for number, (kill, (moment, mode)) in enumerate(KILLS.items()):
+        output_dir, log = root / f"killed{number}", root / f"launch{number}.log"
+        command = [*first, RUN_SEPARATOR, *recipe_argv(output_dir, *inputs, *ARGS)]
+        kill_when(command, log, _when_second_run(moment, output_dir))
+        assert not (output_dir / "model.safetensors").exists(), f"{kill}: the run finished before the kill"
+        if resumed_before:
+            runs[resumed_before] += (logged_steps(run_outputs(log.read_text())[0]),)
+        resume_from, _ = latest_complete_checkpoint(output_dir)
+        assert resume_from is not None, f"{kill}: no complete checkpoint: {sorted(_checkpoint_names(output_dir))}"
+        if mode == "latest":
+            step = int(resume_from.name.split("-")[1])
+            _half_written_copy(resume_from, output_dir / f"checkpoint-{step + SAVE_EVERY}")
+        print(f"{kill}: killed with {sorted(_checkpoint_names(output_dir))}; resuming from {resume_from.name}")
+        runs[kill], resumed_before = (output_dir, resume_from), kill
+        first = recipe_command(output_dir, *inputs, *ARGS, "--resume_from_checkpoint", mode, script=MULTI_RUN)
+    recorder = StepRecorder()
+    output_dir, _ = runs[resumed_before]
+    run_in_process(output_dir, *inputs, *ARGS, "--resume_from_checkpoint", KILLS[resumed_before][1],
+                   callbacks=[recorder])  # fmt: skip
+    runs[resumed_before] += (len(recorder.steps),)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def reference(runs) -> Path:
+    return runs["reference"]
+
+
 @pytest.mark.parametrize("kill", KILLS)
-def test_killed_run_resumes_bit_identically(kill, inputs, reference, tmp_path):
-    moment, mode = KILLS[kill]
-    output_dir = tmp_path / "run"
-    command = recipe_command(output_dir, *inputs, *ARGS)
-    kill_when(command, tmp_path / "killed.log", lambda log: moment(output_dir, log))
-    assert not (output_dir / "model.safetensors").exists(), "the run finished before the kill"
-
-    resume_from, _ = latest_complete_checkpoint(output_dir)
-    assert resume_from is not None, f"no complete checkpoint after the kill: {sorted(_checkpoint_names(output_dir))}"
-    if mode == "latest":
-        step = int(resume_from.name.split("-")[1])
-        _half_written_copy(resume_from, output_dir / f"checkpoint-{step + SAVE_EVERY}")
-    argument = mode
-    print(f"{kill}: killed with checkpoints {sorted(_checkpoint_names(output_dir))}; resuming from {resume_from.name}")
-    resumed = run_recipe([*command, "--resume_from_checkpoint", argument])
-
-    assert logged_steps(resumed.stdout) == STEPS - int(resume_from.name.split("-")[1])  # it resumed, not restarted
-    _assert_bit_equal_runs(output_dir, reference)
-    if mode == "latest":
-        assert (output_dir / f"incomplete-checkpoint-{step + SAVE_EVERY}").is_dir()  # set aside, not resumed from
+def test_killed_run_resumes_bit_identically(kill, runs):
+    output_dir, resume_from, trained_steps = runs[kill]
+    assert trained_steps == STEPS - int(resume_from.name.split("-")[1])  # it resumed, not restarted
+    _assert_bit_equal_runs(output_dir, runs["reference"])
+    if KILLS[kill][1] == "latest":  # the half-written newer checkpoint was set aside, not resumed from
+        step = int(resume_from.name.split("-")[1]) + SAVE_EVERY
+        assert (output_dir / f"incomplete-checkpoint-{step}").is_dir()
 
 
 def test_reference_keeps_safetensors_checkpoints_within_the_limit(reference):

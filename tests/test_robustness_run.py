@@ -256,21 +256,22 @@ def test_source_rules_catch_each_unsafe_pattern(tmp_path):
 
 
 @pytest.mark.e2e
-def test_recipe_skips_corrupt_images_and_reports_the_exact_count(tmp_path, tiny_text_dir):
-    """`accelerate launch recipes/vqa.py --on_bad_example skip`, DataLoader workers on, a corrupt file of each kind."""
+def test_recipe_skips_corrupt_images_and_reports_the_exact_count(tmp_path, tiny_text_dir, one_cpu_thread, capsys):
+    """The recipe with `--on_bad_example skip`, DataLoader worker processes on, a corrupt file of each kind (in this
+    process, with the arguments `accelerate launch recipes/vqa.py` would get)."""
     import json
 
     from helpers_data import CORRUPTIONS, make_imagefolder
-    from test_e2e import launch
+    from test_e2e import run_here
 
     data = make_imagefolder(tmp_path / "data", n_train=40, n_test=10)
     broken = {("train", 3): "zero_bytes", ("train", 11): "not_an_image", ("train", 20): "truncated",
               ("eval", 4): "truncated"}  # fmt: skip
     for (split, row), kind in broken.items():
         CORRUPTIONS[kind][0](data / ("train" if split == "train" else "test") / f"{row}.png")
-    result = launch(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--on_bad_example", "skip",
-                    "--max_bad_fraction", "0.1", "--dataloader_num_workers", "2")  # fmt: skip
-    assert "skipped rows (train: 3 of 40, eval: 1 of 10)" in result.stdout
+    run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--on_bad_example", "skip",
+             "--max_bad_fraction", "0.1", "--dataloader_num_workers", "2")  # fmt: skip
+    assert "skipped rows (train: 3 of 40, eval: 1 of 10)" in capsys.readouterr().out
     listed = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert {(e["split"], e["row"]): e["stage"] for e in listed} == {
         key: CORRUPTIONS[kind][1] for key, kind in broken.items()

@@ -1,5 +1,5 @@
-"""`--streaming` end to end through `accelerate launch`: processes share the data exactly once, and a killed run
-resumes at the right sample.
+"""`--streaming` end to end: processes share the data exactly once (through `accelerate launch`), and a run killed
+with SIGKILL resumes at the right sample.
 
 The recipe is tests/helpers_stream_recipe.py (the VQA recipe whose collator writes each training batch's sample keys
 to `keys_<rank>.jsonl`) on WebDataset shards written by the test. Each property has a negative control that breaks
@@ -28,6 +28,7 @@ from helpers_launch import (
 )
 from helpers_multi_run import RUN_SEPARATOR
 from helpers_stream_recipe import NO_NODE_SPLIT
+from helpers_stream_recipe import main as stream_recipe
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "tests" / "helpers_stream_recipe.py"
@@ -69,29 +70,33 @@ def test_two_processes_read_every_sample_exactly_once_per_pass(text_tower, tmp_p
 
 # 6 shards x 4 rows, batch 4: 6 steps per pass. The kill lands after checkpoint-8, i.e. 2 batches into the second
 # pass, whose shard order datasets reshuffles: restarting the pass, or reading it in the first pass's order, shows.
-RESUME = [*COMMON, "--per_device_train_batch_size", "4", "--max_steps", "10", "--save_steps", "4"]
+STEPS = 10
+RESUME = [*COMMON, "--per_device_train_batch_size", "4", "--max_steps", str(STEPS), "--save_steps", "4"]
 
 
-def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path):
+def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_thread):
     data = make_webdataset(tmp_path / "wds", n_shards=6, rows_per_shard=4)
-    reference = tmp_path / "reference"
-    run_recipe(recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT))
-    expected = _batches(reference)
-    assert len(expected) == 11  # 10 trained + the one the loader had fetched ahead when training stopped
+    reference, resumed, restarted = tmp_path / "reference", tmp_path / "resumed", tmp_path / "restarted"
+    # One launch: the uninterrupted reference run, then the run that is killed after its 9th step.
+    reference_then_killed = [*recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT), RUN_SEPARATOR,
+                             *recipe_argv(resumed, text_tower, data, *RESUME)]  # fmt: skip
 
-    resumed, restarted = tmp_path / "resumed", tmp_path / "restarted"
-    command = recipe_command(resumed, text_tower, data, *RESUME, script=SCRIPT)
-    kill_when(command, tmp_path / "killed.log", lambda log: logged_steps(log) >= 9)
+    def second_run_past_step_9(log: str) -> bool:
+        return (reference / "model.safetensors").exists() and logged_steps(log) >= STEPS + 9
+
+    kill_when(reference_then_killed, tmp_path / "killed.log", second_run_past_step_9)
+    expected = _batches(reference)
+    assert len(expected) == STEPS + 1  # 10 trained + the one the loader had fetched ahead when training stopped
     assert (resumed / "checkpoint-8" / "stream_state_0.json").is_file()
     assert not (resumed / "model.safetensors").exists(), "the run finished before the kill"
     (resumed / "keys_0.jsonl").unlink()  # keep only what the resumed runs read
     shutil.copytree(resumed, restarted)  # the same killed run, for the negative control
 
-    # The resumed run, then in the same launch (after it, so it cannot touch it) the negative control: the same
-    # checkpoint resumed without its stream state starts the stream from the beginning.
-    run_recipe([*command, "--resume_from_checkpoint", "auto", RUN_SEPARATOR,
-                *recipe_argv(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto",
-                             "--ignore_data_skip", "true")])  # fmt: skip
+    # The resumed run, then (after it, so it cannot touch it) the negative control: the same checkpoint resumed
+    # without its stream state starts the stream from the beginning. Both in this process, on one thread.
+    stream_recipe(recipe_argv(resumed, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto"))
+    stream_recipe(recipe_argv(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto",
+                              "--ignore_data_skip", "true"))  # fmt: skip
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"
