@@ -96,6 +96,20 @@ def tiny_model(bridge: str = "co_attention", vision: str = "timm_vit", text: str
     )
 
 
+def train_steps(model: torch.nn.Module, batch: dict, steps: int, lr: float = 1e-2) -> list[float]:
+    """`steps` AdamW steps of `model`'s trainable parameters on one batch, in train mode; the losses."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture(scope="module")
 def one_cpu_thread():
     """Train in this process on one thread, like an `accelerate launch --num_cpu_threads_per_process 1` run (the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import train_steps
 from helpers_captioning import (
     save_tiny_decoder,
     scenes_rows,
@@ -85,16 +86,9 @@ def test_the_image_conditions_the_caption_through_the_prefix(batch):
 
 
 def test_learns_four_captions(batch):
-    model = tiny_caption_model(seed=1).train()
+    model = tiny_caption_model(seed=1)
     model.mmft.text_tower.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(25):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_steps(model, batch, steps=25)
     assert losses[-1] < 0.3 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
@@ -175,11 +169,7 @@ def test_lora_decoder_plan_trains_only_adapters_and_always_trained_parts(batch):
     assert in_decoder and all("lora_" in name for name in in_decoder)
     assert not any("embed_tokens" in name or "lm_head" in name for name in trainable)
     assert any("caption_prefix" in name for name in trainable) and any("bridge" in name for name in trainable)
-    optimizer = torch.optim.AdamW([p for p in planned.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(3):
-        planned(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_steps(planned, batch, steps=3)
     base = planned.get_base_model().state_dict()
     for key in ("decoder.model.model.layers.0.self_attn.q_proj.base_layer.weight", "decoder.model.lm_head.weight"):
         original = key.replace(".base_layer", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, train_steps
 from torch import nn
 from transformers import AutoModelForVisualQuestionAnswering
 
@@ -58,12 +58,7 @@ def test_invalid_plans_fail_at_construction(field, value):
 
 
 def _train_a_little(model, batch, steps=5):
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_steps(model, batch, steps)
     return model.eval()
 
 

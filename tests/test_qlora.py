@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, train_steps
 from torch import nn
 
 from mmft import LoraPlan
@@ -87,25 +87,12 @@ def test_a_full_tower_is_not_quantized():
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(text_prefix + "."))
 
 
-def _train(model: nn.Module, steps: int = 8) -> list[float]:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model(**_batch()).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses
-
-
 @needs_4bit
 @pytest.mark.parametrize("mode", MODES)
 def test_adapters_train_on_frozen_quantized_weights_and_merge_in_fp32(mode, tmp_path):
     model = LoraPlan(vision="lora", text="lora", r=4, dropout=0.0, quantize=mode).apply(tiny_model())
     packed = {name: m.weight.detach().clone() for name, m in _bnb_layers(model).items()}
-    losses = _train(model)
+    losses = train_steps(model, _batch(), steps=8)
     assert losses[-1] < 0.5 * losses[0]
     assert all(torch.equal(m.weight, packed[name]) for name, m in _bnb_layers(model).items())  # frozen
     model.eval()

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config
+from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config, train_steps
 from helpers_data import write_image
 from transformers import Trainer, TrainingArguments
 
@@ -40,21 +40,12 @@ def _batch(tokenizer, n: int = 8) -> dict[str, torch.Tensor]:
             "labels": torch.tensor([0, 1] * (n // 2))}  # fmt: skip
 
 
-def _train(model, batch, steps: int = 3) -> None:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-
 def head_trains(model_factory, plan: LoraPlan, batch) -> bool:
     """Whether the classification head's weights move when `plan` is trained for a few steps."""
     model = plan.apply(model_factory())
     head = {n: p for n, p in model.named_parameters() if ".classifier." in f".{n}" and p.requires_grad}
     before = {n: p.detach().clone() for n, p in head.items()}
-    _train(model, batch)
+    train_steps(model, batch, steps=3)
     return bool(head) and all(not torch.equal(before[n], p.detach()) for n, p in head.items())
 
 
