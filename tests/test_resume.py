@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_data import make_imagefolder
-from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs
 from helpers_launch import (
     final_metrics,
     kill_when,
@@ -31,6 +30,7 @@ from helpers_launch import (
     save_tiny_vision_tower,
     weights,
 )
+from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs
 from transformers import TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 
@@ -136,30 +136,31 @@ def runs(inputs, tmp_path_factory, one_cpu_thread) -> dict:
     {"reference": output_dir, kill: (output_dir, the checkpoint resumed from, how many steps the resume trained)}.
     """
     root = tmp_path_factory.mktemp("resume_runs")
-    runs: dict = {"reference": root / "reference"}
-    first = recipe_command(runs["reference"], *inputs, *ARGS, script=MULTI_RUN)
-    resumed_before = None  # the kill whose resume ran first in this launch
+    reference = root / "reference"
+    killed: dict[str, tuple[Path, Path]] = {}  # kill: (output_dir, the checkpoint resumed from)
+    trained: dict[str, int] = {}  # kill: how many steps its resume trained
+    first = recipe_command(reference, *inputs, *ARGS, script=MULTI_RUN)
+    resumed_before = None  # the kill whose resume is the first run of the next launch
     for number, (kill, (moment, mode)) in enumerate(KILLS.items()):
         output_dir, log = root / f"killed{number}", root / f"launch{number}.log"
         command = [*first, RUN_SEPARATOR, *recipe_argv(output_dir, *inputs, *ARGS)]
         kill_when(command, log, _when_second_run(moment, output_dir))
         assert not (output_dir / "model.safetensors").exists(), f"{kill}: the run finished before the kill"
         if resumed_before:
-            runs[resumed_before] += (logged_steps(run_outputs(log.read_text())[0]),)
+            trained[resumed_before] = logged_steps(run_outputs(log.read_text())[0])
         resume_from, _ = latest_complete_checkpoint(output_dir)
         assert resume_from is not None, f"{kill}: no complete checkpoint: {sorted(_checkpoint_names(output_dir))}"
         if mode == "latest":
             step = int(resume_from.name.split("-")[1])
             _half_written_copy(resume_from, output_dir / f"checkpoint-{step + SAVE_EVERY}")
         print(f"{kill}: killed with {sorted(_checkpoint_names(output_dir))}; resuming from {resume_from.name}")
-        runs[kill], resumed_before = (output_dir, resume_from), kill
+        killed[kill], resumed_before = (output_dir, resume_from), kill
         first = recipe_command(output_dir, *inputs, *ARGS, "--resume_from_checkpoint", mode, script=MULTI_RUN)
     recorder = StepRecorder()
-    output_dir, _ = runs[resumed_before]
-    run_in_process(output_dir, *inputs, *ARGS, "--resume_from_checkpoint", KILLS[resumed_before][1],
+    run_in_process(killed[resumed_before][0], *inputs, *ARGS, "--resume_from_checkpoint", KILLS[resumed_before][1],
                    callbacks=[recorder])  # fmt: skip
-    runs[resumed_before] += (len(recorder.steps),)
-    return runs
+    trained[resumed_before] = len(recorder.steps)
+    return {"reference": reference, **{kill: (*killed[kill], trained[kill]) for kill in KILLS}}
 
 
 @pytest.fixture(scope="module")

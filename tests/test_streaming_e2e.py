@@ -26,7 +26,7 @@ from helpers_launch import (
     save_tiny_text_tower,
     weights,
 )
-from helpers_multi_run import RUN_SEPARATOR
+from helpers_multi_run import RUN_SEPARATOR, run_outputs
 from helpers_stream_recipe import NO_NODE_SPLIT
 from helpers_stream_recipe import main as stream_recipe
 
@@ -82,7 +82,8 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_th
                              *recipe_argv(resumed, text_tower, data, *RESUME)]  # fmt: skip
 
     def second_run_past_step_9(log: str) -> bool:
-        return (reference / "model.safetensors").exists() and logged_steps(log) >= STEPS + 9
+        outputs = run_outputs(log)
+        return len(outputs) > 1 and logged_steps(outputs[1]) >= 9
 
     kill_when(reference_then_killed, tmp_path / "killed.log", second_run_past_step_9)
     expected = _batches(reference)
