@@ -92,15 +92,19 @@ def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str
     ]  # fmt: skip
 
 
-def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,
-                   callbacks: list | None = None) -> dict[str, float]:  # fmt: skip
-    """The same recipe run as `recipe_command(...)` with 1 process, in this process (with the recipe's default
-    preset, as recipes/vqa.py applies it); use with conftest's `one_cpu_thread` for the launch's arithmetic."""
+def run_vqa_recipe(argv: list[str], callbacks: list | None = None) -> dict[str, float]:
+    """What `recipes/vqa.py <argv>` runs (its default preset, then the flags), in this process; its test metrics.
+    Use with conftest's `one_cpu_thread` for the arithmetic of a launch with one thread."""
     from mmft.arguments import parse_recipe_args
     from mmft.training import run
 
-    argv = recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision)
     return run("vqa", parse_recipe_args(argv, "vqa", default_config=str(PRESET)), callbacks)
+
+
+def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,
+                   callbacks: list | None = None) -> dict[str, float]:  # fmt: skip
+    """The same recipe run as `recipe_command(...)` with 1 process, in this process."""
+    return run_vqa_recipe(recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision), callbacks)
 
 
 def _environment() -> dict[str, str]:

@@ -15,10 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers_launch import PRESET
-
-from mmft.arguments import parse_recipe_args
-from mmft.training import run
+from helpers_launch import run_vqa_recipe
 
 MULTI_RUN = Path(__file__).resolve()
 RUN_SEPARATOR = "::"
@@ -48,10 +45,21 @@ def run_outputs(printed: str) -> list[str]:
     """What each run of a launch printed so far, in order, from its stdout, its stderr, or a log of both."""
     parts = re.split("^" + re.escape(RUN_MARKER).replace(r"\{\}", r"(\d+)") + "$", printed, flags=re.MULTILINE)
     outputs: dict[int, str] = {}
-    for number, text in zip(parts[1::2], parts[2::2]):
+    for number, text in zip(parts[1::2], parts[2::2], strict=True):
         outputs[int(number)] = outputs.get(int(number), "") + text
     return [outputs[number] for number in sorted(outputs)]
 
 
+def when_run(number: int, ready: Callable[[str], bool]) -> Callable[[str], bool]:
+    """A kill moment for `helpers_launch.kill_when`: `ready(what run `number` of the launch has printed so far)`,
+    False before that run starts."""
+
+    def moment(log_text: str) -> bool:
+        outputs = run_outputs(log_text)
+        return len(outputs) > number and ready(outputs[number])
+
+    return moment
+
+
 if __name__ == "__main__":
-    run_groups(sys.argv[1:], lambda flags: run("vqa", parse_recipe_args(flags, "vqa", default_config=str(PRESET))))
+    run_groups(sys.argv[1:], run_vqa_recipe)

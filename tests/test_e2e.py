@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import TINY_TIMM_VIT
 from helpers_data import make_imagefolder, make_parquet_hub_layout, make_vqav2_files
+from helpers_launch import run_vqa_recipe
 from PIL import Image
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -57,12 +58,7 @@ def launch(output_dir: Path, text_dir: Path, *extra: str, config: str = "cpu.yam
 def run_here(output_dir: Path, text_dir: Path, *extra: str) -> dict[str, float]:
     """`launch` without the launcher: the same recipe arguments (and preset) run in this process. Data formats run
     this way; the launched runs above check the command itself (use with conftest's `one_cpu_thread`)."""
-    from helpers_launch import PRESET
-
-    from mmft.arguments import parse_recipe_args
-    from mmft.training import run
-
-    return run("vqa", parse_recipe_args(recipe_flags(output_dir, text_dir, *extra), "vqa", default_config=str(PRESET)))
+    return run_vqa_recipe(recipe_flags(output_dir, text_dir, *extra))
 
 
 def check_run(output_dir: Path, images: list, questions: list[str], learnt: float | None = LEARNT) -> None:
@@ -154,18 +150,14 @@ def _save_vision_folder(kind: str, path: Path) -> Path:
 def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_path, caplog, one_cpu_thread):
     """The default preset's tower keys (a CNN's features_only/out_indices, 64 px) follow its tower away. In this
     process, with the arguments `accelerate launch recipes/vqa.py` would get (test_easy_vqa_preset_subset launches)."""
-    from helpers_launch import PRESET
     from safetensors.torch import load_file
-
-    from mmft.arguments import parse_recipe_args
-    from mmft.training import run
 
     folder = _save_vision_folder(kind, tmp_path / "tower")
     data = make_imagefolder(tmp_path / "data", n_train=16, n_test=4)
     flags = ["--vision_model", str(folder), "--image_size", "32", "--dataset", str(data),
              "--output_dir", str(tmp_path / "out")]  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="mmft"):
-        run("vqa", parse_recipe_args(flags, "vqa", default_config=str(PRESET)))
+        run_vqa_recipe(flags)
     said = caplog.text
     assert "so its vision_model_args=" in said  # the run said what it dropped
     saved = json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]

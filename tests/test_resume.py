@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from helpers_launch import (
     save_tiny_vision_tower,
     weights,
 )
-from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs
+from helpers_multi_run import MULTI_RUN, RUN_SEPARATOR, run_outputs, when_run
 from transformers import TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 
@@ -106,16 +107,6 @@ KILLS = {
 }
 
 
-def _when_second_run(moment, output_dir: Path):
-    """A kill moment of the second run of a launch, `moment(output_dir, what that run has printed so far)`."""
-
-    def ready(log_text: str) -> bool:
-        outputs = run_outputs(log_text)
-        return len(outputs) > 1 and moment(output_dir, outputs[1])
-
-    return ready
-
-
 class StepRecorder(TrainerCallback):
     """The optimizer steps a run trains (a resumed run starts after its checkpoint's)."""
 
@@ -144,7 +135,7 @@ def runs(inputs, tmp_path_factory, one_cpu_thread) -> dict:
     for number, (kill, (moment, mode)) in enumerate(KILLS.items()):
         output_dir, log = root / f"killed{number}", root / f"launch{number}.log"
         command = [*first, RUN_SEPARATOR, *recipe_argv(output_dir, *inputs, *ARGS)]
-        kill_when(command, log, _when_second_run(moment, output_dir))
+        kill_when(command, log, when_run(1, partial(moment, output_dir)))
         assert not (output_dir / "model.safetensors").exists(), f"{kill}: the run finished before the kill"
         if resumed_before:
             trained[resumed_before] = logged_steps(run_outputs(log.read_text())[0])

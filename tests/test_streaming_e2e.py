@@ -26,7 +26,7 @@ from helpers_launch import (
     save_tiny_text_tower,
     weights,
 )
-from helpers_multi_run import RUN_SEPARATOR, run_outputs
+from helpers_multi_run import RUN_SEPARATOR, when_run
 from helpers_stream_recipe import NO_NODE_SPLIT
 from helpers_stream_recipe import main as stream_recipe
 
@@ -80,12 +80,7 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_th
     # One launch: the uninterrupted reference run, then the run that is killed after its 9th step.
     reference_then_killed = [*recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT), RUN_SEPARATOR,
                              *recipe_argv(resumed, text_tower, data, *RESUME)]  # fmt: skip
-
-    def second_run_past_step_9(log: str) -> bool:
-        outputs = run_outputs(log)
-        return len(outputs) > 1 and logged_steps(outputs[1]) >= 9
-
-    kill_when(reference_then_killed, tmp_path / "killed.log", second_run_past_step_9)
+    kill_when(reference_then_killed, tmp_path / "killed.log", when_run(1, lambda printed: logged_steps(printed) >= 9))
     expected = _batches(reference)
     assert len(expected) == STEPS + 1  # 10 trained + the one the loader had fetched ahead when training stopped
     assert (resumed / "checkpoint-8" / "stream_state_0.json").is_file()
