@@ -66,6 +66,11 @@ def quantized_linear(linear: nn.Linear, mode: str, device: torch.device) -> nn.M
         layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                   compute_dtype=_compute_dtype(device), compress_statistics=True, quant_type="nf4")  # fmt: skip
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4")
+        # bitsandbytes >= 0.50 repacks a 4-bit weight for its AVX512-BF16 CPU kernel at the first no-grad forward in
+        # eval mode: that layout needs out_features % 32 == 0 and in_features % 64 == 0 (a tower narrower than one
+        # quantization block fails with "shape '[32, 0]' is invalid"), computes in bf16, and fetches its kernel from
+        # the Hub. The dequantize-then-matmul path works for every width, offline, in the layer's compute dtype.
+        layer.support_avx512bf16_for_cpu = False
     else:
         layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                     has_fp16_weights=False, threshold=6.0)  # fmt: skip

@@ -17,7 +17,7 @@ from torch import nn
 
 from mmft import LoraPlan
 from mmft.lora import task_model, tower_names
-from mmft.quantize import quantize_problem
+from mmft.quantize import quantize_problem, quantized_linear
 
 needs_4bit = pytest.mark.skipif(quantize_problem("4bit") is not None, reason=str(quantize_problem("4bit")))
 MODES = ["4bit", "8bit"]
@@ -77,6 +77,25 @@ def test_towers_quantized_bridge_and_head_full_precision(mode):
             assert type(module) is nn.Linear and module.weight.dtype == torch.float32, name  # bridge, head, projections
     lora_wrappers = [m for m in model.modules() if type(m).__module__ == "peft.tuners.lora.bnb"]
     assert lora_wrappers, "peft did not put its bitsandbytes LoRA layers on the quantized targets"
+
+
+@needs_4bit
+@pytest.mark.parametrize("in_features,out_features", [(32, 16), (48, 24), (128, 96)])
+def test_4bit_layers_of_any_width_run_in_eval_and_compute_their_dequantized_weight(in_features, out_features):
+    """Widths a user's towers have, also below bitsandbytes' 64-value quantization block, in eval mode without grad:
+    where bitsandbytes would repack weights for its AVX512-BF16 CPU kernel (widths of 32 and 64 only, bf16, a kernel
+    fetched from the Hub), mmft's layers stay on the dequantize-then-matmul path and compute exactly that."""
+    import bitsandbytes as bnb
+
+    linear = nn.Linear(in_features, out_features)
+    layer = quantized_linear(linear, "4bit", torch.device("cpu")).eval()
+    inputs = torch.randn(5, in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = layer(inputs)
+    dequantized = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    expected = nn.functional.linear(inputs, dequantized, linear.bias.detach())
+    assert torch.allclose(output, expected, atol=1e-5), (output - expected).abs().max()
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
 
 
 @needs_4bit
