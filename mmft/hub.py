@@ -19,6 +19,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .file_modes import give_ordinary_modes
 from .lora import LoraPlan, _base, task_model, tower_names
 
 LIMITATIONS = (
@@ -290,6 +291,7 @@ def save_final(model, processor, output_dir: str | Path, merged: bool,
         if problems:
             raise ValueError(f"the final model saved to {staging} does not load back ({'; '.join(problems)}); "
                              f"the previous contents of {output_dir} are kept")  # fmt: skip
+        give_ordinary_modes(staging)  # safetensors writes weights as 0600 (mmft.file_modes)
         _publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,6 +7,7 @@ plan trains (`trained_module_names()`), the FLOPs of its head (`head_flops()`).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import torch
@@ -19,6 +20,7 @@ from transformers.utils import can_return_tuple
 
 from .bridge import build_bridge
 from .configuration_mmft import MMFTConfig
+from .file_modes import give_ordinary_modes
 from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
 from .offline_assets import provenance
 from .safe_loading import refuse_pickled_weights
@@ -139,6 +141,12 @@ class MMFTPreTrainedModel(PreTrainedModel):
             kwargs["use_safetensors"] = True
             refuse_pickled_weights(pretrained_model_name_or_path, "model", kwargs.get("subfolder") or "")
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """As in transformers; the weight files then get the ordinary file mode (safetensors writes them 0600)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if os.path.isdir(save_directory):
+            give_ordinary_modes(save_directory, "*.safetensors")
 
     # -- what shared code asks the model ----------------------------------------------------------------------------
     @property

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .metrics.ranking import top_candidates
+from .file_modes import give_ordinary_modes
 from .image_utils import load_rgb
+from .metrics.ranking import top_candidates
 
 logger = logging.getLogger("mmft")
 
@@ -104,6 +105,7 @@ class EmbeddingCache:
             index = self.path.with_suffix(".json")
             temporary = self.path.with_suffix(".tmp")
             save_file({"embeddings": embeddings.contiguous()}, str(temporary))
+            give_ordinary_modes(temporary)  # safetensors writes 0600 (mmft.file_modes)
             os.replace(temporary, self.path)
             index.with_suffix(".jtmp").write_text(json.dumps([[i, s] for i, s in zip(items, signatures)]))
             os.replace(index.with_suffix(".jtmp"), index)

@@ -14,6 +14,8 @@ Three things the HF Trainer (5.24) does not do on resume:
 * **Whose checkpoint it is.** Every checkpoint gets the run fingerprint (`mmft.fingerprint`) before the Trainer
   writes its own files, so a complete checkpoint always carries it.
 
+Every file of a checkpoint gets the ordinary file mode (`mmft.file_modes`): safetensors writes weights as 0600.
+
 Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row.
 """
 
@@ -30,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, is_sagemaker_mp_enabled
 
 from .checkpoints import rng_files, saved_world_size
+from .file_modes import give_ordinary_modes
 from .fingerprint import write_run_file
 
 logger = logging.getLogger(__name__)
@@ -156,10 +159,12 @@ class MMFTTrainer(Trainer):
             self.args.dataloader_drop_last = True
 
     def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.fingerprint is not None and self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             write_run_file(folder, self.fingerprint, self.args.world_size)
         super()._save_checkpoint(model, trial)
+        if self.args.should_save and folder.is_dir():  # weights, optimizer and RNG states: readable like any file
+            give_ordinary_modes(folder)
 
 
 __all__ = ["CheckpointMismatchError", "MMFTTrainer", "check_adapter_checkpoint", "load_full_checkpoint"]
