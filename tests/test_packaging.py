@@ -40,3 +40,43 @@ def test_license_is_an_spdx_expression_setuptools_takes_without_warnings():
     messages = [str(w.message) for w in caught if "license" in str(w.message).lower()]
     assert not messages, messages
     assert distribution.metadata.license_expression == "Apache-2.0"
+
+
+LOCK = PYPROJECT.with_name("requirements") / "lock.txt"
+
+
+def _locked() -> dict[str, Version]:
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)", LOCK.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): Version(version) for name, version in pins}
+
+
+def _declared(extras: list[str]) -> list[Requirement]:
+    """The dependencies and the named extras' requirements, with `mmft[...]` self-references expanded."""
+    project, requirements, pending, seen = _project(), [], list(extras), set()
+    requirements += [Requirement(r) for r in project["dependencies"]]
+    while pending:
+        extra = pending.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for line in project["optional-dependencies"][extra]:
+            requirement = Requirement(line)
+            if requirement.name == "mmft":
+                pending += sorted(requirement.extras)
+            else:
+                requirements.append(requirement)
+    return requirements
+
+
+def test_the_lock_pins_every_declared_dependency_within_its_range():
+    """`make install` installs requirements/lock.txt with --no-deps: a dependency added to pyproject.toml without
+    `make lock`, or a range moved past the locked version, would otherwise go unnoticed until a fresh install."""
+    locked = _locked()
+    problems = []
+    for requirement in _declared(["dev", "deepspeed"]):
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name not in locked:
+            problems.append(f"{requirement} is not in {LOCK.name}")
+        elif not requirement.specifier.contains(locked[name], prereleases=True):
+            problems.append(f"{requirement} excludes the locked {name}=={locked[name]}")
+    assert not problems, "; ".join(problems) + ": run `make lock`, then `make test`"
