@@ -20,6 +20,7 @@ from transformers.utils import can_return_tuple
 
 from .bridge import build_bridge
 from .configuration_mmft import MMFTConfig
+from .features import TowerFeaturesMixin
 from .file_modes import give_ordinary_modes
 from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
 from .offline_assets import provenance
@@ -27,6 +28,7 @@ from .safe_loading import refuse_pickled_weights
 from .towers import (
     TIMM_SCRATCH_PREFIX,
     TextTower,
+    TowerOutput,
     VisionTower,
     build_tower,
     load_pretrained_tower,
@@ -275,8 +277,11 @@ class MMFTPreTrainedModel(PreTrainedModel):
         return cls(config, vision_tower=towers["vision"], text_tower=towers["text"])
 
 
-class MMFTModel(MMFTPreTrainedModel):
-    """Vision tower + text tower, each projected to the bridge width, fused by the configured bridge."""
+class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
+    """Vision tower + text tower, each projected to the bridge width, fused by the configured bridge.
+
+    `get_image_features` / `get_text_features` (each tower alone, no bridge) come from `mmft.features`.
+    """
 
     def __init__(
         self, config: MMFTConfig, vision_tower: VisionTower | None = None, text_tower: TextTower | None = None
@@ -340,30 +345,25 @@ class MMFTModel(MMFTPreTrainedModel):
         return torch.stack([self._text_cache[key] for key in keys])  # (B, Nt, Dt)
 
     # -- per-tower features (no bridge) ------------------------------------------------------------------------------
-    def image_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
-        """Image tokens projected to the bridge width, with modality and 2-D positions: ((B, Nv, D), grid)."""
-        vision = self.vision_tower(pixel_values)  # tokens (B, Nv, Dv)
+    def project_image(self, vision: TowerOutput) -> torch.Tensor:
+        """A vision tower's tokens projected to the bridge width, with modality and 2-D positions: (B, Nv, D)."""
         states = self.vision_projection(vision.tokens) + self.modality_embeddings.weight[1]  # (B, Nv, D)
         if vision.grid is not None and self.config.image_position_embeddings:
             states = states + sincos_2d(*vision.grid, states.shape[-1], states.device, states.dtype)
-        return states, vision.grid
+        return states
+
+    def project_text(self, text_tokens: torch.Tensor) -> torch.Tensor:
+        """A text tower's tokens (B, Nt, Dt) projected to the bridge width, with the modality embedding: (B, Nt, D)."""
+        return self.text_projection(text_tokens) + self.modality_embeddings.weight[0]
+
+    def image_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """Image tokens projected to the bridge width, with modality and 2-D positions: ((B, Nv, D), grid)."""
+        vision = self.vision_tower(pixel_values)  # tokens (B, Nv, Dv)
+        return self.project_image(vision), vision.grid
 
     def text_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Text tokens projected to the bridge width, with the modality embedding: (B, Nt, D)."""
-        text_tokens = self._encode_text(input_ids, attention_mask)  # (B, Nt, Dt)
-        return self.text_projection(text_tokens) + self.modality_embeddings.weight[0]  # (B, Nt, D)
-
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """One embedding per image from the vision tower alone (no bridge): mean projected token, (B, D)."""
-        return self.image_states(pixel_values)[0].mean(dim=1)
-
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One embedding per text from the text tower alone (no bridge): masked mean projected token, (B, D)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
-        weights = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, Nt, 1)
-        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.project_text(self._encode_text(input_ids, attention_mask))
 
     def fusion_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Forward FLOPs per sample of both projections and the bridge."""

@@ -1,10 +1,10 @@
 """`MMFTForImageTextRetrieval`: a dual encoder (contrastive, as CLIP) whose top candidates the bridge re-ranks (ITM).
 
-Each tower's pooled features are projected into a shared space (`get_image_features` / `get_text_features`), so a
-gallery is embedded once and searched by dot product. The bridge with a matching head (`match`) scores an (image,
-text) pair jointly, which is too slow for a whole gallery but sharper: ALBEF, BLIP and BridgeTower re-rank the
-dual encoder's top-k with it. Training sums both losses (`mmft.contrastive`): symmetric InfoNCE with a learnable
-temperature, and matching on hard negatives mined from the in-batch similarities.
+Each tower's pooled features are projected into a shared space (the `pooler_output` of `get_image_features` /
+`get_text_features`), so a gallery is embedded once and searched by dot product. The bridge with a matching head
+(`match`) scores an (image, text) pair jointly, which is too slow for a whole gallery but sharper: ALBEF, BLIP and
+BridgeTower re-rank the dual encoder's top-k with it. Training sums both losses (`mmft.contrastive`): symmetric
+InfoNCE with a learnable temperature, and matching on hard negatives mined from the in-batch similarities.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_mmft import MMFTConfig
 from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
+from .features import masked_mean
 from .heads import ClassificationHead, ContrastiveHead, LogitScale
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
@@ -56,12 +58,6 @@ class MMFTRetrievalOutput(ModelOutput):
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the real tokens: (B, N, D), (B, N) -> (B, D)."""
-    weights = mask.unsqueeze(-1).to(states.dtype)  # (B, N, 1)
-    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
 class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     """
     Image-text retrieval: a contrastive dual encoder over the two towers, and an image-text matching head over the
@@ -90,15 +86,34 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         """Projected text tokens (B, Nt, D) -> one embedding per text in the shared space (B, P), unnormalised."""
         return self.contrastive.text_projection(masked_mean(text_states, attention_mask))
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image embeddings in the shared space (B, P), unnormalised (as CLIP's); no bridge."""
-        return self.image_embedding(self.mmft.image_states(pixel_values)[0])
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """`MMFTModel.get_image_features` (no bridge) with `pooler_output` projected, as in CLIP, to the image
+        embedding in the shared space (B, P), unnormalised: what `image_embedding` gives in forward."""
+        features = self.mmft.get_image_features(pixel_values, output_attentions, output_hidden_states, return_dict=True)
+        features.pooler_output = self.contrastive.image_projection(features.pooler_output)  # (B, P)
+        return features
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text embeddings in the shared space (B, P), unnormalised (as CLIP's); no bridge."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        return self.text_embedding(self.mmft.text_states(input_ids, attention_mask), attention_mask)
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """`MMFTModel.get_text_features` (no bridge) with `pooler_output` projected, as in CLIP, to the text
+        embedding in the shared space (B, P), unnormalised: what `text_embedding` gives in forward."""
+        features = self.mmft.get_text_features(
+            input_ids, attention_mask, output_attentions, output_hidden_states, return_dict=True
+        )
+        features.pooler_output = self.contrastive.text_projection(features.pooler_output)  # (B, P)
+        return features
 
     # -- the matching head -------------------------------------------------------------------------------------------
     def match_states(self, image_states: torch.Tensor, text_states: torch.Tensor,

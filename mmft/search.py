@@ -144,7 +144,8 @@ class Searcher:
         for start in range(0, len(paths), self.batch_size):
             images = [load_rgb(path) for path in paths[start : start + self.batch_size]]
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-            out.append(F.normalize(self.model.get_image_features(pixels), dim=-1).float().cpu())
+            embeds = self.model.get_image_features(pixels, return_dict=True).pooler_output  # (b, P)
+            out.append(F.normalize(embeds, dim=-1).float().cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -152,7 +153,8 @@ class Searcher:
         out = []
         for start in range(0, len(texts), self.batch_size):
             inputs = self._tokens(texts[start : start + self.batch_size])
-            out.append(F.normalize(self.model.get_text_features(**inputs), dim=-1).float().cpu())
+            embeds = self.model.get_text_features(**inputs, return_dict=True).pooler_output  # (b, P)
+            out.append(F.normalize(embeds, dim=-1).float().cpu())
         return torch.cat(out)
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:

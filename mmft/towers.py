@@ -36,10 +36,16 @@ _TEXT_SUBCONFIG_TYPES = {"clip", "siglip", "siglip2", "altclip", "chinese_clip"}
 
 @dataclass
 class TowerOutput(ModelOutput):
-    """A tower's token states. A `ModelOutput`, so `torch.export` and `torch.compile` can trace a tower on its own."""
+    """A tower's token states. A `ModelOutput`, so `torch.export` and `torch.compile` can trace a tower on its own.
+
+    `hidden_states` / `attentions` only when asked for (`get_image_features` / `get_text_features` return them): an HF
+    tower's own, one per layer (+ the embeddings for hidden states); a timm tower's are described at `VisionTower`.
+    """
 
     tokens: torch.Tensor | None = None  # (B, N, D)
     grid: tuple[int, int] | None = None  # (H, W) when tokens come from a feature map, row-major
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 def _drop_unused_pooler(model: nn.Module) -> None:
@@ -49,7 +55,13 @@ def _drop_unused_pooler(model: nn.Module) -> None:
 
 
 class VisionTower(nn.Module):
-    """Any vision backbone -> `TowerOutput` of image tokens."""
+    """Any vision backbone -> `TowerOutput` of image tokens.
+
+    Asked for hidden states, an HF tower gives its own (embeddings + one per layer). A timm tower gives timm's
+    intermediate outputs as transformers' `TimmWrapperModel` does, each a `(B, C, h, w)` map: one per block for
+    ViTs and per stage for CNNs (`forward_intermediates`), or, for a `features_only` tower, the stage maps it
+    computes anyway (`out_indices`). A timm tower never gives attentions (None): timm exposes no attention weights.
+    """
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
@@ -65,21 +77,32 @@ class VisionTower(nn.Module):
         # HF ViT-likes read other image sizes only when asked to interpolate their position embeddings.
         self.interpolate = not self.is_timm and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
 
-    def forward(self, pixel_values: torch.Tensor) -> TowerOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+    ) -> TowerOutput:
         if self.features_only:
             # CPU convolutions (oneDNN) run ~15-20% faster on channels-last input; the result is the same.
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         if self.is_timm:
-            states = self.model(pixel_values, do_pooling=False).last_hidden_state
+            # Attentions are never requested: TimmWrapperModel raises on them, and a config-wide
+            # `output_attentions=True` (the bridge's maps) must not make a timm model's features fail. A
+            # features_only tower's stage maps are its hidden states already (the wrapper would refuse the flag).
+            asked = {"output_hidden_states": True} if output_hidden_states and not self.features_only else {}
+            outputs = self.model(pixel_values, do_pooling=False, **asked)
+            states, hidden_states, attentions = outputs.last_hidden_state, outputs.hidden_states, None
             if isinstance(states, (list, tuple)):  # features_only: one map per requested stage; use the last
+                hidden_states = tuple(states) if output_hidden_states else None
                 states = states[-1]
+            hidden_states = tuple(hidden_states) if hidden_states is not None else None  # timm gives a list
         else:
             extra = {"interpolate_pos_encoding": True} if self.interpolate else {}
-            states = self.model(pixel_values=pixel_values, **extra).last_hidden_state
+            flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+            outputs = self.model(pixel_values=pixel_values, **flags, **extra)
+            states, hidden_states, attentions = outputs.last_hidden_state, outputs.hidden_states, outputs.attentions
         if states.dim() == 4:  # (B, C, H, W) feature map -> (B, H*W, C) tokens
             height, width = states.shape[-2:]
-            return TowerOutput(states.flatten(2).transpose(1, 2), (height, width))
-        return TowerOutput(states)  # (B, N, D)
+            return TowerOutput(states.flatten(2).transpose(1, 2), (height, width), hidden_states, attentions)
+        return TowerOutput(states, None, hidden_states, attentions)  # (B, N, D)
 
 
 class TextTower(nn.Module):
@@ -91,8 +114,16 @@ class TextTower(nn.Module):
         _drop_unused_pooler(model)
         self.hidden_size = model.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TowerOutput:
-        return TowerOutput(self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> TowerOutput:
+        flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **flags)
+        return TowerOutput(outputs.last_hidden_state, None, outputs.hidden_states, outputs.attentions)
 
 
 def _sub_config(config: PreTrainedConfig, kind: str) -> PreTrainedConfig:

@@ -53,8 +53,8 @@ def test_forward_shapes_and_the_contrastive_loss_is_clips(tokenizer):
     assert out.text_embeds.shape == out.image_embeds.shape == (6, 32)
     assert torch.equal(model(**batch).logits, out.logits) and set(model(**batch).keys()) == {"loss", "logits"}
     assert torch.allclose(out.loss, out.contrastive_loss + out.matching_loss)
-    image = F.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
-    text = F.normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"]), dim=-1)
+    image = F.normalize(model.get_image_features(batch["pixel_values"]).pooler_output, dim=-1)
+    text = F.normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output, dim=-1)
     logits = model.contrastive.logit_scale() * text @ image.T
     target = torch.arange(6)
     expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
@@ -260,9 +260,10 @@ def _brute_force_metrics(model, processor, data, rerank_k: int) -> dict[str, flo
     texts = [c for group in raw["captions"] for c in group]
     owner = [i for i, group in enumerate(raw["captions"]) for _ in group]
     with torch.no_grad():
-        image_embeds = F.normalize(model.get_image_features(torch.stack(images)), dim=-1)
+        image_embeds = F.normalize(model.get_image_features(torch.stack(images)).pooler_output, dim=-1)
         tokens = processor(text=texts, max_length=64)
-        text_embeds = F.normalize(model.get_text_features(tokens["input_ids"], tokens["attention_mask"]), dim=-1)
+        text_features = model.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+        text_embeds = F.normalize(text_features.pooler_output, dim=-1)
     similarity = text_embeds @ image_embeds.T  # (Nt, Ni)
 
     def rank(scores, correct):  # pessimistic: incorrect items scoring >= the best correct one

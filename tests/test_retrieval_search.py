@@ -52,9 +52,11 @@ def _expected(model_dir, images: list, texts: list[str], rerank_k: int, top_k: i
     processor = MMFTProcessor.from_pretrained(model_dir)
     pictures = [Image.open(path).convert("RGB") for path in images]
     with torch.no_grad():
-        image_embeds = F.normalize(model.get_image_features(processor(images=pictures)["pixel_values"]), dim=-1)
+        image_features = model.get_image_features(processor(images=pictures)["pixel_values"])
+        image_embeds = F.normalize(image_features.pooler_output, dim=-1)
         tokens = processor(text=texts)
-        text_embeds = F.normalize(model.get_text_features(tokens["input_ids"], tokens["attention_mask"]), dim=-1)
+        text_features = model.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+        text_embeds = F.normalize(text_features.pooler_output, dim=-1)
         similarity = (text_embeds @ image_embeds.T)[0] if text_query else (image_embeds @ text_embeds.T)[0]
         top = similarity.topk(rerank_k).indices.tolist()
         probabilities, scores = [], []

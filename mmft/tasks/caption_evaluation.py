@@ -5,8 +5,9 @@ local `evaluate` modules). The baselines need no decoder:
 
 - **frequent**: the most frequent training caption (after caption tokenization), given for every image;
 - **nearest**: the caption of the training image nearest to the eval image by the trained vision tower's embedding
-  (`get_image_features`: the mean projected image token, no bridge; cosine similarity). Of that training image's
-  captions it takes the *consensus* one: the caption with the highest CIDEr-D against the image's other captions.
+  (`get_image_features(...).pooler_output`: the mean projected image token, no bridge; cosine similarity). Of that
+  training image's captions it takes the *consensus* one: the caption with the highest CIDEr-D against the image's
+  other captions.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def generate_captions(model, processor, dataset, batch_size: int, generate_kwarg
         for row in sequences[:, 1:].tolist():
             new_tokens += row.index(eos) + 1 if eos in row else len(row)
         captions += processor.decode_captions(sequences)
-        features.append(model.core.get_image_features(pixel_values).float().cpu())
+        features.append(model.core.get_image_features(pixel_values, return_dict=True).pooler_output.float().cpu())
     return Generated(captions, torch.cat(features), seconds, new_tokens)
 
 
@@ -112,8 +113,10 @@ def image_features(model, image_processor, dataset, batch_size: int, device: tor
     """Vision-tower embeddings (N, D) of a dataset's images (undecoded `image` column)."""
     model.eval()
     images = dataset.with_transform(ImageTextTransform(image_processor, None, None, "eval", None))
-    return torch.cat([model.core.get_image_features(pixels.to(device)).float().cpu()
-                      for pixels in _batches(images, batch_size)])  # fmt: skip
+    features = []
+    for pixels in _batches(images, batch_size):
+        features.append(model.core.get_image_features(pixels.to(device), return_dict=True).pooler_output.float().cpu())
+    return torch.cat(features)
 
 
 def nearest_neighbours(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

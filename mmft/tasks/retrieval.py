@@ -101,7 +101,7 @@ class RetrievalTask(Task):
             'processor = AutoProcessor.from_pretrained("{repo}")\n'
             'texts = processor(text=["a red circle above a blue square"], return_tensors="pt")\n'
             "with torch.no_grad():\n"
-            "    text_embeds = model.get_text_features(**texts)  # (1, P); images: model.get_image_features(pixel_values)\n"
+            "    text_embeds = model.get_text_features(**texts).pooler_output  # (1, P); images: get_image_features\n"
             'match = pipeline("mmft-image-text-retrieval", model="{repo}")\n'
             'print(match(image="image.png", text="a red circle above a blue square"))\n'
             "# a folder of images: mmft search --model {repo} --images FOLDER --query \"...\""
