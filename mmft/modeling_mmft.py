@@ -147,8 +147,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """As in transformers; the weight files then get the ordinary file mode (safetensors writes them 0600)."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        if os.path.isdir(save_directory):
-            give_ordinary_modes(save_directory, "*.safetensors")
+        give_ordinary_modes(save_directory, "*.safetensors")  # a folder that was not written yields no file
 
     # -- what shared code asks the model ----------------------------------------------------------------------------
     @property
