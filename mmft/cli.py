@@ -24,17 +24,25 @@ from typing import Iterator
 import torch
 
 
-def load_model(path: str, task: str | None = None):
-    """(model, processor, task class) of a saved mmft folder or Hub repo; adapter-only folders are merged on load."""
+def load_model(path: str, task: str | None = None, command: str = "predict"):
+    """(model, processor, task class) of a saved mmft folder or Hub repo; adapter-only folders are merged on load.
+
+    Refused with one sentence (SystemExit) before any weight is read: a model of another task than `task`, or whose
+    task does not serve `command` (`Task.commands`)."""
     import mmft  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoProcessor
 
-    from .tasks import get_task, task_for_model
+    from .tasks import TASKS, get_task, task_for_model
 
     saved_task = task_for_model(AutoConfig.from_pretrained(path))
     if task is not None and get_task(task) is not saved_task:
         raise SystemExit(f"mmft: {path} holds a {saved_task.name!r} model ({saved_task.model_class.__name__}), "
                          f"not a {task!r} one; drop --task or pass --task {saved_task.name}")  # fmt: skip
+    if command not in saved_task.commands:
+        serving = ", ".join(name for name, other in TASKS.items() if command in other.commands)
+        usable = ", ".join(f"mmft {name}" for name in saved_task.commands)
+        raise SystemExit(f"mmft {command}: {path} holds a {saved_task.name!r} model; `mmft {command}` works for "
+                         f"{serving} models only (this one serves: {usable})")  # fmt: skip
     from .safe_loading import PickledWeightsError
 
     folder = Path(path)
@@ -80,6 +88,11 @@ def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
     yield from evaluation.cast_column("image", Image(decode=False))  # decoded by the pipeline, as in training
 
 
+def _image_reference(image) -> str | None:
+    """What a prediction record says of its image: the path, or None for an image held only as bytes."""
+    return image if isinstance(image, str) else (image or {}).get("path") if isinstance(image, dict) else None
+
+
 def _predict(args: argparse.Namespace) -> int:
     model, processor, task = load_model(args.model, args.task)
     pipe = task.pipeline_class(model=model, processor=processor, device=args.device)
@@ -94,19 +107,21 @@ def _predict(args: argparse.Namespace) -> int:
     rows = list(_rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset,
                                                                                                args.split))  # fmt: skip
     rows = rows[: args.max_samples] if args.max_samples else rows
-    inputs = [{"image": row["image"], text_key: row[task.text_column if task.text_column in row else text_key]}
-              if text_key else row["image"] for row in rows]  # fmt: skip
+    instance = task()
+    pairs = [(row, fields, given) for row in rows for fields, given in instance.prediction_inputs(row, text_key)]
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for row, results in zip(rows, pipe(inputs, batch_size=args.batch_size, **options)):
-            record = {k: v for k, v in row.items() if k != "image" or isinstance(v, str)}
-            record.update(pipe.cli_record(results))
+        results = pipe([given for _, _, given in pairs], batch_size=args.batch_size, **options)
+        for (row, fields, _), result in zip(pairs, results):
+            record = {**row, "image": _image_reference(row["image"])}
+            record.update(fields)
+            record.update(pipe.cli_record(result))
             out.write(json.dumps(record) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()
     if args.output:
-        print(f"mmft: {len(rows)} predictions written to {args.output}", file=sys.stderr)
+        print(f"mmft: {len(pairs)} predictions of {len(rows)} rows written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -114,7 +129,7 @@ def _explain(args: argparse.Namespace) -> int:
     from .explain import explain, plot_explanation
     from .pipeline import load_rgb
 
-    model, processor, _ = load_model(args.model)
+    model, processor, _ = load_model(args.model, command="explain")
     model.to(args.device)
     image = load_rgb(args.image)  # decoded as in training: EXIF rotation, transparency on white
     try:
@@ -131,7 +146,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from .search import Searcher, search_captions, search_images
 
-    model, processor, _ = load_model(args.model, "retrieval")
+    model, processor, _ = load_model(args.model, command="search")
     searcher = Searcher(model, processor, args.model, args.device, args.batch_size, args.max_length)
     try:
         if args.images:

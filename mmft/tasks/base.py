@@ -92,6 +92,9 @@ class Task:
     pipeline_task: ClassVar[str]
     pipeline_class: ClassVar[type]
     card: ClassVar[CardInfo]
+    # the `mmft` commands its models serve: `predict` always; `explain` needs a label head read through the bridge's
+    # text->image attention, `search` an embedding space
+    commands: ClassVar[tuple[str, ...]] = ("predict",)
 
     def __init__(self, args: Any = None) -> None:
         self.args = args if args is not None else self.arguments_class()
@@ -211,6 +214,15 @@ class Task:
 
     def after_evaluation(self, output_dir, data: TaskData, prediction, id2label: dict[int, str]) -> None:
         """Hook: extra files in output_dir once the test metrics exist (e.g. a confusion matrix)."""
+
+    # -- inference -------------------------------------------------------------------------------------------------
+    def prediction_inputs(self, row: dict, text_key: str | None) -> list[tuple[dict, Any]]:
+        """Hook: (record fields, pipeline input) for each prediction `mmft predict --dataset` makes of one row of
+        the task's dataset (or of a JSONL file): the image with its text under the pipeline's `text_key`."""
+        if text_key is None:
+            return [({}, row["image"])]
+        text = row[self.text_column] if self.text_column in row else row[text_key]
+        return [({}, {"image": row["image"], text_key: text})]
 
 
 __all__ = ["CardInfo", "Task", "TaskData", "prepare_splits"]

@@ -98,6 +98,7 @@ class ClassificationTask(Task):
     default_dataset = "easy_vqa_entailment"
     pipeline_task = "mmft-image-text-classification"
     pipeline_class = ImageTextClassificationPipeline
+    commands = ("predict", "explain")
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text classification pipeline tag
         task_type="image-text-classification",

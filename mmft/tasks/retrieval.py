@@ -85,6 +85,7 @@ class RetrievalTask(Task):
     default_dataset = "scenes"
     pipeline_task = "mmft-image-text-retrieval"
     pipeline_class = ImageTextMatchingPipeline
+    commands = ("predict", "search")
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text retrieval pipeline tag
         task_type="image-text-retrieval",
@@ -127,6 +128,12 @@ class RetrievalTask(Task):
 
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
         return {"projection_dim": self.args.projection_dim}
+
+    def prediction_inputs(self, row: dict, text_key: str | None) -> list[tuple[dict, Any]]:
+        """A dataset row holds an image with all its captions: one match score per (image, caption) pair."""
+        if CAPTIONS.name not in row:  # a JSONL row of one image and one text
+            return super().prediction_inputs(row, text_key)
+        return [({CAPTION: caption}, {"image": row["image"], text_key: caption}) for caption in row[CAPTIONS.name]]
 
     def config_updates(self, data: TaskData) -> dict[str, Any]:
         return {"gather_negatives": self.args.gather_negatives, "rerank_score": self.args.rerank_score}

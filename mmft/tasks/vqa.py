@@ -95,6 +95,7 @@ class VQATask(Task):
     default_dataset = "easy_vqa"
     pipeline_task = "mmft-vqa"
     pipeline_class = VQAPipeline
+    commands = ("predict", "explain")
     card = CardInfo(
         pipeline_tag="visual-question-answering",
         task_type="visual-question-answering",
