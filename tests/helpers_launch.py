@@ -92,13 +92,18 @@ def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str
     ]  # fmt: skip
 
 
-def run_vqa_recipe(argv: list[str], callbacks: list | None = None) -> dict[str, float]:
-    """What `recipes/vqa.py <argv>` runs (its default preset, then the flags), in this process; its test metrics.
-    Use with conftest's `one_cpu_thread` for the arithmetic of a launch with one thread."""
+def run_task_recipe(task: str, argv: list[str], preset: Path, callbacks: list | None = None) -> dict[str, float]:
+    """What `recipes/<task>.py <argv>` runs (its default `preset`, then the flags), in this process; its test
+    metrics. Use with conftest's `one_cpu_thread` for the arithmetic of a launch with one thread."""
     from mmft.arguments import parse_recipe_args
     from mmft.training import run
 
-    return run("vqa", parse_recipe_args(argv, "vqa", default_config=str(PRESET)), callbacks)
+    return run(task, parse_recipe_args(argv, task, default_config=str(preset)), callbacks)
+
+
+def run_vqa_recipe(argv: list[str], callbacks: list | None = None) -> dict[str, float]:
+    """What `recipes/vqa.py <argv>` runs (its default preset, then the flags), in this process; its test metrics."""
+    return run_task_recipe("vqa", argv, PRESET, callbacks)
 
 
 def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config, train_steps
 from helpers_data import write_image
 from transformers import Trainer, TrainingArguments
@@ -25,11 +26,10 @@ LABELS = ["false", "true"]
 
 def tiny_classifier(vision: str = "timm_vit", bridge: str = "co_attention", **overrides) -> MMFTForImageTextClassification:
     torch.manual_seed(0)
-    options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
+    options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, labels=LABELS)
     return MMFTForImageTextClassification.from_vision_text_pretrained(
-        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, labels=LABELS,
-        **{**options, **overrides},
-    )  # fmt: skip
+        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, **{**options, **overrides}
+    )
 
 
 def _batch(tokenizer, n: int = 8) -> dict[str, torch.Tensor]:
@@ -168,6 +168,32 @@ def test_multi_label_rows_are_multi_hot_and_class_weights_balance(tmp_path, toke
     encode = ClassificationTask().encode(data, "train")
     assert encode({"labels": [["cat", "dog"]]})["labels"] == [[0.0, 1.0, 1.0]]
     assert balanced_weights([["a"], ["a"], ["b"]], ["a", "b"], multi_label=False) == pytest.approx([0.75, 1.5])
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["cross_entropy_weight", "bce_pos_weight"])
+def test_class_weights_flag_weights_the_loss_as_torch_does_on_the_models_logits(multi, tmp_path, tokenizer):
+    """`--class_weights 2,0.5,1` reaches the head's loss: the cross-entropy's class `weight` (single-label) or the
+    BCE's per-label `pos_weight` (multi-label), as torch computes them on the model's own logits for a batch."""
+    weights = torch.tensor([2.0, 0.5, 1.0])
+    train = [["a"], ["a", "b"], ["b", "c"], ["c"]] if multi else [["a"], ["b"], ["c"], ["a"]]
+    rows = {"train": _rows(4, lambda i: {"labels": train[i]}), "test": _rows(2, lambda i: {"labels": ["a"]})}
+    task = ClassificationTask(ClassificationArguments(class_weights="2,0.5,1"))
+    data = task.prepare_data(SourceSpec(dataset=str(_write_rows(tmp_path / "d", rows))))
+    assert data.info["multi_label"] is multi  # decided by the rows: one label each, or not
+    model = tiny_classifier(**task.model_kwargs(data), **task.config_updates(data)).eval()  # eval: no dropout
+    if multi:
+        labels = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]] * 2, dtype=torch.float32)
+        loss_fn, weight_name = F.binary_cross_entropy_with_logits, "pos_weight"
+    else:
+        labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+        loss_fn, weight_name = F.cross_entropy, "weight"
+    inputs = {key: value for key, value in _batch(tokenizer).items() if key != "labels"}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        loss = model(**inputs, labels=labels).loss
+    expected = loss_fn(logits, labels, **{weight_name: weights})
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx(loss_fn(logits, labels).item(), rel=1e-3)  # the weights matter on this batch
 
 
 def test_an_eval_label_training_never_saw_is_a_clear_error(tmp_path):
