@@ -174,14 +174,17 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
         *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
     )
     check_precision(parsed.training)
-    check_streaming(parsed.data, parsed.training)
+    check_streaming(parsed.data, parsed.training, get_task(task))
     return parsed
 
 
-def check_streaming(data_args: DataArguments, training_args: TrainingArguments) -> None:
-    """A stream has no length: `--max_steps` says how long to train, and `--max_train_samples` has no meaning."""
+def check_streaming(data_args: DataArguments, training_args: TrainingArguments, task: Any = None) -> None:
+    """A stream has no length: `--max_steps` says how long to train, and `--max_train_samples` has no meaning; a
+    task that cannot train from a stream (`Task.streaming_problem`) says why."""
     if not data_args.streaming:
         return
+    if task is not None and task.streaming_problem:
+        raise ValueError(f"--streaming is not available for {task.name}: {task.streaming_problem}")
     if training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by. Steps per pass "
                          "over the data = rows / (per_device_train_batch_size x processes x accumulation steps)")  # fmt: skip

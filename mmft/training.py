@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments
+from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments, parse_recipe_args
 from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
-from .data import BadExamplePolicy, excluded_eval_positions
+from .data import BadExamplePolicy, DataError, excluded_eval_positions
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
@@ -229,4 +230,25 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     return prediction.metrics
 
 
-__all__ = ["build_model", "load_saved_model", "make_plan", "prepare", "run", "tower_provenance", "use_cpu_cores"]
+def _user_mistake(error: Exception) -> int:
+    print(f"mmft: {error}", file=sys.stderr)
+    return 2
+
+
+def main(task: str, argv: list[str], default_config: str | None = None) -> int:
+    """A recipe's entry point: parse `argv` over the task's preset, then `run`. Exit status 0, or 2 with one sentence
+    on stderr and no traceback for a user's mistake: flags or preset values that do not fit (a ValueError while
+    parsing), or data that cannot be trained on (`DataError`)."""
+    try:
+        args = parse_recipe_args(argv, task, default_config=default_config)
+    except ValueError as error:
+        return _user_mistake(error)
+    try:
+        run(task, args)
+    except DataError as error:
+        return _user_mistake(error)
+    return 0
+
+
+__all__ = ["build_model", "load_saved_model", "main", "make_plan", "prepare", "run", "tower_provenance",
+           "use_cpu_cores"]

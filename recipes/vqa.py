@@ -10,11 +10,10 @@ Every `TrainingArguments` flag works; a preset's keys are flag names and the com
 import sys
 from pathlib import Path
 
-from mmft.arguments import parse_recipe_args
-from mmft.training import run
+from mmft.training import main
 
 TASK = "vqa"
 DEFAULT_PRESET = Path(__file__).parent / "configs" / "easy_vqa.yaml"
 
 if __name__ == "__main__":
-    run(TASK, parse_recipe_args(sys.argv[1:], TASK, default_config=str(DEFAULT_PRESET)))
+    sys.exit(main(TASK, sys.argv[1:], str(DEFAULT_PRESET)))

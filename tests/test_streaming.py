@@ -177,3 +177,18 @@ def test_streaming_needs_max_steps_at_argument_parsing():
         parse_recipe_args(["--streaming", "true", "--max_steps", "5", "--max_train_samples", "10"], "vqa")
     args = parse_recipe_args(["--streaming", "true", "--max_steps", "5"], "vqa")
     assert args.data.streaming and args.training.max_steps == 5
+
+
+@pytest.mark.parametrize("task", ["retrieval", "captioning"])
+def test_streaming_is_refused_at_parsing_for_tasks_that_expand_caption_pairs(task, capsys):
+    """Their training rows are (image, caption) pairs made from each image's captions, which the stream does not
+    expand (it ended in `KeyError: 'caption'` inside the first training batch)."""
+    from mmft.training import main
+
+    flags = ["--streaming", "true", "--max_steps", "2"]
+    with pytest.raises(ValueError, match=rf"--streaming is not available for {task}: .*drop --streaming"):
+        parse_recipe_args(flags, task)
+    assert main(task, flags) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"mmft: --streaming is not available for {task}") and "Traceback" not in error
+    assert not parse_recipe_args(flags[:1] + ["false"], task).data.streaming  # control: without it, parsed

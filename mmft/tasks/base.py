@@ -95,6 +95,7 @@ class Task:
     # the `mmft` commands its models serve: `predict` always; `explain` needs a label head read through the bridge's
     # text->image attention, `search` an embedding space
     commands: ClassVar[tuple[str, ...]] = ("predict",)
+    streaming_problem: ClassVar[str | None] = None  # why --streaming cannot train this task (None: it can)
 
     def __init__(self, args: Any = None) -> None:
         self.args = args if args is not None else self.arguments_class()

@@ -79,6 +79,8 @@ class CaptioningTask(Task):
     default_dataset = "scenes"
     pipeline_task = "mmft-image-to-text"
     pipeline_class = ImageToTextPipeline
+    streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
+                         "stream cannot expand yet; drop --streaming to load the dataset into memory")
     card = CardInfo(
         pipeline_tag="image-to-text",
         task_type="image-to-text",

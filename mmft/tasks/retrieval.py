@@ -86,6 +86,8 @@ class RetrievalTask(Task):
     pipeline_task = "mmft-image-text-retrieval"
     pipeline_class = ImageTextMatchingPipeline
     commands = ("predict", "search")
+    streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
+                         "stream cannot expand yet; drop --streaming to load the dataset into memory")
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text retrieval pipeline tag
         task_type="image-text-retrieval",
