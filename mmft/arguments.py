@@ -122,6 +122,10 @@ class OutputArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "delete the checkpoints in output_dir (another run's) and start afresh"}
     )
+    push_demo: bool = field(
+        default=False, metadata={"help": "with --push_to_hub: also upload app.py + requirements.txt, which run the "
+                                 "model's `mmft demo` page on a Hugging Face Space"},
+    )  # fmt: skip
 
 
 class RecipeArguments(NamedTuple):
@@ -175,6 +179,9 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
     )
     check_precision(parsed.training)
     check_streaming(parsed.data, parsed.training, get_task(task))
+    if parsed.output.push_demo and not parsed.training.push_to_hub:
+        raise ValueError("--push_demo uploads the demo beside the model and needs --push_to_hub; to write the files "
+                         "locally: mmft demo OUTPUT_DIR --write_space")  # fmt: skip
     return parsed
 
 

@@ -1,5 +1,6 @@
-"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL), `mmft explain` (heatmaps) and
-`mmft search` (retrieval models: text -> images of a folder, image -> captions of a file).
+"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL), `mmft explain` (heatmaps),
+`mmft search` (retrieval models: text -> images of a folder, image -> captions of a file) and `mmft demo` (a local
+web page for any of them, `mmft.demo`).
 
     mmft predict --model outputs/easy_vqa --image shape.png --question "what shape is it?" --top_k 3
     mmft predict --model outputs/easy_vqa_entailment --image shape.png --text "there is a red circle"
@@ -8,6 +9,7 @@
     mmft explain --model outputs/easy_vqa --image shape.png --question "what color is the shape?" --out heat.png
     mmft search --model outputs/scenes_retrieval --images photos/ --query "a red circle above a blue square"
     mmft search --model outputs/scenes_retrieval --image scene.png --captions captions.txt
+    mmft demo outputs/easy_vqa                       # http://127.0.0.1:7860 (pip install "mmft[demo]")
 
 The task (and so the model class and the pipeline) is read from the saved config's `architectures`; `--task` states
 it explicitly and fails when the model is of another task.
@@ -212,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     heat.add_argument("--device", default=device)
     heat.set_defaults(run=_explain)
     _add_search(commands, device)
+    from .demo.page import add_command as add_demo  # `mmft demo` (mmft/demo/)
+
+    add_demo(commands, device)
     return parser
 
 

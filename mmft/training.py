@@ -226,7 +226,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     trainer.save_metrics("test", prediction.metrics)
     save_outputs(task, trainer, data, prediction, processor, args.lora, policy)
     if training_args.push_to_hub:
-        push_output_dir(trainer)
+        push_output_dir(trainer, demo=(args.output or OutputArguments()).push_demo)
     return prediction.metrics
 
 
