@@ -17,19 +17,16 @@ from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
 from .modeling_retrieval import MMFTForImageTextRetrieval
 from .modeling_vqa import MMFTForVisualQuestionAnswering
 from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
-from .pipeline import register as _register_pipelines
 from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
-from .tasks import TASKS, Task, get_task
+from .tasks import TASKS, CardInfo, Task, TaskData, get_task, register_task
 
 __version__ = "0.1.0"
 
 AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
-for _task in TASKS.values():
-    _task.auto_class.register(MMFTConfig, _task.model_class, exist_ok=True)
-_register_pipelines()  # pipeline("mmft-vqa", ...), pipeline("mmft-image-text-classification", ...), ...
+# mmft.tasks registers each task's model with its Auto class and its pipeline (`register_task`).
 
 __all__ = [
     "AutoModelForImageTextClassification",
@@ -37,6 +34,7 @@ __all__ = [
     "BRIDGES",
     "Bridge",
     "BridgeOutput",
+    "CardInfo",
     "ImageTextClassificationPipeline",
     "ImageTextMatchingPipeline",
     "ImageToTextPipeline",
@@ -53,7 +51,9 @@ __all__ = [
     "MMFTProcessor",
     "TASKS",
     "Task",
+    "TaskData",
     "VQAPipeline",
     "get_task",
     "register_bridge",
+    "register_task",
 ]

@@ -170,17 +170,6 @@ class ImageToTextPipeline(Pipeline):
         return {"caption": results[0]["generated_text"]}
 
 
-def register() -> None:
-    """Register every task's pipeline (called on `import mmft`)."""
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    from .tasks import TASKS
-
-    for task in TASKS.values():
-        PIPELINE_REGISTRY.register_pipeline(task.pipeline_task, pipeline_class=task.pipeline_class,
-                                            pt_model=task.auto_class)  # fmt: skip
-
-
 __all__ = [
     "ImageTextClassificationPipeline",
     "ImageTextMatchingPipeline",
@@ -188,5 +177,4 @@ __all__ = [
     "ImageToTextPipeline",
     "VQAPipeline",
     "load_rgb",
-    "register",
 ]

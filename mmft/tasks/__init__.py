@@ -1,4 +1,11 @@
-"""The task registry: `TASKS[name]` is a `Task` class (see `mmft.tasks.base`); one line per task."""
+"""The task registry: `TASKS[name]` is a `Task` class (see `mmft.tasks.base`), added by `register_task`.
+
+Registering a task is all it takes for the rest of mmft to serve it: its model loads through its Auto class, its
+pipeline through `pipeline(task.pipeline_task, ...)`, `mmft predict` (and `explain` / `search`, where the task lists
+them in `Task.commands`) accept its models, its model card says what `Task.card` says, and `recipes/<name>.py` is
+`mmft.training.main(name, ...)`. Built-in tasks are registered below, one line each; a user's task calls
+`register_task(MyTask)` (or decorates the class) in its own module.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,32 @@ from .classification import ClassificationTask
 from .retrieval import RetrievalTask
 from .vqa import VQATask
 
-TASKS: dict[str, type[Task]] = {
-    "vqa": VQATask,
-    "classification": ClassificationTask,
-    "retrieval": RetrievalTask,
-    "captioning": CaptioningTask,
-}
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(task: type[Task]) -> type[Task]:
+    """Add `task` to `TASKS` under `task.name` and register its model class with its Auto class (for `MMFTConfig`)
+    and its pipeline class under `task.pipeline_task`; returns the task, so it also serves as a class decorator.
+    Registering a name again replaces the earlier task (a reloaded module, a test)."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from ..configuration_mmft import MMFTConfig
+
+    missing = [name for name in ("name", "model_class", "auto_class", "pipeline_task", "pipeline_class", "card")
+               if not hasattr(task, name)]  # fmt: skip
+    if missing:
+        raise TypeError(f"task {task.__name__} does not set {', '.join(missing)} (see mmft.tasks.base.Task)")
+    TASKS[task.name] = task
+    task.auto_class.register(MMFTConfig, task.model_class, exist_ok=True)
+    PIPELINE_REGISTRY.register_pipeline(task.pipeline_task, pipeline_class=task.pipeline_class,
+                                        pt_model=task.auto_class)  # fmt: skip
+    return task
+
+
+register_task(VQATask)
+register_task(ClassificationTask)
+register_task(RetrievalTask)
+register_task(CaptioningTask)
 
 
 def get_task(task: str | type[Task]) -> type[Task]:
@@ -43,4 +70,4 @@ def task_for_model(model_or_config) -> type[Task]:
     return TASKS["vqa"]
 
 
-__all__ = ["CardInfo", "TASKS", "Task", "TaskData", "get_task", "task_for_model"]
+__all__ = ["CardInfo", "TASKS", "Task", "TaskData", "get_task", "register_task", "task_for_model"]

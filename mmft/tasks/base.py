@@ -217,6 +217,15 @@ class Task:
         """Hook: extra files in output_dir once the test metrics exist (e.g. a confusion matrix)."""
 
     # -- inference -------------------------------------------------------------------------------------------------
+    @classmethod
+    def command_lines(cls, model: str) -> list[str]:
+        """The `mmft` command lines that use a model of this task (for its card): one per command it serves."""
+        text = ' --text "..."' if getattr(cls.pipeline_class, "text_key", None) else ""
+        examples = {"predict": f"mmft predict --model {model} --image image.png{text}",
+                    "explain": f'mmft explain --model {model} --image image.png --text "..." --out heatmap.png',
+                    "search": f'mmft search --model {model} --images FOLDER --query "..."'}  # fmt: skip
+        return [examples[command] for command in cls.commands if command in examples]
+
     def prediction_inputs(self, row: dict, text_key: str | None) -> list[tuple[dict, Any]]:
         """Hook: (record fields, pipeline input) for each prediction `mmft predict --dataset` makes of one row of
         the task's dataset (or of a JSONL file): the image with its text under the pipeline's `text_key`."""
