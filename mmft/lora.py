@@ -128,7 +128,7 @@ class LoraPlan:
             modules_to_save=[*task_model(model).trained_module_names(), *full],
         )
         peft_model = get_peft_model(model, config)
-        if _fsdp_launch():
+        if fsdp_launch():
             # FSDP shards module by module and walks children without de-duplicating: a module held under both
             # of peft's slots would be sharded twice. Under FSDP the copy is sharded too, so it costs less.
             logger.info("FSDP launch: keeping peft's separate trained copy of the bridge, head and full towers")
@@ -164,7 +164,7 @@ class LoraPlan:
                        100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
 
 
-def _fsdp_launch() -> bool:
+def fsdp_launch() -> bool:
     """Whether `accelerate launch` was given an FSDP config (it tells the processes through the environment)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true", "yes"}
 
