@@ -84,17 +84,19 @@ class LoraPlan:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
         kinds = {"attention"} if self.targets == "attention" else {"attention", "mlp"}
         found: dict[str, list[str]] = {}
+        towers = task_model(model).towers()
         for kind, prefix in tower_names(model).items():
             if getattr(self, kind, "frozen") != "lora":
                 continue
+            unused = tuple(f"{prefix}.{name}." for name in getattr(towers[kind], "unused_module_names", list)())
             names = [
                 name
                 for name, module in model.named_modules()
                 if name.startswith(prefix + ".") and isinstance(module, nn.Linear)
-                and _layer_kind(name[len(prefix) + 1 :]) in kinds
+                and _layer_kind(name[len(prefix) + 1 :]) in kinds and not name.startswith(unused)
             ]  # fmt: skip
             if not names:
-                tower_config = task_model(model).towers()[kind].model.config
+                tower_config = towers[kind].model.config
                 architecture = getattr(tower_config, "architecture", None) or tower_config.model_type
                 raise ValueError(
                     f"LoRA ({self.targets}) matches no layer of the {kind} tower ({architecture}); it has no "
