@@ -204,6 +204,7 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path, is_main
             f"--resume_from_checkpoint {value} cannot be resumed from: {'; '.join(problems)}. {hint}; "
             f"pass that folder, or `--resume_from_checkpoint auto` to pick the newest complete checkpoint"
         )
+    logger.warning("resuming from %s", value)  # as `auto` says it: a run that restarted instead would be told apart
     return value
 
 

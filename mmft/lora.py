@@ -84,17 +84,19 @@ class LoraPlan:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
         kinds = {"attention"} if self.targets == "attention" else {"attention", "mlp"}
         found: dict[str, list[str]] = {}
+        towers = task_model(model).towers()
         for kind, prefix in tower_names(model).items():
             if getattr(self, kind, "frozen") != "lora":
                 continue
+            unused = tuple(f"{prefix}.{name}." for name in getattr(towers[kind], "unused_module_names", list)())
             names = [
                 name
                 for name, module in model.named_modules()
                 if name.startswith(prefix + ".") and isinstance(module, nn.Linear)
-                and _layer_kind(name[len(prefix) + 1 :]) in kinds
+                and _layer_kind(name[len(prefix) + 1 :]) in kinds and not name.startswith(unused)
             ]  # fmt: skip
             if not names:
-                tower_config = task_model(model).towers()[kind].model.config
+                tower_config = towers[kind].model.config
                 architecture = getattr(tower_config, "architecture", None) or tower_config.model_type
                 raise ValueError(
                     f"LoRA ({self.targets}) matches no layer of the {kind} tower ({architecture}); it has no "
@@ -128,7 +130,7 @@ class LoraPlan:
             modules_to_save=[*task_model(model).trained_module_names(), *full],
         )
         peft_model = get_peft_model(model, config)
-        if _fsdp_launch():
+        if fsdp_launch():
             # FSDP shards module by module and walks children without de-duplicating: a module held under both
             # of peft's slots would be sharded twice. Under FSDP the copy is sharded too, so it costs less.
             logger.info("FSDP launch: keeping peft's separate trained copy of the bridge, head and full towers")
@@ -164,7 +166,7 @@ class LoraPlan:
                        100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
 
 
-def _fsdp_launch() -> bool:
+def fsdp_launch() -> bool:
     """Whether `accelerate launch` was given an FSDP config (it tells the processes through the environment)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true", "yes"}
 

@@ -23,7 +23,7 @@ from .data import BadExamplePolicy, DataError, excluded_eval_positions
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
-from .lora import LoraPlan, task_model
+from .lora import LoraPlan, fsdp_launch, task_model
 from .processing_mmft import MMFTProcessor
 from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
@@ -65,6 +65,23 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
         )  # fmt: skip
         torch.set_num_threads(wanted)
     return wanted
+
+
+def sharded_parameters(training_args: TrainingArguments) -> bool:
+    """Whether this launch splits every weight across the processes (DeepSpeed ZeRO-3, FSDP); says so when it does.
+
+    Then each process gathers a layer's weights from the others (a collective) whenever it runs that layer, so every
+    process must run the same layers. The frozen-text cache breaks that: a process whose questions are all cached skips
+    the text tower while another runs it, which then waits in its all-gather forever (seen with ZeRO-3 on 2 CPU
+    processes: a hang at step 3). So the cache stays off there.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    sharded = is_deepspeed_zero3_enabled() or bool(training_args.fsdp) or fsdp_launch()
+    if sharded:
+        logger.warning("mmft: --cache_frozen_text is off: with sharded weights (DeepSpeed ZeRO-3 / FSDP) every "
+                       "process must run the text tower at every step")  # fmt: skip
+    return sharded
 
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
@@ -216,7 +233,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     logger.warning("mmft: %s", tower_provenance(model.config))
     model = plan.apply(model)
-    if args.model.cache_frozen_text:
+    if args.model.cache_frozen_text and not sharded_parameters(training_args):
         task_model(model).core.enable_frozen_text_cache()
     trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks, fingerprint)
     if not args.model.eval_only:

@@ -121,12 +121,15 @@ def tiny_text_config(kind: str = "bert"):
 VISION_KINDS = ("hf_vit", "clip_vision", "timm_vit", "timm_cnn")
 
 
-def tiny_model(bridge: str = "co_attention", vision: str = "timm_vit", text: str = "bert", seed: int = 0, **overrides):
+def tiny_model(bridge: str = "co_attention", vision="timm_vit", text="bert", seed: int = 0, **overrides):
+    """A tiny VQA model; `vision` / `text` name a kind of tiny tower above, or are a tower config themselves."""
     torch.manual_seed(seed)
     options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
     options.update(overrides)
+    vision = tiny_vision_config(vision) if isinstance(vision, str) else vision
+    text = tiny_text_config(text) if isinstance(text, str) else text
     return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=tiny_vision_config(vision), text=tiny_text_config(text), bridge=bridge, answers=ANSWERS, **options
+        vision=vision, text=text, bridge=bridge, answers=ANSWERS, **options
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from conftest import IMAGE_SIZE, TINY_TIMM_VIT, tiny_text_config, tiny_vision_config
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoTokenizer, ViTImageProcessor
+from transformers import AutoModel, AutoTokenizer, TrainerCallback, ViTImageProcessor
 
 from mmft.towers import resolve_name
 
@@ -90,6 +90,16 @@ def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str
         "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(script),
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
     ]  # fmt: skip
+
+
+class StepRecorder(TrainerCallback):
+    """The optimizer steps a run trains (a resumed run starts after its checkpoint's)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
 
 
 def run_task_recipe(task: str, argv: list[str], preset: Path, callbacks: list | None = None) -> dict[str, float]:

@@ -2,35 +2,102 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
-from conftest import tiny_model, train_steps
+from conftest import TINY_TIMM_VIT, tiny_model, tiny_text_config, tiny_vision_config, train_steps
 from torch import nn
 from transformers import AutoModelForVisualQuestionAnswering
 
 from mmft import LoraPlan
-from mmft.lora import _layer_kind
+from mmft.lora import tower_names
+from mmft.towers import vision_config_from_name
+
+# README.md ("LoRA plans"), spelled out per tower family: the Linear layers of every transformer block, named from the
+# block down, that get adapters with targets="attention", and those that "attention+mlp" adds. Written out rather
+# than derived with mmft.lora's own name rules, so that the tests check those rules against the documented names.
+TIMM_VIT = (["attn.qkv", "attn.proj"], ["mlp.fc1", "mlp.fc2"])
+HF_VIT = (["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"], ["mlp.fc1", "mlp.fc2"])
+CLIP = (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"], ["mlp.fc1", "mlp.fc2"])
+BERT = (["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"],
+        ["intermediate.dense", "output.dense"])  # fmt: skip
+LLAMA = (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
+         ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])  # fmt: skip
+LORA_TARGETS = {
+    # family: (the plan's slot for it, its per-block targets)
+    "timm ViT": ("vision", TIMM_VIT),
+    "timm ViT, attention-pool head": ("vision", TIMM_VIT),  # the pool's mlp.fc1/fc2 never run (no pooling): no LoRA
+    "HF ViT": ("vision", HF_VIT),  # transformers 5 names (query/key/value in checkpoints, q_proj/... in memory)
+    "DINOv2": ("vision", HF_VIT),
+    "CLIP vision": ("vision", CLIP),
+    "SigLIP vision": ("vision", CLIP),  # not its attention-pooling head: its output is dropped
+    "BERT": ("text", BERT),
+    "RoBERTa": ("text", BERT),
+    "Llama decoder": ("decoder", LLAMA),  # SmolLM2's architecture
+}
+BLOCKS = 2  # every block must get them, not just the first
+_BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers?)\.(\d+)\.(.+)$")
 
 
-def _expected_lora_count(tower: nn.Module, r: int, kinds: set[str]) -> int:
-    """Independent count: r * (in + out) for every Linear of the chosen kinds in the tower."""
-    return sum(
-        r * (module.in_features + module.out_features)
-        for name, module in tower.named_modules()
-        if isinstance(module, nn.Linear) and _layer_kind(name) in kinds
-    )
+def _two_block_model(family: str) -> nn.Module:
+    """A tiny random model with the tower of `family` at `BLOCKS` blocks (the others tiny defaults)."""
+    if family == "Llama decoder":
+        from helpers_captioning import tiny_caption_model, tiny_decoder_config
+
+        config = tiny_decoder_config()
+        config.num_hidden_layers = BLOCKS
+        return tiny_caption_model(decoder=config)
+    if family.startswith("timm ViT"):
+        pool = {"global_pool": "map"} if "attention-pool" in family else {}
+        return tiny_model(vision=vision_config_from_name("timm:vit_tiny_patch16_224",
+                                                         {**TINY_TIMM_VIT, "depth": BLOCKS, **pool}))  # fmt: skip
+    kinds = {"HF ViT": "hf_vit", "DINOv2": "dinov2", "CLIP vision": "clip_vision", "SigLIP vision": "siglip_vision",
+             "BERT": "bert", "RoBERTa": "roberta"}  # fmt: skip
+    slot = LORA_TARGETS[family][0]
+    config = (tiny_vision_config if slot == "vision" else tiny_text_config)(kinds[family])
+    config.num_hidden_layers = BLOCKS
+    return tiny_model(**{slot: config})
+
+
+def _wanted(family: str, targets: str) -> list[str]:
+    """The in-block names of `family`'s layers that LORA_TARGETS lists for `targets`."""
+    attention, mlp = LORA_TARGETS[family][1]
+    return attention + mlp if targets == "attention+mlp" else attention
+
+
+@pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
+@pytest.mark.parametrize("family", LORA_TARGETS)
+def test_lora_targets_are_the_documented_layers_of_every_block(family, targets):
+    slot = LORA_TARGETS[family][0]
+    plan = LoraPlan(**{tower: "lora" if tower == slot else "frozen" for tower in ("vision", "text", "decoder")},
+                    targets=targets, r=2)  # fmt: skip
+    model = plan.apply(_two_block_model(family))
+    prefix = tower_names(model)[slot] + "."
+    adapted = [name[len(prefix) :] for name, module in model.named_modules()
+               if name.startswith(prefix) and hasattr(module, "lora_A")]  # peft's LoRA layers  # fmt: skip
+    # (block, name in the block) of every adapted layer; one outside a block keeps its whole name and cannot match
+    got = {(int(m.group(1)), m.group(2)) if (m := _BLOCK.search(name)) else (None, name) for name in adapted}
+    assert got == {(block, name) for block in range(BLOCKS) for name in _wanted(family, targets)}
+
+
+def _expected_lora_count(tower: nn.Module, r: int, targets: str, family: str) -> int:
+    """Independent count: r * (in + out) for every Linear of the tower that LORA_TARGETS lists for `targets`."""
+    return sum(r * (module.in_features + module.out_features) for name, module in tower.named_modules()
+               if isinstance(module, nn.Linear) and (found := _BLOCK.search(name))
+               and found.group(2) in _wanted(family, targets))  # fmt: skip
 
 
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("vision_kind", ["hf_vit", "timm_vit", "clip_vision"])
+@pytest.mark.parametrize("vision_kind, family", [("hf_vit", "HF ViT"), ("timm_vit", "timm ViT"),
+                                                 ("clip_vision", "CLIP vision")])  # fmt: skip
 @pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
-def test_trainable_counts_per_tower(vision_kind, targets):
+def test_trainable_counts_per_tower(vision_kind, family, targets):
     model = tiny_model("co_attention", vision_kind)
-    kinds = {"attention"} if targets == "attention" else {"attention", "mlp"}
-    expected_vision = _expected_lora_count(model.mmft.vision_tower, 4, kinds)
+    expected_vision = _expected_lora_count(model.mmft.vision_tower, 4, targets, family)
     expected_rest = _n(model) - _n(model.mmft.vision_tower) - _n(model.mmft.text_tower)
     expected_text = _n(model.mmft.text_tower)
     counts = LoraPlan.trainable_parameters(LoraPlan(vision="lora", text="full", r=4, targets=targets).apply(model))
@@ -136,7 +203,7 @@ def test_lora_keeps_no_second_copy_of_the_trained_modules(monkeypatch):
     tower); mmft trains them in place, so the LoRA model holds the base model plus the adapters and nothing else."""
     plan = LoraPlan(vision="lora", text="full", r=4)
     base = tiny_model("co_attention", "timm_vit")
-    adapters = _expected_lora_count(base.mmft.vision_tower, 4, {"attention"})
+    adapters = _expected_lora_count(base.mmft.vision_tower, 4, "attention", "timm ViT")
     assert _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit"))) == _n(base) + adapters
     monkeypatch.setattr("mmft.lora.train_in_place", lambda model: None)  # negative control: peft's own copies
     copied = _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit")))

@@ -19,6 +19,7 @@ import pytest
 import torch
 from helpers_data import make_imagefolder
 from helpers_launch import (
+    StepRecorder,
     final_metrics,
     kill_when,
     log_history,
@@ -105,16 +106,6 @@ KILLS = {
     # resumes by path), so the second kill, after a step, resumes with `latest` past a half-written newer checkpoint.
     "after step 10, half-written newer checkpoint": (lambda out, printed: logged_steps(printed) >= 10, "latest"),
 }
-
-
-class StepRecorder(TrainerCallback):
-    """The optimizer steps a run trains (a resumed run starts after its checkpoint's)."""
-
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
 
 
 @pytest.fixture(scope="module")

@@ -103,12 +103,30 @@ def test_no_checkpoint_is_saved_with_non_finite_weights(tmp_path):
     assert not list(tmp_path.glob("checkpoint-*"))
 
 
-def test_nan_guard_is_wired_into_the_recipe():
-    import inspect
+@pytest.mark.e2e
+def test_the_recipe_stops_at_a_nan_loss_and_writes_nothing_after_it(tmp_path, tiny_text_dir, one_cpu_thread):
+    """The guard as the recipe wires it, run: `mmft.training.run` (what `recipes/vqa.py` runs, in this process) with a
+    learning rate of 1e9 meets a NaN loss at step 2. It must stop there with the guard's message, keep the checkpoint
+    saved before (finite, named in the message), and write none of the final outputs. Without the guard the run
+    trains on and saves a NaN model, so this fails (checked by removing it from `make_trainer`)."""
+    from helpers_data import make_imagefolder
+    from helpers_launch import run_in_process
 
-    from mmft import training
-
-    assert "NonFiniteLossGuard()" in inspect.getsource(training.make_trainer)
+    output_dir = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError) as caught:
+        run_in_process(output_dir, tiny_text_dir, make_imagefolder(tmp_path / "data"), "--learning_rate", "1e9",
+                       "--warmup_steps", "0", "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "1",
+                       "--per_device_train_batch_size", "4")  # fmt: skip
+    message = str(caught.value)
+    match = re.match(r"training loss is (nan|-?inf) at step (\d+): stopped before this step updated any weight", message)
+    assert match, message
+    step = int(match.group(2))
+    assert 1 < step < 8, message  # stopped early, after a first (finite) step whose checkpoint exists
+    last = output_dir / f"checkpoint-{step - 1}"
+    assert f"--resume_from_checkpoint {last}" in message and _finite(last)
+    # nothing else: no final model, predictions, test results, card or temporary final-save folder (the preset keeps
+    # one checkpoint, `save_total_limit: 1`)
+    assert sorted(p.name for p in output_dir.iterdir()) == [last.name]
 
 
 # -- output_dir -----------------------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ Every run here goes through `mmft.training.run` in this process, on tiny towers.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from helpers_data import make_imagefolder
-from helpers_launch import recipe_argv, save_tiny_text_tower
+from helpers_launch import StepRecorder, recipe_argv, save_tiny_text_tower
 
 from mmft.arguments import parse_recipe_args
 from mmft.data import BadExample, BadExamplePolicy
@@ -56,8 +57,8 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def run_vqa(output_dir: Path, text_dir: Path, data: Path, *extra: str) -> dict:
-    return run("vqa", parse_recipe_args(recipe_argv(output_dir, text_dir, data, *ARGS, *extra), "vqa"))
+def run_vqa(output_dir: Path, text_dir: Path, data: Path, *extra: str, callbacks: list | None = None) -> dict:
+    return run("vqa", parse_recipe_args(recipe_argv(output_dir, text_dir, data, *ARGS, *extra), "vqa"), callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,17 @@ def test_overwrite_output_dir_starts_afresh_over_another_runs_checkpoints(datase
     assert "green" in config["id2label"].values()
 
 
-def test_the_same_run_resumes(datasets, text_dir, reference, tmp_path):
+def test_the_same_run_resumes(datasets, text_dir, reference, tmp_path, caplog):
+    """Resumed, not restarted: a restart from scratch also ends with steps 1-4 in checkpoint-4's log, so the run must
+    say which checkpoint it resumes and train only the steps after it."""
     output_dir = _with_checkpoint(reference, tmp_path / "out")  # resumed by its folder path (`auto`: above)
-    run_vqa(output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", str(output_dir / "checkpoint-2"))
+    checkpoint = output_dir / "checkpoint-2"
+    trained = StepRecorder()
+    with caplog.at_level(logging.WARNING):
+        run_vqa(output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", str(checkpoint),
+                callbacks=[trained])  # fmt: skip
+    assert f"resuming from {checkpoint}" in caplog.text
+    assert trained.steps == [3, 4]  # steps 1-2 were not trained again
     state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2, 3, 4]  # 1-2 from the checkpoint
 
