@@ -16,6 +16,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data.sources import SourceSpec
+from .flags import json_flag
 from .presets import drop_other_towers_keys, load_preset
 
 
@@ -54,22 +55,10 @@ class ModelArguments:
     )
 
     def timm_args(self) -> dict[str, Any] | None:
-        return _json_flag("vision_model_args", self.vision_model_args)
+        return json_flag("vision_model_args", self.vision_model_args)
 
     def text_args(self) -> dict[str, Any] | None:
-        return _json_flag("text_model_args", self.text_model_args)
-
-
-def _json_flag(name: str, value: str | None) -> dict[str, Any] | None:
-    if not value:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--{name} is not valid JSON: {error.msg}: {value!r}") from None
-    if not isinstance(parsed, dict):
-        raise ValueError(f"--{name} must be a JSON object of name: value pairs, got {value!r}")
-    return parsed
+        return json_flag("text_model_args", self.text_model_args)
 
 
 @dataclass

@@ -202,7 +202,8 @@ class Bridge(nn.Module):
     def flops(self, text_tokens: int, image_tokens: int) -> float:
         """Forward FLOPs of one sample (matmuls only, 2 per multiply-add). This default counts them once per token
         shape with torch's FLOP counter on a meta-device copy; bridges with a closed form override it."""
-        return _counted_flops(type(self), self.config.to_json_string(use_diff=False), text_tokens, image_tokens)
+        config = self.config
+        return _counted_flops(type(self), type(config), config.to_json_string(use_diff=False), text_tokens, image_tokens)
 
     def run_layer(self, layer: Callable[..., tuple], *args: Any) -> tuple:
         """Run one bridge layer, under activation checkpointing when it is switched on and gradients are needed."""
@@ -369,15 +370,14 @@ def build_bridge(config) -> Bridge:
 
 
 @functools.lru_cache(maxsize=64)
-def _counted_flops(bridge_class: type[Bridge], config_json: str, text_tokens: int, image_tokens: int) -> float:
+def _counted_flops(bridge_class: type[Bridge], config_class: type, config_json: str, text_tokens: int,
+                   image_tokens: int) -> float:  # fmt: skip
     import json
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .configuration_mmft import MMFTConfig
-
-    config = MMFTConfig.from_dict(json.loads(config_json))
+    config = config_class.from_dict(json.loads(config_json))
     width = config.hidden_size
     with torch.device("meta"):
         bridge = bridge_class(config).eval()

@@ -344,21 +344,20 @@ def _pretrained_tower(kind: str, source: str, config):
     return load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind)
 
 
-def push_output_dir(trainer, commit_message: str = "End of training", demo: bool = False) -> Any:
+def push_output_dir(trainer, commit_message: str = "End of training",
+                    before_upload: Callable[[str, str], None] | None = None) -> Any:  # fmt: skip
     """
     Upload `output_dir` (final model, processor, card) to `args.hub_model_id` the way `Trainer.push_to_hub` does,
-    without its re-save of the unmerged model and its card, which would overwrite the final ones. `demo`: write the
-    demo page's app.py and requirements.txt (`mmft.demo.write_space`) into it first, so they are uploaded beside it.
+    without its re-save of the unmerged model and its card, which would overwrite the final ones.
+    `before_upload(output_dir, repo_id)` adds files first (the demo's Space files: `mmft.demo.space.write_space`).
     """
     args = trainer.args
     if not trainer.is_world_process_zero():
         return None
     if trainer.hub_model_id is None:
         trainer.init_hf_repo()
-    if demo:
-        from .demo.space import write_space
-
-        write_space(args.output_dir, trainer.hub_model_id)
+    if before_upload is not None:
+        before_upload(args.output_dir, trainer.hub_model_id)
     if getattr(trainer, "push_in_progress", None) is not None:  # a checkpoint push still uploading
         trainer.push_in_progress.wait_until_done()
     from transformers.utils.hub import hf_api

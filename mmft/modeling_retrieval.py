@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 from .configuration_mmft import MMFTConfig
 from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
 from .features import masked_mean
-from .heads import ClassificationHead, ContrastiveHead, LogitScale
+from .heads import ClassificationHead, ContrastiveHead
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
 from .rerank import RERANK_SCORES

@@ -153,7 +153,7 @@ class PackagedTimmWeights(OfflineAsset):
         return model
 
     def image_processor(self, image_size: int | None = None, model_args: dict | None = None):
-        from .processing_mmft import timm_image_processor
+        from .timm_processor import timm_image_processor
 
         return timm_image_processor(self.architecture, image_size, model_args)
 

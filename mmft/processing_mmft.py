@@ -7,35 +7,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin, ViTImageProcessor
-from transformers.image_utils import PILImageResampling
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
 
 from .image_utils import to_rgb
 from .input_checks import TruncationReporter, check_texts
+from .timm_processor import timm_image_processor
 from .towers import TIMM_SCRATCH_PREFIX, find_asset, resolve_name
-
-_TIMM_RESAMPLE = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}
-
-
-def timm_image_processor(architecture: str, image_size: int | None = None, model_args: dict | None = None):
-    """An HF image processor from timm's data config (mean, std, input size, interpolation) for `architecture`.
-
-    timm's own eval transform centre-crops (crop_pct < 1); mmft resizes the whole image instead, so objects near
-    the border (easy-VQA shapes) are never cut off.
-    """
-    import timm
-
-    pretrained = timm.models.get_pretrained_cfg(architecture.split("/")[-1])
-    data = timm.data.resolve_data_config(pretrained.to_dict() if pretrained else {}, use_test_size=True)
-    size = image_size or (model_args or {}).get("img_size") or data["input_size"][-1]
-    return ViTImageProcessor(
-        do_resize=True,
-        size={"height": int(size), "width": int(size)},
-        resample=_TIMM_RESAMPLE.get(data.get("interpolation"), PILImageResampling.BICUBIC),
-        image_mean=list(data["mean"]),
-        image_std=list(data["std"]),
-    )
-
 
 def _timm_folder_without_processor(vision: str) -> bool:
     folder = Path(vision)

@@ -20,6 +20,7 @@ from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArg
 from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
+from .demo.space import write_space
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
@@ -243,7 +244,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     trainer.save_metrics("test", prediction.metrics)
     save_outputs(task, trainer, data, prediction, processor, args.lora, policy)
     if training_args.push_to_hub:
-        push_output_dir(trainer, demo=(args.output or OutputArguments()).push_demo)
+        push_output_dir(trainer, before_upload=write_space if (args.output or OutputArguments()).push_demo else None)
     return prediction.metrics
 
 

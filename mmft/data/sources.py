@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from datasets import Dataset, DatasetDict, Features, Image, Value, load_dataset
+from datasets import Dataset, DatasetDict, Features, Image, load_dataset
 
 from .columns import Column
 

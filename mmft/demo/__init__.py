@@ -13,7 +13,8 @@ building a page does.
 
 from __future__ import annotations
 
-from .page import DemoError, build_demo, check_model, serve
+from .loaded import DemoError
+from .page import build_demo, check_model, serve
 from .space import write_space
 
 __all__ = ["DemoError", "build_demo", "check_model", "serve", "write_space"]

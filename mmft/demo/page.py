@@ -10,29 +10,12 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-INSTALL = 'pip install "mmft[demo]"'
+from .loaded import INSTALL, DemoError, LoadedModel
+
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
-
-
-class DemoError(Exception):
-    """Why there is no page to show, in one sentence (`mmft demo` prints it and exits with status 2)."""
-
-
-@dataclass
-class LoadedModel:
-    """What a task's page builder gets (`mmft.demo.tabs.DEMOS`): the model, loaded once, and the task's pipeline."""
-
-    path: str  # the folder or Hub repo id it was loaded from
-    model: Any  # the pipeline's model (on `device`, in eval mode)
-    processor: Any
-    task: type  # the `mmft.tasks.Task` class
-    pipeline: Any  # the task's transformers pipeline over `model` and `processor`
-    device: str
-    workdir: Path  # scratch folder for the files a page writes (heat maps, uploaded galleries); removed at exit
 
 
 def check_model(model: str) -> type:
@@ -84,7 +67,7 @@ def build_demo(model: str, device: str | None = None):
     build = page_builder(model, task)
     import gradio as gr
 
-    from ..cli import load_model
+    from ..loading import load_model
 
     device = device or default_device()
     network, processor, _ = load_model(model)

@@ -36,7 +36,7 @@ def write_space(model_dir: str | Path, repo_id: str | None = None) -> list[Path]
     """
     from mmft import __version__
 
-    from .page import DemoError
+    from .loaded import DemoError
 
     folder = Path(model_dir)
     if not folder.is_dir():

@@ -16,7 +16,7 @@ from typing import Callable
 
 import gradio as gr
 
-from .page import LoadedModel
+from .loaded import LoadedModel
 
 HIT_COLUMNS = ["rank", "score", "match", "similarity", "item"]  # as `mmft search` prints them
 

@@ -56,9 +56,9 @@ class CaptioningArguments(CaptionDataArguments):
     baselines: bool = field(default=True, metadata={"help": "score the frequent-caption and nearest-image baselines"})
 
     def decoder_args(self) -> dict[str, Any] | None:
-        from ..arguments import _json_flag
+        from ..flags import json_flag
 
-        return _json_flag("decoder_model_args", self.decoder_model_args)
+        return json_flag("decoder_model_args", self.decoder_model_args)
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
