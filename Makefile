@@ -50,6 +50,7 @@ train: $(STAMP)
 # PYTEST_WORKERS=0 runs in this process.
 PYTEST_WORKERS ?= auto
 test: $(STAMP)
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder tests $(PYTEST_ARGS)
 
 # The suite against the newest releases pyproject.toml allows, in its own venv (.venv-latest, re-resolved each time):
