@@ -2,12 +2,13 @@
 
 Importing mmft registers its config, models, processor and pipelines with transformers, so a saved mmft folder
 loads with its task's Auto class (`AutoModelForVisualQuestionAnswering`, `mmft.AutoModelForImageTextClassification`,
-...) and `pipeline(...)`, with no `trust_remote_code`.
+...) and `pipeline(...)`, with no `trust_remote_code`. It imports the model side only: the task registry and the
+training stack (`mmft.tasks`, datasets, peft, evaluate) load on first use of `mmft.TASKS`, `mmft.register_task`, ...
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
+from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval, register_head
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
@@ -19,14 +20,27 @@ from .modeling_vqa import MMFTForVisualQuestionAnswering
 from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
 from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
-from .tasks import TASKS, CardInfo, Task, TaskData, get_task, register_task
 
 __version__ = "0.1.0"
 
 AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
-# mmft.tasks registers each task's model with its Auto class and its pipeline (`register_task`).
+for _head in (MMFTForVisualQuestionAnswering, MMFTForImageTextClassification, MMFTForImageTextRetrieval,
+              MMFTForConditionalGeneration):  # fmt: skip
+    register_head(_head)  # its Auto class and pipeline, which the head declares
+
+_TASK_NAMES = ("TASKS", "CardInfo", "Task", "TaskData", "get_task", "register_task")
+
+
+def __getattr__(name: str):
+    """The task layer on first use (PEP 562), so that loading a saved model never imports the training stack."""
+    if name in _TASK_NAMES:
+        from . import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'mmft' has no attribute {name!r}")
+
 
 __all__ = [
     "AutoModelForImageTextClassification",

@@ -1,4 +1,5 @@
-"""Auto classes for mmft tasks that transformers has no Auto class for (image-text classification, retrieval).
+"""Auto classes for mmft tasks that transformers has no Auto class for (image-text classification, retrieval), and
+`register_head`, which registers a head with its Auto class and its pipeline.
 
 They behave like transformers' own: `AutoModelForImageTextClassification.from_pretrained(folder)` builds the class
 registered for the folder's config type (done on `import mmft`), with no `trust_remote_code`.
@@ -23,4 +24,24 @@ class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
 
 
-__all__ = ["AutoModelForImageTextClassification", "AutoModelForImageTextRetrieval"]
+def register_head(model_class: type, auto_class: type | None = None, pipeline_task: str | None = None,
+                  pipeline_class: type | None = None) -> None:  # fmt: skip
+    """Register a head (an `MMFTPreTrainedModel` subclass) with its Auto class for `MMFTConfig`, and its pipeline
+    under `pipeline_task`. Each defaults to the head's own class attribute of that name (`auto_class`, ...), which
+    every built-in head sets; `import mmft` registers those, `mmft.register_task` a task's."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .configuration_mmft import MMFTConfig
+
+    auto_class = auto_class or getattr(model_class, "auto_class", None)
+    pipeline_task = pipeline_task or getattr(model_class, "pipeline_task", None)
+    pipeline_class = pipeline_class or getattr(model_class, "pipeline_class", None)
+    if auto_class is None or pipeline_task is None or pipeline_class is None:
+        raise TypeError(f"{model_class.__name__} needs an auto_class, a pipeline_task and a pipeline_class to register")
+    auto_class.register(MMFTConfig, model_class, exist_ok=True)
+    registered = PIPELINE_REGISTRY.supported_tasks.get(pipeline_task, {})
+    if registered.get("impl") is not pipeline_class or registered.get("pt") != (auto_class,):  # else it warns
+        PIPELINE_REGISTRY.register_pipeline(pipeline_task, pipeline_class=pipeline_class, pt_model=auto_class)
+
+
+__all__ = ["AutoModelForImageTextClassification", "AutoModelForImageTextRetrieval", "register_head"]

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedConfig
+from transformers import AutoModelForImageTextToText, GenerationMixin, PreTrainedConfig
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .bridge import StreamBlock, _key_padding_bias, attention_flops
@@ -28,6 +28,7 @@ from .configuration_mmft import MMFTConfig
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
 from .offline_assets import provenance
+from .pipeline import ImageToTextPipeline
 from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
 
 IGNORE_INDEX = -100  # labels of padding (and of anything else the loss must skip)
@@ -126,6 +127,8 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
     >>> processor.decode_captions(ids)
     ```
     """
+
+    auto_class, pipeline_task, pipeline_class = AutoModelForImageTextToText, "mmft-image-to-text", ImageToTextPipeline
 
     main_input_name = "input_ids"  # what generate() extends; the image comes in as `pixel_values`
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .auto import AutoModelForImageTextClassification
 from .configuration_mmft import MMFTConfig
 from .heads import MMFTForPooledClassification
+from .pipeline import ImageTextClassificationPipeline
 
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
 
@@ -20,6 +22,9 @@ class MMFTForImageTextClassification(MMFTForPooledClassification):
     labels `(B, num_labels)`). `config.class_weights` (one per label) weight the cross-entropy classes, or are the
     per-label `pos_weight` of the BCE.
     """
+
+    auto_class, pipeline_class = AutoModelForImageTextClassification, ImageTextClassificationPipeline
+    pipeline_task = "mmft-image-text-classification"
 
     def check_config(self, config: MMFTConfig) -> None:
         if config.problem_type not in (None, SINGLE_LABEL, MULTI_LABEL):

@@ -18,12 +18,14 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, can_return_tuple
 
+from .auto import AutoModelForImageTextRetrieval
 from .configuration_mmft import MMFTConfig
 from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
 from .features import masked_mean
 from .heads import ClassificationHead, ContrastiveHead
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
+from .pipeline import ImageTextMatchingPipeline
 from .rerank import RERANK_SCORES
 
 MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
@@ -66,6 +68,9 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     `forward(pixel_values, input_ids, attention_mask, image_ids)` takes aligned (image, caption) pairs; `image_ids`
     (`(B,)`) says which rows show the same image, so they are not each other's negatives.
     """
+
+    auto_class, pipeline_class = AutoModelForImageTextRetrieval, ImageTextMatchingPipeline
+    pipeline_task = "mmft-image-text-retrieval"
 
     def __init__(self, config: MMFTConfig, vision_tower=None, text_tower=None) -> None:
         config.id2label = dict(enumerate(MATCH_LABELS))

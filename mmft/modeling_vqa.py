@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from transformers import AutoModelForVisualQuestionAnswering
+
 from .heads import MMFTForPooledClassification
+from .pipeline import VQAPipeline
 
 
 class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
@@ -17,6 +20,7 @@ class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
     """
 
     head_name = "a VQA head (over an answer vocabulary, answers=[...])"
+    auto_class, pipeline_task, pipeline_class = AutoModelForVisualQuestionAnswering, "mmft-vqa", VQAPipeline
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.dtype.is_floating_point:  # soft scores (B, K)

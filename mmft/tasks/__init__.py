@@ -22,18 +22,14 @@ def register_task(task: type[Task]) -> type[Task]:
     """Add `task` to `TASKS` under `task.name` and register its model class with its Auto class (for `MMFTConfig`)
     and its pipeline class under `task.pipeline_task`; returns the task, so it also serves as a class decorator.
     Registering a name again replaces the earlier task (a reloaded module, a test)."""
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    from ..configuration_mmft import MMFTConfig
+    from ..auto import register_head
 
     missing = [name for name in ("name", "model_class", "auto_class", "pipeline_task", "pipeline_class", "card")
                if not hasattr(task, name)]  # fmt: skip
     if missing:
         raise TypeError(f"task {task.__name__} does not set {', '.join(missing)} (see mmft.tasks.base.Task)")
     TASKS[task.name] = task
-    task.auto_class.register(MMFTConfig, task.model_class, exist_ok=True)
-    PIPELINE_REGISTRY.register_pipeline(task.pipeline_task, pipeline_class=task.pipeline_class,
-                                        pt_model=task.auto_class)  # fmt: skip
+    register_head(task.model_class, task.auto_class, task.pipeline_task, task.pipeline_class)
     return task
 
 

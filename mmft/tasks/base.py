@@ -82,7 +82,8 @@ class Task:
     """Base class of every task. Subclasses set the class attributes and implement the hooks marked so."""
 
     name: ClassVar[str]
-    model_class: ClassVar[type]  # an `MMFTPreTrainedModel` subclass
+    model_class: ClassVar[type]  # an `MMFTPreTrainedModel` subclass (its head)
+    # the next three default to the head's own (`model_class.auto_class`, ...): the model side declares them
     auto_class: ClassVar[type]  # the transformers Auto class it is registered with
     arguments_class: ClassVar[type]  # the task's flags (an HfArgumentParser dataclass)
     columns: ClassVar[tuple[Column, ...]]  # besides `image`
@@ -96,6 +97,14 @@ class Task:
     # text->image attention, `search` an embedding space
     commands: ClassVar[tuple[str, ...]] = ("predict",)
     streaming_problem: ClassVar[str | None] = None  # why --streaming cannot train this task (None: it can)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A task that names a `model_class` takes its Auto class and pipeline from that head unless it sets them."""
+        super().__init_subclass__(**kwargs)
+        if "model_class" in cls.__dict__:
+            for name in ("auto_class", "pipeline_task", "pipeline_class"):
+                if name not in cls.__dict__ and hasattr(cls.model_class, name):
+                    setattr(cls, name, getattr(cls.model_class, name))
 
     def __init__(self, args: Any = None) -> None:
         self.args = args if args is not None else self.arguments_class()

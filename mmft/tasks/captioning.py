@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from datasets import Dataset
-from transformers import AutoModelForImageTextToText
 from transformers.trainer_utils import PredictionOutput
 
 from ..data.caption_collator import CAPTION_KEY, CaptionCollator
 from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
 from ..lora import task_model
 from ..modeling_captioning import MMFTForConditionalGeneration
-from ..pipeline import ImageToTextPipeline
 from ..processing_captioning import DEFAULT_PROMPT, MMFTCaptionProcessor
 from .base import CardInfo, Task, TaskData
 from .caption_evaluation import baseline_scores, caption_scores, generate_captions, image_features
@@ -72,13 +70,10 @@ class CaptioningTask(Task):
 
     name = "captioning"
     model_class = MMFTForConditionalGeneration
-    auto_class = AutoModelForImageTextToText
     arguments_class = CaptioningArguments
     columns = (CAPTIONS,)
     text_column = None  # the text tower reads the processor's fixed prompt
     default_dataset = "scenes"
-    pipeline_task = "mmft-image-to-text"
-    pipeline_class = ImageToTextPipeline
     streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
                          "stream cannot expand yet; drop --streaming to load the dataset into memory")
     card = CardInfo(

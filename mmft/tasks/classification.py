@@ -21,13 +21,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from ..auto import AutoModelForImageTextClassification
 from ..data.columns import LABELS, TEXT, Column
 from ..data.easy_vqa_entailment import load_easy_vqa_entailment
 from ..data.sources import DataError
 from ..metrics import load_metric
 from ..modeling_classification import MULTI_LABEL, SINGLE_LABEL, MMFTForImageTextClassification
-from ..pipeline import ImageTextClassificationPipeline
 from .base import CardInfo, Task, TaskData
 
 logger = logging.getLogger("mmft.data")
@@ -90,14 +88,11 @@ class ClassificationTask(Task):
 
     name = "classification"
     model_class = MMFTForImageTextClassification
-    auto_class = AutoModelForImageTextClassification
     arguments_class = ClassificationArguments
     columns = (TEXT_COLUMN, LABELS_COLUMN)
     text_column = "text"
     keep_columns = ("statement_type",)
     default_dataset = "easy_vqa_entailment"
-    pipeline_task = "mmft-image-text-classification"
-    pipeline_class = ImageTextClassificationPipeline
     commands = ("predict", "explain")
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text classification pipeline tag

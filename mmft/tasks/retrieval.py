@@ -19,12 +19,10 @@ import torch
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
-from ..auto import AutoModelForImageTextRetrieval
 from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
 from ..data.collator import ImageTextTransform, excluded_eval_positions
 from ..lora import task_model
 from ..modeling_retrieval import MMFTForImageTextRetrieval
-from ..pipeline import ImageTextMatchingPipeline
 from ..rerank import RERANK_SCORES
 from ..retrieval_eval import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
 from .base import CardInfo, Task, TaskData
@@ -78,13 +76,10 @@ class RetrievalTask(Task):
 
     name = "retrieval"
     model_class = MMFTForImageTextRetrieval
-    auto_class = AutoModelForImageTextRetrieval
     arguments_class = RetrievalArguments
     columns = (CAPTIONS,)
     text_column = CAPTION
     default_dataset = "scenes"
-    pipeline_task = "mmft-image-text-retrieval"
-    pipeline_class = ImageTextMatchingPipeline
     commands = ("predict", "search")
     streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
                          "stream cannot expand yet; drop --streaming to load the dataset into memory")

@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 from datasets import Dataset
-from transformers import AutoModelForVisualQuestionAnswering
 
 from ..data.answers import (
     answer_id,
@@ -30,7 +29,6 @@ from ..data.sources import DataError
 from ..data.vqav2 import load_vqav2
 from ..metrics import load_metric
 from ..modeling_vqa import MMFTForVisualQuestionAnswering
-from ..pipeline import VQAPipeline
 from .base import CardInfo, Task, TaskData
 
 logger = logging.getLogger("mmft.data")
@@ -87,14 +85,11 @@ class VQATask(Task):
 
     name = "vqa"
     model_class = MMFTForVisualQuestionAnswering
-    auto_class = AutoModelForVisualQuestionAnswering
     arguments_class = VQAArguments
     columns = (QUESTION, ANSWERS)
     text_column = "question"
     keep_columns = ("question_type",)
     default_dataset = "easy_vqa"
-    pipeline_task = "mmft-vqa"
-    pipeline_class = VQAPipeline
     commands = ("predict", "explain")
     card = CardInfo(
         pipeline_tag="visual-question-answering",
