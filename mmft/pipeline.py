@@ -167,7 +167,8 @@ class ImageToTextPipeline(Pipeline):
         return [result["generated_text"] for result in results]
 
     def cli_record(self, results: list[dict[str, str]]) -> dict[str, Any]:
-        return {"caption": results[0]["generated_text"]}
+        """Like every task's record, the answer under `prediction` (here the caption, also under `caption`)."""
+        return {"prediction": results[0]["generated_text"], "caption": results[0]["generated_text"]}
 
 
 __all__ = [

@@ -64,3 +64,15 @@ def test_predict_on_a_caption_folder_scores_every_image_caption_pair(saved, tmp_
         expected = match(image=str(data / "test" / Path(record["image"]).name), text=record["caption"])
         assert record["prediction"] == expected[0]["label"]
         assert [s["score"] for s in record["labels_scored"]] == pytest.approx([s["score"] for s in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("task", ["vqa", "retrieval", "captioning"])
+def test_predict_records_of_every_task_share_image_and_prediction(task, saved, tmp_path):
+    """One JSONL schema: each record repeats its row (with the image's path) and adds the task's `prediction`."""
+    source = tmp_path / "rows.jsonl"
+    source.write_text(json.dumps({"image": str(saved["root"] / "red.png"), "question": "what colour?", "text": "a red square", "id": 7}) + "\n")
+    output = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(saved[task]), "--dataset", str(source), "--output", str(output)]) == 0
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["id"] == 7 and record["image"] == str(saved["root"] / "red.png")
+    assert isinstance(record["prediction"], str) and record["prediction"]
