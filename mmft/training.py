@@ -17,6 +17,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments, parse_recipe_args
+from .atomic import atomic_path
 from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
@@ -178,10 +179,8 @@ def train(trainer: Trainer, training_args: TrainingArguments, resume: str | None
 
 def write_predictions(path: Path, records: list[dict]) -> None:
     """One JSON object per eval row, written whole or not at all."""
-    temporary = path.with_suffix(".jsonl.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
-    os.replace(temporary, path)  # never leave a half-written predictions file behind
 
 
 def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, processor, lora_args: LoraArguments,
