@@ -25,12 +25,11 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .bridge import StreamBlock, _key_padding_bias, attention_flops
 from .configuration_mmft import MMFTConfig
+from .labels import IGNORE_INDEX
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
 from .offline_assets import provenance
 from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
-
-IGNORE_INDEX = -100  # labels of padding (and of anything else the loss must skip)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .heads import MMFTForPooledClassification
+from .labels import IGNORE_INDEX
 
 
 class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
@@ -21,7 +22,7 @@ class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.dtype.is_floating_point:  # soft scores (B, K)
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
-        return F.cross_entropy(logits, labels)  # answer ids (B,)
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)  # answer ids (B,); unknown answers skipped
 
 
 __all__ = ["MMFTForVisualQuestionAnswering"]
