@@ -18,7 +18,8 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from . import flops as flops_lib
-from .lora import _base, task_model
+from .lora import _base
+from .unwrap import task_model
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .bridge import attention_flops
+from .unwrap import task_model
 
 
 @dataclass
@@ -100,8 +101,6 @@ def forward_flops(
     model: nn.Module, image_tokens: int, text_tokens: int, pixel_shape: tuple[int, ...] | None = None
 ) -> ForwardFlops:
     """Forward FLOPs of one sample through `model` (an mmft task model, possibly inside a peft wrapper)."""
-    from .lora import task_model
-
     task = task_model(model)
     base = task.core
     config = base.config
@@ -124,7 +123,7 @@ def training_flops(model: nn.Module, forward: ForwardFlops, text_cached: bool = 
     one), 0 for a frozen text tower served from `enable_frozen_text_cache`. LoRA towers count 3x (an upper bound).
     A caption decoder comes last, so the gradient of the prefix always flows back through it: it counts 2x plus
     the share of its weights that train (weight gradients), i.e. 2x frozen, ~2x with LoRA, 3x in full."""
-    from .lora import _base, task_model
+    from .lora import _base
 
     base = _base(model)
 

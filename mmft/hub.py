@@ -20,7 +20,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .file_modes import give_ordinary_modes
-from .lora import LoraPlan, _base, task_model, tower_names
+from .lora import LoraPlan, _base, tower_names
+from .unwrap import task_model
 
 LIMITATIONS = (
     "- Labels (answers) are classified over a fixed vocabulary seen in training (`config.id2label`); anything else "

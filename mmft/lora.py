@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .quantize import dequantize, quantize_problem, quantize_towers
+from .unwrap import task_model
 
 logger = logging.getLogger(__name__)
 
@@ -186,14 +187,6 @@ def train_in_place(peft_model: nn.Module) -> None:
         for adapter in list(wrapper.modules_to_save):
             wrapper.modules_to_save[adapter] = wrapper.original_module
         wrapper.original_module.requires_grad_(True)
-
-
-def task_model(model: nn.Module) -> nn.Module:
-    """The mmft model inside a peft wrapper (or the model itself)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not hasattr(inner, "towers"):
-        raise TypeError(f"{type(model).__name__} is not an mmft model")
-    return inner
 
 
 def tower_names(model: nn.Module) -> dict[str, str]:

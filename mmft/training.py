@@ -25,10 +25,11 @@ from .demo.space import write_space
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
-from .lora import LoraPlan, fsdp_launch, task_model
+from .lora import LoraPlan, fsdp_launch
 from .processing_mmft import MMFTProcessor
 from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
+from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
 CPU_THREADS_ENV = "MMFT_CPU_THREADS"
