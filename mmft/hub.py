@@ -20,7 +20,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .file_modes import give_ordinary_modes
-from .lora import LoraPlan, _base, tower_names
+from .lora import LoraPlan, tower_names
 from .unwrap import task_model
 
 LIMITATIONS = (
@@ -102,7 +102,7 @@ def render_model_card(
     from .tasks import task_for_model
 
     card = task_for_model(model).card
-    config = _base(model).config
+    config = task_model(model).core.config
     repo = getattr(args, "hub_model_id", None) or str(args.output_dir)
     model_name = model_name or repo.rstrip("/").split("/")[-1]
     dataset = dataset or "unknown"

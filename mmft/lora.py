@@ -193,8 +193,3 @@ def tower_names(model: nn.Module) -> dict[str, str]:
     """{tower kind: qualified module name in `model`} (names as `model.named_modules()` gives them)."""
     by_id = {id(module): kind for kind, module in task_model(model).towers().items()}
     return {by_id[id(module)]: name for name, module in model.named_modules() if id(module) in by_id}
-
-
-def _base(model: nn.Module) -> nn.Module:
-    """The MMFTModel inside a task model (or inside a peft wrapper around it)."""
-    return task_model(model).core
