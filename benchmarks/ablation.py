@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ablation_models import VARIANTS, build_variant, count_parameters, scale_tower_learning_rate  # noqa: E402
 
 from mmft.arguments import parse_recipe_args  # noqa: E402
+from mmft.atomic import atomic_write_text  # noqa: E402
 from mmft.processing_mmft import MMFTProcessor  # noqa: E402
 from mmft.tasks.vqa import VQATask  # noqa: E402
 
@@ -160,9 +161,7 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
 
 def _save(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)  # a reader never sees a half-written file
+    atomic_write_text(path, json.dumps(payload, indent=1))  # a reader never sees a half-written file
 
 
 def run_ablation(args: AblationArguments, overrides: list[str]) -> dict:

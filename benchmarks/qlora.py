@@ -27,7 +27,7 @@ TEXT_LENGTH = 16
 
 
 def tower_bytes(model: torch.nn.Module) -> int:
-    from mmft.lora import task_model
+    from mmft.unwrap import task_model
 
     towers = task_model(model).towers().values()
     return sum(t.numel() * t.element_size() for tower in towers for t in [*tower.parameters(), *tower.buffers()])

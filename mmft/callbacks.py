@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from . import flops as flops_lib
-from .lora import _base, task_model
+from .unwrap import task_model
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,12 @@ class ThroughputCallback(TrainerCallback):
     # the vision tower (batch, image tokens, pixel shape) and the text projection (text tokens, also when a frozen
     # text tower is served from its cache). A batch is counted when both have reported.
     def _vision(self, module, args, output) -> None:
-        if self._base.training:  # evaluation forwards are not training throughput
+        if self._core.training:  # evaluation forwards are not training throughput
             self._pending["image"] = (output.tokens.shape[0], output.tokens.shape[1], tuple(args[0].shape[1:]))
             self._count()
 
     def _text(self, module, args, output) -> None:
-        if self._base.training:
+        if self._core.training:
             self._pending["text"] = (args[0].shape[1],)  # (B, Nt, Dt) into the projection
             self._count()
 
@@ -122,7 +122,7 @@ class ThroughputCallback(TrainerCallback):
         key = (image_tokens, text_tokens, pixel_shape, caption_tokens)
         if key not in self._flops_cache:
             forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape)
-            cached = self._base._text_cache is not None
+            cached = self._core._text_cache is not None
             self._flops_cache[key] = flops_lib.training_flops(self._model, forward, text_cached=cached)
         self.samples += batch
         self.tokens += batch * (image_tokens + text_tokens + (caption_tokens or 0))  # + caption tokens when captioning
@@ -135,10 +135,11 @@ class ThroughputCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
                        **kwargs: Any) -> None:  # fmt: skip
-        self._model, self._base, self._task = model, _base(model), task_model(model)
+        self._model, self._task = model, task_model(model)
+        self._core = self._task.core
         self._remove_hooks()
-        self._hooks = [self._base.vision_tower.register_forward_hook(self._vision),
-                       self._base.text_projection.register_forward_hook(self._text)]  # fmt: skip
+        self._hooks = [self._core.vision_tower.register_forward_hook(self._vision),
+                       self._core.text_projection.register_forward_hook(self._text)]  # fmt: skip
         if self.peak is None:
             self.peak = peak_flops(args.device, training_precision(args))
             if self.peak is None:

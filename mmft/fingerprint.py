@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "mmft_run.json"
@@ -107,9 +109,7 @@ def write_run_file(folder: str | Path, fingerprint: dict[str, Any], world_size: 
     """Store the fingerprint and the number of writing processes in a checkpoint folder (whole or not at all)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{RUN_FILE}.tmp"
-    temporary.write_text(json.dumps({"fingerprint": fingerprint, "world_size": world_size}, indent=1))
-    os.replace(temporary, folder / RUN_FILE)
+    atomic_write_text(folder / RUN_FILE, json.dumps({"fingerprint": fingerprint, "world_size": world_size}, indent=1))
 
 
 def read_run_file(folder: str | Path) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .bridge import attention_flops
+from .unwrap import task_model
 
 
 @dataclass
@@ -100,19 +101,17 @@ def forward_flops(
     model: nn.Module, image_tokens: int, text_tokens: int, pixel_shape: tuple[int, ...] | None = None
 ) -> ForwardFlops:
     """Forward FLOPs of one sample through `model` (an mmft task model, possibly inside a peft wrapper)."""
-    from .lora import task_model
-
     task = task_model(model)
-    base = task.core
-    config = base.config
-    if _is_feature_map_tower(base.vision_tower):
+    core = task.core
+    config = core.config
+    if _is_feature_map_tower(core.vision_tower):
         if pixel_shape is None:
             raise ValueError("a feature-map (CNN) vision tower needs pixel_shape=(C, H, W) to count its FLOPs")
         vision = counted_vision_flops(config, pixel_shape)
     else:
-        vision = transformer_tower_flops(base.vision_tower, image_tokens)
-    text = transformer_tower_flops(base.text_tower, text_tokens)
-    bridge = base.fusion_flops(image_tokens, text_tokens) + task.head_flops(image_tokens, text_tokens)
+        vision = transformer_tower_flops(core.vision_tower, image_tokens)
+    text = transformer_tower_flops(core.text_tower, text_tokens)
+    bridge = core.fusion_flops(image_tokens, text_tokens) + task.head_flops(image_tokens, text_tokens)
     decoder_flops = getattr(task, "decoder_forward_flops", None)  # only models with a decoder have one
     decoder = decoder_flops(image_tokens) if decoder_flops else 0.0
     return ForwardFlops(vision=vision, text=text, bridge=bridge, decoder=decoder)
@@ -124,17 +123,16 @@ def training_flops(model: nn.Module, forward: ForwardFlops, text_cached: bool = 
     one), 0 for a frozen text tower served from `enable_frozen_text_cache`. LoRA towers count 3x (an upper bound).
     A caption decoder comes last, so the gradient of the prefix always flows back through it: it counts 2x plus
     the share of its weights that train (weight gradients), i.e. 2x frozen, ~2x with LoRA, 3x in full."""
-    from .lora import _base, task_model
-
-    base = _base(model)
+    task = task_model(model)
+    core = task.core
 
     def trains(module: nn.Module) -> bool:
         return any(p.requires_grad for p in module.parameters())
 
-    vision = forward.vision * (3 if trains(base.vision_tower) else 1)
-    text_trains = trains(base.text_tower)
+    vision = forward.vision * (3 if trains(core.vision_tower) else 1)
+    text_trains = trains(core.text_tower)
     text = forward.text * (3 if text_trains else (0 if text_cached else 1))
-    decoder = forward.decoder * (2 + _trained_share(task_model(model).towers().get("decoder")))
+    decoder = forward.decoder * (2 + _trained_share(task.towers().get("decoder")))
     return vision + text + 3 * forward.bridge + decoder
 
 

@@ -38,8 +38,9 @@ class MMFTForPooledClassification(MMFTPreTrainedModel):
         if not config.id2label or config.num_labels < 2:
             raise ValueError(f"{self.head_name} needs at least 2 labels (labels=[...] / id2label)")
         self.check_config(config)
+        # read as `self.core`; the attribute's name is the `mmft.` prefix of every checkpoint key (base_model_prefix)
         self.mmft = MMFTModel(config, vision_tower, text_tower)
-        self.classifier = ClassificationHead(self.mmft.bridge.pooled_size, config.num_labels, config.layer_norm_eps)
+        self.classifier = ClassificationHead(self.core.bridge.pooled_size, config.num_labels, config.layer_norm_eps)
         self.post_init()
 
     def check_config(self, config: MMFTConfig) -> None:
@@ -62,7 +63,7 @@ class MMFTForPooledClassification(MMFTPreTrainedModel):
         """Logits `(B, num_labels)` and, with `labels`, the loss. The output flags default to the config fields;
         `return_dict=False` (or `config.return_dict=False`) returns `MMFTClassifierOutput.to_tuple()`."""
         flags = self.output_flags(output_attentions, output_hidden_states)
-        outputs = self.mmft(pixel_values, input_ids, attention_mask, *flags, return_dict=True)
+        outputs = self.core(pixel_values, input_ids, attention_mask, *flags, return_dict=True)
         logits = self.classifier(outputs.pooled)  # (B, num_labels)
         loss = self.loss(logits, labels) if labels is not None else None
         # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .quantize import dequantize, quantize_problem, quantize_towers
+from .unwrap import task_model
 
 logger = logging.getLogger(__name__)
 
@@ -188,20 +189,7 @@ def train_in_place(peft_model: nn.Module) -> None:
         wrapper.original_module.requires_grad_(True)
 
 
-def task_model(model: nn.Module) -> nn.Module:
-    """The mmft model inside a peft wrapper (or the model itself)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not hasattr(inner, "towers"):
-        raise TypeError(f"{type(model).__name__} is not an mmft model")
-    return inner
-
-
 def tower_names(model: nn.Module) -> dict[str, str]:
     """{tower kind: qualified module name in `model`} (names as `model.named_modules()` gives them)."""
     by_id = {id(module): kind for kind, module in task_model(model).towers().items()}
     return {by_id[id(module)]: name for name, module in model.named_modules() if id(module) in by_id}
-
-
-def _base(model: nn.Module) -> nn.Module:
-    """The MMFTModel inside a task model (or inside a peft wrapper around it)."""
-    return task_model(model).core

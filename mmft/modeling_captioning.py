@@ -25,13 +25,12 @@ from transformers.utils import ModelOutput, can_return_tuple
 
 from .bridge import StreamBlock, _key_padding_bias, attention_flops
 from .configuration_mmft import MMFTConfig
+from .labels import IGNORE_INDEX
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
 from .offline_assets import provenance
 from .pipeline import ImageToTextPipeline
 from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
-
-IGNORE_INDEX = -100  # labels of padding (and of anything else the loss must skip)
 
 
 @dataclass
@@ -141,10 +140,11 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             )
         # The decoder first: building it resolves its config's attention backend, which the core then finds set.
         self.decoder = decoder or build_decoder(config.decoder_config)
+        # read as `self.core`; the attribute's name is the `mmft.` prefix of every checkpoint key (base_model_prefix)
         self.mmft = MMFTModel(config, vision_tower, text_tower)
         self.caption_prefix = CaptionPrefix(config, self.decoder.hidden_size)
         present = {type(module).__name__ for module in self.decoder.modules()}
-        self._no_split_modules = [*self.mmft._no_split_modules,
+        self._no_split_modules = [*self.core._no_split_modules,
                                   *(set(self.decoder.model._no_split_modules or []) & present)]  # fmt: skip
         self.caption_tokens: int | None = None  # caption length of the last training batch, for FLOP counts
         self.post_init()
@@ -205,7 +205,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
                              "MMFTCaptionProcessor(images=...) adds them")  # fmt: skip
         if text_attention_mask is None:
             text_attention_mask = torch.ones_like(text_input_ids)
-        fused = self.mmft(pixel_values, text_input_ids, text_attention_mask, *flags, return_dict=True)
+        fused = self.core(pixel_values, text_input_ids, text_attention_mask, *flags, return_dict=True)
         return self.caption_prefix(fused.image_states, fused.text_states, text_attention_mask), fused
 
     @can_return_tuple

@@ -76,10 +76,11 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         config.id2label = dict(enumerate(MATCH_LABELS))
         config.label2id = {label: i for i, label in enumerate(MATCH_LABELS)}
         super().__init__(config)
+        # read as `self.core`; the attribute's name is the `mmft.` prefix of every checkpoint key (base_model_prefix)
         self.mmft = MMFTModel(config, vision_tower, text_tower)
         width = config.hidden_size
         self.contrastive = ContrastiveHead(width, config.projection_dim or width, config.logit_scale_init_value)
-        self.matching = ClassificationHead(self.mmft.bridge.pooled_size, len(MATCH_LABELS), config.layer_norm_eps)
+        self.matching = ClassificationHead(self.core.bridge.pooled_size, len(MATCH_LABELS), config.layer_norm_eps)
         self.post_init()
 
     # -- the dual encoder ------------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         """`MMFTModel.get_image_features` (no bridge) with `pooler_output` projected, as in CLIP, to the image
         embedding in the shared space (B, P), unnormalised: what `image_embedding` gives in forward."""
-        features = self.mmft.get_image_features(pixel_values, output_attentions, output_hidden_states, return_dict=True)
+        features = self.core.get_image_features(pixel_values, output_attentions, output_hidden_states, return_dict=True)
         features.pooler_output = self.contrastive.image_projection(features.pooler_output)  # (B, P)
         return features
 
@@ -114,7 +115,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         """`MMFTModel.get_text_features` (no bridge) with `pooler_output` projected, as in CLIP, to the text
         embedding in the shared space (B, P), unnormalised: what `text_embedding` gives in forward."""
-        features = self.mmft.get_text_features(
+        features = self.core.get_text_features(
             input_ids, attention_mask, output_attentions, output_hidden_states, return_dict=True
         )
         features.pooler_output = self.contrastive.text_projection(features.pooler_output)  # (B, P)
@@ -124,7 +125,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     def match_states(self, image_states: torch.Tensor, text_states: torch.Tensor,
                      attention_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Matching logits (B, 2) of aligned pairs from their projected token states (no tower runs)."""
-        fused = self.mmft.bridge(text_states, image_states, attention_mask)
+        fused = self.core.bridge(text_states, image_states, attention_mask)
         return self.matching(fused.pooled)  # (B, 2): [no match, match]
 
     def match(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
@@ -132,8 +133,8 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         """Matching logits (B, 2) of aligned (image, text) pairs through the towers and the bridge."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        image_states, _ = self.mmft.image_states(pixel_values)
-        return self.match_states(image_states, self.mmft.text_states(input_ids, attention_mask), attention_mask)
+        image_states, _ = self.core.image_states(pixel_values)
+        return self.match_states(image_states, self.core.text_states(input_ids, attention_mask), attention_mask)
 
     @staticmethod
     def match_score(logits: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Per training pair the bridge and the matching head also run on its two mined negatives."""
         matching = sum(2.0 * m.in_features * m.out_features for m in self.matching.modules() if isinstance(m, nn.Linear))
-        return super().head_flops(image_tokens, text_tokens) + 2 * (self.mmft.bridge.flops(text_tokens, image_tokens)
+        return super().head_flops(image_tokens, text_tokens) + 2 * (self.core.bridge.flops(text_tokens, image_tokens)
                                                                      + matching)  # fmt: skip
 
     # -- forward -------------------------------------------------------------------------------------------------------
@@ -174,8 +175,8 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if image_ids is None:  # every row its own image
             image_ids = torch.arange(len(input_ids), device=input_ids.device)
-        image_states, grid = self.mmft.image_states(pixel_values)  # (B, Nv, D)
-        text_states = self.mmft.text_states(input_ids, attention_mask)  # (B, Nt, D)
+        image_states, grid = self.core.image_states(pixel_values)  # (B, Nv, D)
+        text_states = self.core.text_states(input_ids, attention_mask)  # (B, Nt, D)
         image_embeds = F.normalize(self.image_embedding(image_states), dim=-1)  # (B, P)
         text_embeds = F.normalize(self.text_embedding(text_states, attention_mask), dim=-1)
         local = PairBatch(image_embeds, text_embeds, image_ids, image_states, text_states, attention_mask)
@@ -188,7 +189,7 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
             return MMFTRetrievalOutput(loss=output.loss, logits=output.logits)
         # Extras only on request: the bridge over the aligned pairs (what `match` scores), as `MMFTModel` returns it.
         extra = {"output_hidden_states": True} if flags[1] else {}
-        fused = MMFTModelOutput(**self.mmft.bridge(text_states, image_states, attention_mask, flags[0], **extra),
+        fused = MMFTModelOutput(**self.core.bridge(text_states, image_states, attention_mask, flags[0], **extra),
                                 image_grid=grid)  # fmt: skip
         kept = ("pooled", "image_grid", "hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
         parts = ("loss", "logits", "contrastive_loss", "matching_loss", "logits_per_image")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from transformers import AutoModelForVisualQuestionAnswering
 
 from .heads import MMFTForPooledClassification
+from .labels import IGNORE_INDEX
 from .pipeline import VQAPipeline
 
 
@@ -25,7 +25,7 @@ class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.dtype.is_floating_point:  # soft scores (B, K)
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
-        return F.cross_entropy(logits, labels)  # answer ids (B,)
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)  # answer ids (B,); unknown answers skipped
 
 
 __all__ = ["MMFTForVisualQuestionAnswering"]

@@ -18,10 +18,10 @@ from transformers import BatchFeature, ProcessorMixin
 
 from .image_utils import to_rgb
 from .input_checks import check_texts
+from .labels import IGNORE_INDEX
 from .processing_mmft import MMFTProcessor
 
 DEFAULT_PROMPT = "describe the picture"
-IGNORE_INDEX = -100
 
 
 def caption_token_ids(tokenizer) -> dict[str, int | None]:

@@ -92,7 +92,7 @@ def embed_images(model, dataset, batch_size: int, device: torch.device, workers:
                         collate_fn=lambda rows: torch.stack([row["pixel_values"] for row in rows]))  # fmt: skip
     embeds, bank, done = [], TokenBank(), 0
     for pixels in loader:
-        states, _ = model.mmft.image_states(pixels.to(device))  # (b, Nv, D)
+        states, _ = model.core.image_states(pixels.to(device))  # (b, Nv, D)
         embeds.append(F.normalize(model.image_embedding(states), dim=-1).float().cpu())
         bank.add(range(done, done + len(pixels)), states)
         done += len(pixels)
@@ -108,7 +108,7 @@ def embed_texts(model, texts: list[str], tokenize: Callable, batch_size: int, de
         items = order[start : start + batch_size]
         encoded = tokenize([texts[i] for i in items])
         ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
-        states = model.mmft.text_states(ids, mask)  # (b, Nt, D)
+        states = model.core.text_states(ids, mask)  # (b, Nt, D)
         batch = F.normalize(model.text_embedding(states, mask), dim=-1).float().cpu()
         if embeds.numel() == 0:
             embeds = torch.empty(len(texts), batch.shape[1])

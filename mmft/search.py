@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .file_modes import give_ordinary_modes
+from .atomic import atomic_path, atomic_write_text
 from .image_utils import load_rgb
 from .metrics.ranking import top_candidates
 
@@ -103,12 +102,9 @@ class EmbeddingCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             index = self.path.with_suffix(".json")
-            temporary = self.path.with_suffix(".tmp")
-            save_file({"embeddings": embeddings.contiguous()}, str(temporary))
-            give_ordinary_modes(temporary)  # safetensors writes 0600 (mmft.file_modes)
-            os.replace(temporary, self.path)
-            index.with_suffix(".jtmp").write_text(json.dumps([[i, s] for i, s in zip(items, signatures)]))
-            os.replace(index.with_suffix(".jtmp"), index)
+            with atomic_path(self.path) as temporary:  # which also undoes safetensors' 0600 (mmft.file_modes)
+                save_file({"embeddings": embeddings.contiguous()}, str(temporary))
+            atomic_write_text(index, json.dumps([[i, s] for i, s in zip(items, signatures)]))
         except OSError as error:  # a read-only folder: search still works, it just embeds again next time
             logger.warning("mmft search: could not write the embedding cache %s (%s)", self.path, error)
 

@@ -24,6 +24,7 @@ from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .atomic import atomic_write_text
 from .data.streaming import TrainStream
 from .trainer import MMFTTrainer
 
@@ -35,9 +36,7 @@ def save_stream_state(folder: str | Path, rank: int, world_size: int, loader, st
     path = Path(folder) / STATE_FILE.format(rank=rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"world_size": world_size, "epoch": stream.epoch, "loader": loader.state_dict()}
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(state))
-    os.replace(temporary, path)  # a kill never leaves half a state behind
+    atomic_write_text(path, json.dumps(state))  # a kill never leaves half a state behind
     return path
 
 

@@ -17,6 +17,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments, parse_recipe_args
+from .atomic import atomic_path
 from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
@@ -24,10 +25,11 @@ from .demo.space import write_space
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
 from .hub import full_parameters, push_output_dir, save_final
-from .lora import LoraPlan, fsdp_launch, task_model
+from .lora import LoraPlan, fsdp_launch
 from .processing_mmft import MMFTProcessor
 from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
+from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
 CPU_THREADS_ENV = "MMFT_CPU_THREADS"
@@ -178,10 +180,8 @@ def train(trainer: Trainer, training_args: TrainingArguments, resume: str | None
 
 def write_predictions(path: Path, records: list[dict]) -> None:
     """One JSON object per eval row, written whole or not at all."""
-    temporary = path.with_suffix(".jsonl.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
-    os.replace(temporary, path)  # never leave a half-written predictions file behind
 
 
 def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, processor, lora_args: LoraArguments,

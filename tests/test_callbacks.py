@@ -152,7 +152,7 @@ def test_flops_estimate_matches_torch_flop_counter(bridge, vision, batch, tokeni
     batch = {"pixel_values": batch["pixel_values"][:2], **text}
     pixels = batch["pixel_values"]
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        outputs = model.mmft(pixels, batch["input_ids"], batch["attention_mask"])  # MATH: SDPA as countable matmuls
+        outputs = model.core(pixels, batch["input_ids"], batch["attention_mask"])  # MATH: SDPA as countable matmuls
         model.classifier(outputs.pooled)
     counted = counter.get_total_flops() / len(pixels)
     image_tokens, text_tokens = outputs.image_states.shape[1], outputs.text_states.shape[1]

@@ -87,7 +87,7 @@ def test_the_image_conditions_the_caption_through_the_prefix(batch):
 
 def test_learns_four_captions(batch):
     model = tiny_caption_model(seed=1)
-    model.mmft.text_tower.requires_grad_(False)
+    model.core.text_tower.requires_grad_(False)
     losses = train_steps(model, batch, steps=25)
     assert losses[-1] < 0.3 * losses[0], f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 
@@ -115,7 +115,7 @@ def test_all_image_states_as_prefix_without_queries(batch):
     model = tiny_caption_model(num_query_tokens=0).eval()
     assert model.caption_prefix.queries is None
     prefix, _ = model.image_prefix(batch["pixel_values"], batch["text_input_ids"], batch["text_attention_mask"])
-    assert prefix.shape[1] == model.mmft.image_states(batch["pixel_values"])[0].shape[1]  # one per image state
+    assert prefix.shape[1] == model.core.image_states(batch["pixel_values"])[0].shape[1]  # one per image state
     assert torch.equal(_generate(model, batch), _generate(model, batch, use_cache=False))
 
 
@@ -225,7 +225,7 @@ def test_flops_estimate_matches_torch_flop_counter(batch):
         model(**{k: v for k, v in batch.items() if k != "labels"})
     counted = counter.get_total_flops() / len(pixels)
     model.caption_tokens = batch["input_ids"].shape[1]  # what a training forward records
-    fused = model.mmft(pixels, batch["text_input_ids"], batch["text_attention_mask"])
+    fused = model.core(pixels, batch["text_input_ids"], batch["text_attention_mask"])
     estimate = forward_flops(model, fused.image_states.shape[1], fused.text_states.shape[1], tuple(pixels.shape[1:]))
     assert estimate.decoder > 0 and estimate.total == pytest.approx(counted, rel=0.06)
     frozen = LoraPlan(vision="full", text="frozen", decoder="frozen").apply(model)

@@ -9,7 +9,8 @@ import torch
 from helpers_data import attach_vqa, make_imagefolder, make_parquet_hub_layout, make_vqav2_files, prepare_vqa
 
 from mmft.data import DataError, ImageTextCollator as VQACollator
-from mmft.data.answers import IGNORE_INDEX, answer_id, build_answer_vocab, soft_scores
+from mmft.data.answers import answer_id, build_answer_vocab, soft_scores
+from mmft.labels import IGNORE_INDEX
 from mmft.processing_mmft import MMFTProcessor
 
 

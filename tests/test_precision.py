@@ -59,7 +59,7 @@ def _train(tokenizer, tmp_path, steps: int = 3, **flags):
         num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0,
     )  # fmt: skip
     seen_dtypes: set[torch.dtype] = set()
-    bridge_linear = next(module for module in model.mmft.bridge.modules() if isinstance(module, torch.nn.Linear))
+    bridge_linear = next(module for module in model.core.bridge.modules() if isinstance(module, torch.nn.Linear))
     bridge_linear.register_forward_hook(lambda module, inputs, output: seen_dtypes.add(output.dtype))
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-3,

@@ -16,8 +16,9 @@ from conftest import tiny_model, train_steps
 from torch import nn
 
 from mmft import LoraPlan
-from mmft.lora import task_model, tower_names
+from mmft.lora import tower_names
 from mmft.quantize import quantize_problem, quantized_linear
+from mmft.unwrap import task_model
 
 needs_4bit = pytest.mark.skipif(quantize_problem("4bit") is not None, reason=str(quantize_problem("4bit")))
 MODES = ["4bit", "8bit"]

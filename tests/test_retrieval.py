@@ -186,7 +186,7 @@ def test_negative_control_a_bare_temperature_beside_the_towers_is_refused():
             self.logit_scale = nn.Parameter(torch.tensor(2.6592))  # CLIP's layout: a parameter on the model itself
 
     model = tiny_retrieval("timm_vit")
-    bare = BareTemperature(model.config, model.mmft.vision_tower, model.mmft.text_tower)
+    bare = BareTemperature(model.config, model.core.vision_tower, model.core.text_tower)
     with pytest.raises(TypeError, match="logit_scale"):
         LoraPlan(vision="lora", text="lora", r=4).apply(bare)
 

@@ -73,7 +73,7 @@ def test_trained_modules_are_everything_but_the_towers():
 
 def test_a_loose_parameter_beside_a_tower_is_refused():
     model = tiny_classifier()
-    model.mmft.temperature = torch.nn.Parameter(torch.ones(()))
+    model.core.temperature = torch.nn.Parameter(torch.ones(()))
     with pytest.raises(TypeError, match=r"\['mmft.temperature'\] sit on a module that also holds a tower"):
         model.trained_module_names()
 
@@ -118,8 +118,8 @@ def test_a_bridge_registered_from_a_test_file_trains_with_the_throughput_callbac
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-            model.mmft.bridge.eval()(torch.randn(1, text_tokens, 32), torch.randn(1, image_tokens, 32))
-        assert model.mmft.bridge.flops(text_tokens, image_tokens) == pytest.approx(counter.get_total_flops())
+            model.core.bridge.eval()(torch.randn(1, text_tokens, 32), torch.randn(1, image_tokens, 32))
+        assert model.core.bridge.flops(text_tokens, image_tokens) == pytest.approx(counter.get_total_flops())
     finally:
         BRIDGES.pop(name)
 

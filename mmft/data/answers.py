@@ -8,11 +8,10 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..labels import IGNORE_INDEX  # what cross-entropy skips: rows whose answer is outside the vocabulary
 from ..metrics.vqa_normalization import normalize_answer
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100  # cross-entropy skips rows whose answer is outside the vocabulary
 
 
 def build_answer_vocab(answers: Iterable[Sequence[str]], top_k: int | None = None, min_count: int = 1) -> list[str]:

@@ -19,6 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..atomic import atomic_write_text
 from .sources import DataError
 
 logger = logging.getLogger(__name__)
@@ -145,10 +146,7 @@ class BadExamplePolicy:
         if not (self.rejects_file and os.path.exists(self.rejects_file)):
             return
         own = self._ledger()
-        temporary = f"{self.rejects_file}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write("".join(self._line(b) for b in own))
-        os.replace(temporary, self.rejects_file)
+        atomic_write_text(self.rejects_file, "".join(self._line(b) for b in own))
 
     def rejected(self, split: str) -> dict[int, BadExample]:
         """Distinct rejected rows of `split`, by row index, as recorded by every process of this run."""

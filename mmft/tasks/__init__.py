@@ -52,7 +52,7 @@ def task_for_model(model_or_config) -> type[Task]:
     """The task of a model (by its class), or of a saved config (by the class it names in `architectures`; VQA for
     folders saved before other tasks existed)."""
     if hasattr(model_or_config, "config"):
-        from ..lora import task_model
+        from ..unwrap import task_model
 
         names = {type(task_model(model_or_config)).__name__}
     else:

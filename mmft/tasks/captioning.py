@@ -19,9 +19,9 @@ from transformers.trainer_utils import PredictionOutput
 
 from ..data.caption_collator import CAPTION_KEY, CaptionCollator
 from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from ..lora import task_model
 from ..modeling_captioning import MMFTForConditionalGeneration
 from ..processing_captioning import DEFAULT_PROMPT, MMFTCaptionProcessor
+from ..unwrap import task_model
 from .base import CardInfo, Task, TaskData
 from .caption_evaluation import baseline_scores, caption_scores, generate_captions, image_features
 

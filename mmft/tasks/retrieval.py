@@ -21,10 +21,10 @@ from transformers.trainer_utils import PredictionOutput
 
 from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
 from ..data.collator import ImageTextTransform, excluded_eval_positions
-from ..lora import task_model
 from ..modeling_retrieval import MMFTForImageTextRetrieval
 from ..rerank import RERANK_SCORES
 from ..retrieval_eval import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
+from ..unwrap import task_model
 from .base import CardInfo, Task, TaskData
 
 CAPTION = "caption"  # the column of a training pair's one caption
