@@ -16,7 +16,7 @@ class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
     convention) or answer ids `(B,)` (cross-entropy, for single-answer datasets such as easy-VQA).
     """
 
-    head_name = "a VQA head (over an answer vocabulary, answers=[...])"
+    head_name = "a VQA head (over an answer vocabulary)"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.dtype.is_floating_point:  # soft scores (B, K)

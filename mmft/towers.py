@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
+from .offline_assets import asset_names, find_asset, resolve_name
 from .safe_loading import refuse_pickled_weights
 
 TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
