@@ -7,6 +7,7 @@ loads with its task's Auto class (`AutoModelForVisualQuestionAnswering`, `mmft.A
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from .arguments import parse_recipe_args
 from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
@@ -16,10 +17,13 @@ from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
 from .modeling_retrieval import MMFTForImageTextRetrieval
 from .modeling_vqa import MMFTForVisualQuestionAnswering
+from .offline_assets import resolve_name
 from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
 from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
+from .rerank import RERANK_SCORES
 from .tasks import TASKS, CardInfo, Task, TaskData, get_task, register_task
+from .towers import vision_config_from_name
 
 __version__ = "0.1.0"
 
@@ -49,11 +53,15 @@ __all__ = [
     "MMFTModelOutput",
     "MMFTPreTrainedModel",
     "MMFTProcessor",
+    "RERANK_SCORES",
     "TASKS",
     "Task",
     "TaskData",
     "VQAPipeline",
     "get_task",
+    "parse_recipe_args",
     "register_bridge",
     "register_task",
+    "resolve_name",
+    "vision_config_from_name",
 ]
