@@ -31,10 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ablation_models import VARIANTS, build_variant, count_parameters, scale_tower_learning_rate  # noqa: E402
 
-from mmft.arguments import parse_recipe_args  # noqa: E402
+from mmft import MMFTProcessor, get_task, parse_recipe_args  # noqa: E402
 from mmft.atomic import atomic_write_text  # noqa: E402
-from mmft.processing_mmft import MMFTProcessor  # noqa: E402
-from mmft.tasks.vqa import VQATask  # noqa: E402
 
 DEFAULT_PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"
 
@@ -87,7 +85,7 @@ def _recipe_args(args: AblationArguments, overrides: list[str], seed: int, outpu
 def load_data(args: AblationArguments, overrides: list[str]):
     """The VQA task, its data (with the image transform attached) and the processor."""
     recipe = _recipe_args(args, overrides, 0, tempfile.gettempdir())
-    task = VQATask(recipe.task)
+    task = get_task("vqa")(recipe.task)
     splits = task.prepare_data(recipe.data, max_train_samples=recipe.data.max_train_samples,
                                max_eval_samples=recipe.data.max_eval_samples)  # fmt: skip
     if args.eval_samples and args.eval_samples < len(splits.eval):
@@ -110,6 +108,7 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
         set_seed(seed)
         options = {
             "vilt_layers": args.vilt_layers, "vilt_patch_size": args.vilt_patch_size,
+            "vocab_size": len(processor.tokenizer),  # ViLT embeds the text tower's tokenizer's ids
             "mmft_config": json.loads(args.mmft_config) if args.mmft_config else {},
         }  # fmt: skip
         model = build_variant(variant, model_args, lora_args, splits, options)

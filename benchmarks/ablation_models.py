@@ -1,8 +1,9 @@
 """The fusion study's contestants: the four mmft bridges and two peer architectures, built from one recipe setup.
 
-Every builder takes the recipe's `ModelArguments` / `LoraArguments` (so all variants share the towers, widths and
-tuning plan of the preset) and returns a model whose forward takes `pixel_values`, `input_ids`, `attention_mask`
-and returns `logits` over the answer vocabulary; the benchmark applies one loss to all of them.
+Every builder takes the recipe's model and LoRA arguments (`mmft.parse_recipe_args(...).model` / `.lora`, so all
+variants share the towers, widths and tuning plan of the preset) and returns a model whose forward takes
+`pixel_values`, `input_ids`, `attention_mask` and returns `logits` over the answer vocabulary; the benchmark applies
+one loss to all of them. Everything mmft is reached through its public API (`mmft.*`).
 
 - `co_attention`, `cross_attention`, `concat`, `product`: `MMFTForVisualQuestionAnswering` with that bridge.
 - `vilt`: transformers' `ViltForQuestionAnswering` (single-stream early fusion), from scratch, at the bridge width.
@@ -12,7 +13,7 @@ and returns `logits` over the answer vocabulary; the benchmark applies one loss 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -27,18 +28,15 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.timm_wrapper.modeling_timm_wrapper import TimmWrapperModelOutput
 
-from mmft import BRIDGES, LoraPlan
-from mmft.arguments import LoraArguments, ModelArguments
-from mmft.towers import resolve_name, vision_config_from_name
-from mmft.tasks import TaskData
-from mmft.tasks.vqa import VQATask
-from mmft.training import build_model
+from harness import base_model, recipe_model
+from mmft import BRIDGES, LoraPlan, TaskData, get_task, resolve_name, vision_config_from_name
 
 PEER_TOWER_MODES = ("full", "frozen")  # the peers have no LoraPlan; LoRA towers are mmft-only here
 TOWER_MODULES = ("vision_tower.", "text_tower.", "vision_model.", "text_model.")  # mmft and dual-encoder names
 
 
-def lora_plan(lora_args: LoraArguments) -> LoraPlan:
+def lora_plan(lora_args: Any) -> LoraPlan:
+    """The recipe's `LoraPlan` from its LoRA arguments (`parse_recipe_args(...).lora`)."""
     return LoraPlan(
         vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r, alpha=lora_args.lora_alpha,
         dropout=lora_args.lora_dropout, targets=lora_args.lora_targets,
@@ -46,25 +44,23 @@ def lora_plan(lora_args: LoraArguments) -> LoraPlan:
 
 
 def build_mmft(bridge: str) -> Callable[..., nn.Module]:
-    def build(model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict) -> nn.Module:
-        model_args = ModelArguments(**{**vars(model_args), "bridge": bridge})
-        model, _ = build_model(VQATask(), model_args, data, **options.get("mmft_config", {}))
+    def build(model_args: Any, lora_args: Any, data: TaskData, options: dict) -> nn.Module:
+        model, _ = recipe_model(get_task("vqa")(), model_args, data, bridge=bridge, **options.get("mmft_config", {}))
         model = lora_plan(lora_args).apply(model)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if model_args.cache_frozen_text:
-            base.core.enable_frozen_text_cache()
+            base_model(model).core.enable_frozen_text_cache()
         return model
 
     return build
 
 
 # -- peer A: ViLT ---------------------------------------------------------------------------------------------------
-def build_vilt(model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict) -> nn.Module:
+def build_vilt(model_args: Any, lora_args: Any, data: TaskData, options: dict) -> nn.Module:
     """ViLT from scratch: question tokens and 8x8-pixel patches in one transformer (single-stream early fusion)."""
     image_size = model_args.image_size or 64
     answers = data.labels
     config = ViltConfig(
-        vocab_size=_tokenizer_vocab_size(model_args),  # the text tower's tokenizer (MiniLM's BERT WordPiece)
+        vocab_size=options["vocab_size"],  # the text tower's tokenizer (MiniLM's BERT WordPiece)
         hidden_size=model_args.hidden_size,
         num_hidden_layers=options["vilt_layers"],
         num_attention_heads=model_args.num_attention_heads,
@@ -78,12 +74,6 @@ def build_vilt(model_args: ModelArguments, lora_args: LoraArguments, data: TaskD
         label2id={answer: i for i, answer in enumerate(answers)},
     )
     return ViltForQuestionAnswering(config)
-
-
-def _tokenizer_vocab_size(model_args: ModelArguments) -> int:
-    from transformers import AutoTokenizer
-
-    return len(AutoTokenizer.from_pretrained(resolve_name(model_args.text_model)))
 
 
 # -- peer B: dual encoder -------------------------------------------------------------------------------------------
@@ -142,9 +132,7 @@ class DualEncoderForVQA(nn.Module):
         return SequenceClassifierOutput(logits=self.classifier(torch.cat([image, text], dim=-1)))  # (B, K)
 
 
-def build_dual_encoder(
-    model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict
-) -> nn.Module:
+def build_dual_encoder(model_args: Any, lora_args: Any, data: TaskData, options: dict) -> nn.Module:
     for tower in ("vision", "text"):
         if getattr(lora_args, f"lora_{tower}") not in PEER_TOWER_MODES:
             raise ValueError(f"the dual_encoder peer supports lora_{tower} in {PEER_TOWER_MODES}, not LoRA")
@@ -170,9 +158,9 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_variant(
-    name: str, model_args: ModelArguments, lora_args: LoraArguments, data: TaskData, options: dict
-) -> nn.Module:
+def build_variant(name: str, model_args: Any, lora_args: Any, data: TaskData, options: dict) -> nn.Module:
+    """Variant `name` built from the recipe's model and LoRA arguments, the prepared data and the study's options
+    (`vilt_layers`, `vilt_patch_size`, `vocab_size`: the text tokenizer's, `mmft_config`: extra `MMFTConfig` fields)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     return VARIANTS[name](model_args, lora_args, data, options)

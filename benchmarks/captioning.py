@@ -1,8 +1,9 @@
 """Captioning benchmark: generation tokens/s with and without the KV cache, and training step time per decoder plan.
 
 The model is the captioning preset's (`recipes/configs/scenes_captioning.yaml`: its vision tower, MiniLM, the
-SmolLM2-135M decoder, bridge and prefix), on real scenes images and captions. Figures measured side by side in one
-process, interleaved round by round, so load from other processes lands on every side alike:
+SmolLM2-135M decoder, bridge and prefix), on real scenes images and captions, both built as the recipe builds them
+through mmft's public API. Figures measured side by side in one process, interleaved round by round, so load from
+other processes lands on every side alike:
 
 - generation: greedy decoding of exactly `--new_tokens` tokens per image (`min_new_tokens` = `max_new_tokens`), with
   `use_cache=True` (the KV cache: one new token per step) and `use_cache=False` (the whole sequence every step);
@@ -27,52 +28,43 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmft import LoraPlan  # noqa: E402
-from mmft.data.captions import load_scenes_captions  # noqa: E402
-from mmft.presets import load_preset  # noqa: E402
-from mmft.processing_captioning import MMFTCaptionProcessor  # noqa: E402
+from harness import recipe_model  # noqa: E402
+from mmft import LoraPlan, get_task, parse_recipe_args  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = os.path.join(REPO, "recipes", "configs", "scenes_captioning.yaml")
 PLANS = ("lora", "full", "frozen")
 
 
-def build(preset: dict, decoder: str | None, quick: bool):
-    """(model, processor) of the preset (or, with `quick`, tiny towers and a random decoder)."""
+def build(recipe, batch_size: int, quick: bool):
+    """(model, processor, task, data) of the preset (or, with `quick`, its towers and a tiny random decoder); the
+    data holds the first `batch_size` training images."""
     from transformers import LlamaConfig
 
-    from mmft.modeling_captioning import MMFTForConditionalGeneration
-
-    vision, text = preset["vision_model"], preset["text_model"]
-    vision_args = preset.get("vision_model_args")
-    decoder = decoder or preset["decoder_model"]
-    processor = MMFTCaptionProcessor.from_towers(vision, text, decoder, preset["image_size"], vision_args,
-                                                 max_caption_tokens=preset["max_caption_tokens"])  # fmt: skip
-    spec = decoder
-    if quick:
-        spec = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=len(processor.tokenizer))  # fmt: skip
-    model = MMFTForConditionalGeneration.from_vision_text_pretrained(
-        vision, text, decoder=spec, vision_model_args=vision_args, num_query_tokens=preset["num_query_tokens"],
-        bridge=preset["bridge"], num_bridge_layers=preset["num_bridge_layers"], hidden_size=preset["hidden_size"],
-        num_attention_heads=preset["num_attention_heads"], hidden_dropout=preset["hidden_dropout"],
-        caption_token_ids=processor.caption_token_ids(),
-    )  # fmt: skip
-    return model, processor
+    task = get_task("captioning")(recipe.task)
+    data = task.prepare_data(recipe.data, max_train_samples=batch_size, max_eval_samples=1)
+    processor = task.build_processor(recipe.model)
+    tiny = {"decoder": LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=len(processor.tokenizer))}  # fmt: skip
+    model, processor = recipe_model(task, recipe.model, data, processor, **(tiny if quick else {}))
+    return model, processor, task, data
 
 
-def real_batch(processor, batch_size: int) -> dict[str, torch.Tensor]:
-    """`batch_size` training images of the scenes data with their first captions, as the collator makes them."""
-    rows = load_scenes_captions()["train"].select(range(batch_size))
-    return dict(processor(images=list(rows["image"]), text=[captions[0] for captions in rows["captions"]]))
+def real_batch(task, data, processor) -> dict[str, torch.Tensor]:
+    """The training images of `data` with their first captions, as the recipe's collator makes them (the task's
+    training rows are one per (image, caption) pair, numbered by `caption_index`)."""
+    task.attach(data, processor)
+    firsts = [row for row, index in enumerate(data.train.with_format(None)["caption_index"]) if index == 0]
+    return task.collator(processor, 0)([data.train[row] for row in firsts])
 
 
-def plan_models(model, preset: dict) -> dict[str, tuple]:
-    """{plan: (model with the plan applied, AdamW over its trainable parameters)} on deep copies of `model`."""
+def plan_models(model, lora) -> dict[str, tuple]:
+    """{plan: (model with the plan applied, AdamW over its trainable parameters)} on deep copies of `model`;
+    `lora`: the preset's LoRA arguments (`parse_recipe_args(...).lora`), the decoder's plan replaced."""
     out = {}
     for plan in PLANS:
-        planned = LoraPlan(vision=preset["lora_vision"], text=preset["lora_text"], decoder=plan, r=preset["lora_r"],
-                           alpha=preset["lora_alpha"], dropout=0.0, targets=preset["lora_targets"]).apply(
+        planned = LoraPlan(vision=lora.lora_vision, text=lora.lora_text, decoder=plan, r=lora.lora_r,
+                           alpha=lora.lora_alpha, dropout=0.0, targets=lora.lora_targets).apply(
             copy.deepcopy(model))  # fmt: skip
         trainable = [p for p in planned.parameters() if p.requires_grad]
         out[plan] = (planned.train(), torch.optim.AdamW(trainable, lr=1e-4), sum(p.numel() for p in trainable))
@@ -107,10 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=os.path.join(REPO, "outputs", "benchmarks", "captioning.json"))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    preset = load_preset(PRESET)
-    model, processor = build(preset, args.decoder, args.quick)
-    batch = real_batch(processor, args.batch)
-    tokens = int(batch["attention_mask"].sum()) + args.batch * preset["num_query_tokens"]
+    recipe = parse_recipe_args(["--config", PRESET, *(["--decoder_model", args.decoder] if args.decoder else [])],
+                               "captioning")  # fmt: skip
+    model, processor, task, data = build(recipe, args.batch, args.quick)
+    batch = real_batch(task, data, processor)
+    tokens = int(batch["attention_mask"].sum()) + args.batch * recipe.task.num_query_tokens
 
     # generation: cache on and off, interleaved
     model.eval()
@@ -126,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     generation["cache_speedup"] = statistics.median(timings[False]) / statistics.median(timings[True])
 
     # training: one step per plan, interleaved
-    planned = plan_models(model, preset)
+    planned = plan_models(model, recipe.lora)
     del model
     steps = {plan: [] for plan in PLANS}
     for round_index in range(args.rounds + 1):

@@ -22,7 +22,7 @@ from recipe_parts import capture_recipe
 
 def stage_split(dataset, collator, batch_size: int) -> dict[str, float]:
     """Seconds for one batch in each pipeline stage: image decode, image processor, whole transform, collate."""
-    from mmft.data.collator import decode_image
+    from mmft.data import decode_image
 
     transform = dataset.format["format_kwargs"]["transform"]  # the recipe's VQATransform
     raw = dataset.with_format(None)[:batch_size]

@@ -91,12 +91,41 @@ def build_model(spec_name: str, num_answers: int = 13, **overrides: Any) -> nn.M
         vision=spec.vision,
         text=text,
         vision_model_args=spec.vision_args or None,
-        answers=[f"answer{i}" for i in range(num_answers)],
+        labels=[f"answer{i}" for i in range(num_answers)],
         num_bridge_layers=spec.num_bridge_layers,
         hidden_size=spec.hidden_size,
         num_attention_heads=spec.num_attention_heads,
         hidden_dropout=0.0,
     )
+
+
+# The `ModelArguments` fields that size a fresh model's bridge, as the recipe passes them.
+BRIDGE_FIELDS = ("bridge", "num_bridge_layers", "hidden_size", "num_attention_heads", "hidden_dropout")
+
+
+def recipe_model(task: Any, model_args: Any, data: Any, processor: Any = None, **config: Any) -> tuple[nn.Module, Any]:
+    """(model, processor) of a fresh model as the recipe builds it, through mmft's public API only.
+
+    `task`: a `mmft.Task` instance (`mmft.get_task(name)(args.task)`); `model_args`: `mmft.parse_recipe_args(...)
+    .model`; `data`: the task's `TaskData`; `processor`: one already built from `model_args` (default: the task's).
+    The task's model class joins the two towers, and its hooks add what the head needs from the data (labels, config
+    fields). `config`: further `MMFTConfig` fields or `from_vision_text_pretrained` arguments, which win over the
+    recipe's (`bridge`, `initializer_range`, a caption `decoder`, ...).
+    """
+    options = {**{name: getattr(model_args, name) for name in BRIDGE_FIELDS}, **task.model_kwargs(data),
+               **task.config_updates(data), **config}  # fmt: skip
+    model = task.model_class.from_vision_text_pretrained(
+        vision=model_args.vision_model, text=model_args.text_model, vision_model_args=model_args.timm_args(),
+        text_model_args=model_args.text_args(), **options,
+    )  # fmt: skip
+    processor = processor or task.build_processor(model_args)
+    task.bind(model, processor)
+    return model, processor
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The mmft model itself, inside the peft wrapper a `LoraPlan` with LoRA towers returns (else `model`)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def apply_plan(model: nn.Module, plan: str) -> nn.Module:

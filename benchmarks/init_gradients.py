@@ -18,9 +18,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmft.arguments import parse_recipe_args  # noqa: E402
-from mmft.tasks.vqa import VQATask  # noqa: E402
-from mmft.training import build_model  # noqa: E402
+from harness import recipe_model  # noqa: E402
+from mmft import get_task, parse_recipe_args  # noqa: E402
 
 PARTS = {"vision tower": "mmft.vision_tower.", "text tower": "mmft.text_tower.", "projections": "mmft.",
          "bridge": "mmft.bridge.", "head": "classifier."}  # fmt: skip
@@ -41,13 +40,13 @@ def main() -> None:
     options = parser.parse_args()
     args = parse_recipe_args(["--output_dir", "/tmp/mmft_init_gradients", "--report_to", "none"], "vqa",
                              default_config=str(REPO / "recipes" / "configs" / "easy_vqa.yaml"))  # fmt: skip
-    task = VQATask(args.task)
+    task = get_task("vqa")(args.task)
     splits = task.prepare_data(args.data, max_train_samples=options.batch, max_eval_samples=8)
     print(f"{'initializer_range':>18}  {'loss':>6}  " + "  ".join(f"{part:>12}" for part in PARTS))
     for value in options.ranges:
         torch.manual_seed(options.seed)
         overrides = {} if value == "fan_in" else {"initializer_range": float(value)}
-        model, processor = build_model(task, args.model, splits, **overrides)
+        model, processor = recipe_model(task, args.model, splits, **overrides)
         task.attach(splits, processor)
         batch = task.collator(processor, args.model.max_text_length)([splits.train[i] for i in range(options.batch)])
         model.train()

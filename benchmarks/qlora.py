@@ -19,17 +19,15 @@ import sys
 
 import torch
 
-from harness import MODEL_SPECS, HandStep, build_model, current_rss, device_peak_memory, peak_rss, synthetic_batch
-from harness import to_device
+from harness import MODEL_SPECS, HandStep, base_model, build_model, current_rss, device_peak_memory, peak_rss
+from harness import synthetic_batch, to_device
 
 PLANS = {"lora": None, "qlora": "4bit"}  # plan name -> LoraPlan.quantize
 TEXT_LENGTH = 16
 
 
 def tower_bytes(model: torch.nn.Module) -> int:
-    from mmft.unwrap import task_model
-
-    towers = task_model(model).towers().values()
+    towers = base_model(model).towers().values()
     return sum(t.numel() * t.element_size() for tower in towers for t in [*tower.parameters(), *tower.buffers()])
 
 

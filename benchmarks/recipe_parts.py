@@ -32,7 +32,7 @@ def recipe_argv(output_dir: str, max_steps: int, device: str, quick: bool, *extr
 
 def run_recipe(argv: list[str], callbacks: list[TrainerCallback]) -> None:
     """`mmft.training.run` exactly as `recipes/vqa.py` calls it, with extra Trainer callbacks."""
-    from mmft.arguments import parse_recipe_args
+    from mmft import parse_recipe_args
     from mmft.training import run
 
     run("vqa", parse_recipe_args(argv, "vqa"), callbacks=callbacks)

@@ -1,8 +1,9 @@
 """Which re-ranking score suits a trained retrieval model: Recall@K of the dual encoder and of every rule in
-`mmft.rerank.RERANK_SCORES`, on the same embedded test images and captions.
+`mmft.RERANK_SCORES`, on the same test images and captions.
 
-The gallery is embedded once; each rule then re-ranks the same top `--rerank_k` candidates through the library's own
-evaluation (`mmft.retrieval_eval.evaluate_retrieval`), so the rows differ only in how a candidate is scored.
+Each rule is one evaluation of the saved model through the retrieval recipe's own path (`mmft.training.run` with
+`--eval_only` and `--rerank_score RULE`): the same images and captions embedded the same way and the same top
+`--rerank_k` candidates re-ranked, so the rows differ only in how a candidate is scored.
 
     python benchmarks/rerank_scores.py outputs/scenes_retrieval [--images 400] [--rerank_k 16]
 
@@ -16,15 +17,25 @@ import argparse
 import json
 import os
 import sys
-
-import torch
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmft import AutoModelForImageTextRetrieval, MMFTProcessor  # noqa: E402
-from mmft.data.scenes import load_scenes  # noqa: E402
-from mmft.rerank import RERANK_SCORES  # noqa: E402
-from mmft.retrieval_eval import embed_images, embed_texts, evaluate_retrieval  # noqa: E402
+from mmft import RERANK_SCORES, parse_recipe_args  # noqa: E402
+from mmft.training import run  # noqa: E402
+
+
+def evaluate(options: argparse.Namespace, rule: str) -> dict[str, float]:
+    """The test metrics of the saved model re-ranked by `rule` (the recipe's outputs go to a scratch folder)."""
+    with tempfile.TemporaryDirectory(prefix="mmft_rerank_") as output_dir:
+        flags = [
+            "--model_name_or_path", options.model, "--eval_only", "true", "--rerank_score", rule,
+            "--rerank_k", str(options.rerank_k), "--max_eval_samples", str(options.images),
+            "--max_train_samples", "1", "--per_device_eval_batch_size", str(options.batch_size),
+            "--max_text_length", str(options.max_length), "--output_dir", output_dir, "--report_to", "none",
+            "--plots", "false", "--model_card", "false", "--throughput", "false",
+        ]  # fmt: skip
+        return run("retrieval", parse_recipe_args(flags, "retrieval"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -36,27 +47,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--max_length", type=int, default=32, help="caption tokens, as the model was trained")
     options = parser.parse_args(argv)
 
-    model = AutoModelForImageTextRetrieval.from_pretrained(options.model).eval()
-    processor = MMFTProcessor.from_pretrained(options.model)
-    test = load_scenes()["test"].select(range(options.images))
-    device = torch.device("cpu")
-    pixels = [{"pixel_values": processor(images=row["image"].convert("RGB"))["pixel_values"][0]} for row in test]
-    texts = [caption for group in test["captions"] for caption in group]
-    owners = [index for index, group in enumerate(test["captions"]) for _ in group]
-    tokenize = lambda batch: processor(text=batch, max_length=options.max_length, return_tensors="pt")  # noqa: E731
     results = {}
-    with torch.inference_mode():
-        images = embed_images(model, pixels, options.batch_size, device)
-        captions = embed_texts(model, texts, tokenize, options.batch_size, device)
-        for rule in RERANK_SCORES:
-            model.config.rerank_score = rule
-            metrics = evaluate_retrieval(model, images, captions, owners, options.rerank_k, options.batch_size,
-                                         device).metrics  # fmt: skip
-            results.setdefault("dual", {k.removeprefix("test_dual_"): v for k, v in metrics.items()
-                                        if k.startswith("test_dual_") and "recall" in k})  # fmt: skip
-            results[rule] = {k.removeprefix("test_rerank_"): v for k, v in metrics.items()
-                             if k.startswith("test_rerank_") and "recall" in k}  # fmt: skip
-    print(f"{options.images} test images, {len(texts)} captions, top {options.rerank_k} re-ranked")
+    for rule in RERANK_SCORES:
+        metrics = evaluate(options, rule)
+        results.setdefault("dual", {k.removeprefix("test_dual_"): v for k, v in metrics.items()
+                                    if k.startswith("test_dual_") and "recall" in k})  # fmt: skip
+        results[rule] = {k.removeprefix("test_rerank_"): v for k, v in metrics.items()
+                         if k.startswith("test_rerank_") and "recall" in k}  # fmt: skip
+    print(f"{int(metrics['test_images'])} test images, {int(metrics['test_captions'])} captions, "
+          f"top {options.rerank_k} re-ranked")  # fmt: skip
     print("stage\tt2i R@1\ti2t R@1")
     for stage, row in results.items():
         print(f"{stage}\t{row['t2i_recall@1']:.4f}\t{row['i2t_recall@1']:.4f}")

@@ -36,11 +36,10 @@ def peak_rss() -> int:
 
 
 def synthetic_gallery(images: int, captions_per_image: int, seed: int = 0):
-    """`images` 32x32 PNGs of noise and a colour block, each with distinct random captions (10-16 words)."""
-    from datasets import Dataset
-
-    from mmft.data.captions import CAPTIONS
-    from mmft.data.sources import features_of
+    """`images` 32x32 PNGs of noise and a colour block, each with distinct random captions (10-16 words), in the
+    retrieval task's columns: `image`, `captions`, and `row` (the row number a prepared split carries)."""
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
 
     rng = np.random.default_rng(seed)
     pictures, captions = [], []
@@ -51,15 +50,15 @@ def synthetic_gallery(images: int, captions_per_image: int, seed: int = 0):
         Image.fromarray(pixels).save(buffer, format="PNG")
         pictures.append({"bytes": buffer.getvalue(), "path": None})
         captions.append([f"{index} " + " ".join(rng.choice(WORDS, rng.integers(10, 17))) for _ in range(captions_per_image)])
-    data = Dataset.from_dict({"image": pictures, "captions": captions}, features=features_of((CAPTIONS,)))
+    features = Features({"image": ImageFeature(), "captions": Sequence(Value("string"))})
+    data = Dataset.from_dict({"image": pictures, "captions": captions}, features=features)
     return data.add_column("row", list(range(images)))
 
 
 def tiny_model_and_processor(folder: str):
     from transformers import AutoModel, AutoTokenizer, BertConfig
 
-    from mmft import MMFTForImageTextRetrieval, MMFTProcessor
-    from mmft.towers import resolve_name, vision_config_from_name
+    from mmft import MMFTForImageTextRetrieval, MMFTProcessor, resolve_name
 
     torch.manual_seed(0)
     text = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -67,7 +66,7 @@ def tiny_model_and_processor(folder: str):
     AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(folder)
     cnn = {"features_only": True, "out_indices": [2]}  # stride 8: 32 px -> 4x4 = 16 image tokens
     model = MMFTForImageTextRetrieval.from_vision_text_pretrained(
-        vision=vision_config_from_name("timm:resnet10t", cnn), text=folder, num_bridge_layers=1, hidden_size=32,
+        vision="timm:resnet10t", text=folder, vision_model_args=cnn, num_bridge_layers=1, hidden_size=32,
         num_attention_heads=2, hidden_dropout=0.0,
     )  # fmt: skip
     return model.eval(), MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", folder, 32, cnn)
@@ -86,15 +85,16 @@ def main() -> None:
     from datasets import Image as ImageFeature
     from transformers import Trainer, TrainingArguments
 
-    from mmft.tasks.base import TaskData
-    from mmft.tasks.retrieval import RetrievalArguments, RetrievalTask, caption_pairs
+    from mmft import get_task
 
     start = time.perf_counter()
     gallery = synthetic_gallery(args.images, args.captions_per_image).cast_column("image", ImageFeature(decode=False))
     with tempfile.TemporaryDirectory() as folder:
         model, processor = tiny_model_and_processor(folder)
-        task = RetrievalTask(RetrievalArguments(rerank_k=args.rerank_k, similarity_chunk_size=args.similarity_chunk_size))
-        data = TaskData(caption_pairs(gallery.select(range(8))), gallery)
+        retrieval = get_task("retrieval")
+        task = retrieval(retrieval.arguments_class(rerank_k=args.rerank_k,
+                                                   similarity_chunk_size=args.similarity_chunk_size))  # fmt: skip
+        data = task.build_targets(gallery.select(range(8)), gallery, None)  # training pairs of 8 images; unused
         task.attach(data, processor)
         training = TrainingArguments(output_dir=folder, per_device_eval_batch_size=args.batch_size, use_cpu=True,
                                      report_to="none")  # fmt: skip

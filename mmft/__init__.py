@@ -17,9 +17,12 @@ from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
 from .modeling_retrieval import MMFTForImageTextRetrieval
 from .modeling_vqa import MMFTForVisualQuestionAnswering
+from .offline_assets import resolve_name
 from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
 from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
+from .rerank import RERANK_SCORES
+from .towers import vision_config_from_name
 
 __version__ = "0.1.0"
 
@@ -34,11 +37,16 @@ _TASK_NAMES = ("TASKS", "CardInfo", "Task", "TaskData", "get_task", "register_ta
 
 
 def __getattr__(name: str):
-    """The task layer on first use (PEP 562), so that loading a saved model never imports the training stack."""
+    """The task layer and the recipe parser on first use (PEP 562): loading a saved model never imports the
+    training stack."""
     if name in _TASK_NAMES:
         from . import tasks
 
         return getattr(tasks, name)
+    if name == "parse_recipe_args":
+        from .arguments import parse_recipe_args
+
+        return parse_recipe_args
     raise AttributeError(f"module 'mmft' has no attribute {name!r}")
 
 
@@ -63,11 +71,15 @@ __all__ = [
     "MMFTModelOutput",
     "MMFTPreTrainedModel",
     "MMFTProcessor",
+    "RERANK_SCORES",
     "TASKS",
     "Task",
     "TaskData",
     "VQAPipeline",
     "get_task",
+    "parse_recipe_args",
     "register_bridge",
     "register_task",
+    "resolve_name",
+    "vision_config_from_name",
 ]

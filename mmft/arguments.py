@@ -47,9 +47,8 @@ class ModelArguments:
     hidden_dropout: float = 0.1
     image_size: int | None = field(default=None, metadata={"help": "resize images to this square size"})
     max_text_length: int = field(
-        default=64, metadata={"help": "tokens kept of each text (question, statement, caption)",
-                              "aliases": ["--max_question_length"]},
-    )  # fmt: skip
+        default=64, metadata={"help": "tokens kept of each text (question, statement, caption)"}
+    )
     cache_frozen_text: bool = field(
         default=True, metadata={"help": "memoise a frozen text tower's output per distinct question"}
     )
@@ -133,6 +132,20 @@ def argument_classes(task_arguments: type) -> tuple[type, ...]:
     return (ModelArguments, DataArguments, task_arguments, LoraArguments, TrainingArguments, OutputArguments)
 
 
+# Flags that were removed, with the one that replaces each: named in the error, where argparse would only say that
+# the command line has an argument it does not use, and a preset an unknown key.
+REMOVED_FLAGS = {"max_question_length": "max_text_length"}
+
+
+def _refuse_removed_flags(names: list[str], where: str = "") -> None:
+    """A ValueError naming the replacement of the first removed flag among `names` (flag names, with or without
+    `--`, dashes or underscores); `where` prefixes the message (a preset's path)."""
+    for name in names:
+        key = name.split("=", 1)[0].removeprefix("--").replace("-", "_")
+        if key in REMOVED_FLAGS:
+            raise ValueError(f"{where}--{key} was removed; use --{REMOVED_FLAGS[key]}")
+
+
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
@@ -151,10 +164,12 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
 
     classes = argument_classes(get_task(task).arguments_class)
     config_path, argv = _split_config_flag(list(argv))
+    _refuse_removed_flags([arg for arg in argv if arg.startswith("--")])
     config_path = config_path or default_config
     parser = HfArgumentParser(classes)
     if config_path:
         preset = drop_other_towers_keys(load_preset(config_path), argv, config_path)
+        _refuse_removed_flags(list(preset), f"{config_path}: ")
         known = {f.name for cls in classes for f in fields(cls)}
         unknown = sorted(set(preset) - known)
         if unknown:

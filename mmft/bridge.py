@@ -32,9 +32,9 @@ class BridgeOutput(ModelOutput):
     text_states: torch.Tensor | None = None
     image_states: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
-    cross_attentions: tuple[torch.Tensor, ...] | None = None  # 4th, where bridges written before the others put it
     hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
     attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
@@ -219,6 +219,8 @@ class Bridge(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> BridgeOutput:
+        """Fuse `(B, Nt, D)` text and `(B, Nv, D)` image tokens; `text_mask` is `(B, Nt)` 1/0. `MMFTModel` passes all
+        five arguments, positionally, so a subclass takes them all (it may ignore the flags it has nothing for)."""
         raise NotImplementedError
 
 

@@ -61,7 +61,7 @@ class TruncationReporter:
         level = logging.WARNING if self.truncated == len(cut) else logging.DEBUG
         logger.log(
             level,
-            "%s of %d tokens truncated to max_length=%d (%d truncated so far); raise --max_text_length "
-            "(--max_question_length) to keep long texts whole",
+            "%s of %d tokens truncated to max_length=%d (%d truncated so far); raise --max_text_length to keep long "
+            "texts whole",
             self.what, cut[0][1], self.max_length, self.truncated,
         )  # fmt: skip

@@ -227,7 +227,6 @@ class MMFTPreTrainedModel(PreTrainedModel):
         labels: Sequence[str] | None = None,
         vision_model_args: dict[str, Any] | None = None,
         text_model_args: dict[str, Any] | None = None,
-        answers: Sequence[str] | None = None,
         **config_overrides: Any,
     ) -> "MMFTPreTrainedModel":
         """
@@ -239,12 +238,15 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 random tower.
             text: a Hub id, a local folder, an offline alias (`minilm`), or a config for a random tower.
             bridge: fusion name from `mmft.BRIDGES`.
-            labels: the label vocabulary of a classification-style head (becomes `id2label`); `answers` is the same
-                for VQA models.
+            labels: the label vocabulary of a classification-style head (becomes `id2label`): the answers of a VQA
+                model, the classes of a classifier.
             vision_model_args: extra `timm.create_model` kwargs for timm towers, e.g. `{"img_size": 64}`.
             text_model_args: overrides of the text tower's config fields, e.g. `{"hidden_dropout_prob": 0.0}`.
             **config_overrides: any other `MMFTConfig` field (`num_bridge_layers`, `hidden_size`, ...).
         """
+        if "answers" in config_overrides:  # removed; as a config field it would be kept silently and labels left unset
+            raise TypeError("from_vision_text_pretrained() no longer takes answers=; pass the answer vocabulary as "
+                            "labels=")  # fmt: skip
         towers, sources = {}, {}
         for kind, spec in (("vision", vision), ("text", text)):
             if isinstance(spec, PreTrainedConfig):
@@ -256,9 +258,6 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 tower_config = text_config_from_name(spec, text_model_args)
             towers[kind] = load_pretrained_tower(spec, tower_config, kind)
             sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else provenance(spec)
-        if answers is not None and labels is not None:
-            raise ValueError("pass labels= or answers= (its VQA name), not both")
-        labels = answers if labels is None else labels
         if labels is not None:
             labels = list(labels)
             if len(set(labels)) != len(labels):
@@ -391,9 +390,7 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         image_states, grid = self.image_states(pixel_values)  # (B, Nv, D)
         text_states = self.text_states(input_ids, attention_mask)  # (B, Nt, D)
-        # Asked for by keyword and only when wanted, so a bridge written before hidden states existed still runs.
-        extra = {"output_hidden_states": True} if output_hidden_states else {}
-        fused = self.bridge(text_states, image_states, attention_mask, output_attentions, **extra)
+        fused = self.bridge(text_states, image_states, attention_mask, output_attentions, output_hidden_states)
         return MMFTModelOutput(**fused, image_grid=grid)
 
 

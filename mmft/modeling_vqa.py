@@ -19,7 +19,7 @@ class MMFTForVisualQuestionAnswering(MMFTForPooledClassification):
     convention) or answer ids `(B,)` (cross-entropy, for single-answer datasets such as easy-VQA).
     """
 
-    head_name = "a VQA head (over an answer vocabulary, answers=[...])"
+    head_name = "a VQA head (over an answer vocabulary)"
     auto_class, pipeline_task, pipeline_class = AutoModelForVisualQuestionAnswering, "mmft-vqa", VQAPipeline
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -203,11 +203,6 @@ _ASSETS = (
 )
 OFFLINE_ASSETS: dict[str, OfflineAsset] = {asset.name: asset for asset in _ASSETS}
 
-# Backward compatible view of the tower folders: alias -> (package, subdir).
-OFFLINE_ALIASES = {
-    name: (asset.package, asset.subdir) for name, asset in OFFLINE_ASSETS.items() if isinstance(asset, PackagedFolder)
-}
-
 
 def asset_names(kind: str) -> list[str]:
     return [name for name, asset in OFFLINE_ASSETS.items() if asset.kind == kind]
@@ -236,7 +231,8 @@ def provenance(name: str) -> str:
 
 
 def resolve_name(name: str) -> str:
-    """Map an offline tower alias (see `OFFLINE_ALIASES`) to the folder its package ships; other names pass through."""
+    """Map an offline tower alias (a `PackagedFolder` of `OFFLINE_ASSETS`) to the folder its package ships, which
+    plain transformers loads (`AutoModel.from_pretrained(resolve_name("minilm"))`); other names pass through."""
     asset = find_asset(name)
     if asset is None:
         return name
@@ -254,7 +250,6 @@ def decoder_pretrained_args(name: str = "smollm2") -> tuple[str, dict[str, Any]]
 
 
 __all__ = [
-    "OFFLINE_ALIASES",
     "OFFLINE_ASSETS",
     "OfflineAsset",
     "PackagedFolder",

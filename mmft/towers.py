@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from .offline_assets import OFFLINE_ALIASES, asset_names, find_asset, resolve_name  # noqa: F401 (re-exported)
+from .offline_assets import asset_names, find_asset, resolve_name
 from .safe_loading import refuse_pickled_weights
 
 TIMM_SCRATCH_PREFIX = "timm:"  # "timm:<architecture>": a timm architecture with random weights (no download)
@@ -156,7 +156,8 @@ def _auto_config(name: str, kind: str) -> PreTrainedConfig:
 
 
 def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None) -> PreTrainedConfig:
-    """The config of a vision tower named `timm:<arch>` (random init), a Hub id, or a local folder."""
+    """The config of the vision tower `from_vision_text_pretrained` builds for `name` (`timm:<arch>`, an offline alias,
+    a Hub id or a local folder) and `model_args` (timm kwargs), e.g. to build another model over the same tower."""
     if name.startswith(TIMM_SCRATCH_PREFIX):
         import timm
 

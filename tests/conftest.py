@@ -129,7 +129,7 @@ def tiny_model(bridge: str = "co_attention", vision="timm_vit", text="bert", see
     vision = tiny_vision_config(vision) if isinstance(vision, str) else vision
     text = tiny_text_config(text) if isinstance(text, str) else text
     return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=vision, text=text, bridge=bridge, answers=ANSWERS, **options
+        vision=vision, text=text, bridge=bridge, labels=ANSWERS, **options
     )
 
 

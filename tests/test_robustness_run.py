@@ -170,6 +170,7 @@ PRESETS = {
     "wrong_choice": ("on_bad_example: ignore\n", r"argument --on_bad_example(/--on-bad-example)?: invalid choice: 'ignore' \(choose from 'raise', 'skip'\)"),
     "not_a_mapping": ("- a\n- b\n", r"expected a mapping of flag names to values, got list"),
     "python_tag": ("x: !!python/object/apply:pathlib.Path.touch [MARKER]\n", r"not a valid YAML preset"),
+    "removed_flag": ("max_question_length: 32\n", r"--max_question_length was removed; use --max_text_length"),
 }
 
 
@@ -182,6 +183,12 @@ def test_bad_preset_names_the_file_and_the_key(case, tmp_path):
     with pytest.raises(ValueError, match=re.escape(str(preset)) + ".*" + message):
         parse_recipe_args(["--config", str(preset)])
     assert not marker.exists()  # the python/* tag was never constructed
+
+
+@pytest.mark.parametrize("flag", ["--max_question_length", "--max-question-length", "--max_question_length=6"])
+def test_removed_flag_names_its_replacement(flag):
+    with pytest.raises(ValueError, match="^--max_question_length was removed; use --max_text_length$"):
+        parse_recipe_args([flag, "6"] if "=" not in flag else [flag])
 
 
 def test_max_bad_fraction_out_of_range_is_refused():

@@ -94,7 +94,7 @@ def _adapter_folder(tmp_path: Path) -> Path:
     tmp_path.mkdir(exist_ok=True)
     vision, text = _tower_folder(tmp_path / "vit", "vision"), _tower_folder(tmp_path / "bert", "text")
     model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=str(vision), text=str(text), answers=["yes", "no"], num_bridge_layers=1, hidden_size=32,
+        vision=str(vision), text=str(text), labels=["yes", "no"], num_bridge_layers=1, hidden_size=32,
         num_attention_heads=2,
     )  # fmt: skip
     model = mmft.LoraPlan(vision="lora", text="lora", r=4).apply(model)

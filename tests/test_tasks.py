@@ -18,7 +18,7 @@ from mmft.bridge import BRIDGES, CoAttentionBridge, register_bridge
 from mmft.callbacks import ThroughputCallback
 from mmft.data import DataError, SourceSpec
 from mmft.presets import drop_other_towers_keys, load_preset
-from mmft.tasks import TASKS, get_task
+from mmft.tasks import TASKS, get_task, task_for_model
 from mmft.tasks.classification import ClassificationArguments, ClassificationTask, balanced_weights, label_order
 
 LABELS = ["false", "true"]
@@ -94,7 +94,9 @@ class MeanPoolBridge(mmft.Bridge):
         super().__init__(config)
         self.mix = torch.nn.Linear(2 * config.hidden_size, 2 * config.hidden_size)
 
-    def forward(self, text_states, image_states, text_mask=None, output_attentions=False):
+    def forward(
+        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
+    ):
         pooled = torch.cat([text_states.mean(1), image_states.mean(1)], dim=-1)
         return mmft.BridgeOutput(text_states, image_states, self.mix(pooled))
 
@@ -223,6 +225,13 @@ def test_every_registered_task_declares_what_the_training_path_asks():
         assert get_task(name) is task and task.name == name
         assert task.columns and task.card.metrics and task.pipeline_task and task.default_dataset
         assert task.auto_class._model_mapping[mmft.MMFTConfig] is task.model_class
+
+
+def test_a_saved_config_finds_its_task_by_architectures_only():
+    config = mmft.MMFTConfig(architectures=["MMFTForImageTextClassification"])
+    assert task_for_model(config) is TASKS["classification"]
+    with pytest.raises(ValueError, match=r"names no model class \(its `architectures` is empty\)"):
+        task_for_model(mmft.MMFTConfig())  # no longer read as a VQA model
 
 
 # -- presets -----------------------------------------------------------------------------------------------------

@@ -49,8 +49,7 @@ def get_task(task: str | type[Task]) -> type[Task]:
 
 
 def task_for_model(model_or_config) -> type[Task]:
-    """The task of a model (by its class), or of a saved config (by the class it names in `architectures`; VQA for
-    folders saved before other tasks existed)."""
+    """The task of a model (by its class), or of a saved config (by the class it names in `architectures`)."""
     if hasattr(model_or_config, "config"):
         from ..unwrap import task_model
 
@@ -60,10 +59,10 @@ def task_for_model(model_or_config) -> type[Task]:
     for task in TASKS.values():
         if task.model_class.__name__ in names:
             return task
-    if names:
-        known = ", ".join(t.model_class.__name__ for t in TASKS.values())
-        raise ValueError(f"no mmft task has the model class {sorted(names)}; known: {known}")
-    return TASKS["vqa"]
+    known = ", ".join(t.model_class.__name__ for t in TASKS.values())
+    if not names:  # a model class's save_pretrained always records it
+        raise ValueError(f"the config names no model class (its `architectures` is empty); known: {known}")
+    raise ValueError(f"no mmft task has the model class {sorted(names)}; known: {known}")
 
 
 __all__ = ["CardInfo", "TASKS", "Task", "TaskData", "get_task", "register_task", "task_for_model"]
