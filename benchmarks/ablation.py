@@ -74,9 +74,21 @@ def cross_entropy_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -
 
 def _recipe_args(args: AblationArguments, overrides: list[str], seed: int, output_dir: str):
     forced = [
-        "--seed", str(seed), "--max_steps", str(args.max_steps), "--output_dir", output_dir,
-        "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-    ]  # fmt: skip
+        "--seed",
+        str(seed),
+        "--max_steps",
+        str(args.max_steps),
+        "--output_dir",
+        output_dir,
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
     recipe = parse_recipe_args(overrides + forced, "vqa", default_config=args.preset)
     recipe.training.remove_unused_columns = False  # the transform needs the raw columns, as in the recipe
     return recipe
@@ -86,8 +98,9 @@ def load_data(args: AblationArguments, overrides: list[str]):
     """The VQA task, its data (with the image transform attached) and the processor."""
     recipe = _recipe_args(args, overrides, 0, tempfile.gettempdir())
     task = get_task("vqa")(recipe.task)
-    splits = task.prepare_data(recipe.data, max_train_samples=recipe.data.max_train_samples,
-                               max_eval_samples=recipe.data.max_eval_samples)  # fmt: skip
+    splits = task.prepare_data(
+        recipe.data, max_train_samples=recipe.data.max_train_samples, max_eval_samples=recipe.data.max_eval_samples
+    )
     if args.eval_samples and args.eval_samples < len(splits.eval):
         splits.eval = splits.eval.shuffle(seed=0).select(range(args.eval_samples))
     model_args = recipe.model
@@ -107,10 +120,11 @@ def run_one(variant: str, seed: int, args: AblationArguments, overrides: list[st
         model_args, lora_args, training_args = recipe.model, recipe.lora, recipe.training
         set_seed(seed)
         options = {
-            "vilt_layers": args.vilt_layers, "vilt_patch_size": args.vilt_patch_size,
+            "vilt_layers": args.vilt_layers,
+            "vilt_patch_size": args.vilt_patch_size,
             "vocab_size": len(processor.tokenizer),  # ViLT embeds the text tower's tokenizer's ids
             "mmft_config": json.loads(args.mmft_config) if args.mmft_config else {},
-        }  # fmt: skip
+        }
         model = build_variant(variant, model_args, lora_args, splits, options)
         trainable = [p for p in model.parameters() if p.requires_grad]
         watched = trainable[:2] + trainable[-2:]  # first tower tensors and the head's last layer
@@ -172,9 +186,12 @@ def run_ablation(args: AblationArguments, overrides: list[str]) -> dict:
     payload = json.loads(path.read_text()) if path.is_file() and not args.fresh else {"runs": []}
     done = {(r["variant"], r["seed"], r["max_steps"]) for r in payload["runs"]}
     payload["meta"] = {
-        "arguments": asdict(args), "recipe_overrides": overrides, "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}", "torch": torch.__version__,
-    }  # fmt: skip
+        "arguments": asdict(args),
+        "recipe_overrides": overrides,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "torch": torch.__version__,
+    }
     study_started = time.perf_counter()
     data = load_data(args, overrides)
     for seed in args.seeds:  # seed-major, so a study cut short still has every variant at the first seeds
@@ -200,8 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     torch.set_num_threads(args.threads)
     payload = run_ablation(args, overrides)
-    print(f"ablation: {len(payload['runs'])} runs in {args.results} "
-          f"({payload['meta']['study_wall_s_this_invocation']:.0f} s this invocation)")  # fmt: skip
+    print(
+        f"ablation: {len(payload['runs'])} runs in {args.results} "
+        f"({payload['meta']['study_wall_s_this_invocation']:.0f} s this invocation)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ one loss to all of them. Everything mmft is reached through its public API (`mmf
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from harness import base_model, recipe_model
 from torch import nn
 from transformers import (
     AutoModel,
@@ -28,7 +30,6 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.timm_wrapper.modeling_timm_wrapper import TimmWrapperModelOutput
 
-from harness import base_model, recipe_model
 from mmft import BRIDGES, LoraPlan, TaskData, get_task, resolve_name, vision_config_from_name
 
 PEER_TOWER_MODES = ("full", "frozen")  # the peers have no LoraPlan; LoRA towers are mmft-only here
@@ -38,9 +39,13 @@ TOWER_MODULES = ("vision_tower.", "text_tower.", "vision_model.", "text_model.")
 def lora_plan(lora_args: Any) -> LoraPlan:
     """The recipe's `LoraPlan` from its LoRA arguments (`parse_recipe_args(...).lora`)."""
     return LoraPlan(
-        vision=lora_args.lora_vision, text=lora_args.lora_text, r=lora_args.lora_r, alpha=lora_args.lora_alpha,
-        dropout=lora_args.lora_dropout, targets=lora_args.lora_targets,
-    )  # fmt: skip
+        vision=lora_args.lora_vision,
+        text=lora_args.lora_text,
+        r=lora_args.lora_r,
+        alpha=lora_args.lora_alpha,
+        dropout=lora_args.lora_dropout,
+        targets=lora_args.lora_targets,
+    )
 
 
 def build_mmft(bridge: str) -> Callable[..., nn.Module]:
@@ -106,7 +111,7 @@ class DualEncoderForVQA(nn.Module):
     def _text_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.encoder.text_model.parameters())
 
-    def train(self, mode: bool = True) -> "DualEncoderForVQA":
+    def train(self, mode: bool = True) -> DualEncoderForVQA:
         super().train(mode)
         if mode and self._text_frozen():  # a frozen tower is a fixed feature extractor, as in mmft
             self.encoder.text_model.eval()

@@ -25,8 +25,12 @@ FUSION = {
     "vilt": "ViLT, single stream (early)",
     "dual_encoder": "VisionTextDualEncoder + MLP (late)",
 }
-ACCURACY_KEYS = (("accuracy", "overall"), ("accuracy_yes_no", "yes/no"), ("accuracy_color", "color"),
-                 ("accuracy_shape", "shape"))  # fmt: skip
+ACCURACY_KEYS = (
+    ("accuracy", "overall"),
+    ("accuracy_yes_no", "yes/no"),
+    ("accuracy_color", "color"),
+    ("accuracy_shape", "shape"),
+)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -58,8 +62,17 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    columns = ["variant", "seeds", "fusion", *(f"{label} acc." for _, label in ACCURACY_KEYS),
-               "params total / trainable", "step wall (s)", "step CPU (s)", "train wall (s)", "run wall (s)"]
+    columns = [
+        "variant",
+        "seeds",
+        "fusion",
+        *(f"{label} acc." for _, label in ACCURACY_KEYS),
+        "params total / trainable",
+        "step wall (s)",
+        "step CPU (s)",
+        "train wall (s)",
+        "run wall (s)",
+    ]
     header = "| " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     best = max(row["accuracy"][0] for row in rows)
@@ -71,7 +84,8 @@ def markdown_table(rows: list[dict]) -> str:
             cells.append(f"**{cell}**" if key == "accuracy" and mean == best else cell)
         params = row["parameters"]
         lines.append(
-            f"| `{row['variant']}` | {len(row['seeds'])} | {FUSION.get(row['variant'], '')} | " + " | ".join(cells)
+            f"| `{row['variant']}` | {len(row['seeds'])} | {FUSION.get(row['variant'], '')} | "
+            + " | ".join(cells)
             + f" | {params['total'] / 1e6:.2f}M / {params['trainable'] / 1e6:.2f}M"
             + f" | {_cell(*row['step_s'])} | {row['step_cpu_s'][0]:.3f}"
             + f" | {row['train_s'][0]:.0f} | {row['wall_s'][0]:.0f} |"
@@ -103,8 +117,9 @@ def plot(rows: list[dict], path: Path) -> None:
             xs, ys = zip(*[(x, y[key]) for x, y in row["train_points"]])
             panel.scatter(xs, ys, color=colour, alpha=0.35, s=18)
             spread = {"xerr": row["train_s"][1], "yerr": row[key][1]} if len(row["seeds"]) > 1 else {}
-            panel.errorbar(row["train_s"][0], row[key][0], **spread,
-                           fmt="o", color=colour, capsize=3, label=row["variant"])  # fmt: skip
+            panel.errorbar(
+                row["train_s"][0], row[key][0], **spread, fmt="o", color=colour, capsize=3, label=row["variant"]
+            )
         panel.set_xlabel("training wall time per run (s, 2-core shared CPU)")
         panel.set_ylabel(f"test accuracy, {label}")
         panel.grid(alpha=0.3)

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import recipe_model  # noqa: E402
+
 from mmft import LoraPlan, get_task, parse_recipe_args  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,8 +45,16 @@ def build(recipe, batch_size: int, quick: bool):
     task = get_task("captioning")(recipe.task)
     data = task.prepare_data(recipe.data, max_train_samples=batch_size, max_eval_samples=1)
     processor = task.build_processor(recipe.model)
-    tiny = {"decoder": LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=len(processor.tokenizer))}  # fmt: skip
+    tiny = {
+        "decoder": LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(processor.tokenizer),
+        )
+    }
     model, processor = recipe_model(task, recipe.model, data, processor, **(tiny if quick else {}))
     return model, processor, task, data
 
@@ -63,9 +72,15 @@ def plan_models(model, lora) -> dict[str, tuple]:
     `lora`: the preset's LoRA arguments (`parse_recipe_args(...).lora`), the decoder's plan replaced."""
     out = {}
     for plan in PLANS:
-        planned = LoraPlan(vision=lora.lora_vision, text=lora.lora_text, decoder=plan, r=lora.lora_r,
-                           alpha=lora.lora_alpha, dropout=0.0, targets=lora.lora_targets).apply(
-            copy.deepcopy(model))  # fmt: skip
+        planned = LoraPlan(
+            vision=lora.lora_vision,
+            text=lora.lora_text,
+            decoder=plan,
+            r=lora.lora_r,
+            alpha=lora.lora_alpha,
+            dropout=0.0,
+            targets=lora.lora_targets,
+        ).apply(copy.deepcopy(model))
         trainable = [p for p in planned.parameters() if p.requires_grad]
         out[plan] = (planned.train(), torch.optim.AdamW(trainable, lr=1e-4), sum(p.numel() for p in trainable))
     return out
@@ -83,8 +98,14 @@ def train_step(model, optimizer, batch) -> float:
 def generate_seconds(model, processor, pixel_values: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
     inputs = {**processor.prompt_features(len(pixel_values)), **processor.start_features(len(pixel_values))}
     start = time.perf_counter()
-    out = model.generate(pixel_values=pixel_values, **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         use_cache=use_cache, do_sample=False)  # fmt: skip
+    out = model.generate(
+        pixel_values=pixel_values,
+        **inputs,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        use_cache=use_cache,
+        do_sample=False,
+    )
     assert out.shape[1] == 1 + new_tokens, out.shape
     return time.perf_counter() - start
 
@@ -99,8 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=os.path.join(REPO, "outputs", "benchmarks", "captioning.json"))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    recipe = parse_recipe_args(["--config", PRESET, *(["--decoder_model", args.decoder] if args.decoder else [])],
-                               "captioning")  # fmt: skip
+    recipe = parse_recipe_args(
+        ["--config", PRESET, *(["--decoder_model", args.decoder] if args.decoder else [])], "captioning"
+    )
     model, processor, task, data = build(recipe, args.batch, args.quick)
     batch = real_batch(task, data, processor)
     tokens = int(batch["attention_mask"].sum()) + args.batch * recipe.task.num_query_tokens
@@ -114,8 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
             if round_index:  # round 0 warms up
                 timings[use_cache].append(seconds)
     generated = args.batch * args.new_tokens
-    generation = {f"tokens_per_second_{'cache' if k else 'no_cache'}": generated / statistics.median(v)
-                  for k, v in timings.items()}  # fmt: skip
+    generation = {
+        f"tokens_per_second_{'cache' if k else 'no_cache'}": generated / statistics.median(v)
+        for k, v in timings.items()
+    }
     generation["cache_speedup"] = statistics.median(timings[False]) / statistics.median(timings[True])
 
     # training: one step per plan, interleaved
@@ -127,12 +151,24 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = train_step(planned_model, optimizer, batch)
             if round_index:
                 steps[plan].append(seconds)
-    training = {plan: {"step_seconds": statistics.median(steps[plan]), "trainable_parameters": planned[plan][2],
-                       "samples_per_second": args.batch / statistics.median(steps[plan])}
-                for plan in PLANS}  # fmt: skip
-    result = {"batch": args.batch, "decoder_tokens_per_batch": tokens, "new_tokens": args.new_tokens,
-              "rounds": args.rounds, "threads": torch.get_num_threads(), "generation": generation,
-              "training": training, "quick": args.quick}  # fmt: skip
+    training = {
+        plan: {
+            "step_seconds": statistics.median(steps[plan]),
+            "trainable_parameters": planned[plan][2],
+            "samples_per_second": args.batch / statistics.median(steps[plan]),
+        }
+        for plan in PLANS
+    }
+    result = {
+        "batch": args.batch,
+        "decoder_tokens_per_batch": tokens,
+        "new_tokens": args.new_tokens,
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "generation": generation,
+        "training": training,
+        "quick": args.quick,
+    }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)

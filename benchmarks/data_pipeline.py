@@ -15,7 +15,6 @@ import copy
 import time
 
 import torch
-
 from harness import HandStep, median, synchronize, to_device
 from recipe_parts import capture_recipe
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 
 import torch
+from harness import autocast_for, synchronize
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-
-from harness import autocast_for, synchronize
 
 aten = torch.ops.aten
 

@@ -7,9 +7,10 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,8 +70,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         num_bridge_layers=1,
         hidden_size=32,
         num_attention_heads=2,
-        vision_args={"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2,
-                     "dynamic_img_size": True},  # fmt: skip
+        vision_args={
+            "img_size": 32,
+            "patch_size": 8,
+            "depth": 1,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "dynamic_img_size": True,
+        },
         patch_size=8,
     ),
 }
@@ -112,12 +119,19 @@ def recipe_model(task: Any, model_args: Any, data: Any, processor: Any = None, *
     fields). `config`: further `MMFTConfig` fields or `from_vision_text_pretrained` arguments, which win over the
     recipe's (`bridge`, `initializer_range`, a caption `decoder`, ...).
     """
-    options = {**{name: getattr(model_args, name) for name in BRIDGE_FIELDS}, **task.model_kwargs(data),
-               **task.config_updates(data), **config}  # fmt: skip
+    options = {
+        **{name: getattr(model_args, name) for name in BRIDGE_FIELDS},
+        **task.model_kwargs(data),
+        **task.config_updates(data),
+        **config,
+    }
     model = task.model_class.from_vision_text_pretrained(
-        vision=model_args.vision_model, text=model_args.text_model, vision_model_args=model_args.timm_args(),
-        text_model_args=model_args.text_args(), **options,
-    )  # fmt: skip
+        vision=model_args.vision_model,
+        text=model_args.text_model,
+        vision_model_args=model_args.timm_args(),
+        text_model_args=model_args.text_args(),
+        **options,
+    )
     processor = processor or task.build_processor(model_args)
     task.bind(model, processor)
     return model, processor

@@ -19,10 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness import recipe_model  # noqa: E402
+
 from mmft import get_task, parse_recipe_args  # noqa: E402
 
-PARTS = {"vision tower": "mmft.vision_tower.", "text tower": "mmft.text_tower.", "projections": "mmft.",
-         "bridge": "mmft.bridge.", "head": "classifier."}  # fmt: skip
+PARTS = {
+    "vision tower": "mmft.vision_tower.",
+    "text tower": "mmft.text_tower.",
+    "projections": "mmft.",
+    "bridge": "mmft.bridge.",
+    "head": "classifier.",
+}
 
 
 def part_of(name: str) -> str:
@@ -38,8 +44,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
-    args = parse_recipe_args(["--output_dir", "/tmp/mmft_init_gradients", "--report_to", "none"], "vqa",
-                             default_config=str(REPO / "recipes" / "configs" / "easy_vqa.yaml"))  # fmt: skip
+    args = parse_recipe_args(
+        ["--output_dir", "/tmp/mmft_init_gradients", "--report_to", "none"],
+        "vqa",
+        default_config=str(REPO / "recipes" / "configs" / "easy_vqa.yaml"),
+    )
     task = get_task("vqa")(args.task)
     splits = task.prepare_data(args.data, max_train_samples=options.batch, max_eval_samples=8)
     print(f"{'initializer_range':>18}  {'loss':>6}  " + "  ".join(f"{part:>12}" for part in PARTS))

@@ -15,7 +15,6 @@ import copy
 import json
 
 import torch
-
 from flops_util import matmul_peak, table_peak, train_step_flops
 from harness import MODEL_SPECS, HandStep, apply_plan, build_model, interleave, median, synthetic_batch, to_device
 from plans import TEXT_LENGTH
@@ -35,7 +34,10 @@ def _measure(name: str, model, batch, device: str, rounds: int, warmup: int) -> 
         peak, peak_source = table_peak(device)
     else:
         peaks = peaks[-rounds:]
-        peak, peak_source = median(peaks), f"fp32 2048^3 matmul in this run (median; best {max(peaks) / 1e9:.0f} GFLOP/s)"
+        peak, peak_source = (
+            median(peaks),
+            f"fp32 2048^3 matmul in this run (median; best {max(peaks) / 1e9:.0f} GFLOP/s)",
+        )
     return {
         "config": name,
         "batch_size": batch["pixel_values"].shape[0],
@@ -63,8 +65,9 @@ def spec_case(model_name: str, plan: str, batch_size: int, device: str):
     return model, to_device(synthetic_batch(model, batch_size, spec.image_size, TEXT_LENGTH), device)
 
 
-def run(cases: list[tuple[str, str, int]], device: str = "cpu", rounds: int = 6, warmup: int = 1,
-        quick: bool = False) -> list[dict]:  # fmt: skip
+def run(
+    cases: list[tuple[str, str, int]], device: str = "cpu", rounds: int = 6, warmup: int = 1, quick: bool = False
+) -> list[dict]:
     """`cases`: (model name or "preset", plan, batch size)."""
     results = []
     for model_name, plan, batch_size in cases:
@@ -87,8 +90,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     options = parser.parse_args()
-    cases = [(options.model, options.plan, options.batch)] if options.model else [
-        ("preset", "", 0), ("small", options.plan, options.batch)]  # fmt: skip
+    cases = (
+        [(options.model, options.plan, options.batch)]
+        if options.model
+        else [("preset", "", 0), ("small", options.plan, options.batch)]
+    )
     print(json.dumps(run(cases, options.device, options.rounds), indent=1))
 
 

@@ -17,11 +17,10 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader
-from transformers import TrainerCallback, get_scheduler
-
 from harness import autocast_for, median, synchronize, to_device
 from recipe_parts import recipe_argv, run_recipe
+from torch.utils.data import DataLoader
+from transformers import TrainerCallback, get_scheduler
 
 
 def _forever(loader: DataLoader):

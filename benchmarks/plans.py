@@ -18,7 +18,6 @@ import subprocess
 import sys
 
 import torch
-
 from harness import (
     MODEL_SPECS,
     HandStep,
@@ -56,16 +55,36 @@ def measure_memory(model_name: str, plan: str, batch_size: int, steps: int, devi
     return {"baseline_rss": baseline, "peak_rss": peak_rss(), "device_peak": device_peak_memory(device)}
 
 
-def memory_in_subprocesses(model_name: str, plans: tuple[str, ...], batch_size: int, steps: int,
-                           device: str) -> dict[str, dict]:  # fmt: skip
+def memory_in_subprocesses(
+    model_name: str, plans: tuple[str, ...], batch_size: int, steps: int, device: str
+) -> dict[str, dict]:
     """{plan: memory peaks} from one fresh process per plan. On a CPU the processes run at once (a process's peak
     RSS is its own, and the interpreter start-up is most of their time); on a GPU one after another, so their
     allocations never compete for the device."""
+
     def start(plan: str) -> subprocess.Popen:
-        command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model_name, "--plan", plan,
-                   "--batch", str(batch_size), "--steps", str(steps), "--device", device]  # fmt: skip
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--model",
+            model_name,
+            "--plan",
+            plan,
+            "--batch",
+            str(batch_size),
+            "--steps",
+            str(steps),
+            "--device",
+            device,
+        ]
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
 
     def finish(plan: str, process: subprocess.Popen) -> dict:
         stdout, stderr = process.communicate()
@@ -87,8 +106,16 @@ def trainable(model) -> dict[str, int]:
     return counts
 
 
-def run(model_name: str = "small", batch_size: int = 16, rounds: int = 8, warmup: int = 2, device: str = "cpu",
-        memory_steps: int = 3, time_steps: bool = True, quick: bool = False) -> dict:  # fmt: skip
+def run(
+    model_name: str = "small",
+    batch_size: int = 16,
+    rounds: int = 8,
+    warmup: int = 2,
+    device: str = "cpu",
+    memory_steps: int = 3,
+    time_steps: bool = True,
+    quick: bool = False,
+) -> dict:
     """Per plan: trainable parameters, memory peaks (separate processes), median step time (interleaved).
     `quick` (a smoke run) measures memory in this process instead, one plan after another: its peaks are then
     cumulative and mean nothing, but no interpreter starts three more times."""
@@ -121,8 +148,12 @@ def run(model_name: str = "small", batch_size: int = 16, rounds: int = 8, warmup
             row["device_peak_vs_full"] = row["device_peak"] / full["device_peak"]
         if "step_s" in row:
             row["step_vs_full"] = row["step_s"] / full["step_s"]
-    return {"model": model_name, "description": MODEL_SPECS[model_name].description, "batch_size": batch_size,
-            "plans": results}  # fmt: skip
+    return {
+        "model": model_name,
+        "description": MODEL_SPECS[model_name].description,
+        "batch_size": batch_size,
+        "plans": results,
+    }
 
 
 def main() -> None:
@@ -139,8 +170,9 @@ def main() -> None:
     if options.worker:
         print(json.dumps(measure_memory(options.model, options.plan, options.batch, options.steps, options.device)))
         return
-    result = run(options.model, options.batch, options.rounds, 2, options.device, options.steps,
-                 not options.memory_only)  # fmt: skip
+    result = run(
+        options.model, options.batch, options.rounds, 2, options.device, options.steps, not options.memory_only
+    )
     print(json.dumps(result, indent=1))
 
 

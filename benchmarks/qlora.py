@@ -18,9 +18,17 @@ import subprocess
 import sys
 
 import torch
-
-from harness import MODEL_SPECS, HandStep, base_model, build_model, current_rss, device_peak_memory, peak_rss
-from harness import synthetic_batch, to_device
+from harness import (
+    MODEL_SPECS,
+    HandStep,
+    base_model,
+    build_model,
+    current_rss,
+    device_peak_memory,
+    peak_rss,
+    synthetic_batch,
+    to_device,
+)
 
 PLANS = {"lora": None, "qlora": "4bit"}  # plan name -> LoraPlan.quantize
 TEXT_LENGTH = 16
@@ -48,26 +56,52 @@ def measure(model_name: str, plan: str, batch_size: int, steps: int, device: str
         torch.cuda.reset_peak_memory_stats()
     losses = [float(step(batch)) for _ in range(steps)]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"tower_bytes": tower_bytes(model), "trainable": trainable, "baseline_rss": baseline, "peak_rss": peak_rss(),
-            "device_peak": device_peak_memory(device), "losses": losses}  # fmt: skip
+    return {
+        "tower_bytes": tower_bytes(model),
+        "trainable": trainable,
+        "baseline_rss": baseline,
+        "peak_rss": peak_rss(),
+        "device_peak": device_peak_memory(device),
+        "losses": losses,
+    }
 
 
 def run(model_name: str, batch_size: int, steps: int, device: str) -> dict:
     results = {}
     for plan in PLANS:
-        command = [sys.executable, os.path.abspath(__file__), "--worker", plan, "--model", model_name,
-                   "--batch", str(batch_size), "--steps", str(steps), "--device", device]  # fmt: skip
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            plan,
+            "--model",
+            model_name,
+            "--batch",
+            str(batch_size),
+            "--steps",
+            str(steps),
+            "--device",
+            device,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if done.returncode != 0:
             raise RuntimeError(f"{plan} worker failed:\n{done.stderr[-3000:]}")
         results[plan] = json.loads(done.stdout.strip().splitlines()[-1])
     lora, qlora = results["lora"], results["qlora"]
-    ratios = {"tower_bytes": qlora["tower_bytes"] / lora["tower_bytes"],
-              "training_rss": (qlora["peak_rss"] - qlora["baseline_rss"]) / (lora["peak_rss"] - lora["baseline_rss"])}
+    ratios = {
+        "tower_bytes": qlora["tower_bytes"] / lora["tower_bytes"],
+        "training_rss": (qlora["peak_rss"] - qlora["baseline_rss"]) / (lora["peak_rss"] - lora["baseline_rss"]),
+    }
     if lora["device_peak"]:
         ratios["device_peak"] = qlora["device_peak"] / lora["device_peak"]
-    return {"model": model_name, "description": MODEL_SPECS[model_name].description, "batch_size": batch_size,
-            "device": device, "plans": results, "qlora_vs_lora": ratios}  # fmt: skip
+    return {
+        "model": model_name,
+        "description": MODEL_SPECS[model_name].description,
+        "batch_size": batch_size,
+        "device": device,
+        "plans": results,
+        "qlora_vs_lora": ratios,
+    }
 
 
 def main() -> None:

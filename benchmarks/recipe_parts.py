@@ -12,17 +12,28 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import TrainerCallback, TrainingArguments
-
 from harness import PRESET
+from transformers import TrainerCallback, TrainingArguments
 
 
 def recipe_argv(output_dir: str, max_steps: int, device: str, quick: bool, *extra: str) -> list[str]:
     """The default preset, with only what a benchmark must change: step count, no eval/save, a scratch folder."""
     argv = [
-        "--config", PRESET, "--output_dir", output_dir, "--max_steps", str(max_steps), "--eval_strategy", "no",
-        "--save_strategy", "no", "--max_eval_samples", "32", "--report_to", "none",
-    ]  # fmt: skip
+        "--config",
+        PRESET,
+        "--output_dir",
+        output_dir,
+        "--max_steps",
+        str(max_steps),
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--max_eval_samples",
+        "32",
+        "--report_to",
+        "none",
+    ]
     if quick:  # a smoke run: the preset's model on small batches
         argv += ["--max_train_samples", "1024", "--per_device_train_batch_size", "8"]
     if device.startswith("cuda"):

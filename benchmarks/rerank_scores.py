@@ -29,12 +29,33 @@ def evaluate(options: argparse.Namespace, rule: str) -> dict[str, float]:
     """The test metrics of the saved model re-ranked by `rule` (the recipe's outputs go to a scratch folder)."""
     with tempfile.TemporaryDirectory(prefix="mmft_rerank_") as output_dir:
         flags = [
-            "--model_name_or_path", options.model, "--eval_only", "true", "--rerank_score", rule,
-            "--rerank_k", str(options.rerank_k), "--max_eval_samples", str(options.images),
-            "--max_train_samples", "1", "--per_device_eval_batch_size", str(options.batch_size),
-            "--max_text_length", str(options.max_length), "--output_dir", output_dir, "--report_to", "none",
-            "--plots", "false", "--model_card", "false", "--throughput", "false",
-        ]  # fmt: skip
+            "--model_name_or_path",
+            options.model,
+            "--eval_only",
+            "true",
+            "--rerank_score",
+            rule,
+            "--rerank_k",
+            str(options.rerank_k),
+            "--max_eval_samples",
+            str(options.images),
+            "--max_train_samples",
+            "1",
+            "--per_device_eval_batch_size",
+            str(options.batch_size),
+            "--max_text_length",
+            str(options.max_length),
+            "--output_dir",
+            output_dir,
+            "--report_to",
+            "none",
+            "--plots",
+            "false",
+            "--model_card",
+            "false",
+            "--throughput",
+            "false",
+        ]
         return run("retrieval", parse_recipe_args(flags, "retrieval"))
 
 
@@ -50,12 +71,23 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results = {}
     for rule in RERANK_SCORES:
         metrics = evaluate(options, rule)
-        results.setdefault("dual", {k.removeprefix("test_dual_"): v for k, v in metrics.items()
-                                    if k.startswith("test_dual_") and "recall" in k})  # fmt: skip
-        results[rule] = {k.removeprefix("test_rerank_"): v for k, v in metrics.items()
-                         if k.startswith("test_rerank_") and "recall" in k}  # fmt: skip
-    print(f"{int(metrics['test_images'])} test images, {int(metrics['test_captions'])} captions, "
-          f"top {options.rerank_k} re-ranked")  # fmt: skip
+        results.setdefault(
+            "dual",
+            {
+                k.removeprefix("test_dual_"): v
+                for k, v in metrics.items()
+                if k.startswith("test_dual_") and "recall" in k
+            },
+        )
+        results[rule] = {
+            k.removeprefix("test_rerank_"): v
+            for k, v in metrics.items()
+            if k.startswith("test_rerank_") and "recall" in k
+        }
+    print(
+        f"{int(metrics['test_images'])} test images, {int(metrics['test_captions'])} captions, "
+        f"top {options.rerank_k} re-ranked"
+    )
     print("stage\tt2i R@1\ti2t R@1")
     for stage, row in results.items():
         print(f"{stage}\t{row['t2i_recall@1']:.4f}\t{row['i2t_recall@1']:.4f}")

@@ -25,8 +25,32 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-WORDS = ("red", "blue", "green", "pink", "black", "circle", "square", "star", "cross", "small", "large", "left",
-         "right", "top", "bottom", "middle", "above", "below", "next", "to", "a", "the", "and", "with")  # fmt: skip
+WORDS = (
+    "red",
+    "blue",
+    "green",
+    "pink",
+    "black",
+    "circle",
+    "square",
+    "star",
+    "cross",
+    "small",
+    "large",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "middle",
+    "above",
+    "below",
+    "next",
+    "to",
+    "a",
+    "the",
+    "and",
+    "with",
+)
 GIB = 2**30
 
 
@@ -49,7 +73,9 @@ def synthetic_gallery(images: int, captions_per_image: int, seed: int = 0):
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         pictures.append({"bytes": buffer.getvalue(), "path": None})
-        captions.append([f"{index} " + " ".join(rng.choice(WORDS, rng.integers(10, 17))) for _ in range(captions_per_image)])
+        captions.append(
+            [f"{index} " + " ".join(rng.choice(WORDS, rng.integers(10, 17))) for _ in range(captions_per_image)]
+        )
     features = Features({"image": ImageFeature(), "captions": Sequence(Value("string"))})
     data = Dataset.from_dict({"image": pictures, "captions": captions}, features=features)
     return data.add_column("row", list(range(images)))
@@ -66,9 +92,14 @@ def tiny_model_and_processor(folder: str):
     AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(folder)
     cnn = {"features_only": True, "out_indices": [2]}  # stride 8: 32 px -> 4x4 = 16 image tokens
     model = MMFTForImageTextRetrieval.from_vision_text_pretrained(
-        vision="timm:resnet10t", text=folder, vision_model_args=cnn, num_bridge_layers=1, hidden_size=32,
-        num_attention_heads=2, hidden_dropout=0.0,
-    )  # fmt: skip
+        vision="timm:resnet10t",
+        text=folder,
+        vision_model_args=cnn,
+        num_bridge_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        hidden_dropout=0.0,
+    )
     return model.eval(), MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", folder, 32, cnn)
 
 
@@ -92,14 +123,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model, processor = tiny_model_and_processor(folder)
         retrieval = get_task("retrieval")
-        task = retrieval(retrieval.arguments_class(rerank_k=args.rerank_k,
-                                                   similarity_chunk_size=args.similarity_chunk_size))  # fmt: skip
+        task = retrieval(
+            retrieval.arguments_class(rerank_k=args.rerank_k, similarity_chunk_size=args.similarity_chunk_size)
+        )
         data = task.build_targets(gallery.select(range(8)), gallery, None)  # training pairs of 8 images; unused
         task.attach(data, processor)
-        training = TrainingArguments(output_dir=folder, per_device_eval_batch_size=args.batch_size, use_cpu=True,
-                                     report_to="none")  # fmt: skip
-        trainer = Trainer(model=model, args=training, data_collator=task.collator(processor, 64),
-                          processing_class=processor)  # fmt: skip
+        training = TrainingArguments(
+            output_dir=folder, per_device_eval_batch_size=args.batch_size, use_cpu=True, report_to="none"
+        )
+        trainer = Trainer(
+            model=model, args=training, data_collator=task.collator(processor, 64), processing_class=processor
+        )
         setup_seconds, before = time.perf_counter() - start, peak_rss()
         result = task.evaluate(trainer, data)
     metrics = result.metrics

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-
 from harness import REPO, machine_description, mib  # noqa: E402
 
 
@@ -47,13 +46,24 @@ def stage_overhead(o) -> tuple[list[Row], dict]:
     limit = 1.03 if o.gpu else 1.05
     ratio = result["overhead_ratio"]
     rows = [
-        Row("1 overhead", "Trainer / hand loop, median step (same clipping + schedule)", f"{ratio:.3f}",
-            f"<= {limit}", _verdict(ratio <= limit)),
+        Row(
+            "1 overhead",
+            "Trainer / hand loop, median step (same clipping + schedule)",
+            f"{ratio:.3f}",
+            f"<= {limit}",
+            _verdict(ratio <= limit),
+        ),
         Row("1 overhead", "  same, mean step (includes periodic logging)", f"{result['overhead_ratio_mean']:.3f}"),
-        Row("1 overhead", "  vs a hand loop without grad clipping", f"{result['overhead_ratio_vs_unclipped_loop']:.3f}"),
-        Row("1 overhead", "  step times: Trainer / hand / of which clipping",
-            f"{result['trainer_step_s'] * 1e3:.0f} / {result['hand_step_s'] * 1e3:.0f} / {result['clip_s'] * 1e3:.1f} ms"),
-    ]  # fmt: skip
+        Row(
+            "1 overhead", "  vs a hand loop without grad clipping", f"{result['overhead_ratio_vs_unclipped_loop']:.3f}"
+        ),
+        Row(
+            "1 overhead",
+            "  step times: Trainer / hand / of which clipping",
+            f"{result['trainer_step_s'] * 1e3:.0f} / {result['hand_step_s'] * 1e3:.0f} / "
+            f"{result['clip_s'] * 1e3:.1f} ms",
+        ),
+    ]
     return rows, result
 
 
@@ -62,15 +72,26 @@ def stage_data(o) -> tuple[list[Row], dict]:
 
     result = data_pipeline.run(3 if o.quick else 20, 1 if o.quick else 2, o.device, o.quick)
     headroom = result["headroom"]
-    split = ", ".join(f"{k.removeprefix('split_').removesuffix('_s')} {v * 1e3:.0f}" for k, v in result.items()
-                      if k.startswith("split_"))  # fmt: skip
+    split = ", ".join(
+        f"{k.removeprefix('split_').removesuffix('_s')} {v * 1e3:.0f}"
+        for k, v in result.items()
+        if k.startswith("split_")
+    )
     rows = [
-        Row("2 data", f"loader / training step samples/s (workers={result['dataloader_num_workers']})",
-            f"{headroom:.1f}", ">= 2.0", _verdict(headroom >= 2.0)),
-        Row("2 data", "  loader, step samples/s",
-            f"{result['loader_samples_per_s']:.0f}, {result['step_samples_per_s']:.0f}"),
+        Row(
+            "2 data",
+            f"loader / training step samples/s (workers={result['dataloader_num_workers']})",
+            f"{headroom:.1f}",
+            ">= 2.0",
+            _verdict(headroom >= 2.0),
+        ),
+        Row(
+            "2 data",
+            "  loader, step samples/s",
+            f"{result['loader_samples_per_s']:.0f}, {result['step_samples_per_s']:.0f}",
+        ),
         Row("2 data", f"  one batch of {result['batch_size']}, ms", split),
-    ]  # fmt: skip
+    ]
     return rows, result
 
 
@@ -83,20 +104,40 @@ def stage_plans(o) -> tuple[list[Row], dict]:
     if o.large:
         configs.append(("base", 32, True) if o.gpu else ("base", 2, False))  # CPU: memory only, a small batch
     for model_name, batch, timed in configs:
-        result = plans.run(model_name, batch, 1 if o.quick else 8, 1 if o.quick else 2, o.device,
-                           1 if o.quick else 3, timed, quick=o.quick)  # fmt: skip
+        result = plans.run(
+            model_name,
+            batch,
+            1 if o.quick else 8,
+            1 if o.quick else 2,
+            o.device,
+            1 if o.quick else 3,
+            timed,
+            quick=o.quick,
+        )
         results[f"{model_name}_b{batch}"] = result
         is_target = o.gpu and model_name == "base" and batch == 32
         for plan, row in result["plans"].items():
             trained = row["vision"] + row["text"] + row["bridge+head"]
-            memory = (f"peak {mib(row['device_peak'])} ({row['device_peak_vs_full']:.2f}x full)" if o.gpu else
-                      f"peak RSS {mib(row['peak_rss'])} ({row['peak_rss_vs_full']:.2f}x), above imports "
-                      f"{mib(row['training_rss'])} ({row['training_rss_vs_full']:.2f}x full)")  # fmt: skip
+            memory = (
+                f"peak {mib(row['device_peak'])} ({row['device_peak_vs_full']:.2f}x full)"
+                if o.gpu
+                else f"peak RSS {mib(row['peak_rss'])} ({row['peak_rss_vs_full']:.2f}x), above imports "
+                f"{mib(row['training_rss'])} ({row['training_rss_vs_full']:.2f}x full)"
+            )
             timing = f"; step {row['step_s'] * 1e3:.0f} ms ({row['step_vs_full']:.2f}x)" if "step_s" in row else ""
             ratio = row.get("device_peak_vs_full") if o.gpu else row["training_rss_vs_full"]
-            target, verdict = ("<= 0.7x full", _verdict(ratio <= 0.7)) if plan == "lora" and is_target else ("-", "info")
-            rows.append(Row(f"3 plans {model_name} b{batch}", f"{plan}: {trained / 1e6:.2f}M trainable",
-                            memory + timing, target, verdict))  # fmt: skip
+            target, verdict = (
+                ("<= 0.7x full", _verdict(ratio <= 0.7)) if plan == "lora" and is_target else ("-", "info")
+            )
+            rows.append(
+                Row(
+                    f"3 plans {model_name} b{batch}",
+                    f"{plan}: {trained / 1e6:.2f}M trainable",
+                    memory + timing,
+                    target,
+                    verdict,
+                )
+            )
     return rows, results
 
 
@@ -111,10 +152,16 @@ def stage_mfu(o) -> tuple[list[Row], dict]:
     for result in results:
         is_target = o.gpu and result["config"].startswith("base")
         target, verdict = (">= 0.40", _verdict(result["mfu"] >= 0.40)) if is_target else ("-", "info")
-        rows.append(Row("4 MFU", f"{result['config']}, batch {result['batch_size']}",
-                        f"{result['mfu']:.3f} ({result['flops_per_step'] / 1e9:.1f} GFLOP/step, "
-                        f"{result['achieved_flops'] / 1e9:.1f} of {result['peak_flops'] / 1e9:.0f} GFLOP/s)",
-                        target, verdict))  # fmt: skip
+        rows.append(
+            Row(
+                "4 MFU",
+                f"{result['config']}, batch {result['batch_size']}",
+                f"{result['mfu']:.3f} ({result['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+                f"{result['achieved_flops'] / 1e9:.1f} of {result['peak_flops'] / 1e9:.0f} GFLOP/s)",
+                target,
+                verdict,
+            )
+        )
     return rows, {"cases": results}
 
 
@@ -133,8 +180,13 @@ def stage_scaling(o) -> tuple[list[Row], dict]:
     return rows, {"points": points}
 
 
-STAGES = {"overhead": stage_overhead, "data": stage_data, "plans": stage_plans, "mfu": stage_mfu,
-          "scaling": stage_scaling}  # fmt: skip
+STAGES = {
+    "overhead": stage_overhead,
+    "data": stage_data,
+    "plans": stage_plans,
+    "mfu": stage_mfu,
+    "scaling": stage_scaling,
+}
 
 
 def markdown(rows: list[Row]) -> str:
@@ -186,11 +238,15 @@ def main() -> None:
         header["wall_s"] = round(time.time() - started)
         write_results(options.out, header, rows, raw)  # after every stage: a later failure keeps earlier figures
         print(f"[bench] {name} done in {time.time() - stage_start:.0f} s", flush=True)
-    print(f"\nmmft benchmarks, {header['date']}, {header['machine']}, {header['wall_s']} s"
-          + (" (QUICK: smoke figures only)" if options.quick else ""))  # fmt: skip
+    print(
+        f"\nmmft benchmarks, {header['date']}, {header['machine']}, {header['wall_s']} s"
+        + (" (QUICK: smoke figures only)" if options.quick else "")
+    )
     print_table(rows)
-    print(f"results: {os.path.relpath(options.out, REPO)}/results.md, results.json"
-          + (", scaling.png" if "scaling" in raw else ""))  # fmt: skip
+    print(
+        f"results: {os.path.relpath(options.out, REPO)}/results.md, results.json"
+        + (", scaling.png" if "scaling" in raw else "")
+    )
     if "overhead" in raw:
         print(f"overhead_ratio={raw['overhead']['overhead_ratio']:.3f}")
 

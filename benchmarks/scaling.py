@@ -17,7 +17,6 @@ import json
 import math
 
 import torch
-
 from harness import (
     MODEL_SPECS,
     HandStep,
@@ -65,8 +64,16 @@ def _device_peak(step: HandStep, batch: dict, device: str) -> int | None:
     return device_peak_memory(device)
 
 
-def run_axis(axis: str, values: list[int], base: dict, steps: dict[int, HandStep], rounds: int, warmup: int,
-             device: str, model_name: str) -> list[dict]:  # fmt: skip
+def run_axis(
+    axis: str,
+    values: list[int],
+    base: dict,
+    steps: dict[int, HandStep],
+    rounds: int,
+    warmup: int,
+    device: str,
+    model_name: str,
+) -> list[dict]:
     """Time the points of one axis round-robin; count their activation memory; local growth exponents."""
     points = []
     for value in values:
@@ -79,11 +86,18 @@ def run_axis(axis: str, values: list[int], base: dict, steps: dict[int, HandStep
     rows = []
     for value, step, batch in points:
         model = step.model
-        rows.append({
-            "model": model_name, "axis": axis, "value": value, "driver": driver(axis, value, MODEL_SPECS[model_name].patch_size), "step_s": median(times[str(value)]),
-            "activation_bytes": _activation_bytes(step, batch), "state_bytes": state_bytes(model),
-            "device_peak": _device_peak(step, batch, device),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model_name,
+                "axis": axis,
+                "value": value,
+                "driver": driver(axis, value, MODEL_SPECS[model_name].patch_size),
+                "step_s": median(times[str(value)]),
+                "activation_bytes": _activation_bytes(step, batch),
+                "state_bytes": state_bytes(model),
+                "device_peak": _device_peak(step, batch, device),
+            }
+        )
     for previous, row in zip(rows, rows[1:]):
         scale = math.log(row["driver"] / previous["driver"])
         row["time_growth"] = math.log(row["step_s"] / previous["step_s"]) / scale
@@ -97,7 +111,9 @@ def run(device: str = "cpu", rounds: int = 3, warmup: int = 1, quick: bool = Fal
     axes, base = (QUICK_AXES, QUICK_BASE) if quick else (AXES, BASE)
     layer_counts = sorted(set(axes["bridge_layers"]) | {base["bridge_layers"]})
     # One model per bridge depth; timm's dynamic image size lets one ViT take every resolution.
-    steps = {n: HandStep(apply_plan(build_model(model_name, num_bridge_layers=n), "full"), device) for n in layer_counts}
+    steps = {
+        n: HandStep(apply_plan(build_model(model_name, num_bridge_layers=n), "full"), device) for n in layer_counts
+    }
     rows = []
     for axis, values in axes.items():
         rows += run_axis(axis, values, base, steps, rounds, warmup, device, model_name)

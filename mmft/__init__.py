@@ -29,8 +29,12 @@ __version__ = "0.1.0"
 AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
-for _head in (MMFTForVisualQuestionAnswering, MMFTForImageTextClassification, MMFTForImageTextRetrieval,
-              MMFTForConditionalGeneration):  # fmt: skip
+for _head in (
+    MMFTForVisualQuestionAnswering,
+    MMFTForImageTextClassification,
+    MMFTForImageTextRetrieval,
+    MMFTForConditionalGeneration,
+):
     register_head(_head)  # its Auto class and pipeline, which the head declares
 
 _TASK_NAMES = ("TASKS", "CardInfo", "Task", "TaskData", "get_task", "register_task")

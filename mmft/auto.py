@@ -24,8 +24,12 @@ class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
 
 
-def register_head(model_class: type, auto_class: type | None = None, pipeline_task: str | None = None,
-                  pipeline_class: type | None = None) -> None:  # fmt: skip
+def register_head(
+    model_class: type,
+    auto_class: type | None = None,
+    pipeline_task: str | None = None,
+    pipeline_class: type | None = None,
+) -> None:
     """Register a head (an `MMFTPreTrainedModel` subclass) with its Auto class for `MMFTConfig`, and its pipeline
     under `pipeline_task`. Each defaults to the head's own class attribute of that name (`auto_class`, ...), which
     every built-in head sets; `import mmft` registers those, `mmft.register_task` a task's."""

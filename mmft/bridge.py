@@ -8,8 +8,9 @@ its own forward FLOPs (`Bridge.flops`). Adding a fusion means writing one `Bridg
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -203,7 +204,9 @@ class Bridge(nn.Module):
         """Forward FLOPs of one sample (matmuls only, 2 per multiply-add). This default counts them once per token
         shape with torch's FLOP counter on a meta-device copy; bridges with a closed form override it."""
         config = self.config
-        return _counted_flops(type(self), type(config), config.to_json_string(use_diff=False), text_tokens, image_tokens)
+        return _counted_flops(
+            type(self), type(config), config.to_json_string(use_diff=False), text_tokens, image_tokens
+        )
 
     def run_layer(self, layer: Callable[..., tuple], *args: Any) -> tuple:
         """Run one bridge layer, under activation checkpointing when it is switched on and gradients are needed."""
@@ -372,8 +375,9 @@ def build_bridge(config) -> Bridge:
 
 
 @functools.lru_cache(maxsize=64)
-def _counted_flops(bridge_class: type[Bridge], config_class: type, config_json: str, text_tokens: int,
-                   image_tokens: int) -> float:  # fmt: skip
+def _counted_flops(
+    bridge_class: type[Bridge], config_class: type, config_json: str, text_tokens: int, image_tokens: int
+) -> float:
     import json
 
     from torch.nn.attention import SDPBackend, sdpa_kernel

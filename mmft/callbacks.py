@@ -133,13 +133,16 @@ class ThroughputCallback(TrainerCallback):
             hook.remove()
         self._hooks, self._pending = [], {}
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None,
-                       **kwargs: Any) -> None:  # fmt: skip
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs: Any
+    ) -> None:
         self._model, self._task = model, task_model(model)
         self._core = self._task.core
         self._remove_hooks()
-        self._hooks = [self._core.vision_tower.register_forward_hook(self._vision),
-                       self._core.text_projection.register_forward_hook(self._text)]  # fmt: skip
+        self._hooks = [
+            self._core.vision_tower.register_forward_hook(self._vision),
+            self._core.text_projection.register_forward_hook(self._text),
+        ]
         if self.peak is None:
             self.peak = peak_flops(args.device, training_precision(args))
             if self.peak is None:
@@ -162,8 +165,9 @@ class ThroughputCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs: Any) -> None:
         self._last_end = None
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None,
-               **kwargs: Any) -> None:  # fmt: skip
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs: Any
+    ) -> None:
         if logs is None or "loss" not in logs or self.steps == 0 or self.seconds <= 0:
             return  # evaluation logs and the end-of-training summary carry no step window
         world = args.world_size
@@ -254,15 +258,21 @@ class ModelCardCallback(TrainerCallback):
     def __init__(self, dataset: str | None = None, lora_plan=None, model_name: str | None = None) -> None:
         self.dataset, self.lora_plan, self.model_name = dataset, lora_plan, model_name
 
-    def write(self, args: TrainingArguments, state: TrainerState | None, model, output_dir: str | Path | None = None
-              ) -> Path:  # fmt: skip
+    def write(
+        self, args: TrainingArguments, state: TrainerState | None, model, output_dir: str | Path | None = None
+    ) -> Path:
         """Write the card into `output_dir` (default: `args.output_dir`; the final save passes its staging folder)."""
         from .hub import write_model_card
 
         return write_model_card(
-            output_dir or args.output_dir, model, args, dataset=self.dataset, lora_plan=self.lora_plan,
-            log_history=state.log_history if state else None, model_name=self.model_name,
-        )  # fmt: skip
+            output_dir or args.output_dir,
+            model,
+            args,
+            dataset=self.dataset,
+            lora_plan=self.lora_plan,
+            log_history=state.log_history if state else None,
+            model_name=self.model_name,
+        )
 
     def on_train_end(self, args, state, control, model=None, **kwargs: Any) -> None:
         if state.is_world_process_zero:

@@ -188,11 +188,12 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path, is_main
         for folder, problems in skipped.items():
             message = "skipping incomplete checkpoint %s (%s)"
             if is_main_process:
-                message += "; renamed to %s" % set_aside(folder).name
+                message += f"; renamed to {set_aside(folder).name}"
             logger.warning(message, folder, "; ".join(problems))
         if chosen is None:
-            logger.warning("--resume_from_checkpoint %s: no complete checkpoint in %s; starting from scratch", value,
-                           output_dir)  # fmt: skip
+            logger.warning(
+                "--resume_from_checkpoint %s: no complete checkpoint in %s; starting from scratch", value, output_dir
+            )
             return None
         logger.warning("resuming from %s", chosen)
         return str(chosen)

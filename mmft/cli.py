@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -74,8 +74,9 @@ def _predict(args: argparse.Namespace) -> int:
             print(line)
         return 0
     source = Path(args.dataset)
-    rows = list(_rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset,
-                                                                                               args.split))  # fmt: skip
+    rows = list(
+        _rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset, args.split)
+    )
     rows = rows[: args.max_samples] if args.max_samples else rows
     instance = task()
     pairs = [(row, fields, given) for row in rows for fields, given in instance.prediction_inputs(row, text_key)]
@@ -126,17 +127,21 @@ def _search(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"mmft search: {error}", file=sys.stderr)
         return 2
-    print(f"mmft search: embedded {report.embedded}, reused {report.reused} from the cache, dropped {report.dropped}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"mmft search: embedded {report.embedded}, reused {report.reused} from the cache, dropped {report.dropped}",
+        file=sys.stderr,
+    )
     print("rank\tscore\tmatch\tsimilarity\titem")
     for rank, hit in enumerate(hits, start=1):
-        score, match = ((f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-"))
+        score, match = (f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-")
         print(f"{rank}\t{score}\t{match}\t{hit.similarity:.4f}\t{hit.item}")
     return 0
 
 
 def _add_search(commands, device: str) -> None:
-    search = commands.add_parser("search", help="retrieval models: the best images for a text, or captions for an image")
+    search = commands.add_parser(
+        "search", help="retrieval models: the best images for a text, or captions for an image"
+    )
     search.add_argument("--model", required=True, help="a saved mmft retrieval folder or Hub repo id")
     search.add_argument("--images", help="text -> image: a folder of images (embedded once, cached inside it)")
     search.add_argument("--query", help="text -> image: the text to search for")
@@ -153,6 +158,7 @@ def _add_search(commands, device: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmft", description="Run a trained mmft model on images and texts.")
     from .tasks import TASKS
+
     commands = parser.add_subparsers(dest="command", required=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 

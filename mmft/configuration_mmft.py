@@ -127,7 +127,9 @@ class MMFTConfig(PreTrainedConfig):
                 "use bridge='concat' or 'product' for a fusion without layers"
             )
         if self.initializer_range is not None and not self.initializer_range > 0:
-            raise ValueError(f"initializer_range must be > 0 (or None for fan-in scaling), got {self.initializer_range}")
+            raise ValueError(
+                f"initializer_range must be > 0 (or None for fan-in scaling), got {self.initializer_range}"
+            )
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -141,7 +143,9 @@ class MMFTConfig(PreTrainedConfig):
     def check_decoder_fields(self) -> None:
         """A caption decoder must be a causal language model; the prefix needs a non-negative query count."""
         if self.num_query_tokens < 0:
-            raise ValueError(f"num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}")
+            raise ValueError(
+                f"num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}"
+            )
         if self.decoder_config is None:
             return
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -68,9 +68,14 @@ def pad_text(batch: PairBatch, length: int) -> PairBatch:
     extra = length - batch.text_states.shape[1]
     if extra == 0:
         return batch
-    return PairBatch(batch.image_embeds, batch.text_embeds, batch.image_ids,
-                     batch.image_states, F.pad(batch.text_states, (0, 0, 0, extra)),
-                     F.pad(batch.text_mask, (0, extra)))  # fmt: skip
+    return PairBatch(
+        batch.image_embeds,
+        batch.text_embeds,
+        batch.image_ids,
+        batch.image_states,
+        F.pad(batch.text_states, (0, 0, 0, extra)),
+        F.pad(batch.text_mask, (0, extra)),
+    )
 
 
 def gather_pairs(local: PairBatch, gather: bool) -> tuple[PairBatch, PairBatch, int]:
@@ -83,15 +88,19 @@ def gather_pairs(local: PairBatch, gather: bool) -> tuple[PairBatch, PairBatch, 
     local = pad_text(local, global_max(local.text_states.shape[1], local.text_states.device))
     rank = world()[0]
     gathered = PairBatch(
-        gather_with_grad(local.image_embeds), gather_with_grad(local.text_embeds),
-        gather_with_grad(local.image_ids), gather_with_grad(local.image_states),
-        gather_with_grad(local.text_states), gather_with_grad(local.text_mask),
-    )  # fmt: skip
+        gather_with_grad(local.image_embeds),
+        gather_with_grad(local.text_embeds),
+        gather_with_grad(local.image_ids),
+        gather_with_grad(local.image_states),
+        gather_with_grad(local.text_states),
+        gather_with_grad(local.text_mask),
+    )
     return local, gathered, rank * len(local)
 
 
-def contrastive_loss(local: PairBatch, gathered: PairBatch, offset: int, scale: torch.Tensor,
-                     world_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def contrastive_loss(
+    local: PairBatch, gathered: PairBatch, offset: int, scale: torch.Tensor, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Symmetric InfoNCE of the local rows against the gathered batch (CLIP), same-image columns masked out.
 
     Returns (loss, text->image logits (B, N), image->text logits (B, N)); the logits keep their masking, so a
@@ -137,8 +146,9 @@ def negatives_available(image_ids: torch.Tensor) -> torch.Tensor:
     return (image_ids[:, None] != image_ids[None, :]).any(dim=1)
 
 
-def matching_examples(local: PairBatch, gathered: PairBatch, offset: int, logits_t2i: torch.Tensor,
-                      logits_i2t: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def matching_examples(
+    local: PairBatch, gathered: PairBatch, offset: int, logits_t2i: torch.Tensor, logits_i2t: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """The image-text matching batch of the local rows (ALBEF): B positives, each image with a hard negative
     caption, each caption with a hard negative image, all drawn from the gathered batch (`mine_negatives`).
 
@@ -157,8 +167,9 @@ def matching_examples(local: PairBatch, gathered: PairBatch, offset: int, logits
     return image_states, text_states, text_mask, targets, weights
 
 
-def matching_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gathered_ids: torch.Tensor,
-                  world_size: int) -> torch.Tensor:  # fmt: skip
+def matching_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gathered_ids: torch.Tensor, world_size: int
+) -> torch.Tensor:
     """Cross-entropy of the matching logits (3B, 2), averaged over every example of the gathered batch."""
     examples = len(gathered_ids) + 2 * int(negatives_available(gathered_ids).sum())  # positives + real negatives
     summed = (F.cross_entropy(logits, targets, reduction="none") * weights).sum()

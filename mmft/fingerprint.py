@@ -26,8 +26,16 @@ RUN_FILE = "mmft_run.json"
 # Flags that change neither the model nor the data it sees: a resume may change them freely.
 FREE_FLAGS = {"eval_only", "cache_frozen_text", "save_merged", "on_bad_example", "max_bad_fraction"}
 # Config fields that record where or how a config was written, not what the model is.
-VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "architectures", "dtype",
-                        "torch_dtype", "id2label", "label2id"}  # fmt: skip
+VOLATILE_CONFIG_KEYS = {
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+    "id2label",
+    "label2id",
+}
 SHOWN_DIFFERENCES = 8
 
 
@@ -53,8 +61,13 @@ def arguments_fingerprint(task_name: str, args: Any) -> dict[str, Any]:
     model = _flags(args.model)
     for key in ("vision_model", "text_model", "model_name_or_path"):
         model[key] = _dataset_name(model.get(key))
-    return {"task": task_name, "dataset": data, "model_flags": model, "plan": _flags(args.lora),
-            "task_flags": _flags(args.task)}  # fmt: skip
+    return {
+        "task": task_name,
+        "dataset": data,
+        "model_flags": model,
+        "plan": _flags(args.lora),
+        "task_flags": _flags(args.task),
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -97,8 +110,10 @@ def differences(stored: Any, current: Any, path: str = "") -> list[str]:
         for key in sorted(set(stored) | set(current), key=str):
             where = f"{path}.{key}" if path else str(key)
             if key not in stored or key not in current:
-                found.append(f"{where}: {'absent' if key not in stored else repr(stored[key])} in the checkpoint, "
-                             f"{'absent' if key not in current else repr(current[key])} now")  # fmt: skip
+                found.append(
+                    f"{where}: {'absent' if key not in stored else repr(stored[key])} in the checkpoint, "
+                    f"{'absent' if key not in current else repr(current[key])} now"
+                )
             else:
                 found += differences(stored[key], current[key], where)
         return found
@@ -127,13 +142,17 @@ def check_same_run(checkpoint: str | Path, fingerprint: dict[str, Any]) -> None:
     """Raise `RunMismatchError` when `checkpoint` was written by a run with another fingerprint."""
     stored = read_run_file(checkpoint)
     if stored is None:
-        logger.warning("%s has no %s (written before mmft stored run fingerprints): cannot check that it belongs to "
-                       "this run", checkpoint, RUN_FILE)  # fmt: skip
+        logger.warning(
+            "%s has no %s (written before mmft stored run fingerprints): cannot check that it belongs to this run",
+            checkpoint,
+            RUN_FILE,
+        )
         return
     found = differences(stored["fingerprint"], fingerprint)
     if found:
-        shown = "; ".join(found[:SHOWN_DIFFERENCES]) + (f"; and {len(found) - SHOWN_DIFFERENCES} more"
-                                                        if len(found) > SHOWN_DIFFERENCES else "")  # fmt: skip
+        shown = "; ".join(found[:SHOWN_DIFFERENCES]) + (
+            f"; and {len(found) - SHOWN_DIFFERENCES} more" if len(found) > SHOWN_DIFFERENCES else ""
+        )
         raise RunMismatchError(
             f"{checkpoint} belongs to another run, so it cannot be resumed by this one. What differs: {shown}. "
             f"Give this run another --output_dir, or pass --overwrite_output_dir true to delete the checkpoints in "

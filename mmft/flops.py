@@ -74,12 +74,12 @@ def transformer_tower_flops(tower: nn.Module, tokens: int) -> float:
 
 @functools.lru_cache(maxsize=32)
 def _counted_vision_flops(config_json: str, pixel_shape: tuple[int, ...]) -> float:
+    import json
+
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import MODEL_MAPPING, AutoConfig
 
     from .towers import VisionTower
-
-    import json
 
     data = json.loads(config_json)
     config = AutoConfig.for_model(data.pop("model_type"), **data)

@@ -24,7 +24,6 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -6,7 +6,8 @@ Kept free of `datasets` so that the processor can use them without importing the
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -63,5 +64,8 @@ class TruncationReporter:
             level,
             "%s of %d tokens truncated to max_length=%d (%d truncated so far); raise --max_text_length to keep long "
             "texts whole",
-            self.what, cut[0][1], self.max_length, self.truncated,
-        )  # fmt: skip
+            self.what,
+            cut[0][1],
+            self.max_length,
+            self.truncated,
+        )

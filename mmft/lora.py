@@ -25,9 +25,24 @@ TARGET_SETS = ("attention", "attention+mlp")
 TOWERS = ("vision", "text", "decoder")  # the plan's slots; a model names its towers of these kinds in `towers()`
 
 _ATTENTION_LEAVES = {
-    "query", "key", "value", "q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "qkv", "q_lin", "k_lin", "v_lin",
-    "out_lin", "query_proj", "key_proj", "value_proj", "in_proj",
-}  # fmt: skip
+    "query",
+    "key",
+    "value",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "out_proj",
+    "o_proj",
+    "qkv",
+    "q_lin",
+    "k_lin",
+    "v_lin",
+    "out_lin",
+    "query_proj",
+    "key_proj",
+    "value_proj",
+    "in_proj",
+}
 _MLP_LEAVES = {"fc1", "fc2", "up_proj", "down_proj", "gate_proj", "lin1", "lin2"}
 
 
@@ -93,9 +108,11 @@ class LoraPlan:
             names = [
                 name
                 for name, module in model.named_modules()
-                if name.startswith(prefix + ".") and isinstance(module, nn.Linear)
-                and _layer_kind(name[len(prefix) + 1 :]) in kinds and not name.startswith(unused)
-            ]  # fmt: skip
+                if name.startswith(prefix + ".")
+                and isinstance(module, nn.Linear)
+                and _layer_kind(name[len(prefix) + 1 :]) in kinds
+                and not name.startswith(unused)
+            ]
             if not names:
                 tower_config = towers[kind].model.config
                 architecture = getattr(tower_config, "architecture", None) or tower_config.model_type
@@ -110,8 +127,11 @@ class LoraPlan:
         """Freeze, wrap and return the model: a peft model when any tower uses LoRA, else the model itself."""
         towers = tower_names(model)
         if self.quantize:  # before the adapters, so that peft puts its bitsandbytes LoRA layers on them
-            quantized = {kind: module for kind, module in task_model(model).towers().items()
-                         if getattr(self, kind, "frozen") != "full"}  # fmt: skip
+            quantized = {
+                kind: module
+                for kind, module in task_model(model).towers().items()
+                if getattr(self, kind, "frozen") != "full"
+            }
             quantize_towers(task_model(model), quantized, self.quantize)
         targets = self.target_modules(model)
         full = [prefix for kind, prefix in towers.items() if getattr(self, kind, "frozen") == "full"]
@@ -163,8 +183,14 @@ class LoraPlan:
         total = sum(p.numel() for p in model.parameters())
         plan = ", ".join(f"{kind}={getattr(self, kind)}" for kind in tower_names(model))
         parts = ", ".join(f"{part} {count:,}" for part, count in counts.items())
-        logger.warning("LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)", plan, self.r, parts,
-                       100 * sum(counts.values()) / total, f"{total:,}")  # fmt: skip
+        logger.warning(
+            "LoraPlan(%s, r=%d) trainable parameters: %s (%.2f%% of %s)",
+            plan,
+            self.r,
+            parts,
+            100 * sum(counts.values()) / total,
+            f"{total:,}",
+        )
 
 
 def fsdp_launch() -> bool:

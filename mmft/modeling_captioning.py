@@ -14,8 +14,9 @@ positions come from the cache length, and the attention mask is widened by the p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -144,8 +145,10 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         self.mmft = MMFTModel(config, vision_tower, text_tower)
         self.caption_prefix = CaptionPrefix(config, self.decoder.hidden_size)
         present = {type(module).__name__ for module in self.decoder.modules()}
-        self._no_split_modules = [*self.core._no_split_modules,
-                                  *(set(self.decoder.model._no_split_modules or []) & present)]  # fmt: skip
+        self._no_split_modules = [
+            *self.core._no_split_modules,
+            *(set(self.decoder.model._no_split_modules or []) & present),
+        ]
         self.caption_tokens: int | None = None  # caption length of the last training batch, for FLOP counts
         self.post_init()
 
@@ -175,8 +178,11 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
     def decoder_flops(self, tokens: int, logit_tokens: int) -> float:
         """Forward FLOPs of one sample through the decoder: `tokens` positions, logits for `logit_tokens`."""
         output = self.decoder.model.get_output_embeddings()
-        body = sum(m.in_features * m.out_features for m in self.decoder.modules()
-                   if isinstance(m, nn.Linear) and m is not output)  # fmt: skip
+        body = sum(
+            m.in_features * m.out_features
+            for m in self.decoder.modules()
+            if isinstance(m, nn.Linear) and m is not output
+        )
         config = self.config.decoder_config
         # Attention counted over every (query, key) pair, causal or not, as SDPA's math and MFU conventions count it.
         attention = config.num_hidden_layers * attention_flops(tokens, tokens, self.decoder.hidden_size)
@@ -195,14 +201,20 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         return self.config.num_query_tokens or image_tokens
 
     # -- forward ---------------------------------------------------------------------------------------------------
-    def image_prefix(self, pixel_values: torch.Tensor, text_input_ids: torch.Tensor | None,
-                     text_attention_mask: torch.Tensor | None,
-                     flags: tuple[bool, bool] = (False, False)) -> tuple[torch.Tensor, MMFTModelOutput]:  # fmt: skip
+    def image_prefix(
+        self,
+        pixel_values: torch.Tensor,
+        text_input_ids: torch.Tensor | None,
+        text_attention_mask: torch.Tensor | None,
+        flags: tuple[bool, bool] = (False, False),
+    ) -> tuple[torch.Tensor, MMFTModelOutput]:
         """The decoder prefix of a batch of images with their prompt, (B, P, Dd), and the bridge's output (with the
         attentions / hidden states `flags` ask for)."""
         if text_input_ids is None:
-            raise ValueError("the captioning model needs text_input_ids (the prompt the text tower reads); "
-                             "MMFTCaptionProcessor(images=...) adds them")  # fmt: skip
+            raise ValueError(
+                "the captioning model needs text_input_ids (the prompt the text tower reads); "
+                "MMFTCaptionProcessor(images=...) adds them"
+            )
         if text_attention_mask is None:
             text_attention_mask = torch.ones_like(text_input_ids)
         fused = self.core(pixel_values, text_input_ids, text_attention_mask, *flags, return_dict=True)
@@ -247,23 +259,37 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         else:  # the cache holds the start token, the prefix and the caption so far; the mask covers all but the prefix
             prefix_length = past + length - attention_mask.shape[1]
         # The prefix is always attended to; the mask must cover every position the cache and this call hold.
-        attention_mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, prefix_length),
-                                    attention_mask[:, 1:]], dim=1)  # fmt: skip
+        attention_mask = torch.cat(
+            [attention_mask[:, :1], attention_mask.new_ones(batch, prefix_length), attention_mask[:, 1:]], dim=1
+        )
         if use_cache is None:
             use_cache = labels is None and not self.training
-        outputs = self.decoder(inputs_embeds, attention_mask, keep=length, cache=cache, use_cache=use_cache,
-                               output_attentions=flags[0], output_hidden_states=flags[1])  # fmt: skip
+        outputs = self.decoder(
+            inputs_embeds,
+            attention_mask,
+            keep=length,
+            cache=cache,
+            use_cache=use_cache,
+            output_attentions=flags[0],
+            output_hidden_states=flags[1],
+        )
         logits = outputs.logits  # (B, T, V)
         loss = None
         if labels is not None:  # position t predicts token t + 1
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE_INDEX)  # fmt: skip
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
         # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
         kept = ("hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
         bridge = {k: fused.get(k) for k in kept} if fused is not None and any(flags) else {}
-        return MMFTCaptionOutput(loss=loss, logits=logits, cache=getattr(outputs, "cache", None) if use_cache else None,
-                                 decoder_hidden_states=outputs.hidden_states, decoder_attentions=outputs.attentions,
-                                 **bridge)  # fmt: skip
+        return MMFTCaptionOutput(
+            loss=loss,
+            logits=logits,
+            cache=getattr(outputs, "cache", None) if use_cache else None,
+            decoder_hidden_states=outputs.hidden_states,
+            decoder_attentions=outputs.attentions,
+            **bridge,
+        )
 
     # -- factory ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -276,7 +302,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         caption_token_ids: dict[str, int] | None = None,
         labels: Sequence[str] | None = None,
         **kwargs: Any,
-    ) -> "MMFTForConditionalGeneration":
+    ) -> MMFTForConditionalGeneration:
         """
         Join two towers and a causal LM decoder with a fresh bridge and prefix.
 
@@ -294,12 +320,16 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         else:
             loaded = load_pretrained_decoder(decoder, decoder_config_from_name(decoder, decoder_model_args))
             source = provenance(decoder)
-        model = super().from_vision_text_pretrained(vision, text, decoder_config=loaded.model.config,
-                                                    decoder_pretrained_from=source, **kwargs)  # fmt: skip
+        model = super().from_vision_text_pretrained(
+            vision, text, decoder_config=loaded.model.config, decoder_pretrained_from=source, **kwargs
+        )
         model.decoder = loaded  # the pretrained decoder replaces the random one __init__ built from its config
         model.caption_prefix.match_scale(loaded.model.get_input_embeddings().weight)
-        ids = caption_token_ids or {"bos": loaded.model.config.bos_token_id, "eos": loaded.model.config.eos_token_id,
-                                    "pad": loaded.model.config.pad_token_id}  # fmt: skip
+        ids = caption_token_ids or {
+            "bos": loaded.model.config.bos_token_id,
+            "eos": loaded.model.config.eos_token_id,
+            "pad": loaded.model.config.pad_token_id,
+        }
         model.set_caption_token_ids(**ids)
         return model
 

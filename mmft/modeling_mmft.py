@@ -8,10 +8,10 @@ plan trains (`trained_module_names()`), the FLOPs of its head (`head_flops()`).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedConfig, PreTrainedModel, TimmWrapperModel
@@ -24,6 +24,7 @@ from .features import TowerFeaturesMixin
 from .file_modes import give_ordinary_modes
 from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
 from .offline_assets import provenance
+from .positions import sincos_2d
 from .safe_loading import refuse_pickled_weights
 from .towers import (
     TIMM_SCRATCH_PREFIX,
@@ -35,21 +36,6 @@ from .towers import (
     text_config_from_name,
     vision_config_from_name,
 )
-
-
-def sincos_2d(height: int, width: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Fixed 2-D sin-cos positions (MAE-style), (H*W, dim), row-major like a flattened feature map."""
-    quarter = dim // 4
-    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=device, dtype=torch.float32),
-        torch.arange(width, device=device, dtype=torch.float32),
-        indexing="ij",
-    )
-    angles_y = ys.flatten()[:, None] * freqs  # (H*W, dim/4)
-    angles_x = xs.flatten()[:, None] * freqs
-    table = torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=1)
-    return F.pad(table, (0, dim - table.shape[1])).to(dtype)  # (H*W, dim)
 
 
 def fsdp_wrap_classes(model: nn.Module) -> list[str]:
@@ -135,7 +121,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 module.timm_model.set_grad_checkpointing(enable)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any) -> "MMFTPreTrainedModel":
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args: Any, **kwargs: Any) -> MMFTPreTrainedModel:
         """As in transformers (so also through the Auto classes and `pipeline`), but safetensors only: weights that
         exist only as a pickled `pytorch_model.bin` are refused with an OSError, unless the caller passes
         `use_safetensors` as False (then transformers reads them with `torch.load(weights_only=True)`)."""
@@ -151,7 +137,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
 
     # -- what shared code asks the model ----------------------------------------------------------------------------
     @property
-    def core(self) -> "MMFTModel":
+    def core(self) -> MMFTModel:
         """The `MMFTModel` inside this model (the model itself for `MMFTModel`)."""
         return self if isinstance(self, MMFTModel) else getattr(self, self.base_model_prefix)
 
@@ -192,8 +178,11 @@ class MMFTPreTrainedModel(PreTrainedModel):
         """Forward FLOPs of the task head per sample. Default: every Linear outside `MMFTModel`, applied once."""
         core = self.core
         inside = {id(m) for m in core.modules()}
-        return sum(2.0 * m.in_features * m.out_features for m in self.modules()
-                   if isinstance(m, nn.Linear) and id(m) not in inside)  # fmt: skip
+        return sum(
+            2.0 * m.in_features * m.out_features
+            for m in self.modules()
+            if isinstance(m, nn.Linear) and id(m) not in inside
+        )
 
     def get_input_embeddings(self) -> nn.Module:
         """The text tower's token embeddings (so `resize_token_embeddings` works after adding tokens)."""
@@ -228,7 +217,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
         vision_model_args: dict[str, Any] | None = None,
         text_model_args: dict[str, Any] | None = None,
         **config_overrides: Any,
-    ) -> "MMFTPreTrainedModel":
+    ) -> MMFTPreTrainedModel:
         """
         Join a pretrained vision tower and a pretrained text tower with a freshly initialised bridge (and head).
 
@@ -245,8 +234,9 @@ class MMFTPreTrainedModel(PreTrainedModel):
             **config_overrides: any other `MMFTConfig` field (`num_bridge_layers`, `hidden_size`, ...).
         """
         if "answers" in config_overrides:  # removed; as a config field it would be kept silently and labels left unset
-            raise TypeError("from_vision_text_pretrained() no longer takes answers=; pass the answer vocabulary as "
-                            "labels=")  # fmt: skip
+            raise TypeError(
+                "from_vision_text_pretrained() no longer takes answers=; pass the answer vocabulary as labels="
+            )
         towers, sources = {}, {}
         for kind, spec in (("vision", vision), ("text", text)):
             if isinstance(spec, PreTrainedConfig):
@@ -302,15 +292,16 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
         self._no_split_modules = fsdp_wrap_classes(self)
         # Each tower keeps the attention backend its sub-config asks for (`from_pretrained(..., attn_implementation=
         # {"text_config": "eager", ...})` sets it there); a tower that asks for none gets transformers' default.
-        self.set_attn_implementation({f"{kind}_config": getattr(config, f"{kind}_config")._attn_implementation
-                                      for kind in ("vision", "text")})  # fmt: skip
+        self.set_attn_implementation(
+            {f"{kind}_config": getattr(config, f"{kind}_config")._attn_implementation for kind in ("vision", "text")}
+        )
         self.post_init()
 
     # -- frozen towers ---------------------------------------------------------------------------------------------
     def _frozen(self, tower: nn.Module) -> bool:
         return not any(parameter.requires_grad for parameter in tower.parameters())
 
-    def train(self, mode: bool = True) -> "MMFTModel":
+    def train(self, mode: bool = True) -> MMFTModel:
         """A frozen tower is a fixed feature extractor: it stays in eval mode (no dropout) while the rest trains."""
         super().train(mode)
         for tower in (self.vision_tower, self.text_tower):
@@ -366,8 +357,9 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
     def fusion_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Forward FLOPs per sample of both projections and the bridge."""
         width = self.config.hidden_size
-        projections = 2.0 * width * (self.vision_tower.hidden_size * image_tokens
-                                     + self.text_tower.hidden_size * text_tokens)  # fmt: skip
+        projections = (
+            2.0 * width * (self.vision_tower.hidden_size * image_tokens + self.text_tower.hidden_size * text_tokens)
+        )
         return projections + self.bridge.flops(text_tokens, image_tokens)
 
     # -- forward ---------------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class MMFTClassifierOutput(ModelOutput):
     image_cross_attentions: tuple[torch.Tensor, ...] | None = None
 
     @classmethod
-    def of_head(cls, loss, logits: torch.Tensor, fused: MMFTModelOutput, extras: bool) -> "MMFTClassifierOutput":
+    def of_head(cls, loss, logits: torch.Tensor, fused: MMFTModelOutput, extras: bool) -> MMFTClassifierOutput:
         """A head's output over the `fused` core output; `extras`: whether any output flag was on."""
         kept = ("pooled", "image_grid", "hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
         return cls(loss=loss, logits=logits, **({k: fused.get(k) for k in kept} if extras else {}))

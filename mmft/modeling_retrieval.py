@@ -122,14 +122,20 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         return features
 
     # -- the matching head -------------------------------------------------------------------------------------------
-    def match_states(self, image_states: torch.Tensor, text_states: torch.Tensor,
-                     attention_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def match_states(
+        self, image_states: torch.Tensor, text_states: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Matching logits (B, 2) of aligned pairs from their projected token states (no tower runs)."""
         fused = self.core.bridge(text_states, image_states, attention_mask)
         return self.matching(fused.pooled)  # (B, 2): [no match, match]
 
-    def match(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-              attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:  # fmt: skip
+    def match(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         """Matching logits (B, 2) of aligned (image, text) pairs through the towers and the bridge."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -150,9 +156,12 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
 
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Per training pair the bridge and the matching head also run on its two mined negatives."""
-        matching = sum(2.0 * m.in_features * m.out_features for m in self.matching.modules() if isinstance(m, nn.Linear))
-        return super().head_flops(image_tokens, text_tokens) + 2 * (self.core.bridge.flops(text_tokens, image_tokens)
-                                                                     + matching)  # fmt: skip
+        matching = sum(
+            2.0 * m.in_features * m.out_features for m in self.matching.modules() if isinstance(m, nn.Linear)
+        )
+        return super().head_flops(image_tokens, text_tokens) + 2 * (
+            self.core.bridge.flops(text_tokens, image_tokens) + matching
+        )
 
     # -- forward -------------------------------------------------------------------------------------------------------
     @can_return_tuple
@@ -189,13 +198,18 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
             return MMFTRetrievalOutput(loss=output.loss, logits=output.logits)
         # Extras only on request: the bridge over the aligned pairs (what `match` scores), as `MMFTModel` returns it.
         extra = {"output_hidden_states": True} if flags[1] else {}
-        fused = MMFTModelOutput(**self.core.bridge(text_states, image_states, attention_mask, flags[0], **extra),
-                                image_grid=grid)  # fmt: skip
+        fused = MMFTModelOutput(
+            **self.core.bridge(text_states, image_states, attention_mask, flags[0], **extra), image_grid=grid
+        )
         kept = ("pooled", "image_grid", "hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
         parts = ("loss", "logits", "contrastive_loss", "matching_loss", "logits_per_image")
-        return MMFTRetrievalOutput(**{k: output.get(k) for k in parts}, text_embeds=text_embeds,
-                                   image_embeds=image_embeds, match_logits=self.matching(fused.pooled),
-                                   **{k: fused.get(k) for k in kept})  # fmt: skip
+        return MMFTRetrievalOutput(
+            **{k: output.get(k) for k in parts},
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            match_logits=self.matching(fused.pooled),
+            **{k: fused.get(k) for k in kept},
+        )
 
     def loss(self, local: PairBatch) -> MMFTRetrievalOutput:
         """Contrastive + matching loss of this process's pairs against the batch of every process."""
@@ -205,8 +219,9 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         scale = self.contrastive.logit_scale()
         contrastive, logits_t2i, logits_i2t = contrastive_loss(local, gathered, offset, scale, world_size)
         images, texts, mask, targets, weights = matching_examples(local, gathered, offset, logits_t2i, logits_i2t)
-        matching = matching_loss(self.match_states(images, texts, mask), targets, weights, gathered.image_ids,
-                                 world_size)  # fmt: skip
+        matching = matching_loss(
+            self.match_states(images, texts, mask), targets, weights, gathered.image_ids, world_size
+        )
         return MMFTRetrievalOutput(
             loss=contrastive + matching,
             logits=logits_t2i,

@@ -44,9 +44,7 @@ class OfflineAsset:
         """The installed package's folder; an ImportError naming the pip command when it is missing."""
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError(
-                f"offline asset {self.name!r} needs the package {self.package!r}: {self.install_hint()}"
-            )
+            raise ImportError(f"offline asset {self.name!r} needs the package {self.package!r}: {self.install_hint()}")
         return list(spec.submodule_search_locations)[0]
 
     def file(self, relative: str) -> str:
@@ -109,9 +107,15 @@ class PackagedTimmWeights(OfflineAsset):
     kind = "vision"
 
     def __init__(
-        self, name: str, package: str, weights: str, architecture: str, model_args: dict, pip_install: str,
+        self,
+        name: str,
+        package: str,
+        weights: str,
+        architecture: str,
+        model_args: dict,
+        pip_install: str,
         describe: str,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(name, package, pip_install, describe)
         self.weights = weights  # path inside the package
         self.architecture = architecture

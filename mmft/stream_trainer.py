@@ -66,8 +66,10 @@ class StreamingTrainer(MMFTTrainer):
 
     def train(self, resume_from_checkpoint: str | None = None, *args, **kwargs):
         if not isinstance(self.train_dataset, TrainStream):
-            raise TypeError("StreamingTrainer trains on a TrainStream (mmft.data.streaming); got "
-                            f"{type(self.train_dataset).__name__}")  # fmt: skip
+            raise TypeError(
+                "StreamingTrainer trains on a TrainStream (mmft.data.streaming); got "
+                f"{type(self.train_dataset).__name__}"
+            )
         restore = isinstance(resume_from_checkpoint, str) and not self.args.ignore_data_skip
         self._resume_folder = resume_from_checkpoint if restore else None
         self.args.ignore_data_skip = True  # the position comes from the stream state, never from skipping batches
@@ -78,13 +80,23 @@ class StreamingTrainer(MMFTTrainer):
         stream.split_by_node(self.args.process_index, self.args.world_size, self.args.data_seed or self.args.seed)
         workers = self.args.dataloader_num_workers
         loader = DataLoader(
-            stream, batch_size=self._train_batch_size, collate_fn=self.data_collator, num_workers=workers,
-            pin_memory=self.args.dataloader_pin_memory, persistent_workers=workers > 0 and
-            self.args.dataloader_persistent_workers, prefetch_factor=self.args.dataloader_prefetch_factor if workers
-            else None,
-        )  # fmt: skip
-        loader = prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True,
-                                     dispatch_batches=False, use_stateful_dataloader=True)  # fmt: skip
+            stream,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=workers > 0 and self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None,
+        )
+        loader = prepare_data_loader(
+            loader,
+            self.args.device,
+            num_processes=1,
+            process_index=0,
+            put_on_device=True,
+            dispatch_batches=False,
+            use_stateful_dataloader=True,
+        )
         if self._resume_folder:
             state = load_stream_state(self._resume_folder, self.args.process_index, self.args.world_size)
             finished = state["loader"].get("_iterator_finished", False)
@@ -98,8 +110,9 @@ class StreamingTrainer(MMFTTrainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        save_stream_state(folder, self.args.process_index, self.args.world_size, self._stream_loader,
-                          self.train_dataset)  # fmt: skip
+        save_stream_state(
+            folder, self.args.process_index, self.args.world_size, self._stream_loader, self.train_dataset
+        )
         self.accelerator.wait_for_everyone()  # every position is on disk before trainer_state.json completes it
         super()._save_checkpoint(model, trial)
 

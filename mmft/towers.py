@@ -75,15 +75,20 @@ class VisionTower(nn.Module):
         else:
             self.hidden_size = model.config.hidden_size
         # HF ViT-likes read other image sizes only when asked to interpolate their position embeddings.
-        self.interpolate = not self.is_timm and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        self.interpolate = (
+            not self.is_timm and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        )
 
     def unused_module_names(self) -> list[str]:
         """Submodules (names inside this tower) whose output never reaches the loss: pooling heads. The bridge reads
         the token states, so SigLIP's attention-pooling `head` (run, its result dropped) and a timm model's
         `attn_pool` / `head` (not run: `do_pooling=False`) get no gradient; LoRA adapters there would never train."""
         if self.is_timm:
-            return [f"model.timm_model.{name}" for name in ("attn_pool", "head")
-                    if isinstance(getattr(self.model.timm_model, name, None), nn.Module)]  # fmt: skip
+            return [
+                f"model.timm_model.{name}"
+                for name in ("attn_pool", "head")
+                if isinstance(getattr(self.model.timm_model, name, None), nn.Module)
+            ]
         return ["model.head"] if getattr(self.model, "use_head", False) and hasattr(self.model, "head") else []
 
     def forward(

@@ -46,8 +46,11 @@ class CheckpointMismatchError(ValueError):
 
 def _key_problems(what: str, missing, unexpected, mismatched=()) -> list[str]:
     problems = []
-    for name, keys in (("missing", sorted(missing)), ("unexpected", sorted(unexpected)),
-                       ("of another shape", sorted(str(k) for k in mismatched))):  # fmt: skip
+    for name, keys in (
+        ("missing", sorted(missing)),
+        ("unexpected", sorted(unexpected)),
+        ("of another shape", sorted(str(k) for k in mismatched)),
+    ):
         if keys:
             more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
             problems.append(f"{len(keys)} {name} key(s) in {what}: {keys[:SHOWN_KEYS]}{more}")
@@ -70,8 +73,9 @@ def load_full_checkpoint(model, checkpoint: str) -> None:
     tensor in place, so the live parameters keep their device, dtype and `requires_grad`.
     """
     loaded, info = type(model).from_pretrained(checkpoint, output_loading_info=True, use_safetensors=True)
-    problems = _key_problems("the checkpoint", info["missing_keys"], info["unexpected_keys"],
-                             info.get("mismatched_keys", ()))  # fmt: skip
+    problems = _key_problems(
+        "the checkpoint", info["missing_keys"], info["unexpected_keys"], info.get("mismatched_keys", ())
+    )
     _refuse(checkpoint, problems)
     result = model.load_state_dict(loaded.state_dict(), strict=False)
     _refuse(checkpoint, _key_problems("the model", result.missing_keys, result.unexpected_keys))
@@ -143,9 +147,13 @@ class MMFTTrainer(Trainer):
                 "mmft: %s was written by %s process(es) and this run has %d: RNG state not restored for process %s of "
                 "%d (no %s for it); those processes go on from --seed, so their random draws (dropout, sampling) "
                 "differ from an uninterrupted run. Data order and weights continue from the checkpoint",
-                checkpoint, written or "an unknown number of", world, ", ".join(map(str, lost)), world,
+                checkpoint,
+                written or "an unknown number of",
+                world,
+                ", ".join(map(str, lost)),
+                world,
                 " / ".join(expected[rank] for rank in lost[:3]),
-            )  # fmt: skip
+            )
 
     def _get_dataloader(self, *args: Any, is_training: bool = False, **kwargs: Any):
         # `--dataloader_drop_last` is for training batches (docs/distributed.md); the Trainer applies it to evaluation

@@ -42,8 +42,9 @@ def tower_provenance(config) -> str:
     text = f"pretrained ({config.text_pretrained_from})" if config.text_pretrained_from else scratch
     line = f"vision tower: {vision}; text tower: {text}"
     if getattr(config, "decoder_config", None) is not None:
-        line += "; decoder: " + (f"pretrained ({config.decoder_pretrained_from})" if config.decoder_pretrained_from
-                                 else scratch)  # fmt: skip
+        line += "; decoder: " + (
+            f"pretrained ({config.decoder_pretrained_from})" if config.decoder_pretrained_from else scratch
+        )
     return line
 
 
@@ -63,9 +64,13 @@ def use_cpu_cores(training_args: TrainingArguments) -> int:
     if wanted != torch.get_num_threads():
         logger.warning(
             "mmft: this CPU process had %d thread(s); using %d (%d cores / %d process(es) on this machine). Choose "
-            "with `accelerate launch --num_cpu_threads_per_process N` or %s=N", torch.get_num_threads(), wanted,
-            cores, local_processes, CPU_THREADS_ENV,
-        )  # fmt: skip
+            "with `accelerate launch --num_cpu_threads_per_process N` or %s=N",
+            torch.get_num_threads(),
+            wanted,
+            cores,
+            local_processes,
+            CPU_THREADS_ENV,
+        )
         torch.set_num_threads(wanted)
     return wanted
 
@@ -82,15 +87,24 @@ def sharded_parameters(training_args: TrainingArguments) -> bool:
 
     sharded = is_deepspeed_zero3_enabled() or bool(training_args.fsdp) or fsdp_launch()
     if sharded:
-        logger.warning("mmft: --cache_frozen_text is off: with sharded weights (DeepSpeed ZeRO-3 / FSDP) every "
-                       "process must run the text tower at every step")  # fmt: skip
+        logger.warning(
+            "mmft: --cache_frozen_text is off: with sharded weights (DeepSpeed ZeRO-3 / FSDP) every "
+            "process must run the text tower at every step"
+        )
     return sharded
 
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
-    return LoraPlan(vision=lora_args.lora_vision, text=lora_args.lora_text, decoder=lora_args.lora_decoder,
-                    r=lora_args.lora_r, alpha=lora_args.lora_alpha, dropout=lora_args.lora_dropout,
-                    targets=lora_args.lora_targets, quantize=lora_args.lora_quantize)  # fmt: skip
+    return LoraPlan(
+        vision=lora_args.lora_vision,
+        text=lora_args.lora_text,
+        decoder=lora_args.lora_decoder,
+        r=lora_args.lora_r,
+        alpha=lora_args.lora_alpha,
+        dropout=lora_args.lora_dropout,
+        targets=lora_args.lora_targets,
+        quantize=lora_args.lora_quantize,
+    )
 
 
 def load_saved_model(task: Task, model_args: ModelArguments):
@@ -140,9 +154,17 @@ def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None =
     return data, model, processor
 
 
-def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, processor, plan: LoraPlan,
-                 policy: BadExamplePolicy, callbacks: list | None = None,
-                 fingerprint: dict | None = None) -> Trainer:  # fmt: skip
+def make_trainer(
+    task: Task,
+    args: RecipeArguments,
+    data: TaskData,
+    model,
+    processor,
+    plan: LoraPlan,
+    policy: BadExamplePolicy,
+    callbacks: list | None = None,
+    fingerprint: dict | None = None,
+) -> Trainer:
     """The `MMFTTrainer` with the task's collator and metrics, mmft's callbacks and the NaN guard; `fingerprint`
     goes into every checkpoint."""
     # The transform needs the raw columns; the Trainer must not prune them.
@@ -158,9 +180,11 @@ def make_trainer(task: Task, args: RecipeArguments, data: TaskData, model, proce
         processing_class=processor,
         compute_metrics=task.compute_metrics(data, config.id2label, lambda: excluded_eval_positions(policy, rows)),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
-        callbacks=[*(callbacks or []), *build_callbacks(args.output or OutputArguments(),
-                                                        args.data.dataset or task.default_dataset, plan),
-                   NonFiniteLossGuard()],  # fmt: skip
+        callbacks=[
+            *(callbacks or []),
+            *build_callbacks(args.output or OutputArguments(), args.data.dataset or task.default_dataset, plan),
+            NonFiniteLossGuard(),
+        ],
         fingerprint=fingerprint,
     )
     log_before_reporters(trainer)
@@ -184,15 +208,23 @@ def write_predictions(path: Path, records: list[dict]) -> None:
         handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
-def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, processor, lora_args: LoraArguments,
-                 policy: BadExamplePolicy) -> None:  # fmt: skip
+def save_outputs(
+    task: Task,
+    trainer: Trainer,
+    data: TaskData,
+    prediction,
+    processor,
+    lora_args: LoraArguments,
+    policy: BadExamplePolicy,
+) -> None:
     """Predictions, the final model and processor, test results, the task's extra files and the card (main process
     only), published together by `save_final`: a failed save leaves the previous ones."""
     config = task_model(trainer.model).config
 
     def extras(folder: Path, final) -> None:
-        write_predictions(folder / "predictions.jsonl",
-                          task.prediction_records(data, prediction.predictions, config.id2label))  # fmt: skip
+        write_predictions(
+            folder / "predictions.jsonl", task.prediction_records(data, prediction.predictions, config.id2label)
+        )
         (folder / "test_results.json").write_text(json.dumps(prediction.metrics, indent=4, sort_keys=True) + "\n")
         task.after_evaluation(folder, data, prediction, config.id2label)
         for callback in trainer.callback_handler.callbacks:  # re-render the card now that test metrics exist
@@ -205,8 +237,10 @@ def save_outputs(task: Task, trainer: Trainer, data: TaskData, prediction, proce
         output_dir = Path(trainer.args.output_dir)
         save_final(trainer.model, processor, output_dir, merged=lora_args.save_merged, extras=extras)
         print(f"\nmmft: {tower_provenance(config)}")
-        print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items()
-                                                        if isinstance(v, float)))  # fmt: skip
+        print(
+            "mmft: final test metrics: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in prediction.metrics.items() if isinstance(v, float))
+        )
         print(f"mmft: model, processor and test_results.json saved to {output_dir}")
         if policy.mode == "skip":
             print(f"mmft: {policy.summary()}")
@@ -220,15 +254,25 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     use_cpu_cores(training_args)
     check_output_dir(training_args.output_dir)  # a file or a read-only folder fails now, not after training
     identity = arguments_fingerprint(task.name, args)
-    policy = BadExamplePolicy(args.data.on_bad_example, args.data.max_bad_fraction,
-                              os.path.join(training_args.output_dir, "rejects.jsonl"),
-                              args.data.dataset or task.default_dataset, run=fingerprint_id(identity))  # fmt: skip
-    resume = choose_checkpoint(training_args, None if args.model.eval_only else training_args.resume_from_checkpoint,
-                               (args.output or OutputArguments()).overwrite_output_dir, policy)  # fmt: skip
+    policy = BadExamplePolicy(
+        args.data.on_bad_example,
+        args.data.max_bad_fraction,
+        os.path.join(training_args.output_dir, "rejects.jsonl"),
+        args.data.dataset or task.default_dataset,
+        run=fingerprint_id(identity),
+    )
+    resume = choose_checkpoint(
+        training_args,
+        None if args.model.eval_only else training_args.resume_from_checkpoint,
+        (args.output or OutputArguments()).overwrite_output_dir,
+        policy,
+    )
     plan = make_plan(args.lora)
     data, model, processor = prepare(task, args, policy)
-    sizes = {name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
-             for name, split in (("train", data.train), ("eval", data.eval))}  # fmt: skip
+    sizes = {
+        name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
+        for name, split in (("train", data.train), ("eval", data.eval))
+    }
     fingerprint = run_fingerprint(identity, model.config, sizes)
     if resume:
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
@@ -268,5 +312,13 @@ def main(task: str, argv: list[str], default_config: str | None = None) -> int:
     return 0
 
 
-__all__ = ["build_model", "load_saved_model", "main", "make_plan", "prepare", "run", "tower_provenance",
-           "use_cpu_cores"]
+__all__ = [
+    "build_model",
+    "load_saved_model",
+    "main",
+    "make_plan",
+    "prepare",
+    "run",
+    "tower_provenance",
+    "use_cpu_cores",
+]

@@ -44,10 +44,11 @@ def pytest_collection_modifyitems(config, items):
 # The only tests that may skip, each with why. Any other skip fails the run: a skipped test here has almost always
 # meant a missing install step (bitsandbytes, DeepSpeed, pycocoevalcap, an offline asset), which CI must not hide.
 ALLOWED_SKIPS = {
-    "tests/test_retrieval_search.py::test_nearest_matches_brute_force_with_and_without_faiss":
-        "faiss is optional (`mmft search` falls back to chunked exact search without it)",
+    "tests/test_retrieval_search.py::test_nearest_matches_brute_force_with_and_without_faiss": (
+        "faiss is optional (`mmft search` falls back to chunked exact search without it)"
+    ),
     "tests/test_precision.py::": "these check the CPU-only behaviour; they skip on a machine with an accelerator",
-}  # fmt: skip
+}
 _unexpected_skips: list[tuple[str, str]] = []
 
 
@@ -85,23 +86,41 @@ def tiny_vision_config(kind: str):
     """A random vision tower config of each supported family, small enough for CPU unit tests."""
     if kind == "hf_vit":
         return ViTConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            image_size=IMAGE_SIZE, patch_size=8,
-        )  # fmt: skip
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        )
     if kind == "clip_vision":
         return CLIPVisionConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            image_size=IMAGE_SIZE, patch_size=8, projection_dim=16,
-        )  # fmt: skip
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+            projection_dim=16,
+        )
     if kind == "dinov2":
         return Dinov2Config(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, image_size=IMAGE_SIZE, patch_size=8,
-        )  # fmt: skip
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            mlp_ratio=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        )
     if kind == "siglip_vision":
         return SiglipVisionConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=IMAGE_SIZE,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=IMAGE_SIZE,
             patch_size=8,
-        )  # fmt: skip
+        )
     if kind == "timm_vit":
         return vision_config_from_name("timm:vit_tiny_patch16_224", TINY_TIMM_VIT)
     if kind == "timm_cnn":

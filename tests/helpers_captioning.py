@@ -20,9 +20,18 @@ from mmft.towers import resolve_name
 
 def tiny_decoder_config(tie: bool = True, vocab_size: int = 30522) -> LlamaConfig:
     """A 2-layer Llama over BERT's vocabulary (MiniLM's tokenizer: [CLS] starts, [SEP] ends, [PAD] pads)."""
-    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=vocab_size, bos_token_id=101, eos_token_id=102,
-                       pad_token_id=0, tie_word_embeddings=tie)  # fmt: skip
+    return LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        bos_token_id=101,
+        eos_token_id=102,
+        pad_token_id=0,
+        tie_word_embeddings=tie,
+    )
 
 
 def save_tiny_decoder(path: Path, tie: bool = True) -> Path:
@@ -33,11 +42,18 @@ def save_tiny_decoder(path: Path, tie: bool = True) -> Path:
     return path
 
 
-def tiny_caption_model(decoder=None, seed: int = 0, num_query_tokens: int = 4, vision: str = "timm_vit",
-                       **overrides) -> MMFTForConditionalGeneration:  # fmt: skip
+def tiny_caption_model(
+    decoder=None, seed: int = 0, num_query_tokens: int = 4, vision: str = "timm_vit", **overrides
+) -> MMFTForConditionalGeneration:
     torch.manual_seed(seed)
-    options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0,
-                   num_query_tokens=num_query_tokens, caption_token_ids={"bos": 101, "eos": 102, "pad": 0})  # fmt: skip
+    options = dict(
+        num_bridge_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        hidden_dropout=0.0,
+        num_query_tokens=num_query_tokens,
+        caption_token_ids={"bos": 101, "eos": 102, "pad": 0},
+    )
     options.update(overrides)
     return MMFTForConditionalGeneration.from_vision_text_pretrained(
         tiny_vision_config(vision), tiny_text_config(), decoder=decoder or tiny_decoder_config(), **options

@@ -9,7 +9,8 @@ arguments, a model builder in `MODEL_BUILDERS`); a class with no input builder f
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -73,9 +74,13 @@ def caption_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict
     generator = torch.Generator().manual_seed(seed + 1)
     captions = torch.randint(1000, model.config.decoder_config.vocab_size, (BATCH, 5), generator=generator)
     captions[:, 0] = model.config.decoder_config.bos_token_id  # start id; a copied folder may lack generation_config
-    inputs = {"pixel_values": image_text["pixel_values"], "text_input_ids": image_text["input_ids"],
-              "text_attention_mask": image_text["attention_mask"], "input_ids": captions,
-              "use_cache": False}  # fmt: skip
+    inputs = {
+        "pixel_values": image_text["pixel_values"],
+        "text_input_ids": image_text["input_ids"],
+        "text_attention_mask": image_text["attention_mask"],
+        "input_ids": captions,
+        "use_cache": False,
+    }
     if labels:
         inputs["labels"] = captions.clone()
     return inputs
@@ -85,9 +90,17 @@ def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any
     """A captioning model over a 1-layer random Llama with BERT's vocabulary (MiniLM's tokenizer) and its ids."""
     from transformers import LlamaConfig
 
-    decoder = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                          num_key_value_heads=1, vocab_size=tiny_text_config().vocab_size, bos_token_id=101,
-                          eos_token_id=102, pad_token_id=0)  # fmt: skip
+    decoder = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=tiny_text_config().vocab_size,
+        bos_token_id=101,
+        eos_token_id=102,
+        pad_token_id=0,
+    )
     options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, num_query_tokens=3)
     options.update(overrides)
     return model_class.from_vision_text_pretrained(
@@ -169,7 +182,10 @@ def mmft_owned_keys(model: nn.Module) -> list[str]:
 def uninitialised_memory_is_nan() -> Iterator[None]:
     """Inside, every `torch.empty`-like allocation is filled with NaN, so a parameter nothing initialises shows up as
     NaN every time (outside, it holds whatever the allocator returns: often zeros, sometimes 1e38)."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = True

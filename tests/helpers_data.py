@@ -28,8 +28,9 @@ def rows(n: int) -> list[dict]:
     return out
 
 
-def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA"),
-                     answers_per_row: int = 3) -> Path:  # fmt: skip
+def make_imagefolder(
+    root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB", "L", "RGBA"), answers_per_row: int = 3
+) -> Path:
     """Train and test splits of `rows`; each row's answer is given `answers_per_row` times (VQA accuracy counts
     min(1, matches / 3) over leave-one-out subsets, so a correct answer scores 1.0 only with 4 or more copies)."""
     for split, n in (("train", n_train), ("test", n_test)):
@@ -38,14 +39,23 @@ def make_imagefolder(root: Path, n_train: int = 24, n_test: int = 8, modes=("RGB
         with (folder / "metadata.jsonl").open("w") as handle:
             for i, row in enumerate(rows(n)):
                 write_image(folder / row["file_name"], row["colour"], modes[i % len(modes)])
-                handle.write(json.dumps({"file_name": row["file_name"], "question": row["question"],
-                                         "answers": [row["answer"]] * answers_per_row}) + "\n")  # fmt: skip
+                handle.write(
+                    json.dumps(
+                        {
+                            "file_name": row["file_name"],
+                            "question": row["question"],
+                            "answers": [row["answer"]] * answers_per_row,
+                        }
+                    )
+                    + "\n"
+                )
     return root
 
 
 def make_parquet_hub_layout(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
     """A `load_dataset(<dir>)` dataset with non-standard column names (img / query / label)."""
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     root.mkdir(parents=True)
     images = root.parent / f"{root.name}_images"  # outside root, or load_dataset would see an imagefolder
@@ -114,8 +124,10 @@ def make_corrupt_easy_vqa(root: Path, n_train: int, n_test: int, n_bad_train: in
                     kind = kinds[len(broken[split]) % len(kinds)]
                     CORRUPTIONS[kind][0](folder / name)
                     broken[split].append((row, name, kind))
-                handle.write(json.dumps({"file_name": name, "question": example["question"],
-                                         "answers": example["answers"]}) + "\n")  # fmt: skip
+                handle.write(
+                    json.dumps({"file_name": name, "question": example["question"], "answers": example["answers"]})
+                    + "\n"
+                )
     return broken
 
 
@@ -145,8 +157,9 @@ def _tar_member(tar, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def make_webdataset(root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_test: int = 8,
-                    bad: dict[str, str] | None = None) -> Path:  # fmt: skip
+def make_webdataset(
+    root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_test: int = 8, bad: dict[str, str] | None = None
+) -> Path:
     """WebDataset shards `train-0000k.tar` (+ `test-00000.tar`): `<key>.png` + `<key>.json` per sample, keys unique
     (`s<shard>_<i>`), questions answered by the image as in `rows`. Every sample differs (random colour, question and
     square position), so two batches never train alike. `bad`: {key: "empty_question" | "not_an_image"}."""
@@ -170,8 +183,11 @@ def make_webdataset(root: Path, n_shards: int = 4, rows_per_shard: int = 6, n_te
                 image = b"<html>404</html>" if bad.get(key) == "not_an_image" else buffer.getvalue()
                 question = "" if bad.get(key) == "empty_question" else row["question"]
                 _tar_member(tar, f"{key}.png", image)
-                _tar_member(tar, f"{key}.json", json.dumps({"question": question, "answers": [row["answer"]] * 3,
-                                                            "key": key}).encode())  # fmt: skip
+                _tar_member(
+                    tar,
+                    f"{key}.json",
+                    json.dumps({"question": question, "answers": [row["answer"]] * 3, "key": key}).encode(),
+                )
     return root
 
 

@@ -19,9 +19,8 @@ import copy
 import json
 import os
 import sys
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -70,9 +69,12 @@ def train(model: torch.nn.Module, steps: list[dict[str, torch.Tensor]], adamw: b
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cases", required=True,
-                        help="comma-separated plans, each optionally with ':skew' (negative control: rank 1 sees "
-                             "other labels); one process group runs them all")  # fmt: skip
+    parser.add_argument(
+        "--cases",
+        required=True,
+        help="comma-separated plans, each optionally with ':skew' (negative control: rank 1 sees "
+        "other labels); one process group runs them all",
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
@@ -98,8 +100,9 @@ def run_case(plan_name: str, skew_rank1_data: bool, steps: int, batch: int) -> d
     data = batches(steps, batch)
     share = batch // world
     local = [{k: v[rank * share : (rank + 1) * share] for k, v in b.items()} for b in data]
-    skewed = [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local] if skew_rank1_data and rank == 1 \
-        else local  # fmt: skip
+    skewed = (
+        [{**b, "labels": (b["labels"] + 1) % len(ANSWERS)} for b in local] if skew_rank1_data and rank == 1 else local
+    )
 
     # SGD, eval mode: sharded vs one unsharded process on the whole batch
     model = PLANS[plan_name].apply(tiny_model("co_attention", "timm_vit")).eval()  # eval: no dropout masks to match
@@ -108,8 +111,13 @@ def run_case(plan_name: str, skew_rank1_data: bool, steps: int, batch: int) -> d
     loss_means = mean_losses(train(model, skewed), world)
     sharded = full_parameters(model)
     local_fraction = sum(p.to_local().numel() for p in model.parameters()) / sum(p.numel() for p in model.parameters())
-    result = {"world": world, "units": sorted(set(units)), "unit_count": len(units),
-              "local_parameter_fraction": local_fraction, "losses": loss_means}  # fmt: skip
+    result = {
+        "world": world,
+        "units": sorted(set(units)),
+        "unit_count": len(units),
+        "local_parameter_fraction": local_fraction,
+        "losses": loss_means,
+    }
     if rank == 0:
         result["reference_losses"] = [loss.item() for loss in train(reference, data)]
         result["max_weight_diff"] = max_diff(sharded, reference)
@@ -124,8 +132,11 @@ def run_case(plan_name: str, skew_rank1_data: bool, steps: int, batch: int) -> d
     torch.manual_seed(100 + rank)
     ddp_losses = mean_losses(train(reference, local, adamw=True), world)
     sharded = full_parameters(model)
-    result["adamw_dropout"] = {"losses": sharded_losses, "reference_losses": ddp_losses,
-                               "max_weight_diff": max_diff(sharded, reference.module)}  # fmt: skip
+    result["adamw_dropout"] = {
+        "losses": sharded_losses,
+        "reference_losses": ddp_losses,
+        "max_weight_diff": max_diff(sharded, reference.module),
+    }
     return result
 
 
@@ -133,7 +144,9 @@ def shard(model: torch.nn.Module) -> list[str]:
     """`fully_shard` every auto-wrap unit (accelerate's policy from `_no_split_modules`), then the root; returns the
     units' class names (read before `fully_shard` renames the classes, e.g. to FSDPBertLayer)."""
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
-    policy = fsdp2_prepare_auto_wrap_policy(plugin, model.get_base_model() if hasattr(model, "get_base_model") else model)
+    policy = fsdp2_prepare_auto_wrap_policy(
+        plugin, model.get_base_model() if hasattr(model, "get_base_model") else model
+    )
     units = [m for m in get_module_children_bottom_up(model)[:-1] if policy(m)]
     names = [type(unit).__name__ for unit in units]
     for unit in units:

@@ -26,9 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"  # what recipes/vqa.py reads before its command line
 # Keys of a log entry that measure time, not training: they differ between any two runs.
-TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
-               "eval_samples_per_second", "eval_steps_per_second", "test_runtime", "test_samples_per_second",
-               "test_steps_per_second", "total_flos"}  # fmt: skip
+TIMING_KEYS = {
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "eval_runtime",
+    "eval_samples_per_second",
+    "eval_steps_per_second",
+    "test_runtime",
+    "test_samples_per_second",
+    "test_steps_per_second",
+    "total_flos",
+}
 # ThroughputCallback's figures are timings too, except its FLOP count, which is a function of the batch.
 TIMING_PREFIX, UNTIMED_PERF_KEYS = "perf/", {"perf/flops_per_step"}
 
@@ -61,15 +70,45 @@ def save_tiny_vision_tower(path: Path, kind: str, dropout: float = 0.0) -> Path:
 
 def recipe_argv(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None) -> list[str]:
     """Flags of recipes/vqa.py for tiny towers: a tiny timm ViT from scratch, or the HF tower folder `vision`."""
-    tower = ["--vision_model", vision] if vision else ["--vision_model", "timm:vit_tiny_patch16_224",
-                                                      "--vision_model_args", json.dumps(TINY_TIMM_VIT)]  # fmt: skip
+    tower = (
+        ["--vision_model", vision]
+        if vision
+        else ["--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT)]
+    )
     return [
-        "--dataset", str(data_dir), *tower, "--image_size", "32", "--text_model", str(text_dir),
-        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
-        "--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--lr_scheduler_type", "linear",
-        "--warmup_steps", "2", "--eval_strategy", "no", "--logging_steps", "1", "--disable_tqdm", "true",
-        "--report_to", "none", "--output_dir", str(output_dir), *extra,
-    ]  # fmt: skip
+        "--dataset",
+        str(data_dir),
+        *tower,
+        "--image_size",
+        "32",
+        "--text_model",
+        str(text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--per_device_eval_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--lr_scheduler_type",
+        "linear",
+        "--warmup_steps",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
 
 
 def free_port() -> int:
@@ -79,17 +118,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def recipe_command(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, processes: int = 1,
-                   vision: str | None = None, script: Path = REPO / "recipes" / "vqa.py") -> list[str]:  # fmt: skip
+def recipe_command(
+    output_dir: Path,
+    text_dir: Path,
+    data_dir: Path,
+    *extra: str,
+    processes: int = 1,
+    vision: str | None = None,
+    script: Path = REPO / "recipes" / "vqa.py",
+) -> list[str]:
     """`accelerate launch` of recipes/vqa.py (or another VQA `script`) on 1 process (cpu.yaml) or N gloo processes
     (multi_gpu.yaml)."""
     config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
     port = ["--main_process_port", str(free_port())] if processes > 1 else []  # parallel test workers launch too
     return [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config), *port,
-        "--num_processes", str(processes), "--num_cpu_threads_per_process", "1", str(script),
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / config),
+        *port,
+        "--num_processes",
+        str(processes),
+        "--num_cpu_threads_per_process",
+        "1",
+        str(script),
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
-    ]  # fmt: skip
+    ]
 
 
 class StepRecorder(TrainerCallback):
@@ -116,8 +170,14 @@ def run_vqa_recipe(argv: list[str], callbacks: list | None = None) -> dict[str, 
     return run_task_recipe("vqa", argv, PRESET, callbacks)
 
 
-def run_in_process(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None,
-                   callbacks: list | None = None) -> dict[str, float]:  # fmt: skip
+def run_in_process(
+    output_dir: Path,
+    text_dir: Path,
+    data_dir: Path,
+    *extra: str,
+    vision: str | None = None,
+    callbacks: list | None = None,
+) -> dict[str, float]:
     """The same recipe run as `recipe_command(...)` with 1 process, in this process."""
     return run_vqa_recipe(recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision), callbacks)
 
@@ -135,8 +195,9 @@ def run_recipe(command: list[str], timeout: float = 1800) -> subprocess.Complete
 def kill_when(command: list[str], log_path: Path, ready, timeout: float = 1800) -> None:
     """Start `command` in its own process group and SIGKILL the whole group as soon as `ready(log_text)` holds."""
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_environment(), cwd=REPO,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=_environment(), cwd=REPO, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     try:
         while not ready(log_path.read_text()):

@@ -40,8 +40,12 @@ class RankPoisonedRows(torch.utils.data.Dataset):
         self.fetched += 1
         poisoned = dist.get_rank() == self.poison_rank and self.fetched > self.clean
         pixels = torch.full_like(self.pixels[i], float("nan")) if poisoned else self.pixels[i]
-        return {"pixel_values": pixels, "input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long),
-                "labels": torch.tensor(i % 4)}  # fmt: skip
+        return {
+            "pixel_values": pixels,
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones(6, dtype=torch.long),
+            "labels": torch.tensor(i % 4),
+        }
 
 
 def main() -> None:
@@ -51,12 +55,24 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     training = TrainingArguments(
-        str(Path(args.out) / "run"), per_device_train_batch_size=BATCH, max_steps=6, save_strategy="no",
-        logging_steps=1, report_to="none", use_cpu=True, dataloader_num_workers=0, seed=0, learning_rate=1e-3,
+        str(Path(args.out) / "run"),
+        per_device_train_batch_size=BATCH,
+        max_steps=6,
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=0,
+        learning_rate=1e-3,
         disable_tqdm=True,
-    )  # fmt: skip
-    trainer = Trainer(model=tiny_model(), args=training, train_dataset=RankPoisonedRows(args.poison_rank, 2 * BATCH),
-                      callbacks=[NonFiniteLossGuard()])  # fmt: skip
+    )
+    trainer = Trainer(
+        model=tiny_model(),
+        args=training,
+        train_dataset=RankPoisonedRows(args.poison_rank, 2 * BATCH),
+        callbacks=[NonFiniteLossGuard()],
+    )
     try:
         trainer.train()
         ending = "finished"

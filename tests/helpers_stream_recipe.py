@@ -22,7 +22,6 @@ from mmft.data.streaming import TrainStream
 from mmft.tasks.vqa import VQATask
 from mmft.training import run
 
-
 NO_NODE_SPLIT = "--no_node_split"
 
 

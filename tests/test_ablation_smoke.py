@@ -31,15 +31,35 @@ def study(tmp_path_factory):
     torch.manual_seed(0)
     AutoModel.from_config(tiny_text_config()).save_pretrained(root / "text")
     AutoTokenizer.from_pretrained(resolve_name("minilm")).save_pretrained(root / "text")
-    args = AblationArguments(seeds=[0], max_steps=STEPS, eval_samples=48, results=str(root / "results.json"),
-                             vilt_layers=1)  # fmt: skip
+    args = AblationArguments(
+        seeds=[0], max_steps=STEPS, eval_samples=48, results=str(root / "results.json"), vilt_layers=1
+    )
     overrides = [
-        "--vision_model_args", '{"features_only": true, "out_indices": [1]}', "--image_size", "32",
-        "--text_model", str(root / "text"), "--hidden_size", "32", "--num_attention_heads", "2",
-        "--num_bridge_layers", "1", "--max_train_samples", "64", "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "48", "--learning_rate", "1e-3", "--warmup_steps", "0",
-        "--logging_steps", "1",
-    ]  # fmt: skip
+        "--vision_model_args",
+        '{"features_only": true, "out_indices": [1]}',
+        "--image_size",
+        "32",
+        "--text_model",
+        str(root / "text"),
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--num_bridge_layers",
+        "1",
+        "--max_train_samples",
+        "64",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "48",
+        "--learning_rate",
+        "1e-3",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "1",
+    ]
     return args, overrides, run_ablation(args, overrides)
 
 

@@ -42,8 +42,12 @@ def test_quick_run_reports_every_benchmark(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.fullmatch(r"overhead_ratio=\d+\.\d{3}", result.stdout.strip().splitlines()[-1])
     report = json.loads((tmp_path / "results.json").read_text())

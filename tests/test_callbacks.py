@@ -36,11 +36,14 @@ def _dataset(tokenizer, n: int) -> Dataset:
     generator = torch.Generator().manual_seed(1)
     text = tokenizer(["is there a red circle in the image?"] * n, return_token_type_ids=False)
     assert len(text["input_ids"][0]) == QUESTION_TOKENS
-    return Dataset.from_dict({
-        "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).numpy(),
-        "input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
-        "labels": [i % len(ANSWERS) for i in range(n)],
-    }).with_format("torch")  # fmt: skip
+    return Dataset.from_dict(
+        {
+            "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).numpy(),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "labels": [i % len(ANSWERS) for i in range(n)],
+        }
+    ).with_format("torch")
 
 
 def _accuracy(prediction) -> dict[str, float]:
@@ -53,23 +56,43 @@ def run(tokenizer, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("run")
     model = tiny_model("co_attention", "timm_vit")
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=STEPS, per_device_train_batch_size=BATCH, per_device_eval_batch_size=8,
-        learning_rate=1e-3, logging_steps=2, eval_strategy="steps", eval_steps=4, save_strategy="no",
-        report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        max_steps=STEPS,
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-3,
+        logging_steps=2,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
     recorder, card = Recorder(), ModelCardCallback(dataset="tiny-synthetic")
     trainer = Trainer(
-        model=model, args=args, train_dataset=_dataset(tokenizer, 32), eval_dataset=_dataset(tokenizer, 8),
-        compute_metrics=_accuracy, callbacks=[recorder, ThroughputCallback(), PlotCallback(), card],
-    )  # fmt: skip
+        model=model,
+        args=args,
+        train_dataset=_dataset(tokenizer, 32),
+        eval_dataset=_dataset(tokenizer, 8),
+        compute_metrics=_accuracy,
+        callbacks=[recorder, ThroughputCallback(), PlotCallback(), card],
+    )
     log_before_reporters(trainer)
     train_metrics = trainer.train().metrics
     card_before_test = (output_dir / "README.md").read_text()
     test_metrics = trainer.predict(_dataset(tokenizer, 8), metric_key_prefix="test").metrics
     trainer.save_metrics("test", test_metrics)
     card.write(args, trainer.state, model)
-    return {"dir": output_dir, "trainer": trainer, "model": model, "recorder": recorder,
-            "train_metrics": train_metrics, "card_before_test": card_before_test}  # fmt: skip
+    return {
+        "dir": output_dir,
+        "trainer": trainer,
+        "model": model,
+        "recorder": recorder,
+        "train_metrics": train_metrics,
+        "card_before_test": card_before_test,
+    }
 
 
 def _train_logs(history: list[dict]) -> list[dict]:
@@ -139,16 +162,21 @@ def test_model_card_before_test_uses_last_evaluation(run):
     assert entry["metrics"][0]["value"] == last_eval["eval_accuracy"]
 
 
-FLOPS_CASES = [(bridge, "timm_vit") for bridge in sorted(BRIDGES)] + [("co_attention", "hf_vit"),
-                                                                       ("cross_attention", "timm_cnn")]
+FLOPS_CASES = [(bridge, "timm_vit") for bridge in sorted(BRIDGES)] + [
+    ("co_attention", "hf_vit"),
+    ("cross_attention", "timm_cnn"),
+]
 
 
 @pytest.mark.parametrize(("bridge", "vision"), FLOPS_CASES)
 def test_flops_estimate_matches_torch_flop_counter(bridge, vision, batch, tokenizer):
     model = tiny_model(bridge, vision).eval()
     # Long questions, so attention (quadratic in tokens) is a large share of the FLOPs and must be counted right.
-    text = tokenizer(["is there a red circle or a blue square in the top left of the image?" * 4] * 2,
-                     return_tensors="pt", return_token_type_ids=False)  # fmt: skip
+    text = tokenizer(
+        ["is there a red circle or a blue square in the top left of the image?" * 4] * 2,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
     batch = {"pixel_values": batch["pixel_values"][:2], **text}
     pixels = batch["pixel_values"]
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):

@@ -9,7 +9,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature
+from datasets import Dataset, Features
+from datasets import Image as ImageFeature
 from helpers_captioning import tiny_caption_model, tiny_caption_processor
 from PIL import Image
 
@@ -29,8 +30,11 @@ TRAIN_CAPTIONS = [
     ["a green picture with nothing else"],
     ["A striped picture.", "a striped picture", "A STRIPED picture!"],
 ]
-CONSENSUS = ["a red square in the top left corner", "a blue square at the bottom right",
-             "a green picture with nothing else"]  # of training images 0, 1 and 2
+CONSENSUS = [
+    "a red square in the top left corner",
+    "a blue square at the bottom right",
+    "a green picture with nothing else",
+]  # of training images 0, 1 and 2
 COPIED = [2, 0, 1]  # eval image k is an exact copy of training image COPIED[k]
 
 
@@ -66,15 +70,18 @@ def test_baselines_give_the_most_frequent_caption_and_the_copied_training_images
     model, image_processor = tiny_caption_model(), tiny_caption_processor().image_processor
     images = _images()
     train = image_features(model, image_processor, _dataset(images), 2, torch.device("cpu"))
-    evaluation = image_features(model, image_processor, _dataset([images[i].copy() for i in COPIED]), 2,
-                                torch.device("cpu"))  # fmt: skip
+    evaluation = image_features(
+        model, image_processor, _dataset([images[i].copy() for i in COPIED]), 2, torch.device("cpu")
+    )
     references = [[CONSENSUS[i], "something else entirely"] for i in COPIED]
     scores, captions = baseline_scores(references, TRAIN_CAPTIONS, evaluation, train)
     assert captions["frequent"] == ["A striped picture."] * len(COPIED)
     assert captions["nearest"] == [CONSENSUS[i] for i in COPIED]
     # The scores are those of these captions against the same references, under each baseline's suffix; the
     # nearest captions are among their references, so they score BLEU-4 1.
-    assert scores == {**caption_scores(captions["frequent"], references, "_baseline_frequent"),
-                      **caption_scores(captions["nearest"], references, "_baseline_nearest")}  # fmt: skip
+    assert scores == {
+        **caption_scores(captions["frequent"], references, "_baseline_frequent"),
+        **caption_scores(captions["nearest"], references, "_baseline_nearest"),
+    }
     assert scores["bleu_4_baseline_nearest"] == pytest.approx(1.0)
     assert scores["cider_baseline_nearest"] > scores["cider_baseline_frequent"]

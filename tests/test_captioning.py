@@ -20,8 +20,12 @@ import mmft
 from mmft import LoraPlan, MMFTConfig, MMFTForConditionalGeneration
 from mmft.metrics.caption_tokenize import tokenize_caption
 
-CAPTIONS = ["a red circle at the top", "two shapes: a blue square and a green star", "a tiny pink cross",
-            "the black diamond is left of the orange triangle"]  # fmt: skip
+CAPTIONS = [
+    "a red circle at the top",
+    "two shapes: a blue square and a green star",
+    "a tiny pink cross",
+    "the black diamond is left of the orange triangle",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,8 +160,9 @@ def test_user_decoder_folder_and_processor_round_trip(tmp_path, batch):
     assert features["input_ids"][0, 0] == 101
     assert (features["labels"] == -100).sum() == (features["attention_mask"] == 0).sum() > 0
     # BERT's tokenizer writes "shapes : a"; compared as the caption metrics tokenize (punctuation dropped)
-    assert [tokenize_caption(c) for c in loaded.decode_captions(features["input_ids"])] == \
-        [tokenize_caption(c) for c in CAPTIONS]
+    assert [tokenize_caption(c) for c in loaded.decode_captions(features["input_ids"])] == [
+        tokenize_caption(c) for c in CAPTIONS
+    ]
 
 
 def test_lora_decoder_plan_trains_only_adapters_and_always_trained_parts(batch):
@@ -230,10 +235,12 @@ def test_flops_estimate_matches_torch_flop_counter(batch):
     assert estimate.decoder > 0 and estimate.total == pytest.approx(counted, rel=0.06)
     frozen = LoraPlan(vision="full", text="frozen", decoder="frozen").apply(model)
     assert training_flops(frozen, estimate) == pytest.approx(
-        3 * (estimate.vision + estimate.bridge) + estimate.text + 2 * estimate.decoder)  # backward through the decoder
+        3 * (estimate.vision + estimate.bridge) + estimate.text + 2 * estimate.decoder
+    )  # backward through the decoder
     full = LoraPlan(vision="full", text="frozen", decoder="full").apply(tiny_caption_model())
     assert training_flops(full, estimate) == pytest.approx(
-        3 * (estimate.vision + estimate.bridge) + estimate.text + 3 * estimate.decoder)
+        3 * (estimate.vision + estimate.bridge) + estimate.text + 3 * estimate.decoder
+    )
 
 
 def test_a_decoder_folder_with_only_pickled_weights_is_refused(tmp_path):

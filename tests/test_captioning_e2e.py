@@ -33,14 +33,51 @@ def run(tmp_path_factory, tiny_text_dir):
     decoder = save_tiny_decoder(root / "my_decoder")
     output = root / "out"
     argv = [
-        "--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT),
-        "--image_size", "32", "--text_model", str(tiny_text_dir), "--decoder_model", str(decoder),
-        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--num_query_tokens", "4",
-        "--lora_vision", "lora", "--lora_decoder", "lora", "--lora_r", "4", "--max_train_samples", "16",
-        "--max_eval_samples", str(EVAL_ROWS), "--max_steps", "4", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4", "--max_new_tokens", "6", "--learning_rate", "1e-3",
-        "--logging_steps", "2", "--disable_tqdm", "true", "--output_dir", str(output),
-    ]  # fmt: skip
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--decoder_model",
+        str(decoder),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--num_query_tokens",
+        "4",
+        "--lora_vision",
+        "lora",
+        "--lora_decoder",
+        "lora",
+        "--lora_r",
+        "4",
+        "--max_train_samples",
+        "16",
+        "--max_eval_samples",
+        str(EVAL_ROWS),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--max_new_tokens",
+        "6",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "2",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(output),
+    ]
     log = io.StringIO()
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(log):
@@ -59,9 +96,15 @@ def _written(output) -> list[dict]:
 
 def test_run_writes_metrics_baselines_predictions_and_card(run):
     results = json.loads((run["output"] / "test_results.json").read_text())
-    for key in ("test_bleu_4", "test_cider", "test_rouge_l", "test_cider_baseline_frequent",
-                "test_cider_baseline_nearest", "test_bleu_4_baseline_nearest",
-                "test_generated_tokens_per_second"):  # fmt: skip
+    for key in (
+        "test_bleu_4",
+        "test_cider",
+        "test_rouge_l",
+        "test_cider_baseline_frequent",
+        "test_cider_baseline_nearest",
+        "test_bleu_4_baseline_nearest",
+        "test_generated_tokens_per_second",
+    ):
         assert key in results, key
     written = _written(run["output"])
     assert len(written) == EVAL_ROWS and set(written[0]) == {"image", "caption", "references"}
@@ -82,15 +125,46 @@ def test_reloaded_model_writes_the_runs_captions(run):
 def test_cli_and_pipeline_print_the_same_caption(run, capsys):
     image = run["root"] / "scene0.png"
     expected = _written(run["output"])[0]["caption"]  # PNG round trip is lossless
-    assert main(["predict", "--model", str(run["output"]), "--task", "captioning", "--image", str(image),
-                 "--max_new_tokens", "6"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run["output"]),
+                "--task",
+                "captioning",
+                "--image",
+                str(image),
+                "--max_new_tokens",
+                "6",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == expected
     caption = pipeline("mmft-image-to-text", model=str(run["output"]))
     assert caption(str(image), max_new_tokens=6) == [{"generated_text": expected}]
     rows = run["root"] / "rows.jsonl"
     rows.write_text("".join(json.dumps({"image": f"scene{i}.png"}) + "\n" for i in range(2)))
     out = run["root"] / "predicted.jsonl"
-    assert main(["predict", "--model", str(run["output"]), "--dataset", str(rows), "--output", str(out),
-                 "--max_new_tokens", "6", "--batch_size", "2"]) == 0  # fmt: skip
-    assert [json.loads(line)["caption"] for line in out.read_text().splitlines()] == \
-        [row["caption"] for row in _written(run["output"])[:2]]
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run["output"]),
+                "--dataset",
+                str(rows),
+                "--output",
+                str(out),
+                "--max_new_tokens",
+                "6",
+                "--batch_size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert [json.loads(line)["caption"] for line in out.read_text().splitlines()] == [
+        row["caption"] for row in _written(run["output"])[:2]
+    ]

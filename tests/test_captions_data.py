@@ -28,8 +28,9 @@ def _karpathy(tmp_path, sentences_of_first=None):
 
 
 def _prepare(files, policy=None, **spec):
-    return prepare_splits(SourceSpec(dataset="coco_json", **spec), (CAPTIONS,), {}, caption_datasets(files),
-                          policy=policy)  # fmt: skip
+    return prepare_splits(
+        SourceSpec(dataset="coco_json", **spec), (CAPTIONS,), {}, caption_datasets(files), policy=policy
+    )
 
 
 def test_karpathy_json_splits_restval_into_train_and_keeps_every_caption(tmp_path):
@@ -43,22 +44,29 @@ def test_coco_captions_json_groups_annotations_per_image(tmp_path):
     (tmp_path / "img").mkdir()
     for i in range(3):
         write_image(tmp_path / "img" / f"{i}.jpg", "red")
-    data = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(3)],
-            "annotations": [{"image_id": i % 3, "caption": f"caption {i}"} for i in range(7)]}  # fmt: skip
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(3)],
+        "annotations": [{"image_id": i % 3, "caption": f"caption {i}"} for i in range(7)],
+    }
     (tmp_path / "train.json").write_text(json.dumps(data))
     (tmp_path / "val.json").write_text(json.dumps(data))
-    files = CaptionDataArguments(captions_file=str(tmp_path / "train.json"), eval_captions_file=str(tmp_path / "val.json"),
-                                 image_dir=str(tmp_path / "img"))  # fmt: skip
+    files = CaptionDataArguments(
+        captions_file=str(tmp_path / "train.json"),
+        eval_captions_file=str(tmp_path / "val.json"),
+        image_dir=str(tmp_path / "img"),
+    )
     train, evaluation = _prepare(files)
     assert train["captions"][0] == ["caption 0", "caption 3", "caption 6"] and len(evaluation) == 3
 
 
 @pytest.mark.parametrize(
     "sentences, message",
-    [([], r"'captions' is empty; every row needs >= 1 caption"),
-     ([{"raw": "   "}], r"'captions' item 0 is an empty caption"),
-     ([{"raw": {"text": "x"}}], r"'captions' item 0 is missing or not text \(null\)")],
-)  # fmt: skip
+    [
+        ([], r"'captions' is empty; every row needs >= 1 caption"),
+        ([{"raw": "   "}], r"'captions' item 0 is an empty caption"),
+        ([{"raw": {"text": "x"}}], r"'captions' item 0 is missing or not text \(null\)"),
+    ],
+)
 def test_bad_captions_name_the_row_or_are_skipped(tmp_path, sentences, message):
     files = _karpathy(tmp_path, sentences_of_first=sentences)
     with pytest.raises(DataError, match=r"split 'train', row 0, file .*0.jpg: " + message):

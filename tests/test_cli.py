@@ -37,7 +37,11 @@ def saved(tmp_path_factory):
         image = Image.new("RGB", (48, 48), "white")
         image.paste(Image.new("RGB", (16, 16), colour), (8, 24))
         image.save(root / f"{colour}.png")
-    return {"root": root, "co_attention": _save(root / "co", "co_attention"), "concat": _save(root / "concat", "concat")}
+    return {
+        "root": root,
+        "co_attention": _save(root / "co", "co_attention"),
+        "concat": _save(root / "concat", "concat"),
+    }
 
 
 def _expected(folder: Path, image: Path) -> list[tuple[str, float]]:
@@ -54,8 +58,20 @@ def _expected(folder: Path, image: Path) -> list[tuple[str, float]]:
 
 def test_predict_through_python_m_prints_ranked_answers(saved):
     image = saved["root"] / "red.png"
-    command = [sys.executable, "-m", "mmft.cli", "predict", "--model", str(saved["co_attention"]),
-               "--image", str(image), "--question", QUESTION, "--top_k", "3"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mmft.cli",
+        "predict",
+        "--model",
+        str(saved["co_attention"]),
+        "--image",
+        str(image),
+        "--question",
+        QUESTION,
+        "--top_k",
+        "3",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -66,13 +82,28 @@ def test_predict_through_python_m_prints_ranked_answers(saved):
 
 
 def test_predict_dataset_to_jsonl_in_process(saved, tmp_path):
-    rows = [{"image": "red.png", "question": QUESTION, "id": 1}, {"image": str(saved["root"] / "blue.png"),
-                                                                 "question": "is there a circle?", "id": 2}]
+    rows = [
+        {"image": "red.png", "question": QUESTION, "id": 1},
+        {"image": str(saved["root"] / "blue.png"), "question": "is there a circle?", "id": 2},
+    ]
     source = saved["root"] / "questions.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "predictions.jsonl"
-    code = main(["predict", "--model", str(saved["co_attention"]), "--dataset", str(source), "--output", str(output),
-                 "--top_k", "2", "--batch_size", "2"])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(saved["co_attention"]),
+            "--dataset",
+            str(source),
+            "--output",
+            str(output),
+            "--top_k",
+            "2",
+            "--batch_size",
+            "2",
+        ]
+    )
     assert code == 0
     written = [json.loads(line) for line in output.read_text().splitlines()]
     assert [w["id"] for w in written] == [1, 2]
@@ -92,8 +123,19 @@ def test_transformers_pipeline_task(saved):
 def test_explain_writes_a_heatmap_per_layer(saved, tmp_path, capsys):
     out = tmp_path / "heat.png"
     image = saved["root"] / "red.png"
-    code = main(["explain", "--model", str(saved["co_attention"]), "--image", str(image), "--question", QUESTION,
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "explain",
+            "--model",
+            str(saved["co_attention"]),
+            "--image",
+            str(image),
+            "--question",
+            QUESTION,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.split("\t")[1].strip() == _expected(saved["co_attention"], image)[0][0]
     with Image.open(out) as png:
@@ -108,7 +150,18 @@ def test_explain_writes_a_heatmap_per_layer(saved, tmp_path, capsys):
 
 
 def test_explain_refuses_a_bridge_without_attention(saved, tmp_path, capsys):
-    code = main(["explain", "--model", str(saved["concat"]), "--image", str(saved["root"] / "red.png"),
-                 "--question", QUESTION, "--out", str(tmp_path / "x.png")])  # fmt: skip
+    code = main(
+        [
+            "explain",
+            "--model",
+            str(saved["concat"]),
+            "--image",
+            str(saved["root"] / "red.png"),
+            "--question",
+            QUESTION,
+            "--out",
+            str(tmp_path / "x.png"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "x.png").exists()
     assert "bridge 'concat' has no cross-attention" in capsys.readouterr().err

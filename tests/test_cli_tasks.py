@@ -22,9 +22,11 @@ from mmft.cli import main
 def saved(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli_tasks")
     processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
-    for name, model, model_processor in (("vqa", tiny_model("co_attention", "timm_cnn"), processor),
-                                         ("retrieval", tiny_retrieval(), processor),
-                                         ("captioning", tiny_caption_model(), tiny_caption_processor())):  # fmt: skip
+    for name, model, model_processor in (
+        ("vqa", tiny_model("co_attention", "timm_cnn"), processor),
+        ("retrieval", tiny_retrieval(), processor),
+        ("captioning", tiny_caption_model(), tiny_caption_processor()),
+    ):
         model.save_pretrained(root / name)
         model_processor.save_pretrained(root / name)
     Image.new("RGB", (32, 32), "red").save(root / "red.png")
@@ -34,18 +36,43 @@ def saved(tmp_path_factory) -> dict[str, Path]:
 def test_explain_refuses_a_captioning_model_in_one_sentence(saved, tmp_path, capsys):
     out = tmp_path / "heat.png"
     with pytest.raises(SystemExit) as refused:
-        main(["explain", "--model", str(saved["captioning"]), "--image", str(saved["root"] / "red.png"),
-              "--text", "what is it?", "--out", str(out)])  # fmt: skip
-    assert str(refused.value) == (f"mmft explain: {saved['captioning']} holds a 'captioning' model; `mmft explain` "
-                                  "works for vqa, classification models only (this one serves: mmft predict)")  # fmt: skip
+        main(
+            [
+                "explain",
+                "--model",
+                str(saved["captioning"]),
+                "--image",
+                str(saved["root"] / "red.png"),
+                "--text",
+                "what is it?",
+                "--out",
+                str(out),
+            ]
+        )
+    assert str(refused.value) == (
+        f"mmft explain: {saved['captioning']} holds a 'captioning' model; `mmft explain` "
+        "works for vqa, classification models only (this one serves: mmft predict)"
+    )
     assert not out.exists()
 
 
 def test_search_refuses_a_vqa_model_naming_what_it_serves(saved):
-    with pytest.raises(SystemExit, match=r"holds a 'vqa' model; `mmft search` works for retrieval models only "
-                                         r"\(this one serves: mmft predict, mmft explain\)"):  # fmt: skip
-        main(["search", "--model", str(saved["vqa"]), "--image", str(saved["root"] / "red.png"),
-              "--captions", str(saved["root"] / "none.txt")])  # fmt: skip
+    with pytest.raises(
+        SystemExit,
+        match=r"holds a 'vqa' model; `mmft search` works for retrieval models only "
+        r"\(this one serves: mmft predict, mmft explain\)",
+    ):
+        main(
+            [
+                "search",
+                "--model",
+                str(saved["vqa"]),
+                "--image",
+                str(saved["root"] / "red.png"),
+                "--captions",
+                str(saved["root"] / "none.txt"),
+            ]
+        )
 
 
 def test_predict_on_a_caption_folder_scores_every_image_caption_pair(saved, tmp_path):
@@ -53,11 +80,27 @@ def test_predict_on_a_caption_folder_scores_every_image_caption_pair(saved, tmp_
     with the matching pipeline's own scores for that pair."""
     data = make_caption_folder(tmp_path / "captions", n_train=4, n_test=5)
     output = tmp_path / "predictions.jsonl"
-    assert main(["predict", "--model", str(saved["retrieval"]), "--dataset", str(data), "--output", str(output),
-                 "--batch_size", "3"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(saved["retrieval"]),
+                "--dataset",
+                str(data),
+                "--output",
+                str(output),
+                "--batch_size",
+                "3",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in output.read_text().splitlines()]
     rows = [json.loads(line) for line in (data / "test" / "metadata.jsonl").read_text().splitlines()]
-    expected_pairs = [(row["file_name"], caption) for row in rows for caption in row.get("captions", [row.get("caption")])]
+    expected_pairs = [
+        (row["file_name"], caption) for row in rows for caption in row.get("captions", [row.get("caption")])
+    ]
     assert [(Path(r["image"]).name, r["caption"]) for r in records] == expected_pairs
     match = pipeline("mmft-image-text-retrieval", model=str(saved["retrieval"]))
     for record in records[:3]:
@@ -70,7 +113,12 @@ def test_predict_on_a_caption_folder_scores_every_image_caption_pair(saved, tmp_
 def test_predict_records_of_every_task_share_image_and_prediction(task, saved, tmp_path):
     """One JSONL schema: each record repeats its row (with the image's path) and adds the task's `prediction`."""
     source = tmp_path / "rows.jsonl"
-    source.write_text(json.dumps({"image": str(saved["root"] / "red.png"), "question": "what colour?", "text": "a red square", "id": 7}) + "\n")
+    source.write_text(
+        json.dumps(
+            {"image": str(saved["root"] / "red.png"), "question": "what colour?", "text": "a red square", "id": 7}
+        )
+        + "\n"
+    )
     output = tmp_path / "out.jsonl"
     assert main(["predict", "--model", str(saved[task]), "--dataset", str(source), "--output", str(output)]) == 0
     (record,) = [json.loads(line) for line in output.read_text().splitlines()]

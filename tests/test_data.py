@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers_data import attach_vqa, make_imagefolder, make_parquet_hub_layout, make_vqav2_files, prepare_vqa
 
-from mmft.data import DataError, ImageTextCollator as VQACollator
+from mmft.data import DataError
+from mmft.data import ImageTextCollator as VQACollator
 from mmft.data.answers import answer_id, build_answer_vocab, soft_scores
 from mmft.labels import IGNORE_INDEX
 from mmft.processing_mmft import MMFTProcessor
@@ -24,12 +25,11 @@ def _batch(splits, processor, n=4):
     return VQACollator(processor.tokenizer)([splits.train[i] for i in range(n)])
 
 
-
 def test_imagefolder_source_end_to_end_batch(tmp_path, processor):
     splits = prepare_vqa(make_imagefolder(tmp_path / "d"))
     assert (len(splits.train), len(splits.eval)) == (24, 8)
     assert sorted(splits.labels) == ["blue", "no", "red", "yes"]
-    assert not splits.info['single_answer']  # 3 annotator answers per row -> soft scores
+    assert not splits.info["single_answer"]  # 3 annotator answers per row -> soft scores
     batch = _batch(splits, processor)
     assert batch["pixel_values"].shape == (4, 3, 32, 32)  # grayscale and RGBA rows included
     assert batch["labels"].dtype == torch.float32 and batch["labels"].sum(1).tolist() == [1.0] * 4
@@ -38,7 +38,7 @@ def test_imagefolder_source_end_to_end_batch(tmp_path, processor):
 def test_hub_layout_with_column_mapping(tmp_path, processor):
     root = make_parquet_hub_layout(tmp_path / "hub")
     splits = prepare_vqa(root, spec={"image_column": "img"}, question_column="query", answers_column="label")
-    assert splits.info['single_answer'] and len(splits.eval) == 8
+    assert splits.info["single_answer"] and len(splits.eval) == 8
     assert _batch(splits, processor)["labels"].dtype == torch.int64
     with pytest.raises(DataError, match="no column 'question'.*--question_column"):
         prepare_vqa(root, spec={"image_column": "img"}, answers_column="label")
@@ -47,8 +47,15 @@ def test_hub_layout_with_column_mapping(tmp_path, processor):
 def test_vqav2_files(tmp_path, processor):
     paths = make_vqav2_files(tmp_path)
     (q, a, d), (eq, ea, ed) = paths["train"], paths["val"]
-    splits = prepare_vqa("vqav2", questions_file=q, annotations_file=a, image_dir=d,
-                         eval_questions_file=eq, eval_annotations_file=ea, eval_image_dir=ed)  # fmt: skip
+    splits = prepare_vqa(
+        "vqav2",
+        questions_file=q,
+        annotations_file=a,
+        image_dir=d,
+        eval_questions_file=eq,
+        eval_annotations_file=ea,
+        eval_image_dir=ed,
+    )
     assert len(splits.train["answers"][0]) == 10 and len(splits.eval) == 8
     assert _batch(splits, processor)["labels"].max() == 1.0
 
@@ -102,7 +109,7 @@ def test_corrupt_image_is_named_when_decoded(tmp_path, processor):
 def test_unknown_split_lists_the_available_ones(tmp_path):
     root = make_imagefolder(tmp_path / "d")
     with pytest.raises(DataError, match=r"no eval split 'dev'; available splits: \['test', 'train'\]"):
-        prepare_vqa(root, spec={'eval_split': "dev"})
+        prepare_vqa(root, spec={"eval_split": "dev"})
 
 
 def test_answer_vocab_and_label_encoding():

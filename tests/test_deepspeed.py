@@ -44,9 +44,23 @@ def test_zero_stage_trains_on_two_processes_and_saves_whole_weights(stage, input
     output_dir = tmp_path / f"zero{stage}"
     vision = str(save_tiny_vision_tower(tmp_path / "vit", "hf_vit")) if stage == 3 else None
     command = recipe_command(
-        output_dir, *inputs, "--use_cpu", "false", "--ddp_backend", "gloo", "--per_device_train_batch_size", "4",
-        "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(STEPS), processes=2, vision=vision,
-    )  # fmt: skip
+        output_dir,
+        *inputs,
+        "--use_cpu",
+        "false",
+        "--ddp_backend",
+        "gloo",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        str(STEPS),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(STEPS),
+        processes=2,
+        vision=vision,
+    )
     command[command.index("--config_file") + 1] = str(REPO / "accelerate_configs" / f"deepspeed_zero{stage}.yaml")
     command[command.index("launch") + 1 : command.index("launch") + 1] = ["--mixed_precision", "no"]
     # The preset's frozen text tower would be cached per question: under ZeRO-3 a process with only cached questions

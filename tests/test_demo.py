@@ -36,8 +36,14 @@ from mmft.processing_mmft import MMFTProcessor
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]  # fmt: skip  (headless=True adds --headless)
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]  # fmt: skip  (headless=True adds --headless)
 SCREENSHOTS = os.environ.get("MMFT_DEMO_SCREENSHOTS")  # a folder: each task's page is saved there as <task>.png
 QUESTION = "what color is the shape?"
 WAIT_MS = 60_000  # for an answer to show up: the pipeline runs on a shared CPU
@@ -53,9 +59,12 @@ def browser(tmp_path_factory):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1200, "height": 860},
-        )  # fmt: skip
+            tmp_path_factory.mktemp("chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1200, "height": 860},
+        )
         context.set_default_timeout(WAIT_MS)
         yield context
         context.close()
@@ -73,8 +82,9 @@ def scenes(tmp_path_factory) -> dict:
 
 def _save(folder: Path, model, processor=None) -> Path:
     model.save_pretrained(folder)
-    (processor or MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
-     ).save_pretrained(folder)  # fmt: skip
+    (
+        processor or MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
+    ).save_pretrained(folder)
     return folder
 
 
@@ -84,8 +94,21 @@ def pushed(tmp_path_factory, tiny_text_dir, one_cpu_thread) -> Path:
     root = tmp_path_factory.mktemp("vqa")
     data = make_imagefolder(root / "data", n_train=16, n_test=6)
     with fake_hub(root / "hub") as hub:
-        run_in_process(root / "out", tiny_text_dir, data, "--max_steps", "4", "--per_device_train_batch_size", "4",
-                       "--save_strategy", "no", "--push_to_hub", "--hub_model_id", "me/vqa-demo", "--push_demo")  # fmt: skip
+        run_in_process(
+            root / "out",
+            tiny_text_dir,
+            data,
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_strategy",
+            "no",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/vqa-demo",
+            "--push_demo",
+        )
     assert hub.commits == ["End of training"]
     return hub.root / "me" / "vqa-demo"
 
@@ -135,8 +158,11 @@ def table(page, elem_id: str, count: int) -> list[list[str]]:
     """The cells of a `gr.Dataframe`'s rows, once `count` rows show."""
     rows = f"#{elem_id} [role=row]:has([role=gridcell])"
     page.wait_for_function(f"document.querySelectorAll('{rows}').length === {count}")
-    return page.eval_on_selector_all(rows, "rows => rows.map(row => Array.from(row.querySelectorAll("
-                                           "'[role=gridcell]')).map(cell => cell.innerText.trim()))")  # fmt: skip
+    return page.eval_on_selector_all(
+        rows,
+        "rows => rows.map(row => Array.from(row.querySelectorAll("
+        "'[role=gridcell]')).map(cell => cell.innerText.trim()))",
+    )
 
 
 def screenshot(page, task: str) -> None:
@@ -146,21 +172,25 @@ def screenshot(page, task: str) -> None:
 
 
 def _hit_rows(hits, item) -> list[list[str]]:
-    return [[str(rank), f"{hit.score:.4f}", f"{hit.match:.4f}", f"{hit.similarity:.4f}", item(hit.item)]
-            for rank, hit in enumerate(hits, start=1)]  # fmt: skip
+    return [
+        [str(rank), f"{hit.score:.4f}", f"{hit.match:.4f}", f"{hit.similarity:.4f}", item(hit.item)]
+        for rank, hit in enumerate(hits, start=1)
+    ]
 
 
 # -- one page per task ----------------------------------------------------------------------------------------------
 def test_vqa_page_from_the_pushed_app_shows_the_pipelines_answers_and_the_heat_map(browser, pushed, scenes):
     assert {"app.py", "requirements.txt", "model.safetensors", "config.json", "README.md"} <= {
-        p.name for p in pushed.iterdir()}  # fmt: skip
+        p.name for p in pushed.iterdir()
+    }
     assert (pushed / "requirements.txt").read_text() == f"mmft[demo]=={mmft.__version__}\n"
     demo = runpy.run_path(str(pushed / "app.py"))["demo"]  # what a Space runs, but for its launch line
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     shown_by_default = min(5, len(json.loads((pushed / "config.json").read_text())["id2label"]))  # the slider's
-    expected = pipeline("mmft-vqa", model=str(pushed))(image=str(scenes["image"]), question=QUESTION,
-                                                       top_k=shown_by_default)  # fmt: skip
+    expected = pipeline("mmft-vqa", model=str(pushed))(
+        image=str(scenes["image"]), question=QUESTION, top_k=shown_by_default
+    )
     with opened(browser, demo, port) as page:
         upload(page, "image", scenes["image"])
         fill(page, "text", QUESTION)
@@ -235,8 +265,13 @@ def test_captioning_page_through_the_mmft_demo_command_writes_the_pipelines_capt
     assert greedy and beam and greedy != beam  # so the page's second answer is told from its first
     port = free_port()
     command = [sys.executable, "-m", "mmft.cli", "demo", str(folder), "--port", str(port), "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_until_served(server, f"http://127.0.0.1:{port}/")
@@ -277,12 +312,17 @@ def test_demo_serves_this_machine_only_unless_asked_and_loads_the_model_once(tmp
     launches, loads = [], []
     monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launches.append(kwargs))
     load = mmft.MMFTForImageTextClassification.from_pretrained.__func__
-    monkeypatch.setattr(mmft.MMFTForImageTextClassification, "from_pretrained",
-                        classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))  # fmt: skip
+    monkeypatch.setattr(
+        mmft.MMFTForImageTextClassification,
+        "from_pretrained",
+        classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)),
+    )
     assert main(["demo", str(folder)]) == 0
     assert main(["demo", str(folder), "--server_name", "0.0.0.0", "--port", "8123", "--share"]) == 0
     assert [(k["server_name"], k["server_port"], k["share"]) for k in launches] == [
-        ("127.0.0.1", None, False), ("0.0.0.0", 8123, True)]  # fmt: skip
+        ("127.0.0.1", None, False),
+        ("0.0.0.0", 8123, True),
+    ]
     assert len(loads) == 2  # once per page
 
 

@@ -2,7 +2,8 @@
 
 One global batch of 8, three layouts of the same run: 1 process x 8, 2 gloo processes x 4 (accelerate_configs/
 multi_gpu.yaml, a real `accelerate launch`), and 1 process x 4 x 2 accumulation steps (1-process runs go through the
-same `mmft.training.run` in the test process, on one thread like a launched process, to keep the suite short). All must end with the same weights and log the same
+same `mmft.training.run` in the test process, on one thread like a launched process, to keep the suite short). All
+must end with the same weights and log the same
 per-step losses and gradient norms. Dropout is 0 so no random draw depends on the layout; the data order is accelerate's
 seeded sampler, whose global batches are split across processes in order.
 
@@ -37,10 +38,20 @@ STEPS = 6  # 24 training rows, global batch 8: 3 steps per epoch, so the sampler
 TOLERANCE = 1e-5
 PLANS = {
     # LoRA on the vision tower; the text tower frozen with its outputs cached per question (as in the default preset)
-    "lora": ["--lora_vision", "lora", "--lora_text", "frozen", "--lora_r", "4", "--lora_dropout", "0",
-             "--cache_frozen_text", "true"],
+    "lora": [
+        "--lora_vision",
+        "lora",
+        "--lora_text",
+        "frozen",
+        "--lora_r",
+        "4",
+        "--lora_dropout",
+        "0",
+        "--cache_frozen_text",
+        "true",
+    ],
     "full": ["--lora_vision", "full", "--lora_text", "full"],
-}  # fmt: skip
+}
 LAYOUTS = {"1 process x 8": (1, 8, 1), "2 processes x 4": (2, 4, 1), "1 process x 4 x 2 accumulation": (1, 4, 2)}
 
 
@@ -51,13 +62,36 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _flags(plan: str, batch: int, accumulation: int, *extra: str, steps: int = STEPS) -> list[str]:
-    return [*PLANS[plan], "--hidden_dropout", "0", "--seed", "0", "--per_device_train_batch_size", str(batch),
-            "--gradient_accumulation_steps", str(accumulation), "--max_steps", str(steps), "--save_strategy", "steps",
-            "--save_steps", str(steps), *extra]  # fmt: skip
+    return [
+        *PLANS[plan],
+        "--hidden_dropout",
+        "0",
+        "--seed",
+        "0",
+        "--per_device_train_batch_size",
+        str(batch),
+        "--gradient_accumulation_steps",
+        str(accumulation),
+        "--max_steps",
+        str(steps),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(steps),
+        *extra,
+    ]
 
 
-def _train(output_dir: Path, inputs: tuple[Path, Path], plan: str, processes: int, batch: int, accumulation: int,
-           *extra: str, steps: int = STEPS) -> str:  # fmt: skip
+def _train(
+    output_dir: Path,
+    inputs: tuple[Path, Path],
+    plan: str,
+    processes: int,
+    batch: int,
+    accumulation: int,
+    *extra: str,
+    steps: int = STEPS,
+) -> str:
     """Run the recipe (1 process: in this process); returns what a launched run printed."""
     flags = _flags(plan, batch, accumulation, *extra, steps=steps)
     if processes == 1:

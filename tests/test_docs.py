@@ -17,18 +17,29 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Names in the docs that start with `test_` but are no tests: the metrics file a run writes and the metric keys in it
 # (the Trainer prefixes each metric with the split, `test`); `test_dual_*` / `test_rerank_*` are families of keys.
 NOT_TESTS = {
-    "test_results", "test_excluded_bad_rows", "test_bleu_1", "test_bleu_4", "test_cider", "test_rouge_l",
-    "test_cider_baseline_frequent", "test_cider_baseline_nearest", "test_generation_seconds",
-    "test_generated_tokens_per_second", "test_dual_", "test_rerank_",
-}  # fmt: skip
+    "test_results",
+    "test_excluded_bad_rows",
+    "test_bleu_1",
+    "test_bleu_4",
+    "test_cider",
+    "test_rouge_l",
+    "test_cider_baseline_frequent",
+    "test_cider_baseline_nearest",
+    "test_generation_seconds",
+    "test_generated_tokens_per_second",
+    "test_dual_",
+    "test_rerank_",
+}
 _NAME = re.compile(r"(?:(\w+)\.py::)?\b(test_[a-z0-9_]+)(\.py|\.json|\*)?")
 _ELIDED = re.compile(r"…([a-z_][a-z0-9_]*)")
 
 
 def _tests() -> dict[str, set[str]]:
     """{test file stem: the test functions it defines} for tests/test_*.py."""
-    return {path.stem: set(re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
-            for path in (REPO / "tests").glob("test_*.py")}  # fmt: skip
+    return {
+        path.stem: set(re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+        for path in (REPO / "tests").glob("test_*.py")
+    }
 
 
 def stale_citations(text: str, tests: dict[str, set[str]]) -> list[str]:
@@ -62,9 +73,16 @@ def test_every_test_a_doc_cites_exists(doc):
 def test_a_stale_citation_is_found():
     """Negative control: names that no test has, in each form the docs use, are all reported; real ones are not."""
     tests = {"test_robustness_run": {"test_huge_learning_rate_stops_at_the_first_non_finite_loss"}}
-    text = ("`test_robustness_run.py::test_run_vqa_checks_output_dir`, `test_gone`, `tests/test_gone.py`, "
-            "`tests/test_gone_*.py`, `…no_such_tail[x]`, `test_robustness_run.py::test_huge_learning_rate_stops_at_"
-            "the_first_non_finite_loss`, `tests/test_robustness_run.py`, `…first_non_finite_loss`, `test_results.json`, "
-            "`test_cider`")  # fmt: skip
-    assert stale_citations(text, tests) == ["test_robustness_run.py::test_run_vqa_checks_output_dir", "test_gone",
-                                            "test_gone.py", "test_gone_*", "…no_such_tail"]  # fmt: skip
+    text = (
+        "`test_robustness_run.py::test_run_vqa_checks_output_dir`, `test_gone`, `tests/test_gone.py`, "
+        "`tests/test_gone_*.py`, `…no_such_tail[x]`, `test_robustness_run.py::test_huge_learning_rate_stops_at_"
+        "the_first_non_finite_loss`, `tests/test_robustness_run.py`, `…first_non_finite_loss`, `test_results.json`, "
+        "`test_cider`"
+    )
+    assert stale_citations(text, tests) == [
+        "test_robustness_run.py::test_run_vqa_checks_output_dir",
+        "test_gone",
+        "test_gone.py",
+        "test_gone_*",
+        "…no_such_tail",
+    ]

@@ -35,20 +35,51 @@ N_TRAIN, N_TEST = 24, 16
 
 def recipe_flags(output_dir: Path, text_dir: Path, *extra: str) -> list[str]:
     return [
-        "--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT),
-        "--image_size", "32", "--text_model", str(text_dir), "--num_bridge_layers", "1", "--hidden_size", "32",
-        "--num_attention_heads", "2", "--max_steps", "20", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "8", "--learning_rate", "3e-3", "--eval_strategy", "no",
-        "--save_strategy", "no", "--logging_steps", "5", "--output_dir", str(output_dir), *extra,
-    ]  # fmt: skip
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--max_steps",
+        "20",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "8",
+        "--learning_rate",
+        "3e-3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "5",
+        "--output_dir",
+        str(output_dir),
+        *extra,
+    ]
 
 
 def launch(output_dir: Path, text_dir: Path, *extra: str, config: str = "cpu.yaml") -> subprocess.CompletedProcess:
     command = [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / config),
-        "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "vqa.py"),
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / config),
+        "--num_cpu_threads_per_process",
+        "1",
+        str(REPO / "recipes" / "vqa.py"),
         *recipe_flags(output_dir, text_dir, *extra),
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -83,8 +114,18 @@ def _eval_rows_from_metadata(split_dir: Path):
 def test_imagefolder_dataset(tmp_path, tiny_text_dir, one_cpu_thread):
     data = make_imagefolder(tmp_path / "data", N_TRAIN, N_TEST, answers_per_row=10)
     # Questions are 7-8 tokens: trained at 6, the saved processor must cut them there too for check_run to agree.
-    run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--lora_text", "lora", "--lora_vision", "lora",
-           "--max_text_length", "6")  # fmt: skip
+    run_here(
+        tmp_path / "out",
+        tiny_text_dir,
+        "--dataset",
+        str(data),
+        "--lora_text",
+        "lora",
+        "--lora_vision",
+        "lora",
+        "--max_text_length",
+        "6",
+    )
     assert AutoProcessor.from_pretrained(tmp_path / "out").max_length == 6
     check_run(tmp_path / "out", *_eval_rows_from_metadata(data / "test"))
 
@@ -95,8 +136,20 @@ def test_learning_bar_fails_a_model_that_did_not_learn(tmp_path, tiny_text_dir, 
     from mmft.training import run
 
     data = make_imagefolder(tmp_path / "data", N_TRAIN, N_TEST, answers_per_row=10)
-    flags = recipe_flags(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--lora_text", "lora",
-                         "--lora_vision", "lora", "--learning_rate", "0", "--plots", "false")  # fmt: skip
+    flags = recipe_flags(
+        tmp_path / "out",
+        tiny_text_dir,
+        "--dataset",
+        str(data),
+        "--lora_text",
+        "lora",
+        "--lora_vision",
+        "lora",
+        "--learning_rate",
+        "0",
+        "--plots",
+        "false",
+    )
     metrics = run("vqa", parse_recipe_args(flags, "vqa"))
     assert metrics["test_accuracy"] < LEARNT
 
@@ -105,8 +158,18 @@ def test_hub_style_dataset_with_column_mapping(tmp_path, tiny_text_dir, one_cpu_
     from datasets import load_dataset
 
     data = make_parquet_hub_layout(tmp_path / "hub", N_TRAIN, N_TEST)
-    run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--image_column", "img",
-           "--question_column", "query", "--answers_column", "label")  # fmt: skip
+    run_here(
+        tmp_path / "out",
+        tiny_text_dir,
+        "--dataset",
+        str(data),
+        "--image_column",
+        "img",
+        "--question_column",
+        "query",
+        "--answers_column",
+        "label",
+    )
     test = load_dataset(str(data))["test"]
     check_run(tmp_path / "out", list(test["img"]), list(test["query"]))
 
@@ -114,8 +177,24 @@ def test_hub_style_dataset_with_column_mapping(tmp_path, tiny_text_dir, one_cpu_
 def test_vqav2_files(tmp_path, tiny_text_dir, one_cpu_thread):
     paths = make_vqav2_files(tmp_path / "vqa", N_TRAIN, N_TEST)
     (q, a, d), (eq, ea, ed) = paths["train"], paths["val"]
-    run_here(tmp_path / "out", tiny_text_dir, "--dataset", "vqav2", "--questions_file", q, "--annotations_file", a,
-           "--image_dir", d, "--eval_questions_file", eq, "--eval_annotations_file", ea, "--eval_image_dir", ed)  # fmt: skip
+    run_here(
+        tmp_path / "out",
+        tiny_text_dir,
+        "--dataset",
+        "vqav2",
+        "--questions_file",
+        q,
+        "--annotations_file",
+        a,
+        "--image_dir",
+        d,
+        "--eval_questions_file",
+        eq,
+        "--eval_annotations_file",
+        ea,
+        "--eval_image_dir",
+        ed,
+    )
     questions = [x["question"] for x in json.loads(Path(eq).read_text())["questions"]]
     images = [Image.open(Path(ed) / f"COCO_val2014_{i:012d}.jpg") for i in range(len(questions))]
     check_run(tmp_path / "out", images, questions)
@@ -136,8 +215,14 @@ def _save_vision_folder(kind: str, path: Path) -> Path:
 
     torch.manual_seed(0)
     if kind == "hf_vit":
-        config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                           image_size=64, patch_size=8)  # fmt: skip
+        config = ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=64,
+            patch_size=8,
+        )
         ViTModel(config, add_pooling_layer=False).save_pretrained(path)
         ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(path)
     else:  # a timm ViT saved through transformers' TimmWrapper, without an image processor file
@@ -154,8 +239,16 @@ def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_
 
     folder = _save_vision_folder(kind, tmp_path / "tower")
     data = make_imagefolder(tmp_path / "data", n_train=16, n_test=4)
-    flags = ["--vision_model", str(folder), "--image_size", "32", "--dataset", str(data),
-             "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    flags = [
+        "--vision_model",
+        str(folder),
+        "--image_size",
+        "32",
+        "--dataset",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     with caplog.at_level(logging.WARNING, logger="mmft"):
         run_vqa_recipe(flags)
     said = caplog.text
@@ -166,4 +259,6 @@ def test_another_vision_tower_needs_only_its_folder_and_an_image_size(kind, tmp_
         assert "features_only" not in saved["model_args"] and saved["model_args"]["depth"] == 2
         assert any(k.startswith("mmft.vision_tower.model.timm_model.blocks.1.") for k in weights)
     assert json.loads((tmp_path / "out" / "processor_config.json").read_text())["image_processor"]["size"] == {
-        "height": 32, "width": 32}  # fmt: skip
+        "height": 32,
+        "width": 32,
+    }

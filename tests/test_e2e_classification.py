@@ -47,8 +47,16 @@ def make_entailment_folder(root: Path, n_train: int = 48, n_test: int = 16) -> P
             for i in range(n):
                 colour, claim = ("red", "blue")[i % 2], ("red", "blue")[(i // 2) % 2]
                 write_image(folder / f"{i}.png", colour)
-                handle.write(json.dumps({"file_name": f"{i}.png", "text": f"the square is {claim}",
-                                         "label": "true" if claim == colour else "false"}) + "\n")  # fmt: skip
+                handle.write(
+                    json.dumps(
+                        {
+                            "file_name": f"{i}.png",
+                            "text": f"the square is {claim}",
+                            "label": "true" if claim == colour else "false",
+                        }
+                    )
+                    + "\n"
+                )
     return root
 
 
@@ -57,14 +65,46 @@ def trained(tmp_path_factory, tiny_text_dir):
     root = tmp_path_factory.mktemp("cls")
     data, output = make_entailment_folder(root / "data"), root / "out"
     command = [
-        str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / "cpu.yaml"),
-        "--num_cpu_threads_per_process", "1", str(REPO / "recipes" / "classification.py"), "--dataset", str(data),
-        "--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT),
-        "--image_size", "32", "--text_model", str(tiny_text_dir), "--num_bridge_layers", "1", "--hidden_size", "32",
-        "--num_attention_heads", "2", "--num_train_epochs", "12", "--per_device_train_batch_size", "8",
-        "--learning_rate", "3e-3", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "10",
-        "--class_weights", "balanced", "--output_dir", str(output),
-    ]  # fmt: skip
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu.yaml"),
+        "--num_cpu_threads_per_process",
+        "1",
+        str(REPO / "recipes" / "classification.py"),
+        "--dataset",
+        str(data),
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--num_train_epochs",
+        "12",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "3e-3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "10",
+        "--class_weights",
+        "balanced",
+        "--output_dir",
+        str(output),
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -99,8 +139,22 @@ def test_saved_model_reloads_and_answers_as_predictions_jsonl_through_every_entr
     classify = pipeline("mmft-image-text-classification", model=str(output))
     first = classify(image=str(test_dir / records[0]["file_name"]), text=records[0]["text"])
     assert first[0]["label"] == written[0]["prediction"] and len(first) == 2
-    assert main(["predict", "--model", str(output), "--task", "classification", "--image",
-                 str(test_dir / records[0]["file_name"]), "--text", records[0]["text"]]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(output),
+                "--task",
+                "classification",
+                "--image",
+                str(test_dir / records[0]["file_name"]),
+                "--text",
+                records[0]["text"],
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines()[0].endswith("\t" + written[0]["prediction"])
     with pytest.raises(SystemExit, match="holds a 'classification' model"):
         main(["predict", "--model", str(output), "--task", "vqa", "--image", str(test_dir / "0.png"), "--text", "x"])
@@ -112,8 +166,12 @@ def multi_label_row(i: int) -> dict:
     fourth row). Both are imbalanced, so `balanced` pos_weights differ from 1; every row has 1 or 2 labels (so the
     task turns multi-label by itself), and the row number in the text makes every input, hence every score, its own."""
     colour, big = ("blue" if i % 3 == 0 else "red"), i % 4 == 0
-    return {"file_name": f"{i}.png", "colour": colour, "text": f"a {'big' if big else 'small'} shape {i}",
-            "labels": [colour] + (["big"] if big else [])}  # fmt: skip
+    return {
+        "file_name": f"{i}.png",
+        "colour": colour,
+        "text": f"a {'big' if big else 'small'} shape {i}",
+        "labels": [colour] + (["big"] if big else []),
+    }
 
 
 def make_multi_label_folder(root: Path, n_train: int, n_test: int) -> Path:
@@ -146,13 +204,43 @@ def multi_label_run(tmp_path_factory, tiny_text_dir, one_cpu_thread):
     root = tmp_path_factory.mktemp("multi_label")
     data, output = make_multi_label_folder(root / "data", N_TRAIN_MULTI, N_TEST_MULTI), root / "out"
     argv = [
-        "--dataset", str(data), "--vision_model", "timm:vit_tiny_patch16_224",
-        "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(tiny_text_dir),
-        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--num_train_epochs", "2",
-        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", str(N_TEST_MULTI),
-        "--learning_rate", "3e-3", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "10",
-        "--disable_tqdm", "true", "--class_weights", "balanced", "--output_dir", str(output),
-    ]  # fmt: skip
+        "--dataset",
+        str(data),
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        str(N_TEST_MULTI),
+        "--learning_rate",
+        "3e-3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "10",
+        "--disable_tqdm",
+        "true",
+        "--class_weights",
+        "balanced",
+        "--output_dir",
+        str(output),
+    ]
     run_task_recipe("classification", argv, PRESET)
     rows = [multi_label_row(i) for i in range(N_TEST_MULTI)]
     model = mmft.AutoModelForImageTextClassification.from_pretrained(output).eval()

@@ -55,9 +55,25 @@ def test_every_file_of_a_run_has_the_ordinary_mode(merged, umask, tmp_path, tiny
     from helpers_launch import run_in_process
 
     output_dir = tmp_path / "out"
-    run_in_process(output_dir, tiny_text_dir, make_imagefolder(tmp_path / "data"), "--lora_vision", "lora",
-                   "--lora_text", "lora", "--lora_r", "4", "--save_merged", merged, "--max_steps", "2",
-                   "--save_steps", "1", "--per_device_train_batch_size", "8")  # fmt: skip
+    run_in_process(
+        output_dir,
+        tiny_text_dir,
+        make_imagefolder(tmp_path / "data"),
+        "--lora_vision",
+        "lora",
+        "--lora_text",
+        "lora",
+        "--lora_r",
+        "4",
+        "--save_merged",
+        merged,
+        "--max_steps",
+        "2",
+        "--save_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+    )
     modes = _modes(output_dir)
     weights = [name for name in modes if name.endswith(".safetensors")]
     assert any("/" not in name for name in weights) and any(name.startswith("checkpoint-") for name in weights), modes

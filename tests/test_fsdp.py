@@ -28,8 +28,17 @@ CASES = ("lora", "full", "lora:skew")  # lora:skew is the negative control: rank
 def results(tmp_path_factory) -> dict[str, dict]:
     """Every case in one `torchrun` of 2 processes (one process group, one interpreter start per rank)."""
     out = tmp_path_factory.mktemp("fsdp") / "results.json"
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(TESTS / "helpers_fsdp_worker.py"),
-               "--cases", ",".join(CASES), "--out", str(out)]  # fmt: skip
+    command = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(TESTS / "helpers_fsdp_worker.py"),
+        "--cases",
+        ",".join(CASES),
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
@@ -44,8 +53,10 @@ def test_fsdp2_sharded_training_matches_one_process(results, plan):
     assert result["losses"] == pytest.approx(result["reference_losses"], abs=1e-5)
     assert result["max_weight_diff"] <= 1e-5
     adamw = result["adamw_dropout"]  # AdamW with dropout on, against DDP on the same halves and seeds
-    print(f"{plan}: SGD vs 1 process {result['max_weight_diff']:.1e}; "
-          f"AdamW + dropout vs DDP {adamw['max_weight_diff']:.1e}")
+    print(
+        f"{plan}: SGD vs 1 process {result['max_weight_diff']:.1e}; "
+        f"AdamW + dropout vs DDP {adamw['max_weight_diff']:.1e}"
+    )
     assert adamw["losses"] == pytest.approx(adamw["reference_losses"], abs=1e-5)
     assert adamw["max_weight_diff"] <= 1e-5
 

@@ -23,7 +23,8 @@ from mmft.training import run
 
 @pytest.fixture
 def hub(tmp_path):
-    """A fake Hub (tests/helpers_hub.py): `.root / repo_id` holds the committed files, `.commits` the commit messages."""
+    """A fake Hub (tests/helpers_hub.py): `.root / repo_id` holds the committed files, `.commits` the commit
+    messages."""
     with fake_hub(tmp_path / "hub") as fake:
         yield fake
 
@@ -51,14 +52,50 @@ def test_model_push_to_hub_round_trip(hub, batch):
 def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, tmp_path, tiny_text_dir):
     data = make_imagefolder(tmp_path / "data", n_train=16, n_test=6)
     argv = [
-        "--dataset", str(data), "--vision_model", "timm:vit_tiny_patch16_224",
-        "--vision_model_args", json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(tiny_text_dir),
-        "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--lora_vision", "full",
-        "--lora_text", "lora", "--save_merged", str(merged), "--max_steps", "4", "--per_device_train_batch_size", "4",
-        "--learning_rate", "1e-3", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
-        "--use_cpu", "true", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"),
-        "--push_to_hub", "--hub_model_id", "me/vqa",
-    ]  # fmt: skip
+        "--dataset",
+        str(data),
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--lora_vision",
+        "full",
+        "--lora_text",
+        "lora",
+        "--save_merged",
+        str(merged),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--push_to_hub",
+        "--hub_model_id",
+        "me/vqa",
+    ]
     args = parse_recipe_args(argv)
     run("vqa", args)
     pushed = hub.root / "me" / "vqa"
@@ -80,8 +117,9 @@ def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, t
     assert [model.config.id2label[int(i)] for i in logits.argmax(-1)] == written
     if not merged:  # the merged view of the adapter predicts the same
         merged_model = load_adapter_model(str(pushed), merge=True)
-        merged_logits = _predict(merged_model, AutoProcessor.from_pretrained(pushed), images,
-                                 [r["question"] for r in records])  # fmt: skip
+        merged_logits = _predict(
+            merged_model, AutoProcessor.from_pretrained(pushed), images, [r["question"] for r in records]
+        )
         torch.testing.assert_close(merged_logits, logits, rtol=1e-4, atol=1e-5)
 
 
@@ -117,8 +155,11 @@ def _failure_after_the_weights(monkeypatch) -> None:
     monkeypatch.setattr(MMFTProcessor, "save_pretrained", fail)
 
 
-@pytest.mark.parametrize("failure", [_disk_full_while_writing_weights, _failure_after_the_weights],
-                         ids=["disk full while writing the weights", "failure after the weights were written"])  # fmt: skip
+@pytest.mark.parametrize(
+    "failure",
+    [_disk_full_while_writing_weights, _failure_after_the_weights],
+    ids=["disk full while writing the weights", "failure after the weights were written"],
+)
 def test_a_failed_final_save_leaves_the_previous_model_loadable(failure, tmp_path, monkeypatch, batch):
     from mmft.hub import save_final
 

@@ -8,8 +8,16 @@ import subprocess
 import sys
 
 # (accelerate is not among them: transformers' own model loading imports it)
-TRAINING_STACK = ("mmft.tasks", "mmft.data", "mmft.training", "mmft.trainer", "datasets", "evaluate", "peft",
-                  "bitsandbytes")  # fmt: skip
+TRAINING_STACK = (
+    "mmft.tasks",
+    "mmft.data",
+    "mmft.training",
+    "mmft.trainer",
+    "datasets",
+    "evaluate",
+    "peft",
+    "bitsandbytes",
+)
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -20,9 +28,11 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_import_mmft_registers_every_head_without_the_training_stack():
-    code = ("import mmft\nfrom transformers.pipelines import PIPELINE_REGISTRY\n"
-            "assert {'mmft-vqa', 'mmft-image-text-classification', 'mmft-image-text-retrieval', 'mmft-image-to-text'}"
-            " <= set(PIPELINE_REGISTRY.supported_tasks)")  # fmt: skip
+    code = (
+        "import mmft\nfrom transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert {'mmft-vqa', 'mmft-image-text-classification', 'mmft-image-text-retrieval', 'mmft-image-to-text'}"
+        " <= set(PIPELINE_REGISTRY.supported_tasks)"
+    )
     loaded = _loaded_after(code)
     assert not [name for name in TRAINING_STACK if name in loaded]
     assert "mmft.tasks" in _loaded_after("import mmft\nmmft.TASKS")  # control: the task layer on first use

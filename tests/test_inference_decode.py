@@ -145,8 +145,22 @@ def test_pipeline_with_a_url_and_base64(saved, seen):
 def test_cli_predict_image_and_explain(saved, seen, kind, tmp_path, capsys):
     path = saved["files"][kind]
     assert main(["predict", "--model", str(saved["model"]), "--image", str(path), "--question", QUESTION]) == 0
-    assert main(["explain", "--model", str(saved["model"]), "--image", str(path), "--question", QUESTION,
-                 "--out", str(tmp_path / "heat.png")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(saved["model"]),
+                "--image",
+                str(path),
+                "--question",
+                QUESTION,
+                "--out",
+                str(tmp_path / "heat.png"),
+            ]
+        )
+        == 0
+    )
     _assert_seen(seen, [_training_pixels(saved["model"], path)] * 2)
 
 
@@ -159,11 +173,29 @@ def test_cli_predict_dataset_jsonl_and_folder(saved, seen, tmp_path):
         folder.mkdir(parents=True)
         for row in rows:
             (folder / Path(row["image"]).name).write_bytes(Path(row["image"]).read_bytes())
-        (folder / "metadata.jsonl").write_text("".join(json.dumps(
-            {"file_name": Path(row["image"]).name, "question": QUESTION, "answers": ["red"]}) + "\n" for row in rows))
+        (folder / "metadata.jsonl").write_text(
+            "".join(
+                json.dumps({"file_name": Path(row["image"]).name, "question": QUESTION, "answers": ["red"]}) + "\n"
+                for row in rows
+            )
+        )
     for source in (tmp_path / "rows.jsonl", tmp_path / "folder"):
-        assert main(["predict", "--model", str(saved["model"]), "--dataset", str(source), "--batch_size", "1",
-                     "--output", str(tmp_path / "out.jsonl")]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(saved["model"]),
+                    "--dataset",
+                    str(source),
+                    "--batch_size",
+                    "1",
+                    "--output",
+                    str(tmp_path / "out.jsonl"),
+                ]
+            )
+            == 0
+        )
     _assert_seen(seen, [_training_pixels(saved["model"], files[kind]) for kind in KINDS] * 2)
 
 

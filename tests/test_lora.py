@@ -20,10 +20,14 @@ from mmft.towers import vision_config_from_name
 TIMM_VIT = (["attn.qkv", "attn.proj"], ["mlp.fc1", "mlp.fc2"])
 HF_VIT = (["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"], ["mlp.fc1", "mlp.fc2"])
 CLIP = (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"], ["mlp.fc1", "mlp.fc2"])
-BERT = (["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"],
-        ["intermediate.dense", "output.dense"])  # fmt: skip
-LLAMA = (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
-         ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])  # fmt: skip
+BERT = (
+    ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"],
+    ["intermediate.dense", "output.dense"],
+)
+LLAMA = (
+    ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"],
+    ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+)
 LORA_TARGETS = {
     # family: (the plan's slot for it, its per-block targets)
     "timm ViT": ("vision", TIMM_VIT),
@@ -50,10 +54,17 @@ def _two_block_model(family: str) -> nn.Module:
         return tiny_caption_model(decoder=config)
     if family.startswith("timm ViT"):
         pool = {"global_pool": "map"} if "attention-pool" in family else {}
-        return tiny_model(vision=vision_config_from_name("timm:vit_tiny_patch16_224",
-                                                         {**TINY_TIMM_VIT, "depth": BLOCKS, **pool}))  # fmt: skip
-    kinds = {"HF ViT": "hf_vit", "DINOv2": "dinov2", "CLIP vision": "clip_vision", "SigLIP vision": "siglip_vision",
-             "BERT": "bert", "RoBERTa": "roberta"}  # fmt: skip
+        return tiny_model(
+            vision=vision_config_from_name("timm:vit_tiny_patch16_224", {**TINY_TIMM_VIT, "depth": BLOCKS, **pool})
+        )
+    kinds = {
+        "HF ViT": "hf_vit",
+        "DINOv2": "dinov2",
+        "CLIP vision": "clip_vision",
+        "SigLIP vision": "siglip_vision",
+        "BERT": "bert",
+        "RoBERTa": "roberta",
+    }
     slot = LORA_TARGETS[family][0]
     config = (tiny_vision_config if slot == "vision" else tiny_text_config)(kinds[family])
     config.num_hidden_layers = BLOCKS
@@ -70,12 +81,18 @@ def _wanted(family: str, targets: str) -> list[str]:
 @pytest.mark.parametrize("family", LORA_TARGETS)
 def test_lora_targets_are_the_documented_layers_of_every_block(family, targets):
     slot = LORA_TARGETS[family][0]
-    plan = LoraPlan(**{tower: "lora" if tower == slot else "frozen" for tower in ("vision", "text", "decoder")},
-                    targets=targets, r=2)  # fmt: skip
+    plan = LoraPlan(
+        **{tower: "lora" if tower == slot else "frozen" for tower in ("vision", "text", "decoder")},
+        targets=targets,
+        r=2,
+    )
     model = plan.apply(_two_block_model(family))
     prefix = tower_names(model)[slot] + "."
-    adapted = [name[len(prefix) :] for name, module in model.named_modules()
-               if name.startswith(prefix) and hasattr(module, "lora_A")]  # peft's LoRA layers  # fmt: skip
+    adapted = [
+        name[len(prefix) :]
+        for name, module in model.named_modules()
+        if name.startswith(prefix) and hasattr(module, "lora_A")
+    ]  # peft's LoRA layers
     # (block, name in the block) of every adapted layer; one outside a block keeps its whole name and cannot match
     got = {(int(m.group(1)), m.group(2)) if (m := _BLOCK.search(name)) else (None, name) for name in adapted}
     assert got == {(block, name) for block in range(BLOCKS) for name in _wanted(family, targets)}
@@ -83,17 +100,22 @@ def test_lora_targets_are_the_documented_layers_of_every_block(family, targets):
 
 def _expected_lora_count(tower: nn.Module, r: int, targets: str, family: str) -> int:
     """Independent count: r * (in + out) for every Linear of the tower that LORA_TARGETS lists for `targets`."""
-    return sum(r * (module.in_features + module.out_features) for name, module in tower.named_modules()
-               if isinstance(module, nn.Linear) and (found := _BLOCK.search(name))
-               and found.group(2) in _wanted(family, targets))  # fmt: skip
+    return sum(
+        r * (module.in_features + module.out_features)
+        for name, module in tower.named_modules()
+        if isinstance(module, nn.Linear)
+        and (found := _BLOCK.search(name))
+        and found.group(2) in _wanted(family, targets)
+    )
 
 
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("vision_kind, family", [("hf_vit", "HF ViT"), ("timm_vit", "timm ViT"),
-                                                 ("clip_vision", "CLIP vision")])  # fmt: skip
+@pytest.mark.parametrize(
+    "vision_kind, family", [("hf_vit", "HF ViT"), ("timm_vit", "timm ViT"), ("clip_vision", "CLIP vision")]
+)
 @pytest.mark.parametrize("targets", ["attention", "attention+mlp"])
 def test_trainable_counts_per_tower(vision_kind, family, targets):
     model = tiny_model("co_attention", vision_kind)
@@ -139,9 +161,12 @@ def test_merge_matches_lora_model_and_save_load_keeps_every_trained_weight(batch
         assert (merged(**batch).logits - expected).abs().max() <= 1e-5
     # every part changed by training: merged LoRA (vision), full text tower, bridge, head
     state = merged.state_dict()
-    for key in ("mmft.vision_tower.model.layers.0.attention.q_proj.weight",
-                "mmft.text_tower.model.encoder.layer.0.output.dense.weight",
-                "mmft.bridge.text_blocks.0.ffn.0.weight", "classifier.3.weight"):  # fmt: skip
+    for key in (
+        "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
+        "mmft.text_tower.model.encoder.layer.0.output.dense.weight",
+        "mmft.bridge.text_blocks.0.ffn.0.weight",
+        "classifier.3.weight",
+    ):
         assert not torch.equal(state[key], initial[key]), key
     merged.save_pretrained(tmp_path)
     loaded = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
@@ -165,8 +190,11 @@ def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
     from transformers import AutoModelForImageTextToText
 
     images, _ = scenes_rows(4)
-    batch = dict(tiny_caption_processor()(images=images, text=["a red circle", "a blue square on the left",
-                                                               "two shapes", "a tiny cross"]))  # fmt: skip
+    batch = dict(
+        tiny_caption_processor()(
+            images=images, text=["a red circle", "a blue square on the left", "two shapes", "a tiny cross"]
+        )
+    )
     model = tiny_caption_model(vision="hf_vit")
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     peft_model = _train_a_little(LoraPlan(vision="lora", text="full", decoder="lora", r=4).apply(model), batch)
@@ -175,10 +203,14 @@ def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
         merged = LoraPlan.merge(peft_model).eval()
         assert (merged(**batch).logits - expected).abs().max() <= 1e-5
     state = merged.state_dict()
-    for key in ("decoder.model.model.layers.0.self_attn.q_proj.weight",
-                "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
-                "mmft.text_tower.model.encoder.layer.0.output.dense.weight", "mmft.bridge.image_blocks.0.ffn.0.weight",
-                "caption_prefix.projection.weight", "caption_prefix.queries.weight"):  # fmt: skip
+    for key in (
+        "decoder.model.model.layers.0.self_attn.q_proj.weight",
+        "mmft.vision_tower.model.layers.0.attention.q_proj.weight",
+        "mmft.text_tower.model.encoder.layer.0.output.dense.weight",
+        "mmft.bridge.image_blocks.0.ffn.0.weight",
+        "caption_prefix.projection.weight",
+        "caption_prefix.queries.weight",
+    ):
         assert not torch.equal(state[key], initial[key]), key
     assert torch.equal(state["decoder.model.lm_head.weight"], initial["decoder.model.lm_head.weight"])  # not planned
     merged.save_pretrained(tmp_path)
@@ -186,8 +218,9 @@ def test_merge_keeps_every_trained_weight_of_a_captioning_model(tmp_path):
     with torch.no_grad():
         assert (loaded(**batch).logits - expected).abs().max() <= 1e-5
     # negative control: dropping the decoder's adapters instead of merging them loses their training
-    unmerged = _train_a_little(LoraPlan(vision="frozen", text="frozen", decoder="lora", r=4).apply(
-        tiny_caption_model(vision="hf_vit")), batch)  # fmt: skip
+    unmerged = _train_a_little(
+        LoraPlan(vision="frozen", text="frozen", decoder="lora", r=4).apply(tiny_caption_model(vision="hf_vit")), batch
+    )
     with torch.no_grad():
         adapted = unmerged(**batch).logits
         assert (unmerged.unload().eval()(**batch).logits - adapted).abs().max() > 1e-4

@@ -199,15 +199,18 @@ def test_evaluate_bleu_tokenizes_raw_text() -> None:
     assert raw == tokenized
     assert set(raw) == {"bleu", "bleu_1", "bleu_2", "bleu_3", "bleu_4"} and raw["bleu"] == raw["bleu_4"]
     # tokenize=False: "grass." stays one token and no longer matches "grass"
-    untouched = bleu.compute(predictions=["a dog 's ball on grass."], references=[["a dog 's ball on the grass"]],
-                             tokenize=False)  # fmt: skip
+    untouched = bleu.compute(
+        predictions=["a dog 's ball on grass."], references=[["a dog 's ball on the grass"]], tokenize=False
+    )
     assert untouched["bleu_1"] < raw["bleu_1"]
 
 
 def test_evaluate_cider_and_rouge_docstring_examples() -> None:
     cider = load_offline("cider")
-    got = cider.compute(predictions=["a dog runs on grass", "a cat sleeps on a bed"],
-                        references=[["a dog runs on grass"], ["a cat sleeps on a bed"]])  # fmt: skip
+    got = cider.compute(
+        predictions=["a dog runs on grass", "a cat sleeps on a bed"],
+        references=[["a dog runs on grass"], ["a cat sleeps on a bed"]],
+    )
     assert got == {"cider": pytest.approx(10.0)}
     rouge = load_offline("rouge")
     assert rouge.compute(predictions=["a dog runs fast"], references=[["a dog runs"]]) == {

@@ -26,12 +26,15 @@ def brute_force_ranks(queries: np.ndarray, gallery: np.ndarray, targets: list[li
 def test_one_target_per_query_ties_count_against() -> None:
     # With an identity gallery, each query's score row is the query itself.
     gallery = torch.eye(3, dtype=torch.float64)
-    queries = torch.tensor([
-        [0.9, 0.1, 0.0],  # target 0: 0.9, nothing incorrect >= 0.9               -> rank 0
-        [0.5, 0.5, 0.2],  # target 1: 0.5, item 0 ties at 0.5                      -> rank 1 (not 0)
-        [0.3, 0.8, 0.1],  # target 2: 0.1, items 0 (0.3) and 1 (0.8) are above      -> rank 2
-        [0.2, 0.2, 0.2],  # target 0: everything ties                               -> rank 2
-    ], dtype=torch.float64)  # fmt: skip
+    queries = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # target 0: 0.9, nothing incorrect >= 0.9               -> rank 0
+            [0.5, 0.5, 0.2],  # target 1: 0.5, item 0 ties at 0.5                      -> rank 1 (not 0)
+            [0.3, 0.8, 0.1],  # target 2: 0.1, items 0 (0.3) and 1 (0.8) are above      -> rank 2
+            [0.2, 0.2, 0.2],  # target 0: everything ties                               -> rank 2
+        ],
+        dtype=torch.float64,
+    )
     assert first_match_ranks(queries, gallery, [0, 1, 2, 0]).tolist() == [0, 1, 2, 2]
     # a 1-D array/tensor of targets means the same as a list of ints
     assert first_match_ranks(queries, gallery, torch.tensor([0, 1, 2, 0])).tolist() == [0, 1, 2, 2]
@@ -39,15 +42,18 @@ def test_one_target_per_query_ties_count_against() -> None:
 
 def test_several_correct_items_rank_by_the_best() -> None:
     gallery = torch.eye(5, dtype=torch.float64)  # five captions; identity again
-    queries = torch.tensor([
-        # correct {0, 1, 2}: best correct is caption 1 (0.7); incorrect >= 0.7: caption 3 (0.9)  -> rank 1.
-        # (Ranking by the first listed caption, 0 at 0.1, would give 2.)
-        [0.1, 0.7, 0.3, 0.9, 0.2],
-        # correct {3, 4}: best is caption 4 (0.6); incorrect >= 0.6: caption 0 (0.8) and the ties 1, 2  -> rank 3.
-        [0.8, 0.6, 0.6, 0.5, 0.6],
-        # correct {0, 3}: caption 0 (0.9) is above everything; the other correct one never counts  -> rank 0.
-        [0.9, 0.1, 0.2, 0.95, 0.3],
-    ], dtype=torch.float64)  # fmt: skip
+    queries = torch.tensor(
+        [
+            # correct {0, 1, 2}: best correct is caption 1 (0.7); incorrect >= 0.7: caption 3 (0.9)  -> rank 1.
+            # (Ranking by the first listed caption, 0 at 0.1, would give 2.)
+            [0.1, 0.7, 0.3, 0.9, 0.2],
+            # correct {3, 4}: best is caption 4 (0.6); incorrect >= 0.6: caption 0 (0.8) and the ties 1, 2  -> rank 3.
+            [0.8, 0.6, 0.6, 0.5, 0.6],
+            # correct {0, 3}: caption 0 (0.9) is above everything; the other correct one never counts  -> rank 0.
+            [0.9, 0.1, 0.2, 0.95, 0.3],
+        ],
+        dtype=torch.float64,
+    )
     targets = [[0, 1, 2], [3, 4], [0, 3]]
     assert first_match_ranks(queries, gallery, targets).tolist() == [1, 3, 0]
 
@@ -145,11 +151,19 @@ def test_retrieval_recall_from_hand_ranks() -> None:
     # t2i ranks [0, 1, 0, 0, 1]: R@1 = 3/5, R@5 = R@10 = 1; i2t ranks [1, 0]: R@1 = 1/2, R@5 = R@10 = 1
     # rsum = 0.6 + 1 + 1 + 0.5 + 1 + 1 = 5.1; MedR (1-based) t2i median [1, 2, 1, 1, 2] = 1, i2t [2, 1] -> 1.5
     result = retrieval_recall([0, 1, 0, 0, 1], [1, 0])
-    assert result == pytest.approx({
-        "t2i_recall@1": 0.6, "t2i_recall@5": 1.0, "t2i_recall@10": 1.0,
-        "i2t_recall@1": 0.5, "i2t_recall@5": 1.0, "i2t_recall@10": 1.0,
-        "rsum": 5.1, "t2i_median_rank": 1.0, "i2t_median_rank": 1.5,
-    })  # fmt: skip
+    assert result == pytest.approx(
+        {
+            "t2i_recall@1": 0.6,
+            "t2i_recall@5": 1.0,
+            "t2i_recall@10": 1.0,
+            "i2t_recall@1": 0.5,
+            "i2t_recall@5": 1.0,
+            "i2t_recall@10": 1.0,
+            "rsum": 5.1,
+            "t2i_median_rank": 1.0,
+            "i2t_median_rank": 1.5,
+        }
+    )
 
 
 def test_rank_equal_to_k_is_a_miss() -> None:
@@ -172,9 +186,14 @@ def test_evaluate_module_docstring_example(metric) -> None:
     # t2i [0, 3, 7, 20]: R@1 1/4, R@5 2/4, MedR median(1, 4, 8, 21) = 6; i2t [0, 1]: R@1 1/2, R@5 1, MedR 1.5
     got = metric.compute(t2i_ranks=[0, 3, 7, 20], i2t_ranks=[0, 1], ks=(1, 5))
     assert got == {
-        "t2i_recall@1": 0.25, "t2i_recall@5": 0.5, "i2t_recall@1": 0.5, "i2t_recall@5": 1.0,
-        "rsum": 2.25, "t2i_median_rank": 6.0, "i2t_median_rank": 1.5,
-    }  # fmt: skip
+        "t2i_recall@1": 0.25,
+        "t2i_recall@5": 0.5,
+        "i2t_recall@1": 0.5,
+        "i2t_recall@5": 1.0,
+        "rsum": 2.25,
+        "t2i_median_rank": 6.0,
+        "i2t_median_rank": 1.5,
+    }
 
 
 def test_evaluate_module_accumulates_t2i_batches(metric) -> None:

@@ -167,14 +167,16 @@ def test_added_tokens_resize_the_text_tower_and_survive_save_load(model_class, t
     assert len({p.data_ptr() for p in model.parameters()}) == len(list(model.parameters()))  # nothing tied
 
     inputs = inputs_for(model, labels=False)
-    text = tokenizer(["is it a <shape_a> ?"] * inputs["input_ids"].shape[0], return_tensors="pt",
-                     return_token_type_ids=False)  # fmt: skip
+    text = tokenizer(
+        ["is it a <shape_a> ?"] * inputs["input_ids"].shape[0], return_tensors="pt", return_token_type_ids=False
+    )
     assert (text["input_ids"] >= old_size).any()
     inputs.update(text)
     with torch.no_grad():
         out = main_output(model(**inputs))
-        other = main_output(model(**{**inputs, "input_ids": inputs["input_ids"].where(
-            inputs["input_ids"] < old_size, old_size + 1)}))  # fmt: skip
+        other = main_output(
+            model(**{**inputs, "input_ids": inputs["input_ids"].where(inputs["input_ids"] < old_size, old_size + 1)})
+        )
     assert torch.isfinite(out).all() and not torch.allclose(out, other)  # the new rows are read
 
     model.save_pretrained(tmp_path)
@@ -310,8 +312,10 @@ def test_every_bridge_reports_what_it_has(bridge):
 def test_towers_alone_export_and_match_eager(vision):
     model = tiny(MMFTModel, vision=vision)
     inputs = inputs_for(model, labels=False)
-    cases = [(model.core.vision_tower, (inputs["pixel_values"],)),
-             (model.core.text_tower, (inputs["input_ids"], inputs["attention_mask"]))]  # fmt: skip
+    cases = [
+        (model.core.vision_tower, (inputs["pixel_values"],)),
+        (model.core.text_tower, (inputs["input_ids"], inputs["attention_mask"])),
+    ]
     for tower, args in cases:
         with torch.no_grad():
             eager = tower(*args)
@@ -344,4 +348,3 @@ def test_negative_control_tower_export_needs_a_registered_output_type():
 
     with pytest.raises(Exception, match="not a known type|pytree|PlainOutput"):
         torch.export.export(PlainTower(), (torch.ones(2),))
-

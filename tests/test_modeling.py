@@ -73,8 +73,10 @@ def test_save_load_round_trip_is_bit_equal_through_auto_classes(vision, batch, t
     assert torch.equal(loaded(**batch).logits, expected)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert type(base) is MMFTModel
-    assert torch.equal(base(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled,
-                       model.core(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled)
+    assert torch.equal(
+        base(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled,
+        model.core(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).pooled,
+    )
 
 
 def test_round_trip_negative_control_detects_a_changed_weight(batch, tmp_path):

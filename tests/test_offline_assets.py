@@ -31,9 +31,14 @@ def _source_tensors() -> list[torch.Tensor]:
 
 def _model(**kwargs):
     return mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        "efficientnet_lite0", tiny_text_config(), labels=["yes", "no"],
-        hidden_size=32, num_attention_heads=2, num_bridge_layers=1, **kwargs,
-    )  # fmt: skip
+        "efficientnet_lite0",
+        tiny_text_config(),
+        labels=["yes", "no"],
+        hidden_size=32,
+        num_attention_heads=2,
+        num_bridge_layers=1,
+        **kwargs,
+    )
 
 
 # -- the mapping --------------------------------------------------------------------------------------------------
@@ -229,9 +234,7 @@ def test_smollm2_answers_a_question(smollm2):
     model = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs).eval()  # config=: one parse fewer
     assert sum(p.numel() for p in model.parameters()) == 134_515_008 and model.dtype == torch.float32
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    inputs = tokenizer.apply_chat_template(
-        question, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    inputs = tokenizer.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
-import tomllib
 import warnings
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -23,7 +23,9 @@ def test_torch_floor_lets_transformers_load_checkpoint_states():
     torch version (a `torch.load` vulnerability); the floor must be at least that version."""
     from transformers.utils import import_utils
 
-    needed = re.search(r'is_torch_greater_or_equal\("([\d.]+)"\)', inspect.getsource(import_utils.check_torch_load_is_safe))
+    needed = re.search(
+        r'is_torch_greater_or_equal\("([\d.]+)"\)', inspect.getsource(import_utils.check_torch_load_is_safe)
+    )
     torch = next(Requirement(r) for r in _project()["dependencies"] if Requirement(r).name == "torch")
     floors = [Version(s.version) for s in torch.specifier if s.operator in (">=", "==", "~=")]
     assert floors and min(floors) >= Version(needed.group(1)), f"{torch} allows torch below {needed.group(1)}"

@@ -1,4 +1,5 @@
-"""Precision and compile flags on a machine without a GPU: `--use_cpu` by default, bf16 trains, fp16 refused, torch.compile."""
+"""Precision and compile flags on a machine without a GPU: `--use_cpu` by default, bf16 trains, fp16 refused,
+torch.compile."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ def test_fp16_on_the_cpu_is_refused_with_a_clear_message(tmp_path):
 def _dataset(tokenizer, n: int = 16) -> Dataset:
     generator = torch.Generator().manual_seed(1)
     text = tokenizer(["is there a red circle in the image?"] * n, return_token_type_ids=False)
-    return Dataset.from_dict({
-        "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).numpy(),
-        "input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
-        "labels": [i % len(ANSWERS) for i in range(n)],
-    }).with_format("torch")  # fmt: skip
+    return Dataset.from_dict(
+        {
+            "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).numpy(),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "labels": [i % len(ANSWERS) for i in range(n)],
+        }
+    ).with_format("torch")
 
 
 def _train(tokenizer, tmp_path, steps: int = 3, **flags):
@@ -55,16 +59,30 @@ def _train(tokenizer, tmp_path, steps: int = 3, **flags):
     text_config.hidden_dropout_prob = text_config.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
     model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=tiny_vision_config("timm_vit"), text=text_config, labels=ANSWERS,
-        num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0,
-    )  # fmt: skip
+        vision=tiny_vision_config("timm_vit"),
+        text=text_config,
+        labels=ANSWERS,
+        num_bridge_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        hidden_dropout=0.0,
+    )
     seen_dtypes: set[torch.dtype] = set()
     bridge_linear = next(module for module in model.core.bridge.modules() if isinstance(module, torch.nn.Linear))
     bridge_linear.register_forward_hook(lambda module, inputs, output: seen_dtypes.add(output.dtype))
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0, disable_tqdm=True, **flags,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        **flags,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=_dataset(tokenizer))
     trainer.train()
     return trainer, seen_dtypes

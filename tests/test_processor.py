@@ -26,8 +26,10 @@ def _rgb_image():
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1", "LA", "I", "F"])
 def test_every_mode_becomes_rgb(mode):
-    image = _rgb_image().convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    image = (
+        _rgb_image().convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
     )
     converted = to_rgb(image)
     assert converted.mode == "RGB" and converted.size == (30, 20)

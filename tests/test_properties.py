@@ -86,8 +86,12 @@ def encoded_images(draw) -> dict:
 def test_transform_and_collator_give_a_batch_or_a_data_error(processor, rows):
     encode = lambda batch: {"labels": [{"a": 0, "b": 1}[answers[0]] for answers in batch["answers"]]}  # noqa: E731
     transform = ImageTextTransform(processor.image_processor, "question", encode)
-    batch = {"image": [r[0] for r in rows], "question": [r[1] for r in rows], "answers": [["a"]] * len(rows),
-             "row": list(range(len(rows)))}  # fmt: skip
+    batch = {
+        "image": [r[0] for r in rows],
+        "question": [r[1] for r in rows],
+        "answers": [["a"]] * len(rows),
+        "row": list(range(len(rows))),
+    }
     try:
         transformed = transform(batch)
     except DataError as error:

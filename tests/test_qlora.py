@@ -27,9 +27,12 @@ MERGE_TOLERANCE = {"4bit": 1e-4, "8bit": 3e-2}
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"pixel_values": torch.randn(8, 3, 32, 32, generator=generator),
-            "input_ids": torch.randint(1000, 2000, (8, 8), generator=generator),
-            "attention_mask": torch.ones(8, 8, dtype=torch.long), "labels": torch.tensor([0, 1, 2, 3] * 2)}  # fmt: skip
+    return {
+        "pixel_values": torch.randn(8, 3, 32, 32, generator=generator),
+        "input_ids": torch.randint(1000, 2000, (8, 8), generator=generator),
+        "attention_mask": torch.ones(8, 8, dtype=torch.long),
+        "labels": torch.tensor([0, 1, 2, 3] * 2),
+    }
 
 
 def _bnb_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -145,8 +148,9 @@ def test_4bit_towers_hold_about_a_seventh_of_the_fp32_bytes():
     full = tower_bytes(tiny_model())
     quantized = tower_bytes(LoraPlan(vision="frozen", text="frozen", quantize="4bit").apply(tiny_model()))
     # the tiny BERT's 1M parameters are mostly its 30522-word embedding table, which stays fp32
-    linear = sum(m.weight.numel() * 4 for m in task_model(tiny_model()).towers()["text"].modules()
-                 if type(m) is nn.Linear)  # fmt: skip
+    linear = sum(
+        m.weight.numel() * 4 for m in task_model(tiny_model()).towers()["text"].modules() if type(m) is nn.Linear
+    )
     assert full - quantized > 0.8 * linear  # NF4: 0.5 byte per weight plus block statistics, vs 4 bytes
 
 
@@ -160,9 +164,25 @@ def test_recipe_trains_with_lora_quantize_and_saves_a_plain_model(tmp_path, one_
 
     text = save_tiny_text_tower(tmp_path / "bert", dropout=0.0)
     output_dir = tmp_path / "out"
-    metrics = run_in_process(output_dir, text, make_imagefolder(tmp_path / "data"), "--lora_quantize", "4bit",
-                             "--lora_vision", "lora", "--lora_text", "frozen", "--lora_r", "4",
-                             "--per_device_train_batch_size", "8", "--max_steps", "4", "--save_steps", "4")  # fmt: skip
+    metrics = run_in_process(
+        output_dir,
+        text,
+        make_imagefolder(tmp_path / "data"),
+        "--lora_quantize",
+        "4bit",
+        "--lora_vision",
+        "lora",
+        "--lora_text",
+        "frozen",
+        "--lora_r",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "4",
+    )
     assert "test_accuracy" in metrics
     saved = weights(output_dir / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in saved.values())  # dequantized: no packed 4-bit tensors

@@ -13,7 +13,7 @@ from test_e2e_classification import make_entailment_folder
 from transformers import pipeline
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
-from mmft import CardInfo, MMFTForImageTextClassification, TASKS, register_task
+from mmft import TASKS, CardInfo, MMFTForImageTextClassification, register_task
 from mmft.cli import main
 from mmft.pipeline import ImageTextClassificationPipeline
 from mmft.tasks.classification import ClassificationTask
@@ -39,9 +39,14 @@ class ClaimCheckingTask(ClassificationTask):
     auto_class = AutoModelForClaimChecking
     pipeline_task = "claim-checking"
     pipeline_class = ClaimCheckingPipeline
-    card = CardInfo(pipeline_tag=None, task_type="claim-checking", task_name="Claim Checking",
-                    summary="A model that checks claims about an image", metrics=("accuracy",),
-                    usage='checker = pipeline("claim-checking", model="{repo}")  # after `import my_claims`')  # fmt: skip
+    card = CardInfo(
+        pipeline_tag=None,
+        task_type="claim-checking",
+        task_name="Claim Checking",
+        summary="A model that checks claims about an image",
+        metrics=("accuracy",),
+        usage='checker = pipeline("claim-checking", model="{repo}")  # after `import my_claims`',
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +54,34 @@ def trained(tmp_path_factory, tiny_text_dir):
     register_task(ClaimCheckingTask)
     root = tmp_path_factory.mktemp("claims")
     data, output = make_entailment_folder(root / "data", n_train=16, n_test=8), root / "out"
-    argv = ["--dataset", str(data), "--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args",
-            json.dumps(TINY_TIMM_VIT), "--image_size", "32", "--text_model", str(tiny_text_dir),
-            "--num_bridge_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--max_steps", "2",
-            "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
-            "--output_dir", str(output)]  # fmt: skip
+    argv = [
+        "--dataset",
+        str(data),
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(output),
+    ]
     # the classification recipe's preset, as `recipes/claim_checking.py` would pass it: the task's own flags apply
     metrics = run_task_recipe("claim_checking", argv, REPO / "recipes" / "configs" / "easy_vqa_entailment.yaml")
     yield {"output": output, "data": data, "metrics": metrics}
@@ -76,8 +104,22 @@ def test_its_auto_class_and_pipeline_load_the_saved_model(trained):
 
 def test_mmft_predict_serves_it_and_knows_its_name(trained, capsys):
     image = trained["data"] / "test" / "0.png"
-    assert main(["predict", "--model", str(trained["output"]), "--task", "claim_checking", "--image", str(image),
-                 "--text", "the square is red"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(trained["output"]),
+                "--task",
+                "claim_checking",
+                "--image",
+                str(image),
+                "--text",
+                "the square is red",
+            ]
+        )
+        == 0
+    )
     printed = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert sorted(printed) == ["false", "true"]
 
@@ -89,12 +131,25 @@ def test_the_card_says_what_the_task_declares(trained):
     assert f'mmft explain --model {trained["output"]} --image image.png --text "..." --out heatmap.png' in card
 
 
-@pytest.mark.parametrize("task, expected", [
-    ("vqa", ['mmft predict --model me/m --image image.png --text "..."',
-             'mmft explain --model me/m --image image.png --text "..." --out heatmap.png']),
-    ("retrieval", ['mmft predict --model me/m --image image.png --text "..."',
-                   'mmft search --model me/m --images FOLDER --query "..."']),
-    ("captioning", ["mmft predict --model me/m --image image.png"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, expected",
+    [
+        (
+            "vqa",
+            [
+                'mmft predict --model me/m --image image.png --text "..."',
+                'mmft explain --model me/m --image image.png --text "..." --out heatmap.png',
+            ],
+        ),
+        (
+            "retrieval",
+            [
+                'mmft predict --model me/m --image image.png --text "..."',
+                'mmft search --model me/m --images FOLDER --query "..."',
+            ],
+        ),
+        ("captioning", ["mmft predict --model me/m --image image.png"]),
+    ],
+)
 def test_each_task_names_the_commands_its_models_serve(task, expected):
     assert TASKS[task].command_lines("me/m") == expected

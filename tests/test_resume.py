@@ -41,11 +41,33 @@ from mmft.checkpoints import latest_complete_checkpoint, resolve_resume_checkpoi
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_cpu_thread")]
 STEPS, SAVE_EVERY, LIMIT = 12, 3, 2  # 24 rows / batch 4 = 6 steps per epoch: resumes land mid-epoch and across it
 ARGS = [
-    "--lora_vision", "full", "--lora_text", "lora", "--lora_r", "4", "--lora_dropout", "0.1", "--hidden_dropout", "0.1",
-    "--per_device_train_batch_size", "4", "--max_steps", str(STEPS), "--save_strategy", "steps",
-    "--save_steps", str(SAVE_EVERY), "--save_total_limit", str(LIMIT), "--eval_strategy", "steps", "--eval_steps", "6",
-    "--seed", "0",
-]  # fmt: skip
+    "--lora_vision",
+    "full",
+    "--lora_text",
+    "lora",
+    "--lora_r",
+    "4",
+    "--lora_dropout",
+    "0.1",
+    "--hidden_dropout",
+    "0.1",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    str(STEPS),
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    str(SAVE_EVERY),
+    "--save_total_limit",
+    str(LIMIT),
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "6",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +161,14 @@ def runs(inputs, tmp_path_factory, one_cpu_thread) -> dict:
         killed[kill], resumed_before = (output_dir, resume_from), kill
         first = recipe_command(output_dir, *inputs, *ARGS, "--resume_from_checkpoint", mode, script=MULTI_RUN)
     recorder = StepRecorder()
-    run_in_process(killed[resumed_before][0], *inputs, *ARGS, "--resume_from_checkpoint", KILLS[resumed_before][1],
-                   callbacks=[recorder])  # fmt: skip
+    run_in_process(
+        killed[resumed_before][0],
+        *inputs,
+        *ARGS,
+        "--resume_from_checkpoint",
+        KILLS[resumed_before][1],
+        callbacks=[recorder],
+    )
     trained[resumed_before] = len(recorder.steps)
     return {"reference": reference, **{kill: (*killed[kill], trained[kill]) for kill in KILLS}}
 
@@ -203,9 +231,23 @@ def test_broken_newest_checkpoint_is_never_picked(breakage, reference, tmp_path)
 # `mmft.training.run` in this process, on one thread like a launched process; the 2- and 3-process runs are launched.
 VIT_STEPS = 12
 VIT_ARGS = [
-    "--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0.1", "--max_steps", str(VIT_STEPS),
-    "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "4", "--seed", "0",
-]  # fmt: skip
+    "--lora_vision",
+    "full",
+    "--lora_text",
+    "full",
+    "--hidden_dropout",
+    "0.1",
+    "--max_steps",
+    str(VIT_STEPS),
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "3",
+    "--save_total_limit",
+    "4",
+    "--seed",
+    "0",
+]
 BATCH = {1: "4", 2: "2", 3: "2"}  # per-device batch by process count: 1 and 2 processes share the global batch of 4
 
 
@@ -274,8 +316,10 @@ def test_checkpoint_of_one_process_resumes_on_two(grown):
     assert {p.name for p in (output_dir / "checkpoint-9").glob("rng_state*")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
 
-@pytest.mark.parametrize("processes, lost", [(1, "RNG state not restored for process 0 of 1"),
-                                             (3, "RNG state not restored for process 2 of 3")])  # fmt: skip
+@pytest.mark.parametrize(
+    "processes, lost",
+    [(1, "RNG state not restored for process 0 of 1"), (3, "RNG state not restored for process 2 of 3")],
+)
 def test_checkpoint_of_two_processes_resumes_on_another_count(processes, lost, grown, vit_inputs, tmp_path, caplog):
     output_dir = tmp_path / "run"
     shutil.copytree(grown[0] / "checkpoint-9", output_dir / "checkpoint-9")

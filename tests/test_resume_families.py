@@ -28,10 +28,29 @@ from mmft.training import run
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 STEPS, SAVE_EVERY = 6, 3
 ARGS = [
-    "--hidden_dropout", "0.1", "--per_device_train_batch_size", "4", "--max_steps", str(STEPS),
-    "--save_strategy", "steps", "--save_steps", str(SAVE_EVERY), "--seed", "0", "--max_eval_samples", "4",
-    "--plots", "false", "--model_card", "false", "--throughput", "false", "--logging_steps", "1",
-]  # fmt: skip
+    "--hidden_dropout",
+    "0.1",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    str(STEPS),
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    str(SAVE_EVERY),
+    "--seed",
+    "0",
+    "--max_eval_samples",
+    "4",
+    "--plots",
+    "false",
+    "--model_card",
+    "false",
+    "--throughput",
+    "false",
+    "--logging_steps",
+    "1",
+]
 FULL = ["--lora_vision", "full", "--lora_text", "full"]
 LORA = ["--lora_vision", "lora", "--lora_text", "lora", "--lora_r", "4", "--lora_dropout", "0.1"]
 FAMILIES = {
@@ -65,8 +84,9 @@ def references(data, tmp_path_factory) -> dict:
             text_dir = save_tiny_text_tower(folder / "text", dropout=0.1, kind=text)
 
             def argv(output_dir: Path, *extra: str) -> list[str]:
-                return recipe_argv(output_dir, text_dir, data, *ARGS, *plan, *extra,
-                                   vision=str(vision_dir) if vision_dir else None)  # fmt: skip
+                return recipe_argv(
+                    output_dir, text_dir, data, *ARGS, *plan, *extra, vision=str(vision_dir) if vision_dir else None
+                )
 
             run_vqa(argv(folder / "reference"))
             made[family] = (argv, folder / "reference")

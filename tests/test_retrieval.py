@@ -14,7 +14,6 @@ from helpers_data import make_caption_folder
 from torch import nn
 from transformers import Trainer, TrainingArguments, pipeline
 
-import mmft
 from mmft import AutoModelForImageTextRetrieval, LoraPlan, MMFTForImageTextRetrieval, MMFTProcessor
 from mmft.contrastive import PairBatch, batch_uniforms, matching_examples, matching_loss, mine_negatives
 from mmft.data import SourceSpec
@@ -23,8 +22,16 @@ from mmft.retrieval_eval import TokenBank
 from mmft.tasks import task_for_model
 from mmft.tasks.retrieval import RetrievalArguments, RetrievalTask, caption_pairs
 
-CAPTIONS = ["a red square on the left", "a blue circle at the top", "two green stars", "a black cross",
-            "a pink disk below a box", "an orange star in the middle", "a purple rhombus", "a yellow plus"]  # fmt: skip
+CAPTIONS = [
+    "a red square on the left",
+    "a blue circle at the top",
+    "two green stars",
+    "a black cross",
+    "a pink disk below a box",
+    "an orange star in the middle",
+    "a purple rhombus",
+    "a yellow plus",
+]
 
 
 def tiny_retrieval(vision: str = "timm_cnn", seed: int = 0, **overrides) -> MMFTForImageTextRetrieval:
@@ -33,14 +40,19 @@ def tiny_retrieval(vision: str = "timm_cnn", seed: int = 0, **overrides) -> MMFT
     text = tiny_text_config()
     text.hidden_dropout_prob = text.attention_probs_dropout_prob = 0.0
     options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, **overrides)
-    return MMFTForImageTextRetrieval.from_vision_text_pretrained(vision=tiny_vision_config(vision), text=text, **options)
+    return MMFTForImageTextRetrieval.from_vision_text_pretrained(
+        vision=tiny_vision_config(vision), text=text, **options
+    )
 
 
 def pairs(tokenizer, n: int = 8, image_ids=None, seed: int = 0) -> dict[str, torch.Tensor]:
     text = tokenizer(CAPTIONS[:n], padding=True, return_tensors="pt", return_token_type_ids=False)
     generator = torch.Generator().manual_seed(seed)
-    return {"pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator), **text,
-            "image_ids": torch.arange(n) if image_ids is None else torch.tensor(image_ids)}  # fmt: skip
+    return {
+        "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        **text,
+        "image_ids": torch.arange(n) if image_ids is None else torch.tensor(image_ids),
+    }
 
 
 # -- the model -----------------------------------------------------------------------------------------------------
@@ -97,8 +109,14 @@ def test_negatives_are_drawn_by_similarity_never_from_the_own_image_and_split_li
 
 def test_matching_batch_has_positives_then_both_negatives_and_drops_missing_ones():
     states = torch.randn(2, 3, 4)
-    batch = PairBatch(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 0]), states, torch.randn(2, 5, 4),
-                      torch.ones(2, 5, dtype=torch.long))  # fmt: skip
+    batch = PairBatch(
+        torch.randn(2, 4),
+        torch.randn(2, 4),
+        torch.tensor([0, 0]),
+        states,
+        torch.randn(2, 5, 4),
+        torch.ones(2, 5, dtype=torch.long),
+    )
     masked = torch.full((2, 2), -torch.inf)  # one image only: no negative anywhere
     images, texts, mask, targets, weights = matching_examples(batch, batch, 0, masked, masked)
     assert images.shape == (6, 3, 4) and texts.shape == (6, 5, 4) and mask.shape == (6, 5)
@@ -124,8 +142,11 @@ def test_training_separates_pairs_in_both_heads(tokenizer, one_cpu_thread):
     with torch.no_grad():
         out = model(**batch, return_loss=False)
         # The matching head on all 8 x 8 (image, caption) pairs: each caption's best image is its own, and back.
-        grid = {"pixel_values": batch["pixel_values"].repeat_interleave(8, 0),
-                "input_ids": batch["input_ids"].repeat(8, 1), "attention_mask": batch["attention_mask"].repeat(8, 1)}
+        grid = {
+            "pixel_values": batch["pixel_values"].repeat_interleave(8, 0),
+            "input_ids": batch["input_ids"].repeat(8, 1),
+            "attention_mask": batch["attention_mask"].repeat(8, 1),
+        }
         matching = model.match_score(model.match(**grid)).view(8, 8)  # (image, caption)
     assert loss.item() < first / 4
     assert (out.logits.argmax(1) == torch.arange(8)).all()  # each caption finds its image
@@ -150,8 +171,10 @@ def test_save_load_through_the_auto_class_and_the_matching_pipeline(tokenizer, t
     inputs = processor(images=image, text=CAPTIONS[0])
     with torch.no_grad():
         expected = loaded.match(**inputs).softmax(-1)[0]
-    assert {r["label"]: round(r["score"], 5) for r in result} == {"no match": round(float(expected[0]), 5),
-                                                                 "match": round(float(expected[1]), 5)}  # fmt: skip
+    assert {r["label"]: round(r["score"], 5) for r in result} == {
+        "no match": round(float(expected[0]), 5),
+        "match": round(float(expected[1]), 5),
+    }
 
 
 # -- fine-tuning plans -----------------------------------------------------------------------------------------------
@@ -159,12 +182,19 @@ def test_lora_on_both_towers_trains_temperature_projections_and_matching_head(to
     model = LoraPlan(vision="lora", text="lora", r=4, dropout=0.0).apply(tiny_retrieval("timm_vit"))
     # peft names each always-trained module's parameters under `<module>.original_module.` (mmft trains it in place)
     trainable = {name.replace("original_module.", "") for name, p in model.named_parameters() if p.requires_grad}
-    for part in ("contrastive.logit_scale.log_scale", "contrastive.image_projection.weight",
-                 "contrastive.text_projection.weight", "matching.0.weight", "mmft.vision_projection.weight"):  # fmt: skip
+    for part in (
+        "contrastive.logit_scale.log_scale",
+        "contrastive.image_projection.weight",
+        "contrastive.text_projection.weight",
+        "matching.0.weight",
+        "mmft.vision_projection.weight",
+    ):
         assert any(part in name for name in trainable), part
     inner = model.get_base_model()
-    before = {"log_scale": inner.contrastive.logit_scale.log_scale.item(),
-              "image_projection": inner.contrastive.image_projection.weight.detach().clone()}  # fmt: skip
+    before = {
+        "log_scale": inner.contrastive.logit_scale.log_scale.item(),
+        "image_projection": inner.contrastive.image_projection.weight.detach().clone(),
+    }
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = pairs(tokenizer, 8)
     for _ in range(3):
@@ -273,8 +303,9 @@ def _brute_force_metrics(model, processor, data, rerank_k: int) -> dict[str, flo
     # `model.match` on every (image, caption) pair at once, through the towers (no token cache as in `evaluate`)
     grid = processor(text=[t for _ in images for t in texts], max_length=64)
     with torch.no_grad():
-        scores = model.match_score(model.match(torch.stack(images).repeat_interleave(len(texts), 0),
-                                               grid["input_ids"], grid["attention_mask"])).view(len(images), -1)
+        scores = model.match_score(
+            model.match(torch.stack(images).repeat_interleave(len(texts), 0), grid["input_ids"], grid["attention_mask"])
+        ).view(len(images), -1)
 
     scale = model.contrastive.logit_scale().item()
     fused = model.config.rerank_score == "match+similarity"  # else the matching head alone
@@ -312,8 +343,13 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
     model.config.rerank_score = rerank_score
     with torch.no_grad():  # a sharp temperature, so the similarity term moves the tiny model's re-ranked order
         model.contrastive.logit_scale.log_scale.fill_(math.log(100.0))
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, use_cpu=True, report_to="none",
-                             remove_unused_columns=False)  # as mmft.training sets it: the transform needs raw columns
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=5,
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+    )  # as mmft.training sets it: the transform needs raw columns
     trainer = Trainer(model=model, args=args, data_collator=task.collator(processor, 64), processing_class=processor)
     result = task.evaluate(trainer, data)
     expected = _brute_force_metrics(model, processor, data, rerank_k=4)

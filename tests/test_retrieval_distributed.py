@@ -42,9 +42,28 @@ WORKER = Path(__file__).with_name("helpers_retrieval_worker.py")
 
 
 def _flags(batch: int) -> list[str]:
-    return ["--lora_vision", "full", "--lora_text", "full", "--hidden_dropout", "0", "--per_device_train_batch_size",
-            str(batch), "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(STEPS),
-            "--rerank_k", "4", "--seed", "0", "--per_device_eval_batch_size", "4"]  # fmt: skip
+    return [
+        "--lora_vision",
+        "full",
+        "--lora_text",
+        "full",
+        "--hidden_dropout",
+        "0",
+        "--per_device_train_batch_size",
+        str(batch),
+        "--max_steps",
+        str(STEPS),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(STEPS),
+        "--rerank_k",
+        "4",
+        "--seed",
+        "0",
+        "--per_device_eval_batch_size",
+        "4",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +76,24 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     flags = recipe_argv(root / "unused", text, data, *_flags(4))
     at = flags.index("--output_dir")
     del flags[at : at + 2]  # the worker gives each of its two runs its own
-    run_recipe([str(ACCELERATE), "launch", "--config_file", str(REPO / "accelerate_configs" / "multi_gpu.yaml"),
-                "--main_process_port", str(free_port()), "--num_processes", "2", "--num_cpu_threads_per_process", "1",
-                str(WORKER),
-                str(out["2 processes x 4"]), str(out["no gather"]), *flags])  # fmt: skip
+    run_recipe(
+        [
+            str(ACCELERATE),
+            "launch",
+            "--config_file",
+            str(REPO / "accelerate_configs" / "multi_gpu.yaml"),
+            "--main_process_port",
+            str(free_port()),
+            "--num_processes",
+            "2",
+            "--num_cpu_threads_per_process",
+            "1",
+            str(WORKER),
+            str(out["2 processes x 4"]),
+            str(out["no gather"]),
+            *flags,
+        ]
+    )
     return out
 
 
@@ -102,8 +135,15 @@ def test_run_reports_both_stages_and_the_card_carries_them(runs):
     output = runs["1 process x 8"]
     metrics = final_metrics(output)
     for stage in ("dual", "rerank"):
-        for key in ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5",
-                    "i2t_recall@10", "rsum"):  # fmt: skip
+        for key in (
+            "t2i_recall@1",
+            "t2i_recall@5",
+            "t2i_recall@10",
+            "i2t_recall@1",
+            "i2t_recall@5",
+            "i2t_recall@10",
+            "rsum",
+        ):
             assert f"test_{stage}_{key}" in metrics
     card = (output / "README.md").read_text()
     front = card.split("---")[1]
@@ -117,8 +157,21 @@ def test_run_reports_both_stages_and_the_card_carries_them(runs):
 
 def test_saved_run_answers_mmft_search(runs, capsys):
     output, images = runs["1 process x 8"], runs["data"] / "test"
-    command = ["search", "--model", str(output), "--images", str(images), "--query", "a red square at the top left",
-               "--top_k", "3", "--rerank_k", "4", "--device", "cpu"]  # fmt: skip
+    command = [
+        "search",
+        "--model",
+        str(output),
+        "--images",
+        str(images),
+        "--query",
+        "a red square at the top left",
+        "--top_k",
+        "3",
+        "--rerank_k",
+        "4",
+        "--device",
+        "cpu",
+    ]
     assert main(command) == 0
     first = capsys.readouterr()
     lines = first.out.strip().splitlines()

@@ -26,7 +26,9 @@ def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     model_dir, images = root / "model", root / "images"
     tiny_retrieval().save_pretrained(model_dir)
-    MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN).save_pretrained(model_dir)
+    MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN).save_pretrained(
+        model_dir
+    )
     (images / "nested").mkdir(parents=True)
     for index, colour in enumerate(COLOURS):
         picture = Image.new("RGB", (40, 40), "white")
@@ -74,8 +76,26 @@ def _expected(model_dir, images: list, texts: list[str], rerank_k: int, top_k: i
 def test_text_to_image_search_ranks_like_the_model(saved, capsys):
     folder = saved["root"] / "text_to_image"
     shutil.copytree(saved["images"], folder, ignore=shutil.ignore_patterns(CACHE_DIR))
-    assert main(["search", "--model", str(saved["model"]), "--images", str(folder), "--query", QUERY,
-                 "--top_k", "3", "--rerank_k", "4", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(saved["model"]),
+                "--images",
+                str(folder),
+                "--query",
+                QUERY,
+                "--top_k",
+                "3",
+                "--rerank_k",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     hits = _printed(capsys.readouterr().out)
     files = sorted(p for p in folder.rglob("*.png") if CACHE_DIR not in p.parts)
     assert len(files) == 6  # the nested image is found, the text file is not an image
@@ -89,8 +109,26 @@ def test_text_to_image_search_ranks_like_the_model(saved, capsys):
 
 def test_image_to_text_search_ranks_like_the_model(saved, capsys):
     image = saved["images"] / "red.png"
-    assert main(["search", "--model", str(saved["model"]), "--image", str(image), "--captions",
-                 str(saved["captions"]), "--top_k", "2", "--rerank_k", "5", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(saved["model"]),
+                "--image",
+                str(image),
+                "--captions",
+                str(saved["captions"]),
+                "--top_k",
+                "2",
+                "--rerank_k",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     hits = _printed(capsys.readouterr().out)
     texts = [f"a {colour} square" for colour in COLOURS]
     expected = _expected(saved["model"], [image], texts, rerank_k=5, top_k=2, text_query=False)
@@ -100,8 +138,26 @@ def test_image_to_text_search_ranks_like_the_model(saved, capsys):
 
 
 def test_without_reranking_the_order_is_by_similarity(saved, capsys):
-    assert main(["search", "--model", str(saved["model"]), "--images", str(saved["images"]), "--query", QUERY,
-                 "--top_k", "6", "--rerank_k", "0", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(saved["model"]),
+                "--images",
+                str(saved["images"]),
+                "--query",
+                QUERY,
+                "--top_k",
+                "6",
+                "--rerank_k",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     hits = _printed(capsys.readouterr().out)
     similarities = [float(h[3]) for h in hits]
     assert similarities == sorted(similarities, reverse=True) and {h[1] for h in hits} == {h[2] for h in hits} == {"-"}
@@ -159,6 +215,20 @@ def test_nearest_matches_brute_force_with_and_without_faiss(monkeypatch):
 
 
 def test_search_names_a_missing_folder(saved, capsys):
-    assert main(["search", "--model", str(saved["model"]), "--images", str(saved["root"] / "nope"), "--query", "x",
-                 "--device", "cpu"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                str(saved["model"]),
+                "--images",
+                str(saved["root"] / "nope"),
+                "--query",
+                "x",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "no such folder" in capsys.readouterr().err

@@ -13,11 +13,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
+from datasets import Dataset, Features, Sequence, Value
+from datasets import Image as ImageFeature
 from helpers_data import attach_vqa, make_imagefolder, prepare_vqa
 from PIL import Image
 
-from mmft.data import BadExamplePolicy, DataError, ImageTextCollator as VQACollator
+from mmft.data import BadExamplePolicy, DataError
+from mmft.data import ImageTextCollator as VQACollator
 from mmft.data.collator import decode_image
 from mmft.data.validation import validate_split
 from mmft.image_utils import ImageDataError, open_image
@@ -285,9 +287,13 @@ def test_checkpoint_vocabulary_mismatch_is_counted_or_refused(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mmft.data"):
         prepare_vqa(root, answers=["red", "blue", "circle"])
     message = " ".join(r.getMessage() for r in caplog.records)
-    assert ("the checkpoint knows 3 answers; the dataset's training split uses 4 distinct answers, 2 of them unknown "
-            "to the checkpoint (e.g. ['no', 'yes']); 12 of 24 training and 4 of 8 eval questions") in message
-    with pytest.raises(DataError, match=r"knows 2 answers.*4 of them unknown.*24 of 24 training.*Is this the checkpoint"):
+    assert (
+        "the checkpoint knows 3 answers; the dataset's training split uses 4 distinct answers, 2 of them unknown "
+        "to the checkpoint (e.g. ['no', 'yes']); 12 of 24 training and 4 of 8 eval questions"
+    ) in message
+    with pytest.raises(
+        DataError, match=r"knows 2 answers.*4 of them unknown.*24 of 24 training.*Is this the checkpoint"
+    ):
         prepare_vqa(root, answers=["circle", "square"])
 
 
@@ -301,7 +307,7 @@ def test_missing_column_is_a_schema_error_even_under_skip(tmp_path):
 def test_unknown_train_split_lists_the_available_ones(tmp_path):
     root = make_imagefolder(tmp_path / "d")
     with pytest.raises(DataError, match=r"no train split 'training'; available splits: \['test', 'train'\]"):
-        prepare_vqa(root, spec={'train_split': "training"})
+        prepare_vqa(root, spec={"train_split": "training"})
 
 
 def test_unknown_tower_name_says_what_a_name_may_be():
@@ -320,7 +326,9 @@ def test_skip_aborts_when_more_than_max_bad_fraction_is_bad(tmp_path):
         (root / "train" / f"{i}.png").write_bytes(b"")
     rejects = tmp_path / "rejects.jsonl"
     policy = BadExamplePolicy("skip", max_bad_fraction=0.1, rejects_file=str(rejects), source="d")
-    with pytest.raises(DataError, match=r"3 of 24 rows of split 'train' are bad \(12.5%\), more than --max_bad_fraction 0.1"):
+    with pytest.raises(
+        DataError, match=r"3 of 24 rows of split 'train' are bad \(12.5%\), more than --max_bad_fraction 0.1"
+    ):
         prepare_vqa(root, policy=policy)
     assert len(rejects.read_text().splitlines()) == 3  # the ledger is complete even when aborting
     policy = BadExamplePolicy("skip", max_bad_fraction=0.15, rejects_file=str(tmp_path / "r2.jsonl"), source="d")
@@ -335,8 +343,9 @@ def test_decode_time_skips_with_dataloader_workers_are_counted_once(tmp_path, pr
     policy = BadExamplePolicy("skip", max_bad_fraction=0.1, rejects_file=str(rejects), source="d")
     splits = prepare_vqa(root, policy=policy)
     attach_vqa(splits, processor, policy)
-    loader = torch.utils.data.DataLoader(splits.train, batch_size=8, num_workers=2,
-                                         collate_fn=VQACollator(processor.tokenizer))  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        splits.train, batch_size=8, num_workers=2, collate_fn=VQACollator(processor.tokenizer)
+    )
     for _ in range(2):  # two epochs: each bad row is met twice, listed once
         assert sum(batch["pixel_values"].shape[0] for batch in loader) == 37
     assert sorted(json.loads(line)["row"] for line in rejects.read_text().splitlines()) == [4, 17, 33]

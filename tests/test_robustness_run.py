@@ -39,16 +39,33 @@ class Batches(torch.utils.data.Dataset):
         self.fetched += 1
         poisoned = self.poison_from is not None and self.fetched > self.poison_from
         pixels = torch.full_like(self.pixels[i], float("nan")) if poisoned else self.pixels[i]
-        return {"pixel_values": pixels, "input_ids": self.ids[i], "attention_mask": torch.ones(6, dtype=torch.long),
-                "labels": torch.tensor(i % 4)}  # fmt: skip
+        return {
+            "pixel_values": pixels,
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones(6, dtype=torch.long),
+            "labels": torch.tensor(i % 4),
+        }
 
 
 def _trainer(output_dir: Path, data, callbacks=(), **args) -> Trainer:
-    options = dict(per_device_train_batch_size=2, max_steps=8, save_steps=2, logging_steps=1, report_to="none",
-                   use_cpu=True, dataloader_num_workers=0, seed=0, learning_rate=1e-3)  # fmt: skip
+    options = dict(
+        per_device_train_batch_size=2,
+        max_steps=8,
+        save_steps=2,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=0,
+        learning_rate=1e-3,
+    )
     options.update(args)
-    return Trainer(model=tiny_model(), args=TrainingArguments(str(output_dir), **options), train_dataset=data,
-                   callbacks=[*callbacks, NonFiniteLossGuard()])  # fmt: skip
+    return Trainer(
+        model=tiny_model(),
+        args=TrainingArguments(str(output_dir), **options),
+        train_dataset=data,
+        callbacks=[*callbacks, NonFiniteLossGuard()],
+    )
 
 
 def _finite(folder: Path) -> bool:
@@ -58,8 +75,11 @@ def _finite(folder: Path) -> bool:
 # -- NaN / inf loss -------------------------------------------------------------------------------------------------
 def test_huge_learning_rate_stops_at_the_first_non_finite_loss(tmp_path):
     trainer = _trainer(tmp_path, Batches(), learning_rate=1e9, save_steps=1)
-    with pytest.raises(NonFiniteLossError, match=r"training loss is (nan|-?inf) at step (\d+): stopped before this step "
-                       r"updated any weight") as caught:  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"training loss is (nan|-?inf) at step (\d+): stopped before this step "
+        r"updated any weight",
+    ) as caught:
         trainer.train()
     step = int(re.search(r"at step (\d+)", str(caught.value)).group(1))
     assert step == trainer.state.global_step + 1 and step < 8  # stopped early, at the step that went bad
@@ -114,11 +134,27 @@ def test_the_recipe_stops_at_a_nan_loss_and_writes_nothing_after_it(tmp_path, ti
 
     output_dir = tmp_path / "out"
     with pytest.raises(NonFiniteLossError) as caught:
-        run_in_process(output_dir, tiny_text_dir, make_imagefolder(tmp_path / "data"), "--learning_rate", "1e9",
-                       "--warmup_steps", "0", "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "1",
-                       "--per_device_train_batch_size", "4")  # fmt: skip
+        run_in_process(
+            output_dir,
+            tiny_text_dir,
+            make_imagefolder(tmp_path / "data"),
+            "--learning_rate",
+            "1e9",
+            "--warmup_steps",
+            "0",
+            "--max_steps",
+            "8",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+        )
     message = str(caught.value)
-    match = re.match(r"training loss is (nan|-?inf) at step (\d+): stopped before this step updated any weight", message)
+    match = re.match(
+        r"training loss is (nan|-?inf) at step (\d+): stopped before this step updated any weight", message
+    )
     assert match, message
     step = int(match.group(2))
     assert 1 < step < 8, message  # stopped early, after a first (finite) step whose checkpoint exists
@@ -166,8 +202,14 @@ def test_run_checks_output_dir_before_loading_anything(tmp_path):
 # -- --config presets -----------------------------------------------------------------------------------------------
 PRESETS = {
     "unknown_key": ("learning_rte: 0.1\n", r"unknown key\(s\) \['learning_rte'\]"),
-    "wrong_type": ("num_train_epochs: two\n", r"argument --num_train_epochs(/--num-train-epochs)?: invalid float value: 'two'"),
-    "wrong_choice": ("on_bad_example: ignore\n", r"argument --on_bad_example(/--on-bad-example)?: invalid choice: 'ignore' \(choose from 'raise', 'skip'\)"),
+    "wrong_type": (
+        "num_train_epochs: two\n",
+        r"argument --num_train_epochs(/--num-train-epochs)?: invalid float value: 'two'",
+    ),
+    "wrong_choice": (
+        "on_bad_example: ignore\n",
+        r"argument --on_bad_example(/--on-bad-example)?: invalid choice: 'ignore' \(choose from 'raise', 'skip'\)",
+    ),
     "not_a_mapping": ("- a\n- b\n", r"expected a mapping of flag names to values, got list"),
     "python_tag": ("x: !!python/object/apply:pathlib.Path.touch [MARKER]\n", r"not a valid YAML preset"),
     "removed_flag": ("max_question_length: 32\n", r"--max_question_length was removed; use --max_text_length"),
@@ -270,14 +312,14 @@ def test_source_rules_catch_each_unsafe_pattern(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "bad.py").write_text(
         "import pickle\nx = torch.load(path)\ny = yaml.load(text, Loader=yaml.Loader)\n"
-        "AutoModel.from_pretrained(name, trust_remote_code=True)\nkw = {'trust_remote_code': True}\nm.save_pretrained(d, safe_serialization=False)\n"
+        "AutoModel.from_pretrained(name, trust_remote_code=True)\nkw = {'trust_remote_code': True}\n"
+        "m.save_pretrained(d, safe_serialization=False)\n"
         "ok = torch.load(path, weights_only=True)\n"
     )
     hits = source_violations(tmp_path / "pkg")
     assert all(hits[rule] for rule in SOURCE_RULES), hits
     assert hits["trust_remote_code"] == ["pkg/bad.py:4", "pkg/bad.py:5"]
     assert "pkg/bad.py:7" not in hits["torch.load without weights_only=True"]  # the safe call is allowed
-
 
 
 @pytest.mark.e2e
@@ -290,12 +332,26 @@ def test_recipe_skips_corrupt_images_and_reports_the_exact_count(tmp_path, tiny_
     from test_e2e import run_here
 
     data = make_imagefolder(tmp_path / "data", n_train=40, n_test=10)
-    broken = {("train", 3): "zero_bytes", ("train", 11): "not_an_image", ("train", 20): "truncated",
-              ("eval", 4): "truncated"}  # fmt: skip
+    broken = {
+        ("train", 3): "zero_bytes",
+        ("train", 11): "not_an_image",
+        ("train", 20): "truncated",
+        ("eval", 4): "truncated",
+    }
     for (split, row), kind in broken.items():
         CORRUPTIONS[kind][0](data / ("train" if split == "train" else "test") / f"{row}.png")
-    run_here(tmp_path / "out", tiny_text_dir, "--dataset", str(data), "--on_bad_example", "skip",
-             "--max_bad_fraction", "0.1", "--dataloader_num_workers", "2")  # fmt: skip
+    run_here(
+        tmp_path / "out",
+        tiny_text_dir,
+        "--dataset",
+        str(data),
+        "--on_bad_example",
+        "skip",
+        "--max_bad_fraction",
+        "0.1",
+        "--dataloader_num_workers",
+        "2",
+    )
     assert "skipped rows (train: 3 of 40, eval: 1 of 10)" in capsys.readouterr().out
     listed = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert {(e["split"], e["row"]): e["stage"] for e in listed} == {
@@ -313,12 +369,26 @@ def test_nan_on_one_of_two_processes_stops_every_process_with_the_same_message(t
     import time
 
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(REPO / "tests" / "helpers_nan_worker.py"),
-               "--out", str(tmp_path)]  # fmt: skip
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "helpers_nan_worker.py"),
+        "--out",
+        str(tmp_path),
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO / "tests", env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=REPO / "tests",
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=150)
     except subprocess.TimeoutExpired:

@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from helpers_data import make_imagefolder
 from helpers_launch import StepRecorder, recipe_argv, save_tiny_text_tower
 
@@ -25,9 +24,25 @@ from mmft.training import run
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 ARGS = [
-    "--per_device_train_batch_size", "4", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
-    "--seed", "0", "--plots", "false", "--model_card", "false", "--throughput", "false", "--lora_text", "full",
-]  # fmt: skip
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    "4",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "2",
+    "--seed",
+    "0",
+    "--plots",
+    "false",
+    "--model_card",
+    "false",
+    "--throughput",
+    "false",
+    "--lora_text",
+    "full",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +90,9 @@ def _with_checkpoint(reference: Path, target: Path) -> Path:
 
 # -- the run fingerprint --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("data, differs", [("other answers, same count", "labels"), ("fewer answers", "labels")])
-def test_auto_refuses_the_checkpoint_of_another_run_naming_what_differs(data, differs, datasets, text_dir,
-                                                                        reference, tmp_path):  # fmt: skip
+def test_auto_refuses_the_checkpoint_of_another_run_naming_what_differs(
+    data, differs, datasets, text_dir, reference, tmp_path
+):
     output_dir = _with_checkpoint(reference, tmp_path / "out")
     with pytest.raises(ValueError, match="belongs to another run") as caught:
         run_vqa(output_dir, text_dir, datasets[data], "--resume_from_checkpoint", "auto")
@@ -88,8 +104,15 @@ def test_auto_refuses_the_checkpoint_of_another_run_naming_what_differs(data, di
 
 def test_overwrite_output_dir_starts_afresh_over_another_runs_checkpoints(datasets, text_dir, reference, tmp_path):
     output_dir = _with_checkpoint(reference, tmp_path / "out")
-    run_vqa(output_dir, text_dir, datasets["other answers, same count"], "--resume_from_checkpoint", "auto",
-            "--overwrite_output_dir", "true")  # fmt: skip
+    run_vqa(
+        output_dir,
+        text_dir,
+        datasets["other answers, same count"],
+        "--resume_from_checkpoint",
+        "auto",
+        "--overwrite_output_dir",
+        "true",
+    )
     state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2]  # trained from step 0 again
     config = json.loads((output_dir / "config.json").read_text())
@@ -103,8 +126,9 @@ def test_the_same_run_resumes(datasets, text_dir, reference, tmp_path, caplog):
     checkpoint = output_dir / "checkpoint-2"
     trained = StepRecorder()
     with caplog.at_level(logging.WARNING):
-        run_vqa(output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", str(checkpoint),
-                callbacks=[trained])  # fmt: skip
+        run_vqa(
+            output_dir, text_dir, datasets["original"], "--resume_from_checkpoint", str(checkpoint), callbacks=[trained]
+        )
     assert f"resuming from {checkpoint}" in caplog.text
     assert trained.steps == [3, 4]  # steps 1-2 were not trained again
     state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
@@ -128,11 +152,15 @@ def test_a_torn_last_ledger_line_is_ignored_and_never_glued_to(tmp_path):
 
 
 STALE = [  # what an older run in the same output_dir left: 6 of 24 train rows and 4 eval rows
-    *({"split": "train", "row": r, "file": f"{r}.png", "reason": "cannot read image", "stage": "validation"}
-      for r in range(6)),
-    *({"split": "eval", "row": r, "file": f"{r}.png", "reason": "cannot decode image", "stage": "decode"}
-      for r in range(4)),
-]  # fmt: skip
+    *(
+        {"split": "train", "row": r, "file": f"{r}.png", "reason": "cannot read image", "stage": "validation"}
+        for r in range(6)
+    ),
+    *(
+        {"split": "eval", "row": r, "file": f"{r}.png", "reason": "cannot decode image", "stage": "decode"}
+        for r in range(4)
+    ),
+]
 
 
 def test_an_older_runs_rejects_are_not_counted_by_a_fresh_start(datasets, text_dir, tmp_path):
@@ -140,8 +168,17 @@ def test_an_older_runs_rejects_are_not_counted_by_a_fresh_start(datasets, text_d
     output_dir.mkdir()
     (output_dir / "rejects.jsonl").write_text("".join(json.dumps(line) + "\n" for line in STALE))
     # `auto` finds no checkpoint: a fresh start, which must not inherit the ledger
-    metrics = run_vqa(output_dir, text_dir, datasets["original"], "--on_bad_example", "skip",
-                      "--max_bad_fraction", "0.1", "--resume_from_checkpoint", "auto")  # fmt: skip
+    metrics = run_vqa(
+        output_dir,
+        text_dir,
+        datasets["original"],
+        "--on_bad_example",
+        "skip",
+        "--max_bad_fraction",
+        "0.1",
+        "--resume_from_checkpoint",
+        "auto",
+    )
     assert metrics.get("test_excluded_bad_rows", 0) == 0
     assert not (output_dir / "rejects.jsonl").exists() or not (output_dir / "rejects.jsonl").read_text().strip()
 
@@ -151,7 +188,16 @@ def test_a_resumed_run_counts_only_its_own_rejects(datasets, text_dir, reference
     (output_dir / "rejects.jsonl").write_text(
         "".join(json.dumps(line) + "\n" for line in STALE) + '{"split": "eval", "row": 7, "fi'  # torn by a kill
     )
-    metrics = run_vqa(output_dir, text_dir, datasets["original"], "--on_bad_example", "skip",
-                      "--max_bad_fraction", "0.1", "--resume_from_checkpoint", "auto")  # fmt: skip
+    metrics = run_vqa(
+        output_dir,
+        text_dir,
+        datasets["original"],
+        "--on_bad_example",
+        "skip",
+        "--max_bad_fraction",
+        "0.1",
+        "--resume_from_checkpoint",
+        "auto",
+    )
     assert metrics.get("test_excluded_bad_rows", 0) == 0
     assert _ledger_lines(output_dir / "rejects.jsonl") == []  # the older run's lines and the torn one are gone

@@ -94,9 +94,13 @@ def _adapter_folder(tmp_path: Path) -> Path:
     tmp_path.mkdir(exist_ok=True)
     vision, text = _tower_folder(tmp_path / "vit", "vision"), _tower_folder(tmp_path / "bert", "text")
     model = mmft.MMFTForVisualQuestionAnswering.from_vision_text_pretrained(
-        vision=str(vision), text=str(text), labels=["yes", "no"], num_bridge_layers=1, hidden_size=32,
+        vision=str(vision),
+        text=str(text),
+        labels=["yes", "no"],
+        num_bridge_layers=1,
+        hidden_size=32,
         num_attention_heads=2,
-    )  # fmt: skip
+    )
     model = mmft.LoraPlan(vision="lora", text="lora", r=4).apply(model)
     processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=32)
     save_final(model, processor, tmp_path / "adapter", merged=False)

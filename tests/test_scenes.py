@@ -144,12 +144,18 @@ def test_captions_are_true_of_the_objects():
 
 
 def test_the_checker_catches_a_wrong_colour_size_or_count():
-    objects = [{"shape": "circle", "colour": "red", "size": "small", "x": 0.2, "y": 0.5},
-               {"shape": "star", "colour": "blue", "size": "large", "x": 0.8, "y": 0.2}]  # fmt: skip
+    objects = [
+        {"shape": "circle", "colour": "red", "size": "small", "x": 0.2, "y": 0.5},
+        {"shape": "star", "colour": "blue", "size": "large", "x": 0.8, "y": 0.2},
+    ]
     assert _wrong_claims("a tiny red disk is left of a big blue star", objects) == []
-    for false in ("a tiny red star is left of a big blue circle", "a big red disk is left of a big blue star",
-                  "three shapes: a small red circle and a big blue star", "the blue star is left of the red circle",
-                  "a small red circle on the left and a big green star at the top right"):  # fmt: skip
+    for false in (
+        "a tiny red star is left of a big blue circle",
+        "a big red disk is left of a big blue star",
+        "three shapes: a small red circle and a big blue star",
+        "the blue star is left of the red circle",
+        "a small red circle on the left and a big green star at the top right",
+    ):
         assert _wrong_claims(false, objects), false
 
 
@@ -194,8 +200,12 @@ def test_default_test_split_figures_and_speed_match_the_docs():
     seconds = time.process_time() - start
     assert seconds < 10, f"{seconds:.1f} s of CPU for 1,000 scenes"  # about 2.5 s on one core when measured
     figures = caption_statistics({"captions": [r["captions"] for r in rows], "objects": [r["objects"] for r in rows]})
-    stated = [f"{figures['unique_captions']:.1%} of test captions are unique", f"{figures['unique_content']:.1%}",
-              f"vocabulary {figures['vocabulary_size']} words", f"{figures['mean_words']:.1f} words"]  # fmt: skip
+    stated = [
+        f"{figures['unique_captions']:.1%} of test captions are unique",
+        f"{figures['unique_content']:.1%}",
+        f"vocabulary {figures['vocabulary_size']} words",
+        f"{figures['mean_words']:.1f} words",
+    ]
     docs = (ROOT / "docs" / "scenes.md").read_text(encoding="utf-8")
     for text in stated:
         assert text in docs and text in scenes.__doc__, text

@@ -60,8 +60,9 @@ def test_processes_read_every_row_exactly_once(tmp_path, processor, n_shards):
     for rank in range(2):
         data.train.split_by_node(rank, 2)
         seen.append(_keys(data.train))
-    assert Counter(seen[0] + seen[1]) == Counter({f"train-{s:05d}.tar/s{s}_{i}": 1 for s in range(n_shards)
-                                                  for i in range(6)})  # fmt: skip
+    assert Counter(seen[0] + seen[1]) == Counter(
+        {f"train-{s:05d}.tar/s{s}_{i}": 1 for s in range(n_shards) for i in range(6)}
+    )
     if n_shards == 4:
         assert {k.split("/")[0] for k in seen[0]} == {"train-00000.tar", "train-00002.tar"}
     # negative control: without the split, both processes read everything
@@ -116,8 +117,10 @@ def test_skip_records_streamed_rows_and_goes_on(tmp_path, processor):
     keys = _keys(_stream(root, processor, policy).train)
     assert set(keys) == KEYS - {"train-00001.tar/s1_2", "train-00002.tar/s2_3"}
     ledger = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert {(r["row"], r["stage"]) for r in ledger} == {("train-00001.tar/s1_2", "stream"),
-                                                        ("train-00002.tar/s2_3", "stream")}  # fmt: skip
+    assert {(r["row"], r["stage"]) for r in ledger} == {
+        ("train-00001.tar/s1_2", "stream"),
+        ("train-00002.tar/s2_3", "stream"),
+    }
 
 
 def test_max_bad_fraction_judges_the_rows_a_process_has_read(tmp_path, processor):
@@ -147,9 +150,8 @@ def test_imagefolder_streams_through_load_dataset(tmp_path, processor):
 
 
 def test_classification_label_outside_the_head_vocabulary_is_a_bad_row(tmp_path, processor):
-    from mmft.tasks.classification import ClassificationArguments, ClassificationTask
-
     from mmft.data import SourceSpec
+    from mmft.tasks.classification import ClassificationArguments, ClassificationTask
 
     make_imagefolder(tmp_path / "d")
     for split in ("train", "test"):  # VQA rows as (text, label) rows; training rows 20-23 get a new label

@@ -32,8 +32,20 @@ from helpers_stream_recipe import main as stream_recipe
 
 pytestmark = pytest.mark.e2e
 SCRIPT = REPO / "tests" / "helpers_stream_recipe.py"
-COMMON = ["--streaming", "true", "--lora_vision", "full", "--lora_text", "frozen", "--hidden_dropout", "0",
-          "--seed", "0", "--save_strategy", "steps"]  # fmt: skip
+COMMON = [
+    "--streaming",
+    "true",
+    "--lora_vision",
+    "full",
+    "--lora_text",
+    "frozen",
+    "--hidden_dropout",
+    "0",
+    "--seed",
+    "0",
+    "--save_strategy",
+    "steps",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +90,11 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_th
     data = make_webdataset(tmp_path / "wds", n_shards=6, rows_per_shard=4)
     reference, resumed, restarted = tmp_path / "reference", tmp_path / "resumed", tmp_path / "restarted"
     # One launch: the uninterrupted reference run, then the run that is killed after its 9th step.
-    reference_then_killed = [*recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT), RUN_SEPARATOR,
-                             *recipe_argv(resumed, text_tower, data, *RESUME)]  # fmt: skip
+    reference_then_killed = [
+        *recipe_command(reference, text_tower, data, *RESUME, script=SCRIPT),
+        RUN_SEPARATOR,
+        *recipe_argv(resumed, text_tower, data, *RESUME),
+    ]
     kill_when(reference_then_killed, tmp_path / "killed.log", when_run(1, lambda printed: logged_steps(printed) >= 9))
     expected = _batches(reference)
     assert len(expected) == STEPS + 1  # 10 trained + the one the loader had fetched ahead when training stopped
@@ -91,8 +106,11 @@ def test_killed_run_resumes_at_the_right_sample(text_tower, tmp_path, one_cpu_th
     # The resumed run, then (after it, so it cannot touch it) the negative control: the same checkpoint resumed
     # without its stream state starts the stream from the beginning. Both in this process, on one thread.
     stream_recipe(recipe_argv(resumed, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto"))
-    stream_recipe(recipe_argv(restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto",
-                              "--ignore_data_skip", "true"))  # fmt: skip
+    stream_recipe(
+        recipe_argv(
+            restarted, text_tower, data, *RESUME, "--resume_from_checkpoint", "auto", "--ignore_data_skip", "true"
+        )
+    )
     assert _batches(resumed) == expected[8:], "the resumed run did not continue at batch 9"
     ours, theirs = weights(resumed / "model.safetensors"), weights(reference / "model.safetensors")
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs), "resumed weights differ from the reference"

@@ -24,7 +24,9 @@ from mmft.tasks.classification import ClassificationArguments, ClassificationTas
 LABELS = ["false", "true"]
 
 
-def tiny_classifier(vision: str = "timm_vit", bridge: str = "co_attention", **overrides) -> MMFTForImageTextClassification:
+def tiny_classifier(
+    vision: str = "timm_vit", bridge: str = "co_attention", **overrides
+) -> MMFTForImageTextClassification:
     torch.manual_seed(0)
     options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, labels=LABELS)
     return MMFTForImageTextClassification.from_vision_text_pretrained(
@@ -34,10 +36,17 @@ def tiny_classifier(vision: str = "timm_vit", bridge: str = "co_attention", **ov
 
 def _batch(tokenizer, n: int = 8) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    text = tokenizer(["there is a red circle", "the shape is blue"] * (n // 2), padding=True, return_tensors="pt",
-                     return_token_type_ids=False)  # fmt: skip
-    return {"pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator), **text,
-            "labels": torch.tensor([0, 1] * (n // 2))}  # fmt: skip
+    text = tokenizer(
+        ["there is a red circle", "the shape is blue"] * (n // 2),
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
+    return {
+        "pixel_values": torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        **text,
+        "labels": torch.tensor([0, 1] * (n // 2)),
+    }
 
 
 def head_trains(model_factory, plan: LoraPlan, batch) -> bool:
@@ -56,8 +65,11 @@ class FrozenHeadClassifier(MMFTForImageTextClassification):
         return [name for name in super().trained_module_names() if name != "classifier"]
 
 
-@pytest.mark.parametrize("plan", [LoraPlan(vision="lora", text="frozen"), LoraPlan(vision="frozen", text="lora")],
-                         ids=["lora_vision", "lora_text"])  # fmt: skip
+@pytest.mark.parametrize(
+    "plan",
+    [LoraPlan(vision="lora", text="frozen"), LoraPlan(vision="frozen", text="lora")],
+    ids=["lora_vision", "lora_text"],
+)
 def test_classification_head_trains_under_a_lora_plan_on_either_tower(plan, tokenizer):
     batch = _batch(tokenizer)
     assert head_trains(tiny_classifier, plan, batch)
@@ -67,8 +79,12 @@ def test_classification_head_trains_under_a_lora_plan_on_either_tower(plan, toke
 
 def test_trained_modules_are_everything_but_the_towers():
     assert tiny_classifier().trained_module_names() == [
-        "mmft.vision_projection", "mmft.text_projection", "mmft.modality_embeddings", "mmft.bridge", "classifier",
-    ]  # fmt: skip
+        "mmft.vision_projection",
+        "mmft.text_projection",
+        "mmft.modality_embeddings",
+        "mmft.bridge",
+        "classifier",
+    ]
 
 
 def test_a_loose_parameter_beside_a_tower_is_refused():
@@ -94,9 +110,7 @@ class MeanPoolBridge(mmft.Bridge):
         super().__init__(config)
         self.mix = torch.nn.Linear(2 * config.hidden_size, 2 * config.hidden_size)
 
-    def forward(
-        self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False
-    ):
+    def forward(self, text_states, image_states, text_mask=None, output_attentions=False, output_hidden_states=False):
         pooled = torch.cat([text_states.mean(1), image_states.mean(1)], dim=-1)
         return mmft.BridgeOutput(text_states, image_states, self.mix(pooled))
 
@@ -109,8 +123,16 @@ def test_a_bridge_registered_from_a_test_file_trains_with_the_throughput_callbac
         model = tiny_classifier(bridge=name)
         batch = _batch(tokenizer)
         rows = [{k: v[i] for k, v in batch.items()} for i in range(8)]
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, logging_steps=2,
-                                 report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)  # fmt: skip
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            logging_steps=2,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            disable_tqdm=True,
+        )
         trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[ThroughputCallback()])
         trainer.train()
         logged = [row for row in trainer.state.log_history if "perf/flops_per_step" in row]
@@ -139,14 +161,18 @@ def _write_rows(folder, rows, fmt: str = "imagefolder"):
                 for row in split_rows:
                     handle.write(json.dumps({"file_name": row["file"], "text": row["text"], **row["target"]}) + "\n")
         else:
-            lines = ["image,text,label"] + [f"images/{r['file']},{r['text']},{r['target']['label']}" for r in split_rows]
+            lines = ["image,text,label"] + [
+                f"images/{r['file']},{r['text']},{r['target']['label']}" for r in split_rows
+            ]
             (folder / f"{split}.csv").write_text("\n".join(lines) + "\n")
     return folder
 
 
 def _rows(n: int, target) -> list[dict]:
-    return [{"file": f"{i}.png", "text": f"statement {i}", "colour": ("red", "blue")[i % 2], "target": target(i)}
-            for i in range(n)]  # fmt: skip
+    return [
+        {"file": f"{i}.png", "text": f"statement {i}", "colour": ("red", "blue")[i % 2], "target": target(i)}
+        for i in range(n)
+    ]
 
 
 def _prepare(root, **args):
@@ -162,8 +188,10 @@ def test_single_label_imagefolder_and_csv_tables_give_the_same_labels(tmp_path):
 
 
 def test_multi_label_rows_are_multi_hot_and_class_weights_balance(tmp_path, tokenizer):
-    rows = {"train": _rows(4, lambda i: {"labels": [["cat"], ["cat", "dog"], ["dog", "bird"], ["cat"]][i]}),
-            "test": _rows(2, lambda i: {"labels": ["dog"]})}  # fmt: skip
+    rows = {
+        "train": _rows(4, lambda i: {"labels": [["cat"], ["cat", "dog"], ["dog", "bird"], ["cat"]][i]}),
+        "test": _rows(2, lambda i: {"labels": ["dog"]}),
+    }
     data = _prepare(_write_rows(tmp_path / "d", rows), class_weights="balanced")
     assert data.labels == ["bird", "cat", "dog"] and data.info["multi_label"]
     assert data.info["class_weights"] == pytest.approx([3 / 1, 1 / 3, 2 / 2])  # negatives / positives per label
@@ -199,15 +227,22 @@ def test_class_weights_flag_weights_the_loss_as_torch_does_on_the_models_logits(
 
 
 def test_an_eval_label_training_never_saw_is_a_clear_error(tmp_path):
-    rows = {"train": _rows(4, lambda i: {"label": ("yes", "no")[i % 2]}),
-            "test": _rows(3, lambda i: {"label": ("yes", "maybe", "no")[i]})}  # fmt: skip
-    with pytest.raises(DataError, match=r"split 'eval': 1 row\(s\) have labels that the training split does not have "
-                                        r"\(row 1: \['maybe'\]\)\. Known labels: \['no', 'yes'\]"):  # fmt: skip
+    rows = {
+        "train": _rows(4, lambda i: {"label": ("yes", "no")[i % 2]}),
+        "test": _rows(3, lambda i: {"label": ("yes", "maybe", "no")[i]}),
+    }
+    with pytest.raises(
+        DataError,
+        match=r"split 'eval': 1 row\(s\) have labels that the training split does not have "
+        r"\(row 1: \['maybe'\]\)\. Known labels: \['no', 'yes'\]",
+    ):
         _prepare(_write_rows(tmp_path / "d", rows))
 
 
-@pytest.mark.parametrize("record, message", [({"text": "x"}, r"line 1: missing field 'labels' or 'label'"),
-                                             ({"label": "a"}, r"line 1: missing field 'text'")])  # fmt: skip
+@pytest.mark.parametrize(
+    "record, message",
+    [({"text": "x"}, r"line 1: missing field 'labels' or 'label'"), ({"label": "a"}, r"line 1: missing field 'text'")],
+)
 def test_missing_fields_name_the_file_and_line(tmp_path, record, message):
     rows = {"train": _rows(2, lambda i: {"label": "a"}), "test": _rows(2, lambda i: {"label": "a"})}
     root = _write_rows(tmp_path / "d", rows)
@@ -245,8 +280,13 @@ def test_a_preset_extends_its_base_and_overrides_it(tmp_path):
 
 
 def test_naming_another_tower_drops_the_presets_keys_for_the_old_one(caplog):
-    preset = {"vision_model": "timm:resnet10t", "vision_model_args": {"features_only": True}, "image_size": 64,
-              "text_model": "minilm", "text_model_args": {"hidden_dropout_prob": 0.0}}  # fmt: skip
+    preset = {
+        "vision_model": "timm:resnet10t",
+        "vision_model_args": {"features_only": True},
+        "image_size": 64,
+        "text_model": "minilm",
+        "text_model_args": {"hidden_dropout_prob": 0.0},
+    }
     with caplog.at_level(logging.WARNING, logger="mmft"):
         kept = drop_other_towers_keys(preset, ["--vision_model", "timm/vit_base_patch16_224"], "easy_vqa.yaml")
     assert "vision_model_args" not in kept and "image_size" not in kept and kept["text_model_args"]

@@ -23,6 +23,7 @@ def ten_answers(prediction: str, matches: int) -> list[str]:
 
 # --- leave-one-out scoring -------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("matches", "expected"),
     [
@@ -79,24 +80,25 @@ def test_references_are_normalised_too() -> None:
 
 # --- normalisation -----------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("Two", "2"),              # number word -> digit, after lowercasing
+        ("Two", "2"),  # number word -> digit, after lowercasing
         ("none", "0"),
-        ("the dog", "dog"),        # article removed
+        ("the dog", "dog"),  # article removed
         ("a dog and an apple", "dog and apple"),
-        ("yes.", "yes"),           # trailing period removed
-        ("dont", "don't"),         # contraction restored
-        ("don't", "don't"),        # already canonical: unchanged
+        ("yes.", "yes"),  # trailing period removed
+        ("dont", "don't"),  # contraction restored
+        ("don't", "don't"),  # already canonical: unchanged
         ("whats", "what's"),
-        ("1,000", "1000"),         # comma between digits dropped, not spaced
-        ("2.5", "2.5"),            # decimal point kept (a digit follows it)
-        ("red!", "red"),           # glued "!" -> space -> stripped away
-        ("t-shirt", "t shirt"),    # glued punctuation inside a word -> space
+        ("1,000", "1000"),  # comma between digits dropped, not spaced
+        ("2.5", "2.5"),  # decimal point kept (a digit follows it)
+        ("red!", "red"),  # glued "!" -> space -> stripped away
+        ("t-shirt", "t shirt"),  # glued punctuation inside a word -> space
         ("yes, it is", "yes it is"),  # punctuation next to a space -> deleted
         ("  Blue\tand\nwhite ", "blue and white"),  # tab/newline -> space
-        ("its", "its"),            # possessive must not become "it's"
+        ("its", "its"),  # possessive must not become "it's"
     ],
 )
 def test_normalize_answer(raw: str, expected: str) -> None:
@@ -106,8 +108,12 @@ def test_normalize_answer(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("prediction", "reference"),
     [
-        ("Two", "2"), ("the dog", "dog"), ("yes.", "yes"),
-        ("dont", "don't"), ("1,000", "1000"), ("red!", "red"),
+        ("Two", "2"),
+        ("the dog", "dog"),
+        ("yes.", "yes"),
+        ("dont", "don't"),
+        ("1,000", "1000"),
+        ("red!", "red"),
     ],
 )
 def test_normalised_variants_match(prediction: str, reference: str) -> None:
@@ -120,6 +126,7 @@ def test_contraction_table_is_reasonably_complete() -> None:
 
 
 # --- aggregation -------------------------------------------------------------
+
 
 def test_mean_and_per_type_accuracy() -> None:
     predictions = ["yes", "no", "2"]
@@ -160,6 +167,7 @@ def test_bare_string_reference_is_rejected() -> None:
 
 
 # --- evaluate integration -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def metric():

@@ -105,10 +105,14 @@ def load_caption_json(files: CaptionDataArguments) -> DatasetDict:
     image_dir = Path(files.image_dir)
     data = _read_json(files.captions_file)
     if "annotations" not in data:  # Karpathy: one file, a split per image
-        return DatasetDict({split: _dataset(rows) for split, rows in _karpathy(data, files.captions_file, image_dir).items()})
+        return DatasetDict(
+            {split: _dataset(rows) for split, rows in _karpathy(data, files.captions_file, image_dir).items()}
+        )
     splits = {"train": _dataset(_coco(data, files.captions_file, image_dir))}
     if files.eval_captions_file:
-        splits["validation"] = _dataset(_coco(_read_json(files.eval_captions_file), files.eval_captions_file, image_dir))
+        splits["validation"] = _dataset(
+            _coco(_read_json(files.eval_captions_file), files.eval_captions_file, image_dir)
+        )
     return DatasetDict(splits)
 
 

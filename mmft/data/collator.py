@@ -9,7 +9,8 @@ stay aligned with the references, and is left out of the metric (see `excluded_e
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image as PILImage
@@ -68,7 +69,9 @@ class ImageTextTransform:
         except DataError as error:
             if self.policy is None or self.policy.mode == "raise" or row is None:
                 raise
-            self.policy.handle(BadExample(self.split, row, image_source(image)[1], str(error.__cause__ or error), "decode"))
+            self.policy.handle(
+                BadExample(self.split, row, image_source(image)[1], str(error.__cause__ or error), "decode")
+            )
             return PILImage.new("RGB", (8, 8)), True
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -117,9 +120,13 @@ class ImageTextCollator:
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_token_type_ids=False,
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_token_type_ids=False,
             return_tensors="pt",
-        )  # fmt: skip
+        )
         self.truncation.check(self.tokenizer, texts, encoded["attention_mask"])
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

@@ -10,8 +10,9 @@ messages are driven by them, so a new task never touches the data code. Three ki
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Sequence, Value
 

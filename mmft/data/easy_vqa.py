@@ -40,5 +40,8 @@ def load_easy_vqa() -> DatasetDict:
         raise ImportError("the easy_vqa dataset needs the package: pip install easy-vqa") from error
     # from_generator caches the Arrow table under the datasets cache, keyed by the generator and its arguments.
     return DatasetDict(
-        {split: Dataset.from_generator(_rows, gen_kwargs={"split": split}, features=FEATURES) for split in ("train", "test")}
+        {
+            split: Dataset.from_generator(_rows, gen_kwargs={"split": split}, features=FEATURES)
+            for split in ("train", "test")
+        }
     )

@@ -19,8 +19,9 @@ from .easy_vqa import _COLOURS
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLOURS = tuple(sorted(_COLOURS))
-FEATURES = Features({"image": Image(), "text": Value("string"), "labels": Sequence(Value("string")),
-                     "statement_type": Value("string")})  # fmt: skip
+FEATURES = Features(
+    {"image": Image(), "text": Value("string"), "labels": Sequence(Value("string")), "statement_type": Value("string")}
+)
 
 # (question pattern, statement template); {0} is the pattern's group, {answer} the (true or false) answer.
 YES_NO = (
@@ -72,7 +73,9 @@ def _rows(split: str, seed: int = 0):
     by_label = {label: [i for i, row in enumerate(rows) if row[2] == label] for label in ("true", "false")}
     keep = min(len(positions) for positions in by_label.values())
     rng = np.random.default_rng([seed, int(train), 1 << 20])
-    kept = sorted(p for positions in by_label.values() for p in rng.choice(positions, size=keep, replace=False).tolist())
+    kept = sorted(
+        p for positions in by_label.values() for p in rng.choice(positions, size=keep, replace=False).tolist()
+    )
     for image, text, label, kind in (rows[i] for i in kept):
         yield {"image": image, "text": text, "labels": [label], "statement_type": kind}
 
@@ -83,10 +86,12 @@ def load_easy_vqa_entailment(seed: int = 0) -> DatasetDict:
         import easy_vqa  # noqa: F401
     except ImportError as error:
         raise ImportError("the easy_vqa_entailment dataset needs the package: pip install easy-vqa") from error
-    return DatasetDict({
-        split: Dataset.from_generator(_rows, gen_kwargs={"split": split, "seed": seed}, features=FEATURES)
-        for split in ("train", "test")
-    })  # fmt: skip
+    return DatasetDict(
+        {
+            split: Dataset.from_generator(_rows, gen_kwargs={"split": split, "seed": seed}, features=FEATURES)
+            for split in ("train", "test")
+        }
+    )
 
 
 __all__ = ["load_easy_vqa_entailment", "statement"]

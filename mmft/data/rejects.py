@@ -45,7 +45,8 @@ class BadExample:
 
 @dataclass
 class BadExamplePolicy:
-    """What to do with a bad row. Picklable (a mode, a threshold and a file path), so it travels to DataLoader workers."""
+    """What to do with a bad row. Picklable (a mode, a threshold and a file path), so it travels to DataLoader
+    workers."""
 
     mode: str = "raise"
     max_bad_fraction: float = 0.05

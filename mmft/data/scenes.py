@@ -79,13 +79,17 @@ def _cross(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
 # A shape is its outline: centre and half-extent (pixels) -> polygon vertices within the box centre +/- r.
 SHAPES = {
     "circle": lambda cx, cy, r: _ring(cx, cy, [r] * 48),
-    "square": lambda cx, cy, r: [(cx - 0.85 * r, cy - 0.85 * r), (cx + 0.85 * r, cy - 0.85 * r),
-                                 (cx + 0.85 * r, cy + 0.85 * r), (cx - 0.85 * r, cy + 0.85 * r)],
+    "square": lambda cx, cy, r: [
+        (cx - 0.85 * r, cy - 0.85 * r),
+        (cx + 0.85 * r, cy - 0.85 * r),
+        (cx + 0.85 * r, cy + 0.85 * r),
+        (cx - 0.85 * r, cy + 0.85 * r),
+    ],
     "triangle": lambda cx, cy, r: _ring(cx, cy + 0.25 * r, [r] * 3),
     "star": lambda cx, cy, r: _ring(cx, cy + 0.1 * r, [r, 0.45 * r] * 5),
     "diamond": lambda cx, cy, r: [(cx, cy - r), (cx + 0.7 * r, cy), (cx, cy + r), (cx - 0.7 * r, cy)],
     "cross": _cross,
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -312,10 +316,18 @@ def load_scenes(
     return DatasetDict(
         {
             split: Dataset.from_generator(
-                _rows, features=FEATURES, split=split,
-                gen_kwargs=dict(split=split, num_rows=count, seed=seed, image_size=image_size,
-                                captions_per_image=captions_per_image, version=VERSION),
-            )  # fmt: skip
+                _rows,
+                features=FEATURES,
+                split=split,
+                gen_kwargs=dict(
+                    split=split,
+                    num_rows=count,
+                    seed=seed,
+                    image_size=image_size,
+                    captions_per_image=captions_per_image,
+                    version=VERSION,
+                ),
+            )
             for split, count in counts.items()
         }
     )

@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Image, load_dataset
 
@@ -39,26 +40,36 @@ class SourceSpec:
 
     dataset: str | None = field(
         default=None,
-        metadata={"help": "a name the task knows (e.g. easy_vqa), a local folder (imagefolder or <split>.jsonl/.csv "
-                  "tables), or a Hub dataset id; default: the task's offline dataset"},
-    )  # fmt: skip
+        metadata={
+            "help": "a name the task knows (e.g. easy_vqa), a local folder (imagefolder or <split>.jsonl/.csv "
+            "tables), or a Hub dataset id; default: the task's offline dataset"
+        },
+    )
     train_split: str = "train"
     eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
     image_column: str = field(default="image", metadata={"help": "the image column of a Hub dataset or table"})
     streaming: bool = field(
         default=False,
-        metadata={"help": "read training rows as a stream (Hub ids, parquet/arrow folders, WebDataset "
-                  "<split>-*.tar shards, the task's named datasets): nothing is downloaded or cached whole, each "
-                  "process reads its own shards; needs --max_steps (see docs/streaming.md)"},
-    )  # fmt: skip
+        metadata={
+            "help": "read training rows as a stream (Hub ids, parquet/arrow folders, WebDataset "
+            "<split>-*.tar shards, the task's named datasets): nothing is downloaded or cached whole, each "
+            "process reads its own shards; needs --max_steps (see docs/streaming.md)"
+        },
+    )
     streaming_head_rows: int = field(
-        default=10000, metadata={"help": "with --streaming: training rows read first to fix the label/answer "
-                                 "vocabulary (--class_names or a checkpoint's labels fix it instead)"},
-    )  # fmt: skip
+        default=10000,
+        metadata={
+            "help": "with --streaming: training rows read first to fix the label/answer "
+            "vocabulary (--class_names or a checkpoint's labels fix it instead)"
+        },
+    )
     streaming_shuffle_buffer: int = field(
-        default=0, metadata={"help": "with --streaming: shuffle rows through a buffer of this many per process (0: "
-                             "shard order only; a resumed run loses the rows that sat in the buffer)"},
-    )  # fmt: skip
+        default=0,
+        metadata={
+            "help": "with --streaming: shuffle rows through a buffer of this many per process (0: "
+            "shard order only; a resumed run loses the rows that sat in the buffer)"
+        },
+    )
 
 
 # A named reader: (spec, the task's arguments) -> DatasetDict with `image` and the task's canonical columns.
@@ -114,8 +125,9 @@ def _pick(record: dict, keys: tuple[str, ...]) -> tuple[str | None, Any]:
     return None, None
 
 
-def read_table(path: Path, base: Path, columns: tuple[Column, ...], column_map: dict[str, str],
-               image_keys: tuple[str, ...]) -> Dataset:  # fmt: skip
+def read_table(
+    path: Path, base: Path, columns: tuple[Column, ...], column_map: dict[str, str], image_keys: tuple[str, ...]
+) -> Dataset:
     """A table of rows (JSON lines or CSV) naming image files relative to `base`, as a dataset of canonical rows."""
     rows: dict[str, list] = {"image": [], **{c.name: [] for c in columns}}
     for line_number, record in read_records(path):
@@ -181,8 +193,9 @@ def load_local(root: Path, columns: tuple[Column, ...], column_map: dict[str, st
 
 
 # -- Hub (and anything load_dataset reads) --------------------------------------------------------------------------
-def source_columns(names: list[str], spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str],
-                   split: str) -> dict[str, str]:  # fmt: skip
+def source_columns(
+    names: list[str], spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str], split: str
+) -> dict[str, str]:
     """{canonical column: source column} of a split with columns `names`: an explicit mapping, else the first
     accepted key the split has; a `DataError` naming the flags when one is missing."""
     flags = {"image": "image_column", **{c.name: c.flag_name for c in columns}}
@@ -207,13 +220,17 @@ class CanonicalRows:
         self.by_column = {c.name: c for c in columns}
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        out = {name: [self.by_column[name].canonical(v) for v in batch[source]]
-               for name, source in self.wanted.items() if name != "image"}  # fmt: skip
+        out = {
+            name: [self.by_column[name].canonical(v) for v in batch[source]]
+            for name, source in self.wanted.items()
+            if name != "image"
+        }
         return {"image": batch[self.wanted["image"]], **out, **{k: batch[k] for k in self.keep if k in batch}}
 
 
-def load_hub(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str],
-             keep: tuple[str, ...] = ()) -> DatasetDict:  # fmt: skip
+def load_hub(
+    spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str], keep: tuple[str, ...] = ()
+) -> DatasetDict:
     """A `load_dataset` dataset, its columns renamed to the canonical ones and their values made canonical."""
     loaded = load_dataset(spec.dataset)
     renamed = {}
@@ -222,8 +239,12 @@ def load_hub(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str
         data = data.select_columns([*dict.fromkeys(wanted.values()), *(k for k in keep if k in data.column_names)])
         features = features_of(columns, {k: data.features[k] for k in keep if k in data.column_names})
         data = data.cast_column(spec.image_column, Image(decode=False))
-        renamed[split] = data.map(CanonicalRows(wanted, columns, keep), batched=True, remove_columns=data.column_names,
-                                  features=_undecoded(features))  # fmt: skip
+        renamed[split] = data.map(
+            CanonicalRows(wanted, columns, keep),
+            batched=True,
+            remove_columns=data.column_names,
+            features=_undecoded(features),
+        )
         renamed[split] = renamed[split].cast_column("image", Image())
     return DatasetDict(renamed)
 
@@ -233,9 +254,13 @@ def _undecoded(features: Features) -> Features:
 
 
 # -- entry point ----------------------------------------------------------------------------------------------------
-def load_splits(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str] | None = None,
-                named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
-                keep: tuple[str, ...] = ()) -> tuple[Dataset, Dataset]:  # fmt: skip
+def load_splits(
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str] | None = None,
+    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+    keep: tuple[str, ...] = (),
+) -> tuple[Dataset, Dataset]:
     """(train, eval) splits of `spec.dataset`: a name in `named`, a local imagefolder / table folder, or anything
     `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g. `question_type`)."""
     column_map = column_map or {}
@@ -267,5 +292,17 @@ def choose_splits(spec: SourceSpec, available) -> tuple[str, str]:
     return spec.train_split, eval_split
 
 
-__all__ = ["CanonicalRows", "DataError", "EVAL_SPLIT_NAMES", "SourceSpec", "choose_splits", "features_of", "load_hub", "load_local",
-           "load_splits", "read_records", "read_table", "source_columns"]  # fmt: skip
+__all__ = [
+    "CanonicalRows",
+    "DataError",
+    "EVAL_SPLIT_NAMES",
+    "SourceSpec",
+    "choose_splits",
+    "features_of",
+    "load_hub",
+    "load_local",
+    "load_splits",
+    "read_records",
+    "read_table",
+    "source_columns",
+]

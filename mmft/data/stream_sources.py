@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from datasets import DatasetDict, Features, Image, IterableDataset, Value, load_dataset
 
@@ -62,21 +62,32 @@ def _webdataset_streams(root: Path, shards: dict[str, list[str]], image_column: 
         features = stream.features or {}
         image_fields = tuple(f for f in (image_column, *IMAGE_EXTENSIONS) if isinstance(features.get(f), Image))
         if not image_fields:
-            raise DataError(f"{root}, split {split!r}: the shards hold no image files ({', '.join(IMAGE_EXTENSIONS)}); "
-                            f"fields are {sorted(features)}")  # fmt: skip
+            raise DataError(
+                f"{root}, split {split!r}: the shards hold no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+                f"fields are {sorted(features)}"
+            )
         if not isinstance(features.get("json"), dict):
-            raise DataError(f"{root}, split {split!r}: the shards hold no <key>.json files with the row's columns; "
-                            f"fields are {sorted(features)}")  # fmt: skip
+            raise DataError(
+                f"{root}, split {split!r}: the shards hold no <key>.json files with the row's columns; "
+                f"fields are {sorted(features)}"
+            )
         for field in image_fields:
             stream = stream.cast_column(field, Image(decode=False))
         flat = {**features["json"], image_column: Image(decode=False), ROW: Value("string")}
-        streams[split] = stream.map(WebDatasetRows(image_fields, image_column), remove_columns=list(features),
-                                    features=Features(flat))  # fmt: skip
+        streams[split] = stream.map(
+            WebDatasetRows(image_fields, image_column), remove_columns=list(features), features=Features(flat)
+        )
     return streams
 
 
-def canonical_stream(stream: IterableDataset, spec: SourceSpec, columns: tuple[Column, ...],
-                     column_map: dict[str, str], keep: tuple[str, ...], split: str) -> IterableDataset:  # fmt: skip
+def canonical_stream(
+    stream: IterableDataset,
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str],
+    keep: tuple[str, ...],
+    split: str,
+) -> IterableDataset:
     """A stream's columns renamed to the canonical ones and their values made canonical, on the fly."""
     names = list(stream.features or {})
     if not names:
@@ -98,17 +109,23 @@ def _named_streams(splits: DatasetDict) -> dict[str, IterableDataset]:
     return streams
 
 
-def open_streams(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str] | None = None,
-                 named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
-                 keep: tuple[str, ...] = ()) -> dict[str, IterableDataset]:  # fmt: skip
+def open_streams(
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str] | None = None,
+    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+    keep: tuple[str, ...] = (),
+) -> dict[str, IterableDataset]:
     """{split: stream of canonical rows (undecoded `image`, the task's columns, `keep` and `row` where present)}."""
     column_map, named = column_map or {}, named or {}
     if spec.dataset in named:  # already canonical, with every row in the Arrow cache
         return _named_streams(named[spec.dataset](spec))
     root = Path(spec.dataset) if spec.dataset else None
     if root is not None and root.is_file():
-        raise DataError(f"--dataset {spec.dataset} is a file; with --streaming pass a folder of <split>-*.tar "
-                        "WebDataset shards or parquet/arrow files, or a Hub dataset id")  # fmt: skip
+        raise DataError(
+            f"--dataset {spec.dataset} is a file; with --streaming pass a folder of <split>-*.tar "
+            "WebDataset shards or parquet/arrow files, or a Hub dataset id"
+        )
     shards = webdataset_shards(root) if root is not None and root.is_dir() else {}
     if shards:
         raw = _webdataset_streams(root, shards, spec.image_column)

@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from itertools import islice
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset
@@ -56,9 +57,14 @@ class RowNames:
 class RowChecks:
     """`.filter` function: a streamed row's checks, under the bad-example policy; False drops the row."""
 
-    def __init__(self, split: str, columns: tuple[Column, ...], policy: BadExamplePolicy,
-                 target_problem: Callable[[dict], str | None] | None = None,
-                 kept: Callable[[dict], bool] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        split: str,
+        columns: tuple[Column, ...],
+        policy: BadExamplePolicy,
+        target_problem: Callable[[dict], str | None] | None = None,
+        kept: Callable[[dict], bool] | None = None,
+    ) -> None:
         self.split, self.columns, self.policy = split, columns, policy
         self.target_problem, self.kept = target_problem, kept
         self.seen = self.bad = 0
@@ -81,7 +87,9 @@ class RowChecks:
     def check_fraction(self) -> None:
         limit = self.policy.max_bad_fraction
         if self.bad > limit * max(self.seen, FRACTION_FLOOR):
-            examples = "; ".join(b.describe(self.policy.source) for b in list(self.policy.rejected(self.split).values())[:3])
+            examples = "; ".join(
+                b.describe(self.policy.source) for b in list(self.policy.rejected(self.split).values())[:3]
+            )
             raise DataError(
                 f"{self.bad} of the {self.seen} rows of split {self.split!r} this process has streamed are bad "
                 f"({self.bad / self.seen:.1%}), more than --max_bad_fraction {limit} (judged from {FRACTION_FLOOR} "
@@ -109,8 +117,9 @@ class TrainStream(torch.utils.data.IterableDataset):
     `epoch_offset` keeps the stream's pass number across a resume, where the trainer counts passes from 0 again.
     """
 
-    def __init__(self, source: IterableDataset, columns: tuple[Column, ...], policy: BadExamplePolicy,
-                 shuffle_buffer: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, source: IterableDataset, columns: tuple[Column, ...], policy: BadExamplePolicy, shuffle_buffer: int = 0
+    ) -> None:
         super().__init__()
         self.source, self.columns, self.policy = source, columns, policy
         self.shuffle_buffer, self.seed = shuffle_buffer, 0
@@ -124,8 +133,9 @@ class TrainStream(torch.utils.data.IterableDataset):
     def n_shards(self) -> int:
         return self.source.n_shards
 
-    def with_checks(self, target_problem: Callable[[dict], str | None] | None,
-                    kept: Callable[[dict], bool] | None) -> TrainStream:  # fmt: skip
+    def with_checks(
+        self, target_problem: Callable[[dict], str | None] | None, kept: Callable[[dict], bool] | None
+    ) -> TrainStream:
         self.target_problem, self.kept, self._stream = target_problem, kept, None
         return self
 
@@ -137,8 +147,13 @@ class TrainStream(torch.utils.data.IterableDataset):
         `world_size`-th row (then every process reads every shard; see docs/streaming.md). `seed`: of the buffer."""
         self.rank, self.world_size, self.seed, self._stream = rank, world_size, seed, None
         if world_size > 1 and self.n_shards % world_size:
-            logger.warning("mmft: %d shards do not divide among %d processes: each process reads every shard and keeps "
-                           "1 row in %d", self.n_shards, world_size, world_size)  # fmt: skip
+            logger.warning(
+                "mmft: %d shards do not divide among %d processes: each process reads every shard and keeps "
+                "1 row in %d",
+                self.n_shards,
+                world_size,
+                world_size,
+            )
 
     @property
     def stream(self) -> IterableDataset:
@@ -156,8 +171,9 @@ class TrainStream(torch.utils.data.IterableDataset):
         stream = stream.filter(RowChecks("train", self.columns, self.policy, self.target_problem, self.kept))
         if self.transform is not None:
             columns = list(dict.fromkeys([*self.source.features, ROW]))
-            stream = stream.map(Transformed(self.transform), batched=True, batch_size=TRANSFORM_BATCH,
-                                remove_columns=columns)  # fmt: skip
+            stream = stream.map(
+                Transformed(self.transform), batched=True, batch_size=TRANSFORM_BATCH, remove_columns=columns
+            )
         return stream
 
     def __iter__(self):
@@ -196,20 +212,31 @@ def read_head(stream: IterableDataset, rows: int, columns: tuple[Column, ...], p
     return head.select([i for i, row in enumerate(head[ROW]) if row not in skipped]) if skipped else head
 
 
-def stream_splits(spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str] | None = None,
-                  named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None, keep: tuple[str, ...] = (),
-                  max_eval_samples: int | None = None,
-                  policy: BadExamplePolicy | None = None) -> tuple[TrainStream, Dataset, Dataset]:  # fmt: skip
+def stream_splits(
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str] | None = None,
+    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+    keep: tuple[str, ...] = (),
+    max_eval_samples: int | None = None,
+    policy: BadExamplePolicy | None = None,
+) -> tuple[TrainStream, Dataset, Dataset]:
     """(training stream, head rows of the training split, validated eval rows in memory)."""
     policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
     streams = open_streams(spec, columns, column_map, named, keep)
     train_split, eval_split = choose_splits(spec, streams)
     head = read_head(streams[train_split], spec.streaming_head_rows, columns, policy)
-    evaluation = validate_split(_materialise(streams[eval_split], max_eval_samples), "eval", spec.dataset, columns,
-                                policy)  # fmt: skip
-    logger.warning("mmft: streaming %r (%d shards); targets from its first %d rows; %d eval rows held in memory%s",
-                   train_split, streams[train_split].n_shards, len(head), len(evaluation),
-                   "" if max_eval_samples else " (bound them with --max_eval_samples)")  # fmt: skip
+    evaluation = validate_split(
+        _materialise(streams[eval_split], max_eval_samples), "eval", spec.dataset, columns, policy
+    )
+    logger.warning(
+        "mmft: streaming %r (%d shards); targets from its first %d rows; %d eval rows held in memory%s",
+        train_split,
+        streams[train_split].n_shards,
+        len(head),
+        len(evaluation),
+        "" if max_eval_samples else " (bound them with --max_eval_samples)",
+    )
     if not len(head):
         raise DataError(f"dataset {spec.dataset!r}: the training stream {train_split!r} has no usable row")
     stream = TrainStream(streams[train_split], columns, policy, spec.streaming_shuffle_buffer)

@@ -2,14 +2,14 @@
 
 Every value of the task's columns is checked (`Column.problem`), and every image file is *opened* (header only:
 format and size, which catches missing, empty, non-image and decompression-bomb files) but not decoded; a file that
-is only broken further in (a truncated PNG) is caught when the transform decodes it. Each distinct file is opened once, so easy-VQA's
-38,575 questions on 4,000 images cost 4,000 header reads.
+is only broken further in (a truncated PNG) is caught when the transform decodes it. Each distinct file is opened
+once, so easy-VQA's 38,575 questions on 4,000 images cost 4,000 header reads.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from datasets import Dataset, Image
 
@@ -42,8 +42,9 @@ def image_problem(image: dict | None, cache: dict[str, str | None]) -> tuple[str
     return name, problem
 
 
-def row_problem(image: dict | None, values: dict, columns: tuple[Column, ...],
-                cache: dict[str, str | None]) -> tuple[str | None, str | None]:  # fmt: skip
+def row_problem(
+    image: dict | None, values: dict, columns: tuple[Column, ...], cache: dict[str, str | None]
+) -> tuple[str | None, str | None]:
     """(image name, reason) when a row is unusable, else (name, None): its column values, then its image header."""
     name, problem = image_problem(image, cache)
     # A bad value is named before a bad image: it is the cheaper fix and the likelier mistake.

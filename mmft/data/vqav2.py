@@ -33,7 +33,9 @@ def _split(questions_file: str, annotations_file: str | None, image_dir: str) ->
     rows: dict[str, list] = {"image": [], "question": [], "answers": []}
     for index, question in enumerate(questions):
         if question["image_id"] not in images:
-            raise DataError(f"{questions_file}, question {index}: no image for image_id {question['image_id']} in {image_dir}")
+            raise DataError(
+                f"{questions_file}, question {index}: no image for image_id {question['image_id']} in {image_dir}"
+            )
         rows["image"].append(images[question["image_id"]])
         rows["question"].append(question["question"])
         rows["answers"].append(answers_by_id.get(question["question_id"], []))

@@ -10,8 +10,8 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .loaded import INSTALL, DemoError, LoadedModel
 
@@ -20,8 +20,9 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 def check_model(model: str) -> type:
     """The task class of the mmft model in the folder (or Hub repo id) `model`; a DemoError when it holds none."""
-    import mmft  # noqa: F401  (registers the mmft config with AutoConfig)
     from transformers import AutoConfig
+
+    import mmft  # noqa: F401  (registers the mmft config with AutoConfig)
 
     from ..configuration_mmft import MMFTConfig
     from ..tasks import task_for_model
@@ -50,8 +51,10 @@ def page_builder(model: str, task: type) -> Callable[[LoadedModel], None]:
     from .tabs import DEMOS
 
     if task.name not in DEMOS:
-        raise DemoError(f"{model} holds a {task.name!r} model, and that task has no demo (there are demos for "
-                        f"{', '.join(sorted(DEMOS))})")  # fmt: skip
+        raise DemoError(
+            f"{model} holds a {task.name!r} model, and that task has no demo (there are demos for "
+            f"{', '.join(sorted(DEMOS))})"
+        )
     return DEMOS[task.name]
 
 
@@ -77,19 +80,26 @@ def build_demo(model: str, device: str | None = None):
     loaded = LoadedModel(model, pipe.model, processor, task, pipe, device, workdir)
     name = Path(model).resolve().name if Path(model).is_dir() else model
     with gr.Blocks(title=f"{name} (mmft {task.name})", analytics_enabled=False) as demo:
-        gr.Markdown(f"## {name}\n{task.card.summary[0].upper()}{task.card.summary[1:]}, built with mmft "
-                    f"(`{network.config.bridge}` bridge).")  # fmt: skip
+        gr.Markdown(
+            f"## {name}\n{task.card.summary[0].upper()}{task.card.summary[1:]}, built with mmft "
+            f"(`{network.config.bridge}` bridge)."
+        )
         build(loaded)
     return demo
 
 
-def serve(model: str, server_name: str = "127.0.0.1", port: int | None = None, share: bool = False,
-          device: str | None = None, block: bool = True):  # fmt: skip
+def serve(
+    model: str,
+    server_name: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    device: str | None = None,
+    block: bool = True,
+):
     """Build the page of `model` and serve it on `server_name:port` (this machine only by default; a public
     gradio.live link only with `share=True`); `block=False` returns the running page (`.close()` stops it)."""
     demo = build_demo(model, device)
-    demo.launch(server_name=server_name, server_port=port, share=share, prevent_thread_lock=not block,
-                show_error=True)  # fmt: skip
+    demo.launch(server_name=server_name, server_port=port, share=share, prevent_thread_lock=not block, show_error=True)
     return demo
 
 
@@ -102,10 +112,15 @@ def add_command(commands, device: str) -> None:
     demo.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
     demo.add_argument("--share", action="store_true", help="also make a public gradio.live link (never by default)")
     demo.add_argument("--device", default=device)
-    demo.add_argument("--write_space", action="store_true",
-                      help="write a Hugging Face Space's app.py and requirements.txt into MODEL_DIR, then exit")
-    demo.add_argument("--repo_id", help="with --write_space: the Hub repo of the model, which app.py loads when it "
-                      "runs in a Space of its own")  # fmt: skip
+    demo.add_argument(
+        "--write_space",
+        action="store_true",
+        help="write a Hugging Face Space's app.py and requirements.txt into MODEL_DIR, then exit",
+    )
+    demo.add_argument(
+        "--repo_id",
+        help="with --write_space: the Hub repo of the model, which app.py loads when it runs in a Space of its own",
+    )
     demo.set_defaults(run=run_command)
 
 

@@ -43,8 +43,10 @@ def write_space(model_dir: str | Path, repo_id: str | None = None) -> list[Path]
         raise DemoError(f"{model_dir} is no local folder to write a Space's app.py into")
     if repo_id:
         model = f'str(HERE) if (HERE / "config.json").is_file() else {repo_id!r}'
-        where = (f"Beside the model's files it loads them; copied into a Space of its own, it loads the model from the "
-                 f"Hub repo {repo_id}.")  # fmt: skip
+        where = (
+            f"Beside the model's files it loads them; copied into a Space of its own, it loads the model from the "
+            f"Hub repo {repo_id}."
+        )
     else:
         model, where = "str(HERE)", "It loads the model whose files are beside it."
     app = folder / APP_FILE

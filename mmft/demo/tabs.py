@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 
@@ -153,8 +153,15 @@ def _searched(search: Callable, *args):
 
 def _rows(hits: list, item: Callable[[str], str]) -> list[list[str]]:
     """`mmft search`'s printed table: rank, score and P(match) ("-" when not re-ranked), similarity, item."""
-    return [[str(rank), *((f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-")),
-             f"{hit.similarity:.4f}", item(hit.item)] for rank, hit in enumerate(hits, start=1)]  # fmt: skip
+    return [
+        [
+            str(rank),
+            *((f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-")),
+            f"{hit.similarity:.4f}",
+            item(hit.item),
+        ]
+        for rank, hit in enumerate(hits, start=1)
+    ]
 
 
 def _gallery_folder(workdir: Path, files: list[str]) -> Path:

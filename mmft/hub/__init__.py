@@ -7,13 +7,11 @@ Every name is re-exported here, so `from mmft.hub import save_final` (and the re
 from __future__ import annotations
 
 from .adapters import load_adapter_model
-from .card import describe_tower, final_metrics, render_model_card, write_model_card
-from .push import push_output_dir
-from .save import save_final
 
 # Importable from mmft.hub as before the split, though not in `__all__` (mmft.training imports full_parameters)
-from .card import LIMITATIONS, uses_lora  # noqa: F401
-from .save import STAGING_PREFIX, WEIGHT_FILE_PATTERNS, full_parameters  # noqa: F401
+from .card import LIMITATIONS, describe_tower, final_metrics, render_model_card, uses_lora, write_model_card  # noqa: F401
+from .push import push_output_dir
+from .save import STAGING_PREFIX, WEIGHT_FILE_PATTERNS, full_parameters, save_final  # noqa: F401
 
 __all__ = [
     "describe_tower",

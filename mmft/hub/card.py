@@ -48,22 +48,39 @@ def _plan_rows(model, lora_plan: LoraPlan | None) -> list[str]:
     if lora_plan is not None:
         rows = [f"| {t} tower | {getattr(lora_plan, t)} |" for t in towers]
         if uses_lora(model, lora_plan):
-            rows.append(f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
-                        f"targets={lora_plan.targets} |")  # fmt: skip
+            rows.append(
+                f"| LoRA | r={lora_plan.r}, alpha={lora_plan.alpha}, dropout={lora_plan.dropout}, "
+                f"targets={lora_plan.targets} |"
+            )
         if getattr(lora_plan, "quantize", None):
-            rows.append(f"| QLoRA | lora/frozen towers held in {lora_plan.quantize} while training (bitsandbytes); "
-                        "a merged save is dequantized to fp32 |")  # fmt: skip
+            rows.append(
+                f"| QLoRA | lora/frozen towers held in {lora_plan.quantize} while training (bitsandbytes); "
+                "a merged save is dequantized to fp32 |"
+            )
     else:
         counts = LoraPlan.trainable_parameters(model)
-        rows = [f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
-                for t in towers]  # fmt: skip
+        rows = [
+            f"| {t} tower | {'trained' if counts[t] else 'frozen'} ({counts[t]:,} trainable parameters) |"
+            for t in towers
+        ]
     return ["| part | fine-tuning |", "|---|---|", *rows, "| bridge + head | full (always trained) |"]
 
 
 def _hyperparameters(args) -> list[str]:
-    names = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-             "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "seed",
-             "bf16", "fp16")  # fmt: skip
+    names = (
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "optim",
+        "seed",
+        "bf16",
+        "fp16",
+    )
     rows = [f"| {n} | {getattr(args, n)} |" for n in names if hasattr(args, n)]
     rows.append(f"| world size | {getattr(args, 'world_size', 1)} |")
     return ["| hyperparameter | value |", "|---|---|", *rows]
@@ -99,21 +116,37 @@ def render_model_card(
     dataset = dataset or "unknown"
     metrics = metrics or {}
     # Baselines scored in the same run (`<metric>_baseline_<name>`) are in the results table, not the model's index.
-    headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))
-                and k.removeprefix(f"{split}_").startswith(card.metrics) and "_baseline_" not in k}  # fmt: skip
+    headline = {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+        and k.removeprefix(f"{split}_").startswith(card.metrics)
+        and "_baseline_" not in k
+    }
     eval_results = [
-        EvalResult(task_type=card.task_type, task_name=card.task_name, dataset_type=dataset, dataset_name=dataset,
-                   dataset_split=split, metric_type=key.removeprefix(f"{split}_"), metric_name=key,
-                   metric_value=float(value))
+        EvalResult(
+            task_type=card.task_type,
+            task_name=card.task_name,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=key.removeprefix(f"{split}_"),
+            metric_name=key,
+            metric_value=float(value),
+        )
         for key, value in headline.items()
-    ]  # fmt: skip
+    ]
     tags = ["mmft", "transformers", *([card.pipeline_tag] if card.pipeline_tag else []), card.task_type, config.bridge]
     if uses_lora(model, lora_plan):
         tags += ["lora", "peft"]
     data = ModelCardData(
-        library_name="mmft", pipeline_tag=card.pipeline_tag, tags=list(dict.fromkeys(tags)), datasets=[dataset],
-        model_name=model_name, eval_results=eval_results or None,
-    )  # fmt: skip
+        library_name="mmft",
+        pipeline_tag=card.pipeline_tag,
+        tags=list(dict.fromkeys(tags)),
+        datasets=[dataset],
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
     vision, vision_source = describe_tower(config, "vision")
     text, text_source = describe_tower(config, "text")
     labelled = bool(config.id2label) and getattr(task_model(model), "has_labels", True)
@@ -151,9 +184,15 @@ def render_model_card(
         "",
         "## Results",
         "",
-        *(["| metric | value |", "|---|---|", *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                                                for k, v in metrics.items()]]
-          if metrics else ["No evaluation results yet."]),  # fmt: skip
+        *(
+            [
+                "| metric | value |",
+                "|---|---|",
+                *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()],
+            ]
+            if metrics
+            else ["No evaluation results yet."]
+        ),
         "",
         "## How to use",
         "",
@@ -178,8 +217,15 @@ def render_model_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def write_model_card(output_dir: str | Path, model, args, dataset: str | None = None, lora_plan: LoraPlan | None = None,
-                     log_history: list[dict] | None = None, model_name: str | None = None) -> Path:  # fmt: skip
+def write_model_card(
+    output_dir: str | Path,
+    model,
+    args,
+    dataset: str | None = None,
+    lora_plan: LoraPlan | None = None,
+    log_history: list[dict] | None = None,
+    model_name: str | None = None,
+) -> Path:
     """Render the card with the best metrics available and save it as `output_dir/README.md`."""
     metrics, split = final_metrics(output_dir, log_history)
     card = render_model_card(model, args, dataset, lora_plan, metrics, split, model_name)

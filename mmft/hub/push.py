@@ -8,8 +8,9 @@ from typing import Any
 from .save import STAGING_PREFIX
 
 
-def push_output_dir(trainer, commit_message: str = "End of training",
-                    before_upload: Callable[[str, str], None] | None = None) -> Any:  # fmt: skip
+def push_output_dir(
+    trainer, commit_message: str = "End of training", before_upload: Callable[[str, str], None] | None = None
+) -> Any:
     """
     Upload `output_dir` (final model, processor, card) to `args.hub_model_id` the way `Trainer.push_to_hub` does,
     without its re-save of the unmerged model and its card, which would overwrite the final ones.
@@ -27,10 +28,13 @@ def push_output_dir(trainer, commit_message: str = "End of training",
     from transformers.utils.hub import hf_api
 
     return hf_api().upload_folder(
-        repo_id=trainer.hub_model_id, folder_path=str(args.output_dir), commit_message=commit_message,
-        token=args.hub_token, revision=args.hub_revision,
+        repo_id=trainer.hub_model_id,
+        folder_path=str(args.output_dir),
+        commit_message=commit_message,
+        token=args.hub_token,
+        revision=args.hub_revision,
         ignore_patterns=["_*", "checkpoint-*", "incomplete-checkpoint-*", f"{STAGING_PREFIX}*"],
-    )  # fmt: skip
+    )
 
 
 __all__ = ["push_output_dir"]

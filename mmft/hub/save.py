@@ -42,9 +42,16 @@ def full_parameters(trainer) -> Iterator[None]:
 STAGING_PREFIX = ".final-"  # the temporary folder inside output_dir a final save is written to first
 # A final save's weight files: one save's must never sit beside another's (an adapter_config.json beside a merged
 # model makes transformers load the folder as an adapter).
-WEIGHT_FILE_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-                        "pytorch_model*.bin", "pytorch_model.bin.index.json", "adapter_model.safetensors",
-                        "adapter_model.bin", "adapter_config.json")  # fmt: skip
+WEIGHT_FILE_PATTERNS = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "adapter_config.json",
+)
 
 
 def _loading_problems(folder: Path, final, adapter: bool) -> list[str]:
@@ -88,8 +95,9 @@ def _publish(staging: Path, output_dir: Path) -> None:
             stale.unlink()
 
 
-def save_final(model, processor, output_dir: str | Path, merged: bool,
-               extras: Callable[[Path, Any], None] | None = None) -> Any:  # fmt: skip
+def save_final(
+    model, processor, output_dir: str | Path, merged: bool, extras: Callable[[Path, Any], None] | None = None
+) -> Any:
     """Save the final model all or nothing; returns what was saved (the merged model, or the peft model).
 
     The merged model (or the peft adapter plus the base config), the processor and whatever `extras(folder, final)`
@@ -115,8 +123,10 @@ def save_final(model, processor, output_dir: str | Path, merged: bool,
             extras(staging, final)
         problems = _loading_problems(staging, final, adapter)
         if problems:
-            raise ValueError(f"the final model saved to {staging} does not load back ({'; '.join(problems)}); "
-                             f"the previous contents of {output_dir} are kept")  # fmt: skip
+            raise ValueError(
+                f"the final model saved to {staging} does not load back ({'; '.join(problems)}); "
+                f"the previous contents of {output_dir} are kept"
+            )
         give_ordinary_modes(staging)  # safetensors writes weights as 0600 (mmft.file_modes)
         _publish(staging, output_dir)
     finally:

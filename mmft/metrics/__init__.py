@@ -18,7 +18,7 @@ def available_metrics() -> list[str]:
     return sorted(p.name for p in _METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
 
 
-def load_metric(name: str = "vqa_accuracy", **kwargs: Any) -> "evaluate.EvaluationModule":
+def load_metric(name: str = "vqa_accuracy", **kwargs: Any) -> evaluate.EvaluationModule:
     """Load a metric shipped inside mmft by local path (no Hub access).
 
     ``kwargs`` go to :func:`evaluate.load` (e.g. ``keep_in_memory=True``,

@@ -128,10 +128,11 @@ def cider_d(
     for candidate, refs, counts in zip(candidates, references, ref_counts):
         cand_vec = _tfidf(_ngrams(candidate, n), document_frequency, log_images, n)
         similarity = sum(
-            _cider_similarity(cand_vec, _tfidf(ref, document_frequency, log_images, n),
-                              len(candidate) - len(tokens), sigma)
+            _cider_similarity(
+                cand_vec, _tfidf(ref, document_frequency, log_images, n), len(candidate) - len(tokens), sigma
+            )
             for ref, tokens in zip(counts, refs)
-        )  # fmt: skip
+        )
         scores.append(10.0 * similarity / len(refs))
     return sum(scores) / len(scores), scores
 

@@ -109,8 +109,10 @@ def _scores_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[
     recall = _safe_divide(tp, tp + fn)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
     seen = (tp + fp + fn) > 0  # in the references or the predictions: the macro's label set
-    macro = {name: float(values[seen].mean()) if seen.any() else 0.0
-             for name, values in (("precision", precision), ("recall", recall), ("f1", f1))}  # fmt: skip
+    macro = {
+        name: float(values[seen].mean()) if seen.any() else 0.0
+        for name, values in (("precision", precision), ("recall", recall), ("f1", f1))
+    }
     return {
         "precision_macro": macro["precision"],
         "recall_macro": macro["recall"],
@@ -211,8 +213,9 @@ def multilabel_roc_auc(scores: Sequence[Sequence[float]], references: Sequence[S
     refs = _binary_matrix(references, "references")
     if values.shape != refs.shape:
         raise ValueError(f"prediction_scores have shape {values.shape} but references {refs.shape}")
-    per_label = [_auc(values[:, k], refs[:, k]) if 0 < refs[:, k].sum() < len(refs) else None
-                 for k in range(refs.shape[1])]  # fmt: skip
+    per_label = [
+        _auc(values[:, k], refs[:, k]) if 0 < refs[:, k].sum() < len(refs) else None for k in range(refs.shape[1])
+    ]
     usable = [auc for auc in per_label if auc is not None]
     if not usable:
         raise ValueError("ROC AUC: no label has both classes (0 and 1) in the references")

@@ -24,8 +24,11 @@ def register_task(task: type[Task]) -> type[Task]:
     Registering a name again replaces the earlier task (a reloaded module, a test)."""
     from ..auto import register_head
 
-    missing = [name for name in ("name", "model_class", "auto_class", "pipeline_task", "pipeline_class", "card")
-               if not hasattr(task, name)]  # fmt: skip
+    missing = [
+        name
+        for name in ("name", "model_class", "auto_class", "pipeline_task", "pipeline_class", "card")
+        if not hasattr(task, name)
+    ]
     if missing:
         raise TypeError(f"task {task.__name__} does not set {', '.join(missing)} (see mmft.tasks.base.Task)")
     TASKS[task.name] = task

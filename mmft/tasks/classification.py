@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,7 +38,9 @@ LABELS_COLUMN = Column("labels", LABELS, keys=("labels", "label"), flag="label_c
 class ClassificationArguments:
     """Flags of the image-text classification task."""
 
-    text_column: str | None = field(default=None, metadata={"help": "text column of a Hub dataset/table (default: text)"})
+    text_column: str | None = field(
+        default=None, metadata={"help": "text column of a Hub dataset/table (default: text)"}
+    )
     label_column: str | None = field(
         default=None, metadata={"help": "label column: one label, or a list for multi-label (default: labels/label)"}
     )
@@ -72,8 +74,10 @@ def streamed_label_problem(row: dict, known: frozenset[str], multi: bool) -> str
     """Why a streamed row's labels do not fit the vocabulary fixed before training (None when they do)."""
     unknown = [label for label in row["labels"] if label not in known]
     if unknown:
-        return (f"labels {unknown} are not in the label vocabulary {sorted(known)} (fixed from --class_names, the "
-                "checkpoint, or the first --streaming_head_rows training rows); pass --class_names with every label")
+        return (
+            f"labels {unknown} are not in the label vocabulary {sorted(known)} (fixed from --class_names, the "
+            "checkpoint, or the first --streaming_head_rows training rows); pass --class_names with every label"
+        )
     if not multi and len(row["labels"]) != 1:
         return f"{len(row['labels'])} labels in a single-label run; pass --multi_label true"
     return None
@@ -122,8 +126,11 @@ class ClassificationTask(Task):
             raise DataError(f"the training split has {len(vocabulary)} label(s) {vocabulary}; a classifier needs >= 2")
         known = set(vocabulary)
         for split, data in (("train", train), ("eval", evaluation)):
-            unknown = [(row, [x for x in values if x not in known]) for row, values in zip(data["row"], data["labels"])
-                       if not set(values) <= known]  # fmt: skip
+            unknown = [
+                (row, [x for x in values if x not in known])
+                for row, values in zip(data["row"], data["labels"])
+                if not set(values) <= known
+            ]
             if unknown:
                 where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
                 examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
@@ -153,16 +160,21 @@ class ClassificationTask(Task):
         except ValueError:
             raise ValueError(f"--class_weights {spec!r}: use 'balanced' or numbers separated by commas") from None
         if len(weights) != len(vocabulary):
-            raise ValueError(f"--class_weights has {len(weights)} values; the labels are {vocabulary} ({len(vocabulary)})")
+            raise ValueError(
+                f"--class_weights has {len(weights)} values; the labels are {vocabulary} ({len(vocabulary)})"
+            )
         return weights
 
     def config_updates(self, data: TaskData) -> dict:
-        return {"problem_type": MULTI_LABEL if data.info["multi_label"] else SINGLE_LABEL,
-                "class_weights": data.info["class_weights"]}  # fmt: skip
+        return {
+            "problem_type": MULTI_LABEL if data.info["multi_label"] else SINGLE_LABEL,
+            "class_weights": data.info["class_weights"],
+        }
 
     def encode(self, data: TaskData, split: str) -> Callable:
         label2id = {label: i for i, label in enumerate(data.labels)}
         if data.info["multi_label"]:
+
             def multi_hot(values: list[str]) -> list[float]:
                 vector = [0.0] * len(label2id)
                 for value in values:
@@ -206,8 +218,14 @@ class ClassificationTask(Task):
         records = []
         for text, reference, row in zip(raw["text"], raw["labels"], scores):
             predicted = [id2label[i] for i in np.flatnonzero(row > 0.5)] if multi else id2label[int(row.argmax())]
-            records.append({"text": text, "prediction": predicted, "labels": reference,
-                            "scores": {id2label[i]: round(float(s), 6) for i, s in enumerate(row)}})  # fmt: skip
+            records.append(
+                {
+                    "text": text,
+                    "prediction": predicted,
+                    "labels": reference,
+                    "scores": {id2label[i]: round(float(s), 6) for i, s in enumerate(row)},
+                }
+            )
         return records
 
     def after_evaluation(self, output_dir, data: TaskData, prediction, id2label: dict[int, str]) -> None:
@@ -219,11 +237,14 @@ class ClassificationTask(Task):
         predicted = self.scores(prediction.predictions, False).argmax(-1)
         references = [label2id[row[0]] for row in self.references(data)]
         matrix = confusion_matrix(predicted.tolist(), references, len(id2label))
-        plot_confusion_matrix(matrix, [id2label[i] for i in range(len(id2label))], Path(output_dir) / "confusion_matrix.png")
+        plot_confusion_matrix(
+            matrix, [id2label[i] for i in range(len(id2label))], Path(output_dir) / "confusion_matrix.png"
+        )
 
 
-def classification_metrics(scores: np.ndarray, references: list[list[str]], label2id: dict[str, int],
-                           multi_label: bool) -> dict[str, float]:  # fmt: skip
+def classification_metrics(
+    scores: np.ndarray, references: list[list[str]], label2id: dict[str, int], multi_label: bool
+) -> dict[str, float]:
     """accuracy, macro and per-class precision/recall/F1, ROC-AUC (binary, multi-label) from scores (N, K)."""
     names = {i: metric_name(label) for label, i in label2id.items()}
     num_classes = len(label2id)
@@ -232,8 +253,9 @@ def classification_metrics(scores: np.ndarray, references: list[list[str]], labe
         truth = [[int(label in set(row)) for label in sorted(label2id, key=label2id.get)] for row in references]
         accuracy = load_metric("accuracy", config_name="multilabel").compute(predictions=predicted, references=truth)
         f1 = load_metric("f1", config_name="multilabel").compute(predictions=predicted, references=truth)
-        auc = load_metric("roc_auc", config_name="multilabel").compute(prediction_scores=scores.tolist(),
-                                                                      references=truth)  # fmt: skip
+        auc = load_metric("roc_auc", config_name="multilabel").compute(
+            prediction_scores=scores.tolist(), references=truth
+        )
     else:
         predicted = scores.argmax(-1).tolist()
         truth = [label2id[row[0]] for row in references]

@@ -12,8 +12,9 @@ imagefolder with `captions` (or `caption`) in `metadata.jsonl`, or a Hub dataset
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -37,21 +38,24 @@ class RetrievalArguments(CaptionDataArguments):
     rerank_k: int = field(default=16, metadata={"help": "candidates per query re-ranked by the matching head (0: off)"})
     rerank_score: str = field(
         default="match+similarity",
-        metadata={"help": "score of a re-ranked candidate: 'match+similarity' (the matching head's log-odds plus the "
-                  "dual encoder's scaled similarity, as BLIP) or 'match' (the matching head alone, as ALBEF)"},
-    )  # fmt: skip
+        metadata={
+            "help": "score of a re-ranked candidate: 'match+similarity' (the matching head's log-odds plus the "
+            "dual encoder's scaled similarity, as BLIP) or 'match' (the matching head alone, as ALBEF)"
+        },
+    )
     projection_dim: int | None = field(
         default=None, metadata={"help": "width of the shared embedding space (default: --hidden_size)"}
     )
     gather_negatives: bool = field(
         default=True,
-        metadata={"help": "contrast against the batch of every process, so N processes x B train as 1 x N*B "
-                  "(false: each process uses its own batch only)"},
-    )  # fmt: skip
+        metadata={
+            "help": "contrast against the batch of every process, so N processes x B train as 1 x N*B "
+            "(false: each process uses its own batch only)"
+        },
+    )
     similarity_chunk_size: int = field(
         default=1024, metadata={"help": "queries scored at once in evaluation (memory ~ chunk x gallery size)"}
     )
-
 
     def __post_init__(self) -> None:
         if self.rerank_score not in RERANK_SCORES:
@@ -81,16 +85,19 @@ class RetrievalTask(Task):
     text_column = CAPTION
     default_dataset = "scenes"
     commands = ("predict", "search")
-    streaming_problem = ("its training rows are (image, caption) pairs expanded from each image's captions, which a "
-                         "stream cannot expand yet; drop --streaming to load the dataset into memory")
+    streaming_problem = (
+        "its training rows are (image, caption) pairs expanded from each image's captions, which a "
+        "stream cannot expand yet; drop --streaming to load the dataset into memory"
+    )
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text retrieval pipeline tag
         task_type="image-text-retrieval",
         task_name="Image-Text Retrieval",
         summary="An image-text retrieval model (a contrastive dual encoder whose top candidates a matching head "
         "re-ranks)",
-        metrics=tuple(f"{stage}_{key}" for stage in ("dual", "rerank")
-                      for key in ("t2i_recall@", "i2t_recall@", "rsum")),  # fmt: skip
+        metrics=tuple(
+            f"{stage}_{key}" for stage in ("dual", "rerank") for key in ("t2i_recall@", "i2t_recall@", "rsum")
+        ),
         usage=(
             "import torch\n"
             "from transformers import AutoProcessor, pipeline\n"
@@ -102,7 +109,7 @@ class RetrievalTask(Task):
             "    text_embeds = model.get_text_features(**texts).pooler_output  # (1, P); images: get_image_features\n"
             'match = pipeline("mmft-image-text-retrieval", model="{repo}")\n'
             'print(match(image="image.png", text="a red circle above a blue square"))\n'
-            "# a folder of images: mmft search --model {repo} --images FOLDER --query \"...\""
+            '# a folder of images: mmft search --model {repo} --images FOLDER --query "..."'
         ),
         limitations=(
             "- Embeddings are compared by cosine similarity; the matching head re-ranks only the top candidates of "
@@ -140,8 +147,11 @@ class RetrievalTask(Task):
         Trainer's own evaluation loss reads those pairs; `evaluate` reads every caption)."""
         data.info["policy"] = policy
         first = lambda batch: {"text": [group[0] for group in batch["captions"]], "image_ids": batch["row"]}  # noqa: E731
-        data.train.set_transform(ImageTextTransform(processor.image_processor, CAPTION,
-                                                    lambda batch: {"image_ids": batch["image_id"]}, "train", policy))
+        data.train.set_transform(
+            ImageTextTransform(
+                processor.image_processor, CAPTION, lambda batch: {"image_ids": batch["image_id"]}, "train", policy
+            )
+        )
         data.eval.set_transform(ImageTextTransform(processor.image_processor, None, first, "eval", policy))
 
     # -- evaluation ------------------------------------------------------------------------------------------------
@@ -161,22 +171,36 @@ class RetrievalTask(Task):
         training = model.training
         model.eval()
         with torch.inference_mode():
-            images = embed_images(model, data.eval, args.per_device_eval_batch_size, args.device,
-                                  args.dataloader_num_workers)  # fmt: skip
+            images = embed_images(
+                model, data.eval, args.per_device_eval_batch_size, args.device, args.dataloader_num_workers
+            )
             excluded = excluded_eval_positions(data.info.get("policy"), raw["row"])
             keep = [i for i in range(len(raw)) if i not in excluded]
             images = images.subset(keep) if excluded else images
             groups = [raw["captions"][i] for i in keep] if excluded else raw["captions"]
             texts = [caption for group in groups for caption in group]
             caption_to_image = [index for index, group in enumerate(groups) for _ in group]
-            captions = embed_texts(model, texts, trainer.data_collator.tokenize, args.per_device_eval_batch_size,
-                                   args.device)  # fmt: skip
-            result = evaluate_retrieval(model, images, captions, caption_to_image, self.args.rerank_k,
-                                        args.per_device_eval_batch_size, args.device, trainer.accelerator,
-                                        self.args.similarity_chunk_size)  # fmt: skip
+            captions = embed_texts(
+                model, texts, trainer.data_collator.tokenize, args.per_device_eval_batch_size, args.device
+            )
+            result = evaluate_retrieval(
+                model,
+                images,
+                captions,
+                caption_to_image,
+                self.args.rerank_k,
+                args.per_device_eval_batch_size,
+                args.device,
+                trainer.accelerator,
+                self.args.similarity_chunk_size,
+            )
         model.train(training)
-        metrics = {**result.metrics, "test_images": float(len(groups)), "test_captions": float(len(texts)),
-                   "test_unique_captions": len(set(texts)) / len(texts)}  # fmt: skip
+        metrics = {
+            **result.metrics,
+            "test_images": float(len(groups)),
+            "test_captions": float(len(texts)),
+            "test_unique_captions": len(set(texts)) / len(texts),
+        }
         if excluded:
             metrics["test_excluded_bad_rows"] = float(len(excluded))
         metrics["test_runtime"] = time.perf_counter() - start
@@ -191,13 +215,26 @@ def records(result: RetrievalResult, texts: list[str], caption_to_image: list[in
     """One record per query: captions (t2i) then images (i2t), with both ranks (0-based) and the re-ranked top 5."""
     out = []
     for query, caption in enumerate(texts):
-        out.append({"direction": "t2i", "query": caption, "image_row": rows[caption_to_image[query]],
-                    "dual_rank": int(result.t2i.dual_ranks[query]), "rerank_rank": int(result.t2i.rerank_ranks[query]),
-                    "top_image_rows": [rows[i] for i in result.t2i.reranked(query)]})  # fmt: skip
+        out.append(
+            {
+                "direction": "t2i",
+                "query": caption,
+                "image_row": rows[caption_to_image[query]],
+                "dual_rank": int(result.t2i.dual_ranks[query]),
+                "rerank_rank": int(result.t2i.rerank_ranks[query]),
+                "top_image_rows": [rows[i] for i in result.t2i.reranked(query)],
+            }
+        )
     for image, row in enumerate(rows):
-        out.append({"direction": "i2t", "image_row": row, "dual_rank": int(result.i2t.dual_ranks[image]),
-                    "rerank_rank": int(result.i2t.rerank_ranks[image]),
-                    "top_captions": [texts[i] for i in result.i2t.reranked(image)]})  # fmt: skip
+        out.append(
+            {
+                "direction": "i2t",
+                "image_row": row,
+                "dual_rank": int(result.i2t.dual_ranks[image]),
+                "rerank_rank": int(result.i2t.rerank_ranks[image]),
+                "top_captions": [texts[i] for i in result.i2t.reranked(image)],
+            }
+        )
     return out
 
 

@@ -7,9 +7,9 @@ scores (BCE), single-answer data on answer ids (cross-entropy); evaluation is th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from datasets import Dataset
@@ -121,13 +121,19 @@ class VQATask(Task):
         if unknown_train:
             logger.warning(
                 "%d of %d training questions have no answer in the %d-answer vocabulary; they are ignored (not "
-                "trained on)", len(unknown_train), len(train), len(answers),
-            )  # fmt: skip
+                "trained on)",
+                len(unknown_train),
+                len(train),
+                len(answers),
+            )
             dropped = set(unknown_train)
             train = train.select([i for i in range(len(train)) if i not in dropped])
         if unknown_eval:
-            logger.warning("%d of %d eval questions have no answer in the vocabulary; they count as wrong",
-                           len(unknown_eval), len(evaluation))  # fmt: skip
+            logger.warning(
+                "%d of %d eval questions have no answer in the vocabulary; they count as wrong",
+                len(unknown_eval),
+                len(evaluation),
+            )
         return TaskData(train, evaluation, answers, {"single_answer": is_single_answer(train["answers"])})
 
     def streamed_row_kept(self, data: TaskData) -> Callable[[dict], bool]:
@@ -153,12 +159,17 @@ class VQATask(Task):
     def prediction_records(self, data: TaskData, predictions: np.ndarray, id2label: dict[int, str]) -> list[dict]:
         raw = data.eval.with_format(None)
         answers = [id2label[int(i)] for i in np.asarray(predictions).reshape(-1)]
-        return [{"question": q, "prediction": a, "answers": r} for q, a, r in zip(raw["question"], answers,
-                                                                                   raw["answers"])]  # fmt: skip
+        return [
+            {"question": q, "prediction": a, "answers": r} for q, a, r in zip(raw["question"], answers, raw["answers"])
+        ]
 
 
-def vqa_compute_metrics(references: list[list[str]], question_types: list[str] | None, id2label: dict[int, str],
-                        excluded: Callable[[], set[int]] | None = None) -> Callable:  # fmt: skip
+def vqa_compute_metrics(
+    references: list[list[str]],
+    question_types: list[str] | None,
+    id2label: dict[int, str],
+    excluded: Callable[[], set[int]] | None = None,
+) -> Callable:
     """`compute_metrics` for the Trainer: official VQA accuracy of predicted ids against reference answers."""
     metric = load_metric("vqa_accuracy")
 
@@ -167,8 +178,9 @@ def vqa_compute_metrics(references: list[list[str]], question_types: list[str] |
         skip = excluded() if excluded else set()
         keep = [i for i in range(len(predicted)) if i not in skip]
         kwargs = {"question_types": [question_types[i] for i in keep]} if question_types else {}
-        scores = metric.compute(predictions=[id2label[int(predicted[i])] for i in keep],
-                                references=[references[i] for i in keep], **kwargs)  # fmt: skip
+        scores = metric.compute(
+            predictions=[id2label[int(predicted[i])] for i in keep], references=[references[i] for i in keep], **kwargs
+        )
         return {**scores, "excluded_bad_rows": float(len(skip))} if skip else scores
 
     return compute_metrics
