@@ -59,3 +59,65 @@ def test_quick_run_reports_every_benchmark(tmp_path):
     assert plans["frozen"]["vision"] == plans["frozen"]["text"] == 0 < plans["lora"]["vision"] < plans["full"]["vision"]
     assert all(case["flops_per_step"] > 0 and 0 < case["mfu"] for case in raw["mfu"]["cases"])
     assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+@pytest.mark.e2e  # two tiny recipe launches
+def test_reproduce_reports_each_seed_then_mean_and_minimum(tmp_path, tiny_text_dir):
+    from conftest import TINY_TIMM_VIT
+    from helpers_data import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "data", n_train=16, n_test=8)
+    tiny = [
+        "--dataset",
+        str(data),
+        "--vision_model",
+        "timm:vit_tiny_patch16_224",
+        "--vision_model_args",
+        json.dumps(TINY_TIMM_VIT),
+        "--image_size",
+        "32",
+        "--text_model",
+        str(tiny_text_dir),
+        "--num_bridge_layers",
+        "1",
+        "--hidden_size",
+        "32",
+        "--num_attention_heads",
+        "2",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+    ]
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "reproduce.py"),
+        "--task",
+        "vqa",
+        "--seeds",
+        "2",
+        "--first_seed",
+        "5",
+        "--out",
+        str(tmp_path / "out"),
+        "--",
+        *tiny,
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "vqa.json").read_text())
+    values = [run["metrics"]["test_accuracy"] for run in record["runs"]]
+    assert [run["seed"] for run in record["runs"]] == [5, 6] and record["columns"][0] == "accuracy"
+    table = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    assert table["5"] == f"{values[0]:.4f}" and table["6"] == f"{values[1]:.4f}"
+    assert table["mean"] == f"{sum(values) / 2:.4f}" and table["min"] == f"{min(values):.4f}"
+    assert f"commit {record['commit']}" in result.stdout and len(record["lock_sha256"]) == 12

@@ -98,6 +98,10 @@ class Task:
     # text->image attention, `search` an embedding space
     commands: ClassVar[tuple[str, ...]] = ("predict",)
     streaming_problem: ClassVar[str | None] = None  # why --streaming cannot train this task (None: it can)
+    # the metric its results are judged by (a key of test_results.json without the "test_" prefix); others reported
+    # beside it where a comparison matters (retrieval: the dual encoder against the re-ranked scores)
+    main_metric: ClassVar[str] = "accuracy"
+    compared_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task that names a `model_class` takes its Auto class and pipeline from that head unless it sets them."""

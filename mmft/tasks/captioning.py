@@ -84,6 +84,7 @@ class CaptioningTask(Task):
         "its training rows are (image, caption) pairs expanded from each image's captions, which a "
         "stream cannot expand yet; drop --streaming to load the dataset into memory"
     )
+    main_metric = "cider"
     card = CardInfo(
         pipeline_tag="image-to-text",
         task_type="image-to-text",

@@ -85,6 +85,7 @@ class RetrievalTask(Task):
     text_column = CAPTION
     default_dataset = "scenes"
     commands = ("predict", "search")
+    main_metric, compared_metrics = "rerank_t2i_recall@1", ("dual_t2i_recall@1",)
     streaming_problem = (
         "its training rows are (image, caption) pairs expanded from each image's captions, which a "
         "stream cannot expand yet; drop --streaming to load the dataset into memory"
