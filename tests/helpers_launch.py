@@ -68,27 +68,21 @@ def save_tiny_vision_tower(path: Path, kind: str, dropout: float = 0.0) -> Path:
     return path
 
 
+def tiny_tower_flags(text_dir: Path, vision: str | None = None) -> list[str]:
+    """Any recipe's model flags for tiny towers at 32 px: a tiny timm ViT from scratch (or the HF tower folder
+    `vision`), the tiny text tower folder `text_dir`, and a 1-layer, 32-wide, 2-head bridge."""
+    tower = ["--vision_model", vision] if vision else ["--vision_model", "timm:vit_tiny_patch16_224"]
+    tower += [] if vision else ["--vision_model_args", json.dumps(TINY_TIMM_VIT)]
+    bridge = {"--num_bridge_layers": "1", "--hidden_size": "32", "--num_attention_heads": "2"}
+    return [*tower, "--image_size", "32", "--text_model", str(text_dir), *(t for kv in bridge.items() for t in kv)]
+
+
 def recipe_argv(output_dir: Path, text_dir: Path, data_dir: Path, *extra: str, vision: str | None = None) -> list[str]:
     """Flags of recipes/vqa.py for tiny towers: a tiny timm ViT from scratch, or the HF tower folder `vision`."""
-    tower = (
-        ["--vision_model", vision]
-        if vision
-        else ["--vision_model", "timm:vit_tiny_patch16_224", "--vision_model_args", json.dumps(TINY_TIMM_VIT)]
-    )
     return [
         "--dataset",
         str(data_dir),
-        *tower,
-        "--image_size",
-        "32",
-        "--text_model",
-        str(text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(text_dir, vision),
         "--per_device_eval_batch_size",
         "8",
         "--learning_rate",

@@ -63,27 +63,14 @@ def test_quick_run_reports_every_benchmark(tmp_path):
 
 @pytest.mark.e2e  # two tiny recipe launches
 def test_reproduce_reports_each_seed_then_mean_and_minimum(tmp_path, tiny_text_dir):
-    from conftest import TINY_TIMM_VIT
     from helpers_data import make_imagefolder
+    from helpers_launch import tiny_tower_flags
 
     data = make_imagefolder(tmp_path / "data", n_train=16, n_test=8)
     tiny = [
         "--dataset",
         str(data),
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(tiny_text_dir),
         "--max_steps",
         "2",
         "--per_device_train_batch_size",

@@ -12,9 +12,8 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_TIMM_VIT
 from helpers_captioning import save_tiny_decoder, scenes_rows
-from helpers_launch import REPO
+from helpers_launch import REPO, tiny_tower_flags
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 import mmft  # noqa: F401  (registers the Auto classes and pipelines)
@@ -33,22 +32,9 @@ def run(tmp_path_factory, tiny_text_dir):
     decoder = save_tiny_decoder(root / "my_decoder")
     output = root / "out"
     argv = [
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
+        *tiny_tower_flags(tiny_text_dir),
         "--decoder_model",
         str(decoder),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
         "--num_query_tokens",
         "4",
         "--lora_vision",

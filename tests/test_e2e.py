@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TIMM_VIT
 from helpers_data import make_imagefolder, make_parquet_hub_layout, make_vqav2_files
-from helpers_launch import run_vqa_recipe
+from helpers_launch import run_vqa_recipe, tiny_tower_flags
 from PIL import Image
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -35,20 +34,7 @@ N_TRAIN, N_TEST = 24, 16
 
 def recipe_flags(output_dir: Path, text_dir: Path, *extra: str) -> list[str]:
     return [
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(text_dir),
         "--max_steps",
         "20",
         "--per_device_train_batch_size",

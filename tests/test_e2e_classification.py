@@ -23,9 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import TINY_TIMM_VIT
 from helpers_data import write_image
-from helpers_launch import run_task_recipe
+from helpers_launch import run_task_recipe, tiny_tower_flags
 from PIL import Image
 from transformers import AutoProcessor, pipeline
 
@@ -74,20 +73,7 @@ def trained(tmp_path_factory, tiny_text_dir):
         str(REPO / "recipes" / "classification.py"),
         "--dataset",
         str(data),
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(tiny_text_dir),
         "--num_train_epochs",
         "12",
         "--per_device_train_batch_size",
@@ -206,20 +192,7 @@ def multi_label_run(tmp_path_factory, tiny_text_dir, one_cpu_thread):
     argv = [
         "--dataset",
         str(data),
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(tiny_text_dir),
         "--num_train_epochs",
         "2",
         "--per_device_train_batch_size",

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import TINY_TIMM_VIT, tiny_model
+from conftest import tiny_model
 from helpers_data import make_imagefolder
 from helpers_hub import fake_hub
+from helpers_launch import tiny_tower_flags
 from PIL import Image
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -54,20 +55,7 @@ def test_recipe_push_to_hub_pushes_final_model_processor_and_card(merged, hub, t
     argv = [
         "--dataset",
         str(data),
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(tiny_text_dir),
         "--lora_vision",
         "full",
         "--lora_text",

@@ -7,8 +7,7 @@ import json
 from collections import OrderedDict
 
 import pytest
-from conftest import TINY_TIMM_VIT
-from helpers_launch import REPO, run_task_recipe
+from helpers_launch import REPO, run_task_recipe, tiny_tower_flags
 from test_e2e_classification import make_entailment_folder
 from transformers import pipeline
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
@@ -57,20 +56,7 @@ def trained(tmp_path_factory, tiny_text_dir):
     argv = [
         "--dataset",
         str(data),
-        "--vision_model",
-        "timm:vit_tiny_patch16_224",
-        "--vision_model_args",
-        json.dumps(TINY_TIMM_VIT),
-        "--image_size",
-        "32",
-        "--text_model",
-        str(tiny_text_dir),
-        "--num_bridge_layers",
-        "1",
-        "--hidden_size",
-        "32",
-        "--num_attention_heads",
-        "2",
+        *tiny_tower_flags(tiny_text_dir),
         "--max_steps",
         "2",
         "--per_device_train_batch_size",
