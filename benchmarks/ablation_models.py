@@ -30,28 +30,17 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.timm_wrapper.modeling_timm_wrapper import TimmWrapperModelOutput
 
-from mmft import BRIDGES, LoraPlan, TaskData, get_task, resolve_name, vision_config_from_name
+from mmft import BRIDGES, TaskData, get_task, resolve_name, vision_config_from_name
+from mmft.training import make_plan
 
 PEER_TOWER_MODES = ("full", "frozen")  # the peers have no LoraPlan; LoRA towers are mmft-only here
 TOWER_MODULES = ("vision_tower.", "text_tower.", "vision_model.", "text_model.")  # mmft and dual-encoder names
 
 
-def lora_plan(lora_args: Any) -> LoraPlan:
-    """The recipe's `LoraPlan` from its LoRA arguments (`parse_recipe_args(...).lora`)."""
-    return LoraPlan(
-        vision=lora_args.lora_vision,
-        text=lora_args.lora_text,
-        r=lora_args.lora_r,
-        alpha=lora_args.lora_alpha,
-        dropout=lora_args.lora_dropout,
-        targets=lora_args.lora_targets,
-    )
-
-
 def build_mmft(bridge: str) -> Callable[..., nn.Module]:
     def build(model_args: Any, lora_args: Any, data: TaskData, options: dict) -> nn.Module:
         model, _ = recipe_model(get_task("vqa")(), model_args, data, bridge=bridge, **options.get("mmft_config", {}))
-        model = lora_plan(lora_args).apply(model)
+        model = make_plan(lora_args).apply(model)  # the recipe's own plan from its LoRA flags
         if model_args.cache_frozen_text:
             base_model(model).core.enable_frozen_text_cache()
         return model

@@ -95,6 +95,7 @@ def sharded_parameters(training_args: TrainingArguments) -> bool:
 
 
 def make_plan(lora_args: LoraArguments) -> LoraPlan:
+    """The recipe's `LoraPlan` from its LoRA flags (`parse_recipe_args(...).lora`)."""
     return LoraPlan(
         vision=lora_args.lora_vision,
         text=lora_args.lora_text,
