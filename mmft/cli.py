@@ -60,7 +60,9 @@ def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
 
 def _image_reference(image) -> str | None:
     """What a prediction record says of its image: the path, or None for an image held only as bytes."""
-    return image if isinstance(image, str) else (image or {}).get("path") if isinstance(image, dict) else None
+    if isinstance(image, str):
+        return image
+    return image.get("path") if isinstance(image, dict) else None
 
 
 def _predict(args: argparse.Namespace) -> int:
