@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             if k.startswith("test_rerank_") and "recall" in k
         }
     print(
-        f"{int(metrics['test_images'])} test images, {int(metrics['test_captions'])} captions, "
+        f"{int(metrics['test_num_images'])} test images, {int(metrics['test_num_captions'])} captions, "
         f"top {options.rerank_k} re-ranked"
     )
     print("stage\tt2i R@1\ti2t R@1")

@@ -138,17 +138,17 @@ def main() -> None:
         result = task.evaluate(trainer, data)
     metrics = result.metrics
     figures = {
-        "images": int(metrics["test_images"]),
-        "captions": int(metrics["test_captions"]),
+        "images": int(metrics["test_num_images"]),
+        "captions": int(metrics["test_num_captions"]),
         "rerank_k": args.rerank_k,
-        "pairs_reranked": int((metrics["test_images"] + metrics["test_captions"]) * args.rerank_k),
+        "pairs_reranked": int((metrics["test_num_images"] + metrics["test_num_captions"]) * args.rerank_k),
         "setup_seconds": round(setup_seconds, 1),
         "evaluation_seconds": round(metrics["test_runtime"], 1),
         "dual_ranking_seconds": round(metrics["test_dual_seconds"], 1),
         "rerank_seconds": round(metrics.get("test_rerank_seconds", 0.0), 1),
         "peak_rss_before_evaluation_gib": round(before / GIB, 3),
         "peak_rss_gib": round(peak_rss() / GIB, 3),
-        "full_similarity_matrix_gib": round(metrics["test_images"] * metrics["test_captions"] * 4 / GIB, 3),
+        "full_similarity_matrix_gib": round(metrics["test_num_images"] * metrics["test_num_captions"] * 4 / GIB, 3),
         "threads": args.threads,
     }
     print(json.dumps(figures, indent=1))

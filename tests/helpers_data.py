@@ -52,8 +52,9 @@ def make_imagefolder(
     return root
 
 
-def make_parquet_hub_layout(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
-    """A `load_dataset(<dir>)` dataset with non-standard column names (img / query / label)."""
+def make_parquet_hub_layout(root: Path, n_train: int = 24, n_test: int = 8, relative_paths: bool = False) -> Path:
+    """A `load_dataset(<dir>)` dataset with non-standard column names (img / query / label); with `relative_paths`,
+    `img` is a string column of paths relative to the image folder `<root>_images` (as --image_root names it)."""
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
@@ -65,10 +66,11 @@ def make_parquet_hub_layout(root: Path, n_train: int = 24, n_test: int = 8) -> P
         for row in rows(n):
             path = images / f"{split}_{row['file_name']}"
             write_image(path, row["colour"])
-            data["img"].append(str(path))
+            data["img"].append(path.name if relative_paths else str(path))
             data["query"].append(row["question"])
             data["label"].append(row["answer"])
-        features = Features({"img": ImageFeature(), "query": Value("string"), "label": Value("string")})
+        image = Value("string") if relative_paths else ImageFeature()
+        features = Features({"img": image, "query": Value("string"), "label": Value("string")})
         Dataset.from_dict(data, features=features).to_parquet(str(root / f"{split}.parquet"))
     return root
 
@@ -216,4 +218,135 @@ def make_caption_folder(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
                 array[12 * top + 2 : 12 * top + 10, 12 * left + 2 : 12 * left + 10] = COLOURS[row["colour"]]
                 Image.fromarray(array).save(folder / row["file_name"])
                 handle.write(json.dumps({k: v for k, v in row.items() if k not in ("colour", "place")}) + "\n")
+    return root
+
+
+PLACES = ("top left", "top right", "bottom left", "bottom right")
+
+
+def _square_image(path: Path, colour: str, place: int) -> None:
+    array = np.full((24, 24, 3), 255, dtype=np.uint8)
+    top, left = divmod(place, 2)
+    array[12 * top + 2 : 12 * top + 10, 12 * left + 2 : 12 * left + 10] = COLOURS[colour]
+    Image.fromarray(array).save(path)
+
+
+def pair_captions(i: int, per_image: int = 5) -> list[str]:
+    """`per_image` differently worded, unique captions of image `i` (a square: two colours x four places)."""
+    colour, place = ("red", "blue")[i % 2], PLACES[(i // 2) % 4]
+    words = (
+        f"a {colour} square at the {place}",
+        f"the {place} holds a {colour} box",
+        f"one {colour} block in the {place} corner",
+        f"a white picture with a {colour} patch, {place}",
+        f"{colour} at the {place}, image {i}",
+    )
+    return [f"{words[k % len(words)]} ({k // len(words)})" if k >= len(words) else words[k] for k in range(per_image)]
+
+
+def write_pair_images(folder: Path, split: str, n: int) -> list[str]:
+    """`n` distinct square images `<split>_<i>.png` in `folder`; returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        name = f"{split}_{i}.png"
+        _square_image(folder / name, ("red", "blue")[i % 2], (i // 2) % 4)
+        names.append(name)
+    return names
+
+
+def make_flickr_csv(root: Path, n_train: int = 6, n_test: int = 4, per_image: int = 5) -> Path:
+    """The Flickr30k layout as a table folder: `train.csv` / `test.csv` with one `image,caption` row per image-caption
+    pair (`per_image` rows per image, in caption order), images under `root/images/`."""
+    import csv
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        names = write_pair_images(root / "images", split, n)
+        with (root / f"{split}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "caption"])
+            for i, name in enumerate(names):
+                for caption in pair_captions(i, per_image):
+                    writer.writerow([f"images/{name}", caption])
+    return root
+
+
+def make_coco_captions_json(root: Path, n_train: int = 6, n_test: int = 4, per_image: int = 5) -> dict[str, str]:
+    """The same images and captions as `make_flickr_csv`, as COCO's `captions_<split>.json` (`images` +
+    `annotations`), images under `root/images/`; returns the CaptionDataArguments fields."""
+    files = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        names = write_pair_images(root / "images", split, n)
+        images = [{"id": i, "file_name": name} for i, name in enumerate(names)]
+        annotations = [
+            {"id": 100 * i + k, "image_id": i, "caption": caption}
+            for i in range(n)
+            for k, caption in enumerate(pair_captions(i, per_image))
+        ]
+        (root / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+        files[split] = str(root / f"captions_{split}.json")
+    return {"captions_file": files["train"], "eval_captions_file": files["test"], "image_dir": str(root / "images")}
+
+
+def make_flickr_hub_layout(
+    root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 4, relative_paths: bool = False
+) -> tuple[Path, Path]:
+    """The Hub Flickr30k layout (`nlphuji/flickr30k`) as a local parquet folder: a single `test` split holding every
+    row, one per image, with `image` (embedded, as on the Hub; or, with `relative_paths`, a string path relative to
+    the image folder), `caption` (a list of five), `sentids`, `split` (train / val / test), `img_id` and `filename`.
+    Returns (the dataset folder, the image folder, outside it)."""
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    root.mkdir(parents=True)
+    images = root.parent / f"{root.name}_images"
+    data: dict[str, list] = {"image": [], "caption": [], "sentids": [], "split": [], "img_id": [], "filename": []}
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    names = {split: write_pair_images(images / split, split, n) for split, n in sizes.items()}
+    order = [(split, i) for split, n in sizes.items() for i in range(n)]
+    order = order[1::2] + order[::2]  # the splits interleaved, as in the real file
+    for number, (split, i) in enumerate(order):
+        name = names[split][i]
+        embedded = {"bytes": (images / split / name).read_bytes(), "path": name}
+        data["image"].append(f"{split}/{name}" if relative_paths else embedded)
+        data["caption"].append(pair_captions(i))
+        data["sentids"].append([str(5 * number + k) for k in range(5)])
+        data["split"].append(split)
+        data["img_id"].append(str(number))
+        data["filename"].append(name)
+    features = Features(
+        {
+            "image": Value("string") if relative_paths else ImageFeature(),
+            "caption": Sequence(Value("string")),
+            "sentids": Sequence(Value("string")),
+            "split": Value("string"),
+            "img_id": Value("string"),
+            "filename": Value("string"),
+        }
+    )
+    Dataset.from_dict(data, features=features).to_parquet(str(root / "test.parquet"))
+    return root, images
+
+
+def make_vqa_answer_lists_csv(root: Path, n_train: int = 8, n_test: int = 4) -> Path:
+    """A VQA table folder (`train.csv` / `test.csv`: image,question,answers) whose answers cells hold several answers:
+    a JSON list on even rows, `|`-separated on odd rows, and a plain single answer on every fourth row."""
+    import csv
+
+    root.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        with (root / f"{split}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "question", "answers"])
+            for i, row in enumerate(rows(n)):
+                name = f"{split}_{row['file_name']}"
+                write_image(root / name, row["colour"])
+                answer, other = row["answer"], "maybe"
+                if i % 4 == 3:
+                    cell = answer
+                elif i % 2 == 0:
+                    cell = json.dumps([answer, answer, other])
+                else:
+                    cell = f"{answer}|{answer} | {other}"
+                writer.writerow([name, row["question"] + " (a|b)", cell])
     return root

@@ -92,6 +92,7 @@ def test_run_writes_metrics_baselines_predictions_and_card(run):
         "test_generated_tokens_per_second",
     ):
         assert key in results, key
+    assert (results["test_num_images"], results["test_num_captions"]) == (EVAL_ROWS, 5 * EVAL_ROWS)
     written = _written(run["output"])
     assert len(written) == EVAL_ROWS and set(written[0]) == {"image", "caption", "references"}
     assert written[0]["references"] == scenes_rows(1)[1][0]  # the first test scene's five captions

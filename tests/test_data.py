@@ -119,3 +119,116 @@ def test_answer_vocab_and_label_encoding():
     scores = soft_scores(["dog"] * 2 + ["2"] * 8, label2id)
     assert scores.tolist() == pytest.approx([2 / 3, 1.0, 0.0])
     assert answer_id(["cat"], label2id) == IGNORE_INDEX
+
+
+# -- data as users have it: list cells, relative image paths, Hub configurations, a split column ---------------------
+def test_vqa_csv_answer_cells_hold_json_lists_or_bar_separated_answers(tmp_path, processor):
+    from helpers_data import make_vqa_answer_lists_csv
+
+    splits = prepare_vqa(make_vqa_answer_lists_csv(tmp_path / "d", n_train=8, n_test=4))
+    assert splits.train["answers"][:4] == [
+        ["red", "red", "maybe"],
+        ["blue", "blue", "maybe"],
+        ["yes", "yes", "maybe"],
+        ["no"],
+    ]
+    assert splits.train["question"][0] == "what color is the shape? (a|b)"  # a question is never split
+    assert not splits.info["single_answer"]  # several answers per row: VQAv2 soft scores
+    labels = _batch(splits, processor)["labels"]
+    vocabulary = {answer: i for i, answer in enumerate(splits.labels)}
+    assert labels[0, vocabulary["red"]] == pytest.approx(2 / 3) and labels[0, vocabulary["maybe"]] == pytest.approx(
+        1 / 3
+    )
+    assert labels[3, vocabulary["no"]] == 1.0 and labels[3].sum() == 1.0  # a plain cell is one answer
+
+
+def test_list_cells_are_split_only_where_the_column_declares_how():
+    from mmft.data import TEXT, TEXTS, Column
+    from mmft.tasks.vqa import ANSWERS, QUESTION
+
+    assert ANSWERS.canonical('["red", "red", "blue"]') == ["red", "red", "blue"]
+    assert ANSWERS.canonical("red|red | blue") == ["red", "red", "blue"]
+    assert ANSWERS.canonical("red") == ["red"] and ANSWERS.canonical(["a|b"]) == ["a|b"]  # a list is kept as given
+    assert ANSWERS.canonical("[not json") == ["[not json"]
+    assert ANSWERS.problem(ANSWERS.canonical("red||blue")) == "'answers' item 1 is an empty answer"
+    assert QUESTION.canonical("a|b") == "a|b" and Column("t", TEXTS).canonical('["a"]') == ['["a"]']
+    with pytest.raises(ValueError, match="a 'text' column holds one string"):
+        Column("q", TEXT, separator="|")
+
+
+def test_relative_image_paths_resolve_against_image_root(tmp_path):
+    root = make_parquet_hub_layout(tmp_path / "hub", n_train=8, n_test=4, relative_paths=True)
+    images = tmp_path / "hub_images"
+    mapping = {"question_column": "query", "answers_column": "label"}
+    splits = prepare_vqa(root, spec={"image_column": "img", "image_root": str(images)}, **mapping)
+    assert splits.train.with_format(None)[0]["img" if False else "image"]["path"] == str(images / "train_0.png")
+    with pytest.raises(DataError, match=r"split 'train', row 0, file train_0.png: image file not found"):
+        prepare_vqa(root, spec={"image_column": "img"}, **mapping)  # relative to the working directory: not there
+    # A local table folder: its images resolve against its own folder, or against --image_root.
+    table = tmp_path / "table"
+    table.mkdir()
+    lines = [json.dumps({"image": f"train_{i}.png", "question": "q?", "answer": "red"}) for i in range(2)]
+    for split in ("train", "test"):
+        (table / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    from datasets import Image
+
+    from mmft.data import SourceSpec, load_splits
+    from mmft.tasks.vqa import ANSWERS, QUESTION
+
+    for spec, folder in (
+        (SourceSpec(dataset=str(table), image_root=str(images)), images),
+        (SourceSpec(dataset=str(table)), table),
+    ):
+        train, _ = load_splits(spec, (QUESTION, ANSWERS))
+        assert train.cast_column("image", Image(decode=False))[1]["image"]["path"] == str(folder / "train_1.png")
+
+
+def test_hub_configuration_and_revision_reach_load_dataset(tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    from mmft.data import sources
+
+    root = make_parquet_hub_layout(tmp_path / "hub", n_train=8, n_test=4)
+    calls = []
+
+    def recording(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        return load_dataset(str(root))
+
+    monkeypatch.setattr(sources, "load_dataset", recording)
+    spec = {"image_column": "img", "dataset_config_name": "2014", "dataset_revision": "v1.0"}
+    prepare_vqa("user/vqa", spec=spec, question_column="query", answers_column="label")
+    assert calls == [("user/vqa", "2014", {"revision": "v1.0"})]
+
+
+def test_a_split_column_partitions_the_loaded_rows_before_the_splits_are_chosen(tmp_path):
+    from datasets import DatasetDict, load_dataset
+
+    from mmft.data.sources import partition_by_column
+
+    root = make_parquet_hub_layout(tmp_path / "hub", n_train=6, n_test=3)
+    loaded = load_dataset(str(root))
+    parts = partition_by_column(
+        DatasetDict({name: data.rename_column("query", "part") for name, data in loaded.items()}), "part", "hub"
+    )
+    assert sorted(parts) == ["is the shape red?", "what color is the shape?"]  # the values of every split's rows
+    assert sum(len(part) for part in parts.values()) == 9 and "part" not in parts["is the shape red?"].column_names
+    # Through the loader: the column is carried from the source (a table here), partitioned, then dropped.
+    table = tmp_path / "table"
+    table.mkdir()
+    rows = [
+        {"file_name": f"train_{i}.png", "question": "q?", "answer": answer, "part": part}
+        for i, (answer, part) in enumerate([("red", "train"), ("red", "test"), ("blue", "train")])
+    ]
+    (table / "all.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    splits = prepare_vqa(table, spec={"split_column": "part", "image_root": str(tmp_path / "hub_images")})
+    assert (len(splits.train), len(splits.eval)) == (2, 1)
+    with pytest.raises(DataError, match=r"dataset '.*hub', split 'train': no column 'split' \(--split_column\)"):
+        prepare_vqa(
+            root, spec={"image_column": "img", "split_column": "split"}, question_column="query", answers_column="label"
+        )
+    (table / "all.jsonl").write_text(json.dumps({**rows[0], "part": None}) + "\n")
+    with pytest.raises(DataError, match=r"all.jsonl, line 1: missing field 'part'"):
+        prepare_vqa(table, spec={"split_column": "part"})
+    with pytest.raises(DataError, match="--split_column part partitions a loaded dataset, which a stream is not"):
+        prepare_vqa(table, spec={"split_column": "part", "streaming": True})

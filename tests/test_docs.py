@@ -27,6 +27,8 @@ NOT_TESTS = {
     "test_cider_baseline_nearest",
     "test_generation_seconds",
     "test_generated_tokens_per_second",
+    "test_num_images",
+    "test_num_captions",
     "test_dual_",
     "test_rerank_",
 }

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import IMAGE_SIZE, TINY_TIMM_CNN, tiny_text_config, tiny_vision_config
-from helpers_data import make_caption_folder
+from helpers_data import make_caption_folder, make_coco_captions_json, make_flickr_csv, pair_captions
 from torch import nn
 from transformers import Trainer, TrainingArguments, pipeline
 
@@ -361,7 +361,7 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
         for direction in ("t2i", "i2t"):
             assert {f"test_{stage}_{direction}_recall@{k}" for k in (1, 5, 10)} <= set(result.metrics)
         assert f"test_{stage}_rsum" in result.metrics
-    assert result.metrics["test_images"] == 7 and result.metrics["test_captions"] == 13
+    assert result.metrics["test_num_images"] == 7 and result.metrics["test_num_captions"] == 13
     assert result.metrics["test_unique_captions"] == 1.0
     assert len(result.predictions) == 13 + 7 and result.predictions[0]["direction"] == "t2i"
     assert np.isfinite(result.metrics["test_rerank_seconds"])
@@ -369,6 +369,71 @@ def test_evaluate_ranks_like_brute_force_and_names_both_stages(caption_folder, t
     trainer.eval_dataset = data.eval
     trainer.preprocess_logits_for_metrics = task.preprocess_logits_for_metrics
     assert np.isfinite(trainer.evaluate()["eval_loss"])
+
+
+# -- pair data as users have it: one row per (image, caption) ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def flickr_csv(tmp_path_factory):
+    return make_flickr_csv(tmp_path_factory.mktemp("flickr"), n_train=3, n_test=4)
+
+
+def test_flickr_rows_of_one_image_become_one_row_and_never_each_others_negatives(flickr_csv):
+    spec = SourceSpec(dataset=str(flickr_csv))
+    data = RetrievalTask(RetrievalArguments()).prepare_data(spec)
+    assert len(data.eval) == 4 and data.eval["captions"] == [pair_captions(i) for i in range(4)]  # CSV order kept
+    assert data.eval["row"] == [0, 5, 10, 15]  # each image's first row as read
+    assert data.train["image_id"] == [0] * 5 + [5] * 5 + [10] * 5  # an image's pairs share its id: not negatives
+    # Negative control: with grouping off every row is an image of its own, its sibling captions its negatives.
+    ungrouped = RetrievalTask(RetrievalArguments(group_by_image=False)).prepare_data(spec)
+    assert len(ungrouped.eval) == 20 and ungrouped.train["image_id"] == list(range(15))
+
+
+def _evaluate(task, data, tmp_path):
+    processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
+    task.attach(data, processor)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=32,  # every image in one batch: copies of one file embed bit for bit alike
+        use_cpu=True,
+        report_to="none",
+        remove_unused_columns=False,
+    )
+    model = tiny_retrieval(seed=1).eval()
+    trainer = Trainer(model=model, args=args, data_collator=task.collator(processor, 64), processing_class=processor)
+    return task.evaluate(trainer, data).metrics
+
+
+def test_grouping_negative_control_duplicated_gallery_images_lower_recall(flickr_csv, tmp_path):
+    """The same 4 images and 20 captions as a Flickr-style CSV (5 rows per image) and as a COCO captions JSON score
+    alike; with grouping off each image is in the gallery 5 times, and Recall@1 falls for structural reasons."""
+    task = RetrievalTask(RetrievalArguments(rerank_k=4))
+    grouped = _evaluate(task, task.prepare_data(SourceSpec(dataset=str(flickr_csv))), tmp_path)
+    coco_files = make_coco_captions_json(tmp_path / "coco", n_train=3, n_test=4)
+    coco_task = RetrievalTask(RetrievalArguments(rerank_k=4, **coco_files))
+    coco = _evaluate(coco_task, coco_task.prepare_data(SourceSpec(dataset="coco_json")), tmp_path)
+    off_task = RetrievalTask(RetrievalArguments(rerank_k=4, group_by_image=False))
+    ungrouped = _evaluate(off_task, off_task.prepare_data(SourceSpec(dataset=str(flickr_csv))), tmp_path)
+
+    assert (grouped["test_num_images"], grouped["test_num_captions"]) == (4, 20)
+    assert (coco["test_num_images"], coco["test_num_captions"]) == (4, 20)
+    assert (ungrouped["test_num_images"], ungrouped["test_num_captions"]) == (20, 20)
+    for key in [k for k in grouped if k.startswith(("test_dual_", "test_rerank_"))]:
+        if not key.endswith("_seconds"):
+            assert coco[key] == pytest.approx(grouped[key]), key  # a table of pairs == the per-image file
+
+    # Grouped: 4 gallery images, so every caption finds its image within 5.
+    assert grouped["test_dual_t2i_recall@5"] == 1.0
+    # Ungrouped: a caption's image has 4 copies that score exactly as it does, and ties count against the query, so
+    # no caption ranks its own row first; an image's 5 copies rank the captions alike, so at most one copy of an
+    # image hits (the one whose caption tops the list): image->text R@1 is a fifth of the grouped one.
+    assert ungrouped["test_dual_t2i_recall@1"] == 0.0
+    assert ungrouped["test_dual_t2i_recall@5"] == pytest.approx(grouped["test_dual_t2i_recall@1"])
+    assert ungrouped["test_dual_i2t_recall@1"] == pytest.approx(grouped["test_dual_i2t_recall@1"] / 5)
+    assert grouped["test_dual_t2i_recall@1"] > 0 and grouped["test_dual_i2t_recall@1"] > 0  # so R@1 really falls
+    for stage in ("dual", "rerank"):
+        for direction in ("t2i", "i2t"):
+            key = f"test_{stage}_{direction}_recall@1"
+            assert ungrouped[key] < grouped[key], key
 
 
 def test_retrieval_flags_are_checked_when_parsed():

@@ -1,31 +1,41 @@
 """Image-caption data shared by the retrieval and captioning tasks: the `captions` column and the caption formats.
 
 Rows are `image` + `captions` (one or more strings). Sources, besides the generic ones of `mmft.data.sources`
-(an imagefolder whose `metadata.jsonl` rows carry `captions` or `caption`; a Hub dataset mapped with
-`--caption_column`, e.g. the Flickr30k layout):
+(an imagefolder whose `metadata.jsonl` rows carry `captions` or `caption`; a table whose `caption` cell holds one
+caption or a JSON list; a Hub dataset mapped with `--caption_column`, e.g. the Flickr30k layout):
 
 - **COCO / Karpathy-split JSON** (`--dataset coco_json --captions_file dataset_coco.json --image_dir ...`): the
   `dataset_coco.json` / `dataset_flickr30k.json` layout (`images` with `filepath`, `filename`, `split` and
   `sentences`; `restval` joins `train`), or COCO's own `captions_*.json` (`images` + `annotations`), one file per
   split (`--captions_file` for train, `--eval_captions_file` for eval).
 - **scenes** (`--dataset scenes`): the synthetic offline demo data of `mmft.data.scenes`.
+
+Whatever the source, both caption tasks merge the rows of a split that share an image (`group_by_image`): a table
+with one row per image-caption pair (Flickr30k's CSV, COCO annotations exported as rows) gives one row per image with
+all its captions, so retrieval's gallery holds each image once and an image is never its own negative, and
+captioning scores each image once against all its references. `--group_by_image false` turns it off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Image
 
 from .columns import TEXTS, Column
 from .sources import DataError, features_of
 
-CAPTIONS = Column("captions", TEXTS, keys=("captions", "caption"), flag="caption_column", noun="caption")
+# A table cell may hold an image's captions as a JSON list (Flickr30k's own CSV); a caption is never split on `|`.
+CAPTIONS = Column(
+    "captions", TEXTS, keys=("captions", "caption"), flag="caption_column", noun="caption", json_list=True
+)
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "validation", "test": "test"}
+_CHUNK = 1024  # rows whose images are read at a time while grouping (embedded bytes never all sit in memory)
 
 
 @dataclass
@@ -42,6 +52,54 @@ class CaptionDataArguments:
         default=None, metadata={"help": "COCO's captions_val.json (Karpathy files hold every split already)"}
     )
     image_dir: str | None = field(default=None, metadata={"help": "--dataset coco_json: the folder of the images"})
+    group_by_image: bool = field(
+        default=True,
+        metadata={
+            "help": "merge the rows of a split that share an image (same file, or same embedded bytes) into one "
+            "row with all its captions: one gallery entry per image, never its own negative (false: each row is "
+            "its own image, e.g. as a negative control)"
+        },
+    )
+
+    def grouped(self, data: Dataset) -> Dataset:
+        """A split as the caption tasks read it: one row per image (`group_by_image`), unless turned off."""
+        return group_by_image(data) if self.group_by_image else data
+
+
+def image_key(image: dict | None) -> tuple[str, str] | None:
+    """What identifies an undecoded image `{"bytes", "path"}`: a hash of its bytes where it holds them (beside
+    embedded bytes a path is only a name, which a Hub dataset may repeat or leave out), else its normalised path."""
+    if image is None:
+        return None
+    if image.get("bytes") is not None:
+        return "bytes", hashlib.sha1(image["bytes"]).hexdigest()
+    return ("path", os.path.normpath(os.path.abspath(image["path"]))) if image.get("path") else None
+
+
+def group_by_image(data: Dataset) -> Dataset:
+    """One row per image: the rows that share an image (`image_key`) become the first one's row with all their
+    captions, in the order read; the other columns (`row`, ...) are the first row's. A caption repeated for one
+    image is kept (grouping only merges rows; a run reports `test_unique_captions`). Rows without an image stay
+    apart. `data` itself when no two rows share an image (COCO / Karpathy files are per image already)."""
+    images = data.select_columns(["image"]).cast_column("image", Image(decode=False))
+    group_of: dict[tuple[str, str], int] = {}
+    groups: list[list[int]] = []
+    for start in range(0, len(images), _CHUNK):
+        for index, image in enumerate(images[start : start + _CHUNK]["image"], start=start):
+            key = image_key(image)
+            if key is not None and key in group_of:
+                groups[group_of[key]].append(index)
+                continue
+            if key is not None:
+                group_of[key] = len(groups)
+            groups.append([index])
+    if len(groups) == len(data):
+        return data
+    captions = data.with_format(None)["captions"]
+    merged = [[caption for index in group for caption in captions[index]] for group in groups]
+    firsts = data.select([group[0] for group in groups])
+    feature = data.features["captions"]
+    return firsts.remove_columns("captions").add_column("captions", merged, feature=feature)
 
 
 def _image_path(image_dir: Path, entry: dict, where: str) -> str:
@@ -128,4 +186,12 @@ def caption_datasets(files: CaptionDataArguments) -> dict:
     return {"coco_json": lambda spec: load_caption_json(files), "scenes": lambda spec: load_scenes_captions()}
 
 
-__all__ = ["CAPTIONS", "CaptionDataArguments", "caption_datasets", "load_caption_json", "load_scenes_captions"]
+__all__ = [
+    "CAPTIONS",
+    "CaptionDataArguments",
+    "caption_datasets",
+    "group_by_image",
+    "image_key",
+    "load_caption_json",
+    "load_scenes_captions",
+]

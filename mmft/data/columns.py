@@ -6,10 +6,14 @@ messages are driven by them, so a new task never touches the data code. Three ki
 - `text`: one string (a question, a statement, a query);
 - `texts`: one or more strings (VQA answers, the captions of an image);
 - `labels`: one or more class names (a label, or a multi-label list); ints and bools become their string form.
+
+A CSV cell holds one string, so a column of several values may say how a string holds a list (`json_list`,
+`separator`); only columns that declare it are split (a caption or a question may contain `|`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,9 @@ class Column:
         flag: the argument that names the source column of a Hub dataset (default: `<name>_column`).
         noun: what one value is called in messages (default: the name); e.g. "question", "caption".
         normalize: a task-specific conversion applied before the kind's own (e.g. VQAv2's answer dicts).
+        json_list: a string value holding a JSON list (`["red", "red", "blue"]`) is that list (kinds `texts` and
+            `labels`: how a CSV cell holds several values).
+        separator: a string value is split on it (`red|red|blue`), each item stripped; applied after `json_list`.
     """
 
     name: str
@@ -43,10 +50,14 @@ class Column:
     flag: str | None = None
     noun: str | None = None
     normalize: Callable[[Any], Any] | None = None
+    json_list: bool = False
+    separator: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Column {self.name!r}: unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.kind == TEXT and (self.json_list or self.separator):
+            raise ValueError(f"Column {self.name!r}: a {TEXT!r} column holds one string; it has no list to split")
 
     @property
     def record_keys(self) -> tuple[str, ...]:
@@ -66,6 +77,8 @@ class Column:
 
     def canonical(self, value: Any) -> Any:
         """The canonical form of a raw value; unusable values are kept as they are, for `problem` to name."""
+        if isinstance(value, str):
+            value = self.split_text(value)
         if self.normalize is not None:
             value = self.normalize(value)
         if self.kind == TEXT:
@@ -77,6 +90,19 @@ class Column:
         if self.kind == LABELS:
             return [_label_string(item) for item in value]
         return list(value)
+
+    def split_text(self, text: str) -> Any:
+        """A string value as the list it holds, where the column declares how (`json_list`, `separator`)."""
+        if self.json_list and text.lstrip().startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None  # not JSON: one value (or split on the separator) as written
+            if isinstance(parsed, list):
+                return parsed
+        if self.separator and self.separator in text:
+            return [item.strip() for item in text.split(self.separator)]
+        return text
 
     def problem(self, value: Any) -> str | None:
         """Why a canonical value is unusable (None when it is fine), in words that name the column."""

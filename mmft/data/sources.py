@@ -5,7 +5,12 @@ columns (`mmft.data.columns`); `validate_split` then checks them cheaply before 
 
 - an **imagefolder**: `<split>/metadata.jsonl` (or `metadata.csv`) with a `file_name` per row, images beside it;
 - a **table folder**: `<split>.jsonl` / `<split>.csv` whose image column holds paths relative to the folder;
-- anything **`datasets.load_dataset`** reads (a Hub id, a folder of parquet/arrow files), columns mapped by flags.
+- anything **`datasets.load_dataset`** reads (a Hub id, a folder of parquet/arrow files), columns mapped by flags;
+  `--dataset_config_name` / `--dataset_revision` pick its configuration and version.
+
+Relative image paths (a table's, or a Hub/parquet string column's) resolve against `--image_root` (default for a local
+table: its own folder). `--split_column` partitions the loaded rows by a column's values before the splits are chosen
+(Flickr30k on the Hub: one `test` split, each row's Karpathy split in a `split` column).
 
 A task adds its own formats (easy-VQA, VQAv2 JSON, COCO captions) as named readers in its `datasets` registry.
 """
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 
 from .columns import Column
 
@@ -68,6 +73,26 @@ class SourceSpec:
         metadata={
             "help": "with --streaming: shuffle rows through a buffer of this many per process (0: "
             "shard order only; a resumed run loses the rows that sat in the buffer)"
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "the configuration (subset) of a Hub dataset: load_dataset(dataset, name)"}
+    )
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "the branch, tag or commit of a Hub dataset (default: its main branch)"}
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder that relative image paths of a table or a Hub/parquet dataset's string image column "
+            "resolve against (default for a local table folder: that folder)"
+        },
+    )
+    split_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "a column naming each row's split (e.g. Flickr30k's 'split': train/val/test): the loaded rows "
+            "are partitioned by its values, which then name the splits --train_split/--eval_split choose from"
         },
     )
 
@@ -126,10 +151,16 @@ def _pick(record: dict, keys: tuple[str, ...]) -> tuple[str | None, Any]:
 
 
 def read_table(
-    path: Path, base: Path, columns: tuple[Column, ...], column_map: dict[str, str], image_keys: tuple[str, ...]
+    path: Path,
+    base: Path,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str],
+    image_keys: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> Dataset:
-    """A table of rows (JSON lines or CSV) naming image files relative to `base`, as a dataset of canonical rows."""
-    rows: dict[str, list] = {"image": [], **{c.name: [] for c in columns}}
+    """A table of rows (JSON lines or CSV) naming image files relative to `base`, as a dataset of canonical rows;
+    `extra` names fields every row must have, carried along as strings (e.g. the `--split_column`)."""
+    rows: dict[str, list] = {"image": [], **{c.name: [] for c in columns}, **{name: [] for name in extra}}
     for line_number, record in read_records(path):
         where = f"{path}, line {line_number}"
         image_key, image = _pick(record, image_keys)
@@ -146,8 +177,12 @@ def read_table(
                 if isinstance(text, str) and _surrogates(text):  # Arrow cannot even store such a string
                     raise DataError(f"{where}: {column.what} is not valid UTF-8 text (lone surrogate); fix the file")
             rows[column.name].append(value)
+        for name in extra:
+            if record.get(name) is None:
+                raise DataError(f"{where}: missing field {name!r}")
+            rows[name].append(str(record[name]))
         rows["image"].append(str(base / image) if isinstance(image, str) and not os.path.isabs(image) else image)
-    return Dataset.from_dict(rows, features=features_of(columns))
+    return Dataset.from_dict(rows, features=features_of(columns, {name: Value("string") for name in extra}))
 
 
 def _surrogates(text: str) -> bool:
@@ -174,8 +209,16 @@ def local_splits(root: Path) -> dict[str, tuple[Path, Path]] | None:
     return found or None
 
 
-def load_local(root: Path, columns: tuple[Column, ...], column_map: dict[str, str], image_column: str) -> DatasetDict:
-    """An imagefolder (`<split>/metadata.jsonl`) or table folder (`<split>.jsonl|csv`) read row by row.
+def load_local(
+    root: Path,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str],
+    image_column: str,
+    image_root: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> DatasetDict:
+    """An imagefolder (`<split>/metadata.jsonl`) or table folder (`<split>.jsonl|csv`) read row by row; relative image
+    paths resolve against `image_root`, else the table's folder.
 
     Read here rather than through `load_dataset("imagefolder")` so that a bad line is reported with its file and
     line number instead of being dropped or failing deep inside the builder.
@@ -188,7 +231,10 @@ def load_local(root: Path, columns: tuple[Column, ...], column_map: dict[str, st
         )
     image_keys = (image_column, *(k for k in IMAGE_KEYS if k != image_column))
     return DatasetDict(
-        {split: read_table(table, base, columns, column_map, image_keys) for split, (table, base) in splits.items()}
+        {
+            split: read_table(table, Path(image_root) if image_root else base, columns, column_map, image_keys, extra)
+            for split, (table, base) in splits.items()
+        }
     )
 
 
@@ -215,9 +261,22 @@ def source_columns(
 class CanonicalRows:
     """`.map(batched=True)` function: a batch of source rows -> canonical columns (plus the `keep` ones present)."""
 
-    def __init__(self, wanted: dict[str, str], columns: tuple[Column, ...], keep: tuple[str, ...]) -> None:
-        self.wanted, self.keep = wanted, keep
+    def __init__(
+        self, wanted: dict[str, str], columns: tuple[Column, ...], keep: tuple[str, ...], image_root: str | None = None
+    ) -> None:
+        self.wanted, self.keep, self.image_root = wanted, keep, image_root
         self.by_column = {c.name: c for c in columns}
+
+    def _image(self, image: Any) -> Any:
+        """An image given by a relative path (a string, or an undecoded image without bytes), under `image_root`."""
+        if self.image_root is None:
+            return image
+        if isinstance(image, str) and not os.path.isabs(image):
+            return os.path.join(self.image_root, image)
+        if isinstance(image, dict) and image.get("bytes") is None and image.get("path"):
+            if not os.path.isabs(image["path"]):
+                return {**image, "path": os.path.join(self.image_root, image["path"])}
+        return image
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         out = {
@@ -225,14 +284,15 @@ class CanonicalRows:
             for name, source in self.wanted.items()
             if name != "image"
         }
-        return {"image": batch[self.wanted["image"]], **out, **{k: batch[k] for k in self.keep if k in batch}}
+        images = [self._image(image) for image in batch[self.wanted["image"]]]
+        return {"image": images, **out, **{k: batch[k] for k in self.keep if k in batch}}
 
 
 def load_hub(
     spec: SourceSpec, columns: tuple[Column, ...], column_map: dict[str, str], keep: tuple[str, ...] = ()
 ) -> DatasetDict:
     """A `load_dataset` dataset, its columns renamed to the canonical ones and their values made canonical."""
-    loaded = load_dataset(spec.dataset)
+    loaded = load_dataset(spec.dataset, spec.dataset_config_name, revision=spec.dataset_revision)
     renamed = {}
     for split, data in loaded.items():
         wanted = source_columns(data.column_names, spec, columns, column_map, split)
@@ -240,7 +300,7 @@ def load_hub(
         features = features_of(columns, {k: data.features[k] for k in keep if k in data.column_names})
         data = data.cast_column(spec.image_column, Image(decode=False))
         renamed[split] = data.map(
-            CanonicalRows(wanted, columns, keep),
+            CanonicalRows(wanted, columns, keep, spec.image_root),
             batched=True,
             remove_columns=data.column_names,
             features=_undecoded(features),
@@ -265,19 +325,41 @@ def load_splits(
     `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g. `question_type`)."""
     column_map = column_map or {}
     named = named or {}
+    by_split = (spec.split_column,) if spec.split_column else ()
     if spec.dataset in named:
         splits = named[spec.dataset](spec)
     elif spec.dataset and os.path.isdir(spec.dataset) and local_splits(Path(spec.dataset)):
-        splits = load_local(Path(spec.dataset), columns, column_map, spec.image_column)
+        splits = load_local(Path(spec.dataset), columns, column_map, spec.image_column, spec.image_root, by_split)
     elif spec.dataset and os.path.isfile(spec.dataset):
         raise DataError(
             f"--dataset {spec.dataset} is a file; pass the folder holding <split>.jsonl / <split>.csv files "
             "(e.g. train.jsonl and test.jsonl), or an imagefolder"
         )
     else:
-        splits = load_hub(spec, columns, column_map, keep)
+        splits = load_hub(spec, columns, column_map, (*keep, *by_split))
+    if spec.split_column:
+        splits = partition_by_column(splits, spec.split_column, spec.dataset)
     train_split, eval_split = choose_splits(spec, splits)
     return splits[train_split], splits[eval_split]
+
+
+def partition_by_column(splits: DatasetDict, column: str, source: str | None) -> DatasetDict:
+    """The rows of every split (in order) partitioned by their `column` value, which names the new split; the column
+    is dropped. E.g. Flickr30k on the Hub: one `test` split whose `split` column says train / val / test per row."""
+    for split, data in splits.items():
+        if column not in data.column_names:
+            raise DataError(
+                f"dataset {source!r}, split {split!r}: no column {column!r} (--split_column); columns are "
+                f"{data.column_names}"
+            )
+    rows = concatenate_datasets(list(splits.values())) if len(splits) > 1 else next(iter(splits.values()))
+    members: dict[str, list[int]] = {}
+    for index, value in enumerate(rows[column]):
+        if value is None or str(value).strip() == "":
+            raise DataError(f"dataset {source!r}: row {index} has no {column!r} value (--split_column)")
+        members.setdefault(str(value), []).append(index)
+    rows = rows.remove_columns(column)
+    return DatasetDict({value: rows.select(indices) for value, indices in members.items()})
 
 
 def choose_splits(spec: SourceSpec, available) -> tuple[str, str]:
@@ -302,6 +384,7 @@ __all__ = [
     "load_hub",
     "load_local",
     "load_splits",
+    "partition_by_column",
     "read_records",
     "read_table",
     "source_columns",

@@ -98,7 +98,9 @@ def canonical_stream(
     features["image"] = Image(decode=False)
     if isinstance(stream.features[wanted["image"]], Image):
         stream = stream.cast_column(wanted["image"], Image(decode=False))
-    return stream.map(CanonicalRows(wanted, columns, kept), batched=True, remove_columns=names, features=features)
+    return stream.map(
+        CanonicalRows(wanted, columns, kept, spec.image_root), batched=True, remove_columns=names, features=features
+    )
 
 
 def _named_streams(splits: DatasetDict) -> dict[str, IterableDataset]:
@@ -118,6 +120,10 @@ def open_streams(
 ) -> dict[str, IterableDataset]:
     """{split: stream of canonical rows (undecoded `image`, the task's columns, `keep` and `row` where present)}."""
     column_map, named = column_map or {}, named or {}
+    if spec.split_column:
+        raise DataError(
+            f"--split_column {spec.split_column} partitions a loaded dataset, which a stream is not; drop --streaming"
+        )
     if spec.dataset in named:  # already canonical, with every row in the Arrow cache
         return _named_streams(named[spec.dataset](spec))
     root = Path(spec.dataset) if spec.dataset else None
@@ -130,7 +136,7 @@ def open_streams(
     if shards:
         raw = _webdataset_streams(root, shards, spec.image_column)
     else:
-        raw = dict(load_dataset(spec.dataset, streaming=True))
+        raw = dict(load_dataset(spec.dataset, spec.dataset_config_name, revision=spec.dataset_revision, streaming=True))
     return {split: canonical_stream(stream, spec, columns, column_map, keep, split) for split, stream in raw.items()}
 
 

@@ -115,7 +115,9 @@ class CaptioningTask(Task):
 
     # -- data ------------------------------------------------------------------------------------------------------
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
-        """One training row per (image, caption) pair; eval rows keep all their references."""
+        """One row per image in both splits (rows sharing an image merged, `--group_by_image`), then one training row
+        per (image, caption) pair; eval rows keep all their references."""
+        train, evaluation = self.args.grouped(train), self.args.grouped(evaluation)
         counts = [len(captions) for captions in train["captions"]]
         pairs = train.select([row for row, count in enumerate(counts) for _ in range(count)])
         pairs = pairs.add_column("caption_index", [index for count in counts for index in range(count)])
@@ -177,6 +179,7 @@ class CaptioningTask(Task):
         metrics = caption_scores(captions, references)
         seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
         metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
+        metrics.update(num_images=float(len(references)), num_captions=float(sum(len(r) for r in references)))
         if self.args.baselines:
             import torch
 

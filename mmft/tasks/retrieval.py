@@ -5,8 +5,10 @@ seeded order, so every caption is trained on once per epoch and resuming or addi
 pairs of one image are never each other's in-batch negatives (`image_ids`). Evaluation (`evaluate`) embeds the eval
 images and captions once, ranks every caption's images and every image's captions by embedding similarity, then
 re-ranks each query's top `--rerank_k` with the matching head; metrics are Recall@1/5/10 both ways and rsum for
-both stages (`test_dual_*`, `test_rerank_*`). Data: `scenes` (offline), `coco_json` (Karpathy / COCO JSON), an
-imagefolder with `captions` (or `caption`) in `metadata.jsonl`, or a Hub dataset mapped with `--caption_column`.
+both stages (`test_dual_*`, `test_rerank_*`), over `test_num_images` images and `test_num_captions` captions. Data:
+`scenes` (offline), `coco_json` (Karpathy / COCO JSON), an imagefolder or table with `captions` (or `caption`), or a
+Hub dataset mapped with `--caption_column`; rows sharing an image are merged first (`--group_by_image`), so the
+Flickr30k layout (one row per image-caption pair) puts each image in the gallery once.
 """
 
 from __future__ import annotations
@@ -129,7 +131,9 @@ class RetrievalTask(Task):
         return CAPTIONS.what
 
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
-        return TaskData(caption_pairs(train), evaluation)
+        """One row per image in both splits (rows sharing an image merged, `--group_by_image`), then one training
+        row per (image, caption) pair."""
+        return TaskData(caption_pairs(self.args.grouped(train)), self.args.grouped(evaluation))
 
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
         return {"projection_dim": self.args.projection_dim}
@@ -198,8 +202,8 @@ class RetrievalTask(Task):
         model.train(training)
         metrics = {
             **result.metrics,
-            "test_images": float(len(groups)),
-            "test_captions": float(len(texts)),
+            "test_num_images": float(len(groups)),
+            "test_num_captions": float(len(texts)),
             "test_unique_captions": len(set(texts)) / len(texts),
         }
         if excluded:

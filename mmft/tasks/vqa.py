@@ -34,7 +34,10 @@ from .base import CardInfo, Task, TaskData
 logger = logging.getLogger("mmft.data")
 
 QUESTION = Column("question", TEXT, noun="question")
-ANSWERS = Column("answers", TEXTS, keys=("answers", "answer"), noun="answer", normalize=as_answer_list)
+# A table cell may hold several answers: a JSON list (`["red", "red", "blue"]`) or `red|red|blue`.
+ANSWERS = Column(
+    "answers", TEXTS, keys=("answers", "answer"), noun="answer", normalize=as_answer_list, json_list=True, separator="|"
+)
 
 
 @dataclass
