@@ -1,18 +1,21 @@
-"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL), `mmft explain` (heatmaps),
-`mmft search` (retrieval models: text -> images of a folder, image -> captions of a file) and `mmft demo` (a local
-web page for any of them, `mmft.demo`).
+"""The `mmft` command: `mmft predict` (one input or a whole dataset to JSONL), `mmft evaluate` (a saved model's test
+metrics on a dataset split, `mmft.evaluation`), `mmft explain` (heatmaps), `mmft search` (retrieval models: text ->
+images of a folder, image -> captions of a file) and `mmft demo` (a local web page for any of them, `mmft.demo`).
 
     mmft predict --model outputs/easy_vqa --image shape.png --question "what shape is it?" --top_k 3
     mmft predict --model outputs/easy_vqa_entailment --image shape.png --text "there is a red circle"
     mmft predict --model outputs/easy_vqa --dataset questions.jsonl --output predictions.jsonl
     mmft predict --model outputs/scenes_captioning --image scene.png --num_beams 3      # prints a caption
+    mmft predict --model outputs/coco_retrieval --dataset coco_json --captions_file dataset_coco.json --image_dir coco
+    mmft evaluate --model outputs/easy_vqa --dataset easy_vqa      # eval_results.json + predictions.jsonl
     mmft explain --model outputs/easy_vqa --image shape.png --question "what color is the shape?" --out heat.png
     mmft search --model outputs/scenes_retrieval --images photos/ --query "a red circle above a blue square"
     mmft search --model outputs/scenes_retrieval --image scene.png --captions captions.txt
     mmft demo outputs/easy_vqa                       # http://127.0.0.1:7860 (pip install "mmft[demo]")
 
 The task (and so the model class and the pipeline) is read from the saved config's `architectures`; `--task` states
-it explicitly and fails when the model is of another task.
+it explicitly and fails when the model is of another task. `predict --dataset` and `evaluate` also take the data
+flags of that task's recipe (`--image_column`, `--question_column`, `--captions_file`, `--image_dir`, ...).
 """
 
 from __future__ import annotations
@@ -46,15 +49,21 @@ def _rows_from_jsonl(path: Path, text_key: str | None) -> Iterator[dict]:
             yield {**row, "image": str(path.parent / image) if not Path(image).is_absolute() else image}
 
 
-def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
-    """The eval split (or `split`) of any dataset the task's recipe reads (its named datasets, a folder, a Hub id)."""
+def _rows_from_dataset(task, name: str, split: str | None, flags: list[str]) -> Iterator[dict]:
+    """The eval split (or `split`) of any dataset the task's recipe reads (its named datasets, a folder, a Hub id),
+    with the recipe's data flags in `flags` (column names, a format's files); no training split is needed."""
+    from dataclasses import replace
+
     from datasets import Image
 
-    from .data import SourceSpec, load_splits
+    from .evaluation import data_flags_parser, evaluation_split
 
-    instance = task()
-    spec = SourceSpec(dataset=name, eval_split=split)
-    _, evaluation = load_splits(spec, task.columns, instance.column_map(), instance.datasets(), task.keep_columns)
+    parser = data_flags_parser(task, prog="mmft predict --model MODEL --dataset DATASET")
+    data_args, task_args = parser.parse_args_into_dataclasses(args=flags, look_for_args_file=False)
+    instance = task(task_args)
+    spec = replace(data_args, dataset=name, eval_split=split or data_args.eval_split)
+    splits = instance.read_splits(spec)
+    evaluation = splits[evaluation_split(spec, splits)]
     yield from evaluation.cast_column("image", Image(decode=False))  # decoded by the pipeline, as in training
 
 
@@ -67,6 +76,8 @@ def _image_reference(image) -> str | None:
 
 def _predict(args: argparse.Namespace) -> int:
     model, processor, task = load_model(args.model, args.task)
+    if args.flags and not args.dataset:
+        raise SystemExit(f"mmft predict: unrecognized arguments: {' '.join(args.flags)}")
     pipe = task.pipeline_class(model=model, processor=processor, device=args.device)
     text_key, options = pipe.text_key, pipe.cli_options(args)
     if args.image:
@@ -76,9 +87,14 @@ def _predict(args: argparse.Namespace) -> int:
             print(line)
         return 0
     source = Path(args.dataset)
-    rows = list(
-        _rows_from_jsonl(source, text_key) if source.is_file() else _rows_from_dataset(task, args.dataset, args.split)
-    )
+    try:
+        rows = list(
+            _rows_from_jsonl(source, text_key)
+            if source.is_file()
+            else _rows_from_dataset(task, args.dataset, args.split, args.flags)
+        )
+    except ValueError as error:  # a `DataError` (the data, a missing file flag) or a flag's own check
+        raise SystemExit(f"mmft predict: {error}") from None
     rows = rows[: args.max_samples] if args.max_samples else rows
     instance = task()
     pairs = [(row, fields, given) for row in rows for fields, given in instance.prediction_inputs(row, text_key)]
@@ -96,6 +112,26 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output:
         print(f"mmft: {len(pairs)} predictions of {len(rows)} rows written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import main as evaluate
+
+    return evaluate(args.model, args.flags)
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="a saved model's test metrics on a dataset split: eval_results.json + predictions.jsonl",
+        description="Score a saved model on one split as its training run scored its test split (the task is read "
+        "from the model). Besides --model it takes the data flags of the task's recipe (--dataset, --split or "
+        "--eval_split, --image_column, the task's column and file flags, --max_eval_samples, --on_bad_example), "
+        "--output_dir (default MODEL/eval/DATASET-SPLIT), --submission FILE (VQAv2's official results file), "
+        "--per_device_eval_batch_size, --dataloader_num_workers and --bf16.",
+    )
+    evaluate.add_argument("--model", required=True, help="a saved mmft folder (a run's output_dir)")
+    evaluate.set_defaults(run=_evaluate)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -171,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--image", help="image file")
     one.add_argument("--text", "--question", dest="text", help="the text about the image (a VQA question, a statement)")
     many = predict.add_argument_group("a dataset")
-    many.add_argument("--dataset", help="a JSONL of {image, question|text}, or a dataset name as in the recipe")
+    many.add_argument(
+        "--dataset",
+        help="a JSONL of {image, question|text}, or a dataset as in the recipe (with its data flags, e.g. "
+        "--captions_file, --question_column)",
+    )
     many.add_argument("--split", default=None, help="split of a named dataset (default: its eval split)")
     many.add_argument("--output", help="where to write JSONL predictions (default: stdout)")
     many.add_argument("--batch_size", type=int, default=32)
@@ -181,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--num_beams", type=int, default=1, help="captioning: beam search width (1: greedy)")
     predict.add_argument("--device", default=device)
     predict.set_defaults(run=_predict)
+    _add_evaluate(commands)
 
     heat = commands.add_parser("explain", help="plot text->image attention of the bridge over the image")
     heat.add_argument("--model", required=True)
@@ -198,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if flags and args.command not in ("predict", "evaluate"):  # those two take the task's data flags
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    args.flags = flags
     if args.command == "predict" and bool(args.image) == bool(args.dataset):
         parser.error("predict needs either --image (with --text or --question, except for captioning), or --dataset")
     if args.command == "search" and not ((args.images and args.query) or (args.image and args.captions)):

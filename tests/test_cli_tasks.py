@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import IMAGE_SIZE, TINY_TIMM_CNN, tiny_model
 from helpers_captioning import tiny_caption_model, tiny_caption_processor
-from helpers_data import make_caption_folder
+from helpers_data import make_caption_folder, make_parquet_hub_layout
 from PIL import Image
 from test_retrieval import tiny_retrieval
 from transformers import pipeline
@@ -124,3 +124,47 @@ def test_predict_records_of_every_task_share_image_and_prediction(task, saved, t
     (record,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert record["id"] == 7 and record["image"] == str(saved["root"] / "red.png")
     assert isinstance(record["prediction"], str) and record["prediction"]
+
+
+def _karpathy_json(folder: Path, path: Path) -> Path:
+    """A caption imagefolder's test rows as a Karpathy-split JSON (every image under `folder/test`)."""
+    rows = [json.loads(line) for line in (folder / "test" / "metadata.jsonl").read_text().splitlines()]
+    images = [
+        {
+            "filepath": "test",
+            "filename": row["file_name"],
+            "split": "test",
+            "sentences": [{"raw": c} for c in row.get("captions", [row.get("caption")])],
+        }
+        for row in rows
+    ]
+    path.write_text(json.dumps({"images": images}))
+    return path
+
+
+@pytest.mark.parametrize("task", ["retrieval", "captioning"])
+def test_predict_dataset_takes_the_recipes_coco_json_flags(task, saved, tmp_path):
+    """`--dataset coco_json` with the caption recipes' `--captions_file` / `--image_dir` (a file with a test split
+    only: no training split is needed); retrieval scores each (image, caption) pair, captioning each image."""
+    data = make_caption_folder(tmp_path / "captions", n_train=1, n_test=3)
+    karpathy = _karpathy_json(data, tmp_path / "dataset_coco.json")
+    output = tmp_path / "out.jsonl"
+    flags = ["--dataset", "coco_json", "--captions_file", str(karpathy), "--image_dir", str(data)]
+    assert main(["predict", "--model", str(saved[task]), *flags, "--output", str(output)]) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    pairs = sum(len(image["sentences"]) for image in json.loads(karpathy.read_text())["images"])
+    assert len(records) == (pairs if task == "retrieval" else 3)
+    assert all(Path(r["image"]).parent == data / "test" and r["prediction"] for r in records)
+
+
+def test_predict_dataset_maps_hub_columns_and_refuses_a_flag_of_another_task(saved, tmp_path):
+    hub = make_parquet_hub_layout(tmp_path / "hub", n_train=2, n_test=3)
+    output = tmp_path / "out.jsonl"
+    mapping = ["--image_column", "img", "--question_column", "query", "--answers_column", "label"]
+    assert (
+        main(["predict", "--model", str(saved["vqa"]), "--dataset", str(hub), *mapping, "--output", str(output)]) == 0
+    )
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["question"] for r in records] == ["what color is the shape?"] * 2 + ["is the shape red?"]
+    with pytest.raises(SystemExit, match=r"captions_file"):
+        main(["predict", "--model", str(saved["vqa"]), "--dataset", str(hub), "--captions_file", "x.json"])

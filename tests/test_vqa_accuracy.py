@@ -218,3 +218,28 @@ def test_load_metric_unknown_name_lists_known() -> None:
         load_metric("no_such_metric")
     with pytest.raises(ValueError):
         load_metric("../metrics")
+
+
+def test_accuracy_per_answer_type_beside_per_question_type() -> None:
+    """Answer types (VQAv2's yes/no, number, other) get their own keys, apart from the question types: 4 of 10
+    annotators said "2" (official accuracy 1.0), 2 of 10 said "blue" (0.6), nobody said "no" (0.0)."""
+    metric = load_metric("vqa_accuracy")
+    got = metric.compute(
+        predictions=["2", "blue", "no"],
+        references=[["2"] * 4 + ["3"] * 6, ["blue"] * 2 + ["red"] * 8, ["yes"] * 10],
+        question_types=["how many", "what color", "is the"],
+        answer_types=["number", "other", "yes/no"],
+    )
+    assert got == pytest.approx(
+        {
+            "accuracy": (1.0 + 0.6 + 0.0) / 3,
+            "accuracy_how_many": 1.0,
+            "accuracy_what_color": 0.6,
+            "accuracy_is_the": 0.0,
+            "accuracy_answer_type_number": 1.0,
+            "accuracy_answer_type_other": 0.6,
+            "accuracy_answer_type_yes_no": 0.0,
+        }
+    )
+    with pytest.raises(ValueError, match="answer types"):
+        compute_vqa_accuracy(["a"], [["a"]], answer_types=["x", "y"])

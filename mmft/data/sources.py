@@ -323,6 +323,19 @@ def load_splits(
 ) -> tuple[Dataset, Dataset]:
     """(train, eval) splits of `spec.dataset`: a name in `named`, a local imagefolder / table folder, or anything
     `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g. `question_type`)."""
+    splits = read_splits(spec, columns, column_map, named, keep)
+    train_split, eval_split = choose_splits(spec, splits)
+    return splits[train_split], splits[eval_split]
+
+
+def read_splits(
+    spec: SourceSpec,
+    columns: tuple[Column, ...],
+    column_map: dict[str, str] | None = None,
+    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
+    keep: tuple[str, ...] = (),
+) -> DatasetDict:
+    """Every split of `spec.dataset` (see `load_splits`), before any is chosen."""
     column_map = column_map or {}
     named = named or {}
     by_split = (spec.split_column,) if spec.split_column else ()
@@ -339,8 +352,7 @@ def load_splits(
         splits = load_hub(spec, columns, column_map, (*keep, *by_split))
     if spec.split_column:
         splits = partition_by_column(splits, spec.split_column, spec.dataset)
-    train_split, eval_split = choose_splits(spec, splits)
-    return splits[train_split], splits[eval_split]
+    return splits
 
 
 def partition_by_column(splits: DatasetDict, column: str, source: str | None) -> DatasetDict:
@@ -386,6 +398,7 @@ __all__ = [
     "load_splits",
     "partition_by_column",
     "read_records",
+    "read_splits",
     "read_table",
     "source_columns",
 ]

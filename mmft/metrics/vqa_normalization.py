@@ -233,8 +233,11 @@ def compute_vqa_accuracy(
     predictions: Sequence[str],
     references: Sequence[Sequence[str]],
     question_types: Sequence[str] | None = None,
+    answer_types: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Mean VQA accuracy, plus ``accuracy_<type>`` per question type if given.
+    """Mean VQA accuracy, plus ``accuracy_<type>`` per question type and
+    ``accuracy_answer_type_<type>`` per answer type (VQAv2's ``yes/no``,
+    ``number``, ``other``) if given.
 
     Types that sanitise to the same key (``yes/no`` and ``yes-no``) are pooled,
     since they would otherwise overwrite each other.
@@ -243,14 +246,17 @@ def compute_vqa_accuracy(
         raise ValueError("no predictions to score")
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} reference lists")
-    if question_types is not None and len(question_types) != len(predictions):
-        raise ValueError(f"got {len(predictions)} predictions but {len(question_types)} question types")
+    for name, types in (("question", question_types), ("answer", answer_types)):
+        if types is not None and len(types) != len(predictions):
+            raise ValueError(f"got {len(predictions)} predictions but {len(types)} {name} types")
 
     scores = [vqa_score(pred, refs) for pred, refs in zip(predictions, references)]
     result = {"accuracy": _mean(scores)}
-    if question_types is not None:
+    for prefix, types in (("accuracy_", question_types), ("accuracy_answer_type_", answer_types)):
+        if types is None:
+            continue
         by_type: dict[str, list[float]] = {}
-        for qtype, score in zip(question_types, scores):
-            by_type.setdefault(f"accuracy_{sanitize_key(qtype)}", []).append(score)
+        for kind, score in zip(types, scores):
+            by_type.setdefault(f"{prefix}{sanitize_key(kind)}", []).append(score)
         result.update({key: _mean(values) for key, values in by_type.items()})
     return result

@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict, Image
 from ..data.collator import ImageTextCollator, ImageTextTransform
 from ..data.columns import Column
 from ..data.rejects import BadExamplePolicy
-from ..data.sources import SourceSpec, load_splits
+from ..data.sources import SourceSpec, load_splits, read_splits
 from ..data.streaming import stream_splits
 from ..data.validation import validate_split
 
@@ -33,7 +33,7 @@ class TaskData:
     `info`: anything else the task derived (e.g. whether every VQA question has one answer).
     """
 
-    train: Dataset  # or a `mmft.data.streaming.TrainStream` under --streaming
+    train: Dataset | None  # a `mmft.data.streaming.TrainStream` under --streaming; None for `mmft evaluate`
     eval: Dataset
     labels: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -72,11 +72,25 @@ def prepare_splits(
     """
     policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
     train, evaluation = load_splits(spec, columns, column_map, named, keep)
-    train, evaluation = _limit(train, max_train_samples), _limit(evaluation, max_eval_samples)
-    train, evaluation = (data.add_column("row", list(range(len(data)))) for data in (train, evaluation))
-    train = validate_split(train, "train", spec.dataset, columns, policy)
-    evaluation = validate_split(evaluation, "eval", spec.dataset, columns, policy)
-    return tuple(data.cast_column("image", Image(decode=False)) for data in (train, evaluation))
+    return (
+        checked_split(train, "train", spec.dataset, columns, policy, max_train_samples),
+        checked_split(evaluation, "eval", spec.dataset, columns, policy, max_eval_samples),
+    )
+
+
+def checked_split(
+    data: Dataset,
+    role: str,
+    source: str | None,
+    columns: tuple[Column, ...],
+    policy: BadExamplePolicy,
+    limit: int | None = None,
+) -> Dataset:
+    """One loaded split limited to `limit` rows, numbered (`row`), validated as `role` ("train" or "eval"), with
+    its images undecoded."""
+    data = _limit(data, limit)
+    data = validate_split(data.add_column("row", list(range(len(data)))), role, source, columns, policy)
+    return data.cast_column("image", Image(decode=False))
 
 
 class Task:
@@ -154,6 +168,42 @@ class Task:
         )
         return self.build_targets(train, evaluation, labels)
 
+    def read_splits(self, spec: SourceSpec) -> DatasetDict:
+        """Every split of `spec.dataset` (default: the task's) with the task's canonical and kept columns."""
+        spec = replace(spec, dataset=spec.dataset or self.default_dataset)
+        return read_splits(spec, self.columns, self.column_map(), self.datasets(), self.keep_columns)
+
+    def prepare_eval_data(
+        self,
+        spec: SourceSpec,
+        splits: DatasetDict,
+        split: str,
+        config,
+        policy: BadExamplePolicy | None = None,
+        max_eval_samples: int | None = None,
+        max_train_samples: int | None = None,
+    ) -> TaskData:
+        """Only `splits[split]` (`mmft evaluate`), checked as training checks its eval split, with the targets of
+        the saved model `config` (`eval_targets`): no training split is needed. A task whose evaluation also reads
+        the training split (`evaluation_reads_train`) gets it when `splits` has one."""
+        source = spec.dataset or self.default_dataset
+        policy = policy or BadExamplePolicy(source=source)
+        evaluation = checked_split(splits[split], "eval", source, self.columns, policy, max_eval_samples)
+        train = None
+        if self.evaluation_reads_train() and spec.train_split in splits and spec.train_split != split:
+            train = checked_split(splits[spec.train_split], "train", source, self.columns, policy, max_train_samples)
+        return self.eval_targets(evaluation, self.labels_of(config), config, train)
+
+    def evaluation_reads_train(self) -> bool:
+        """Hook: whether `evaluate` reads the training split too (captioning's baselines); off by default."""
+        return False
+
+    def eval_targets(self, evaluation: Dataset, labels: list[str] | None, config, train: Dataset | None) -> TaskData:
+        """Hook: `TaskData` of an eval-only run, its targets from the saved model's `config` (`labels`: its label
+        vocabulary) where `build_targets` derives them from the training split; `train` is None (or the training
+        split, where `evaluation_reads_train`)."""
+        return TaskData(None, evaluation, labels)
+
     def prepare_stream(
         self, spec: SourceSpec, policy: BadExamplePolicy | None, labels: list[str] | None, max_eval_samples: int | None
     ) -> TaskData:
@@ -214,6 +264,8 @@ class Task:
     def attach(self, data: TaskData, processor, policy: BadExamplePolicy | None = None) -> None:
         """Set the on-the-fly transform of both splits."""
         for split, dataset in (("train", data.train), ("eval", data.eval)):
+            if dataset is None:  # an eval-only run
+                continue
             dataset.set_transform(
                 ImageTextTransform(processor.image_processor, self.text_column, self.encode(data, split), split, policy)
             )
@@ -263,4 +315,4 @@ class Task:
         return [({}, {"image": row["image"], text_key: text})]
 
 
-__all__ = ["CardInfo", "Task", "TaskData", "prepare_splits"]
+__all__ = ["CardInfo", "Task", "TaskData", "checked_split", "prepare_splits"]

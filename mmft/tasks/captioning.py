@@ -123,6 +123,14 @@ class CaptioningTask(Task):
         pairs = pairs.add_column("caption_index", [index for count in counts for index in range(count)])
         return TaskData(pairs, evaluation, None, {"train_images": train})
 
+    def evaluation_reads_train(self) -> bool:
+        return self.args.baselines  # the baselines caption eval images with training captions
+
+    def eval_targets(self, evaluation: Dataset, labels, config, train=None) -> TaskData:
+        if self.args.baselines and train is None:
+            logger.warning("mmft: the dataset has no training split: the caption baselines are not scored")
+        return TaskData(None, evaluation, None, {"train_images": train})
+
     def encode(self, data: TaskData, split: str) -> Callable:
         if split == "train":
             return lambda batch: {
@@ -180,10 +188,10 @@ class CaptioningTask(Task):
         seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
         metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
         metrics.update(num_images=float(len(references)), num_captions=float(sum(len(r) for r in references)))
-        if self.args.baselines:
+        train_images = data.info["train_images"]
+        if self.args.baselines and train_images is not None:
             import torch
 
-            train_images = data.info["train_images"]
             train_features = image_features(
                 model, processor.image_processor, train_images, args.per_device_eval_batch_size, args.device
             )

@@ -83,6 +83,22 @@ def streamed_label_problem(row: dict, known: frozenset[str], multi: bool) -> str
     return None
 
 
+def check_known_labels(split: str, data: Dataset, vocabulary: list[str], where: str) -> None:
+    """A `DataError` naming the rows of `data` whose labels `vocabulary` (from `where`) does not have."""
+    known = set(vocabulary)
+    unknown = [
+        (row, [x for x in values if x not in known])
+        for row, values in zip(data["row"], data["labels"])
+        if not set(values) <= known
+    ]
+    if unknown:
+        examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
+        raise DataError(
+            f"split {split!r}: {len(unknown)} row(s) have labels that {where} does not have ({examples}). "
+            f"Known labels: {vocabulary}. Fix the labels, or pass --class_names with every label"
+        )
+
+
 def metric_name(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", label).strip("_") or "label"
 
@@ -124,20 +140,9 @@ class ClassificationTask(Task):
         vocabulary = list(labels) if labels else label_order(seen)
         if len(vocabulary) < 2:
             raise DataError(f"the training split has {len(vocabulary)} label(s) {vocabulary}; a classifier needs >= 2")
-        known = set(vocabulary)
+        where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
         for split, data in (("train", train), ("eval", evaluation)):
-            unknown = [
-                (row, [x for x in values if x not in known])
-                for row, values in zip(data["row"], data["labels"])
-                if not set(values) <= known
-            ]
-            if unknown:
-                where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
-                examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
-                raise DataError(
-                    f"split {split!r}: {len(unknown)} row(s) have labels that {where} does not have ({examples}). "
-                    f"Known labels: {vocabulary}. Fix the labels, or pass --class_names with every label"
-                )
+            check_known_labels(split, data, vocabulary, where)
         multi = self.args.multi_label
         if multi is None:
             multi = any(len(row) != 1 for row in train["labels"])
@@ -145,6 +150,14 @@ class ClassificationTask(Task):
             raise DataError("some rows have several labels; pass --multi_label true (or give every row one label)")
         weights = self.class_weights(train["labels"], vocabulary, multi)
         return TaskData(train, evaluation, vocabulary, {"multi_label": multi, "class_weights": weights})
+
+    def eval_targets(self, evaluation: Dataset, labels, config, train=None) -> TaskData:
+        """The saved model's labels, single- or multi-label and class weights as it was trained (its config)."""
+        check_known_labels("eval", evaluation, labels, "the model's label vocabulary")
+        multi = config.problem_type == MULTI_LABEL
+        if not multi and any(len(row) != 1 for row in evaluation["labels"]):
+            raise DataError("some rows have several labels, and the model is a single-label classifier")
+        return TaskData(None, evaluation, list(labels), {"multi_label": multi, "class_weights": config.class_weights})
 
     def streamed_row_problem(self, data: TaskData) -> Callable[[dict], str | None]:
         return partial(streamed_label_problem, known=frozenset(data.labels), multi=data.info["multi_label"])

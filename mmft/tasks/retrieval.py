@@ -152,11 +152,12 @@ class RetrievalTask(Task):
         Trainer's own evaluation loss reads those pairs; `evaluate` reads every caption)."""
         data.info["policy"] = policy
         first = lambda batch: {"text": [group[0] for group in batch["captions"]], "image_ids": batch["row"]}  # noqa: E731
-        data.train.set_transform(
-            ImageTextTransform(
-                processor.image_processor, CAPTION, lambda batch: {"image_ids": batch["image_id"]}, "train", policy
+        if data.train is not None:  # None: an eval-only run (`mmft evaluate`)
+            data.train.set_transform(
+                ImageTextTransform(
+                    processor.image_processor, CAPTION, lambda batch: {"image_ids": batch["image_id"]}, "train", policy
+                )
             )
-        )
         data.eval.set_transform(ImageTextTransform(processor.image_processor, None, first, "eval", policy))
 
     # -- evaluation ------------------------------------------------------------------------------------------------

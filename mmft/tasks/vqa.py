@@ -91,7 +91,7 @@ class VQATask(Task):
     arguments_class = VQAArguments
     columns = (QUESTION, ANSWERS)
     text_column = "question"
-    keep_columns = ("question_type",)
+    keep_columns = ("question_type", "answer_type", "question_id")  # VQAv2's: per-type accuracy, submission
     default_dataset = "easy_vqa"
     commands = ("predict", "explain")
     card = CardInfo(
@@ -139,6 +139,24 @@ class VQATask(Task):
             )
         return TaskData(train, evaluation, answers, {"single_answer": is_single_answer(train["answers"])})
 
+    def eval_targets(self, evaluation: Dataset, labels, config, train=None) -> TaskData:
+        """The saved model's answer vocabulary; eval questions with no answer in it count as wrong. Single-answer or
+        soft-score targets (the eval loss) as the model was trained: its `problem_type`."""
+        unknown = out_of_vocab_rows(evaluation["answers"], {answer: i for i, answer in enumerate(labels)})
+        if unknown and len(unknown) == len(evaluation):
+            raise DataError(
+                f"none of the {len(evaluation)} eval questions has an answer the model knows ({len(labels)} "
+                "answers); is this the model for this dataset?"
+            )
+        if unknown:
+            logger.warning(
+                "%d of %d eval questions have no answer in the vocabulary; they count as wrong",
+                len(unknown),
+                len(evaluation),
+            )
+        single = config.problem_type == "single_label_classification"
+        return TaskData(None, evaluation, list(labels), {"single_answer": single})
+
     def streamed_row_kept(self, data: TaskData) -> Callable[[dict], bool]:
         # As `build_targets` drops them from a loaded split: a question with no known answer teaches nothing.
         return partial(has_known_answer, label2id={answer: i for i, answer in enumerate(data.labels)})
@@ -154,16 +172,25 @@ class VQATask(Task):
         return lambda batch: {"labels": [encode_answers(answers, label2id) for answers in batch["answers"]]}
 
     def compute_metrics(self, data: TaskData, id2label: dict[int, str], excluded=None) -> Callable:
-        """Official VQA accuracy over answer strings, per question type too when the data has types."""
+        """Official VQA accuracy over answer strings, per question type and per answer type too when the data has
+        them (VQAv2's `question_type`, `answer_type`)."""
         raw = data.eval.with_format(None)
-        types = raw["question_type"] if "question_type" in raw.column_names else None
-        return vqa_compute_metrics(raw["answers"], types, id2label, excluded)
+        types, answer_types = (raw[c] if c in raw.column_names else None for c in ("question_type", "answer_type"))
+        return vqa_compute_metrics(raw["answers"], types, id2label, excluded, answer_types)
 
     def prediction_records(self, data: TaskData, predictions: np.ndarray, id2label: dict[int, str]) -> list[dict]:
+        """`question`, `prediction`, `answers`, and VQAv2's `question_id` and `answer_type` where the data has them."""
         raw = data.eval.with_format(None)
         answers = [id2label[int(i)] for i in np.asarray(predictions).reshape(-1)]
+        extra = {c: raw[c] for c in ("question_id", "answer_type") if c in raw.column_names}
         return [
-            {"question": q, "prediction": a, "answers": r} for q, a, r in zip(raw["question"], answers, raw["answers"])
+            {
+                **{column: values[index] for column, values in extra.items()},
+                "question": question,
+                "prediction": answer,
+                "answers": references,
+            }
+            for index, (question, answer, references) in enumerate(zip(raw["question"], answers, raw["answers"]))
         ]
 
 
@@ -172,15 +199,21 @@ def vqa_compute_metrics(
     question_types: list[str] | None,
     id2label: dict[int, str],
     excluded: Callable[[], set[int]] | None = None,
+    answer_types: list[str] | None = None,
 ) -> Callable:
-    """`compute_metrics` for the Trainer: official VQA accuracy of predicted ids against reference answers."""
+    """`compute_metrics` for the Trainer: official VQA accuracy of predicted ids against reference answers (and per
+    question type / answer type when given)."""
     metric = load_metric("vqa_accuracy")
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predicted = np.asarray(eval_prediction.predictions).reshape(-1)
         skip = excluded() if excluded else set()
         keep = [i for i in range(len(predicted)) if i not in skip]
-        kwargs = {"question_types": [question_types[i] for i in keep]} if question_types else {}
+        kwargs = {
+            name: [values[i] for i in keep]
+            for name, values in (("question_types", question_types), ("answer_types", answer_types))
+            if values
+        }
         scores = metric.compute(
             predictions=[id2label[int(predicted[i])] for i in keep], references=[references[i] for i in keep], **kwargs
         )

@@ -50,10 +50,16 @@ Args:
     question_types (`list` of `str`, *optional*): one type per question. Adds an
         `accuracy_<type>` key per type, with non-alphanumeric characters of the
         type replaced by `_` (e.g. `yes/no` -> `accuracy_yes_no`).
+    answer_types (`list` of `str`, *optional*): one answer type per question
+        (VQAv2's `yes/no`, `number`, `other`, as the official evaluation's
+        `perAnswerType`). Adds an `accuracy_answer_type_<type>` key per type
+        (e.g. `accuracy_answer_type_yes_no`).
 Returns:
     accuracy (`float`): mean VQA accuracy over all questions, in [0, 1].
     accuracy_<type> (`float`): mean over the questions of that type, only when
         `question_types` is given.
+    accuracy_answer_type_<type> (`float`): mean over the questions of that
+        answer type, only when `answer_types` is given.
 Raises:
     ValueError: if there is nothing to score or the inputs differ in length.
 Examples:
@@ -87,5 +93,5 @@ class VqaAccuracy(evaluate.Metric):
             reference_urls=["https://github.com/GT-Vision-Lab/VQA"],
         )
 
-    def _compute(self, predictions, references, question_types=None) -> dict[str, float]:
-        return compute_vqa_accuracy(predictions, references, question_types)
+    def _compute(self, predictions, references, question_types=None, answer_types=None) -> dict[str, float]:
+        return compute_vqa_accuracy(predictions, references, question_types, answer_types)
