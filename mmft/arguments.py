@@ -17,7 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .data.sources import SourceSpec
 from .flags import json_flag
-from .presets import drop_other_towers_keys, load_preset
+from .presets import EffectiveFlags, choose_preset, drop_other_towers_keys, given_flags, load_preset
 
 
 @dataclass
@@ -129,7 +129,8 @@ class OutputArguments:
 
 
 class RecipeArguments(NamedTuple):
-    """The recipe's argument groups; unpacks in this order, or read them by name (`args.training`)."""
+    """The recipe's argument groups, in this order, or read them by name (`args.training`); then `flags`, where the
+    run's flags came from (written to `run_config.yaml`)."""
 
     model: ModelArguments
     data: DataArguments
@@ -137,6 +138,7 @@ class RecipeArguments(NamedTuple):
     lora: LoraArguments
     training: TrainingArguments
     output: OutputArguments
+    flags: EffectiveFlags | None = None  # where the flags started and the effective ones (see `parse_recipe_args`)
 
 
 def argument_classes(task_arguments: type) -> tuple[type, ...]:
@@ -168,39 +170,75 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config: str | None = None) -> RecipeArguments:
-    """Parse `--config preset.yaml` (keys are flag names) then `argv`, which overrides the preset.
+    """Parse the flags of a run: its starting point (a preset, or the task's defaults for real data), then `argv`,
+    which overrides it.
+
+    The starting point (`mmft.presets.choose_preset`): the preset `--config PATH` names; with `--config ""` (or
+    `none`) none, so the task's defaults for real data (`Task.real_data_defaults`); else `default_config`, the
+    recipe's demo preset, when the run is on its demo dataset (no `--dataset`, or the preset's `dataset:`), and the
+    task's defaults for real data on any other dataset. A library call without `default_config` or `--config` starts
+    from the flags' own (dataclass) defaults. The result's `flags` records the starting point and the effective flags
+    (`run_config.yaml`).
 
     `task`: a name in `mmft.tasks.TASKS` or a `Task` class; its `arguments_class` is parsed with the shared groups.
     """
     from .tasks import get_task
 
-    classes = argument_classes(get_task(task).arguments_class)
-    config_path, argv = _split_config_flag(list(argv))
+    task_class = get_task(task)
+    classes = argument_classes(task_class.arguments_class)
+    named, argv = _split_config_flag(list(argv))
     _refuse_removed_flags([arg for arg in argv if arg.startswith("--")])
-    config_path = config_path or default_config
+    dataset = given_flags(argv).get("dataset")
+    choice = choose_preset(named, default_config, dataset, task_class.default_dataset)
+    if choice.path:
+        start = drop_other_towers_keys(load_preset(choice.path), argv, choice.path)
+        source, where = f"preset {choice.path} ({choice.why})", choice.path
+    elif default_config is None and named is None:  # a library call: the dataclasses' own defaults
+        start, source, where = {}, "no preset: the flags' own defaults", "defaults"
+    else:
+        start = task_class.real_data_defaults(dataset)
+        source = f"no preset ({choice.why}): the {task_class.name} task's defaults for real data"
+        where = f"the {task_class.name} task's defaults for real data"
+    preset_argv = _preset_argv(start, where, classes)
     parser = HfArgumentParser(classes)
-    if config_path:
-        preset = drop_other_towers_keys(load_preset(config_path), argv, config_path)
-        _refuse_removed_flags(list(preset), f"{config_path}: ")
-        known = {f.name for cls in classes for f in fields(cls)}
-        unknown = sorted(set(preset) - known)
-        if unknown:
-            raise ValueError(f"{config_path}: unknown key(s) {unknown}; every key must be a recipe flag name")
-        # Feed the preset through the same argparse types as the command line so a wrong type fails the same way.
-        preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
-        _check_preset_types(config_path, preset_argv, classes)
-        argv = preset_argv + argv
     parsed = RecipeArguments(
-        *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(argv), look_for_args_file=False)
+        *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(preset_argv + argv), look_for_args_file=False),
+        flags=EffectiveFlags(source, {**start, **_command_line_flags(argv, classes)}),
     )
     check_precision(parsed.training)
-    check_streaming(parsed.data, parsed.training, get_task(task))
+    check_streaming(parsed.data, parsed.training, task_class)
     if parsed.output.push_demo and not parsed.training.push_to_hub:
         raise ValueError(
             "--push_demo uploads the demo beside the model and needs --push_to_hub; to write the files "
             "locally: mmft demo OUTPUT_DIR --write_space"
         )
     return parsed
+
+
+def _preset_argv(preset: dict[str, Any], where: str, classes: tuple[type, ...]) -> list[str]:
+    """A preset's keys as command-line tokens, checked against the flags: an unknown or removed key or a value of the
+    wrong type is reported against `where` (the file), not as a command-line error."""
+    if not preset:
+        return []
+    _refuse_removed_flags(list(preset), f"{where}: ")
+    known = {f.name for cls in classes for f in fields(cls)}
+    unknown = sorted(set(preset) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; every key must be a recipe flag name")
+    # Feed the preset through the same argparse types as the command line so a wrong type fails the same way.
+    preset_argv = [token for key, value in preset.items() for token in _as_flag(key, value)]
+    _check_preset_types(where, preset_argv, classes)
+    return preset_argv
+
+
+def _command_line_flags(argv: list[str], classes: tuple[type, ...]) -> dict[str, Any]:
+    """{flag name: parsed value} of the flags `argv` gives, and only those: argparse reads them (abbreviations,
+    `--no_<flag>` switches, `--name=value`, lists) into a namespace where every flag is already set to a marker."""
+    parser = HfArgumentParser(classes)
+    unset = object()  # argparse sets no default where the namespace has the attribute already
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    given, _ = parser.parse_known_args(argv, namespace)
+    return {key: value for key, value in vars(given).items() if value is not unset}
 
 
 def check_streaming(data_args: DataArguments, training_args: TrainingArguments, task: Any = None) -> None:
@@ -242,13 +280,13 @@ def check_precision(training_args: TrainingArguments) -> None:
         )
 
 
-def _check_preset_types(config_path: str, preset_argv: list[str], classes: tuple[type, ...]) -> None:
+def _check_preset_types(where: str, preset_argv: list[str], classes: tuple[type, ...]) -> None:
     """Parse the preset alone so a wrong value is reported against the YAML file, not as a command-line error."""
     parser = HfArgumentParser(classes, exit_on_error=False)
     try:
-        parser.parse_args_into_dataclasses(args=preset_argv, look_for_args_file=False)
+        parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(preset_argv), look_for_args_file=False)
     except argparse.ArgumentError as error:
-        raise ValueError(f"{config_path}: {error}") from None
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _as_flag(key: str, value: Any) -> list[str]:

@@ -6,19 +6,32 @@
 Keys that belong to a tower (`vision_model_args` and `image_size` to `vision_model`, `text_model_args` to
 `text_model`) only make sense with that tower: when the command line names another tower, the preset's keys for the
 old one are dropped, and the run says so.
+
+Which preset a run starts from (`choose_preset`): the one `--config PATH` names; none for `--config ""` (or
+`none`); else the recipe's demo preset, but only on its demo dataset (the preset's `dataset:` key), i.e. when
+`--dataset` is not given or names that dataset. A run without a preset starts from its task's defaults for real data
+(`Task.real_data_defaults`). Every run records its effective flags (`EffectiveFlags`: the starting point's keys, then
+the command line's) in `<output_dir>/run_config.yaml`, which `--config` replays.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .atomic import atomic_write_text
+
 logger = logging.getLogger("mmft")
 
 BASE_KEY = "base"
+DEMO_KEY = "dataset"  # a preset's demo dataset: the one it applies to when the recipe loads it by default
+NO_PRESET = ("", "none")  # `--config ""` / `--config none`: no preset, the task's defaults for real data
+RUN_CONFIG = "run_config.yaml"  # the effective flags of a run, in its output_dir
 TOWER_KEYS = {"vision_model": ("vision_model_args", "image_size"), "text_model": ("text_model_args",)}
 
 
@@ -77,4 +90,72 @@ def drop_other_towers_keys(preset: dict[str, Any], argv: list[str], source: str)
     return kept
 
 
-__all__ = ["BASE_KEY", "TOWER_KEYS", "drop_other_towers_keys", "given_flags", "load_preset"]
+@dataclass(frozen=True)
+class PresetChoice:
+    """The starting point of a run's flags: a preset file, or (`path` None) none; `why` says which, for the log."""
+
+    path: str | None
+    why: str
+
+
+def choose_preset(named: str | None, demo: str | None, dataset: str | None, task_default_dataset: str) -> PresetChoice:
+    """The preset a run starts from: `named` (`--config`; "" or "none": no preset), else the recipe's `demo` preset
+    when the run's `dataset` (`--dataset`; None: the task's default, `task_default_dataset`) is its demo dataset (its
+    `dataset:` key, else the task's default), else none."""
+    if named is not None:
+        if named.strip().lower() in NO_PRESET:
+            return PresetChoice(None, f"--config {named!r}")
+        return PresetChoice(named, "named by --config")
+    if demo is None:
+        return PresetChoice(None, "no preset given")
+    demo_dataset = str(load_preset(demo).get(DEMO_KEY) or task_default_dataset)
+    if dataset is None or dataset == demo_dataset:
+        return PresetChoice(demo, f"the {demo_dataset} demo")
+    return PresetChoice(None, f"--dataset {dataset} is not the {demo_dataset} demo of {demo}")
+
+
+def _plain(value: Any) -> Any:
+    """A parsed flag value as YAML writes and `--config` reads it back (enums by their value, tuples as lists)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class EffectiveFlags:
+    """A run's flags as given: `flags` holds the starting point's keys (a preset's, or the task's defaults for real
+    data), then those of the command line over them; `source` says where they start, in one line."""
+
+    source: str
+    flags: dict[str, Any]
+
+    def yaml(self) -> str:
+        header = (
+            f"# The effective flags of this run: {self.source};\n# then the command line's. "
+            "Replay them with --config <this file> (flags given beside it override its keys).\n"
+        )
+        return header + yaml.safe_dump({key: _plain(value) for key, value in self.flags.items()}, sort_keys=False)
+
+    def write(self, output_dir: str | Path) -> Path:
+        """Write `run_config.yaml` into `output_dir` (whole or not at all); returns its path."""
+        path = Path(output_dir) / RUN_CONFIG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, self.yaml())
+        return path
+
+
+__all__ = [
+    "BASE_KEY",
+    "DEMO_KEY",
+    "NO_PRESET",
+    "RUN_CONFIG",
+    "TOWER_KEYS",
+    "EffectiveFlags",
+    "PresetChoice",
+    "choose_preset",
+    "drop_other_towers_keys",
+    "given_flags",
+    "load_preset",
+]

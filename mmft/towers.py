@@ -147,17 +147,32 @@ def _sub_config(config: PreTrainedConfig, kind: str) -> PreTrainedConfig:
     return config
 
 
+class TowerUnavailable(ValueError):
+    """A tower (or decoder) name that cannot be loaded here: not a folder, an alias or a timm name, and not on the Hub
+    as this machine reaches it (a typo, or a Hub id while offline). A user's mistake: recipes report it in one
+    sentence, naming what works offline."""
+
+
+def tower_unavailable(name: str, kind: str, error: Exception) -> TowerUnavailable:
+    """The error for tower `name` of `kind` (vision, text, decoder) that `error` kept from loading."""
+    flag = f"--{kind}_model"
+    what = "decoder" if kind == "decoder" else f"{kind} tower"
+    timm_hint = f", {TIMM_SCRATCH_PREFIX}<architecture> (a timm model, random init)" if kind == "vision" else ""
+    offline = [f"{flag} {alias}" for alias in asset_names(kind)]
+    offline += [f"{flag} {TIMM_SCRATCH_PREFIX}<architecture> (random init)"] if kind == "vision" else []
+    return TowerUnavailable(
+        f"unknown {what} {name!r}: it must be a local folder with a config.json, an offline alias "
+        f"({', '.join(asset_names(kind))}){timm_hint}, or a Hub id reachable online or in the HF cache; offline, use "
+        f"{', '.join(offline)} or {flag} <a local folder> ({type(error).__name__}: {str(error).splitlines()[0]})"
+    )
+
+
 def _auto_config(name: str, kind: str) -> PreTrainedConfig:
     """`AutoConfig` of a tower name, with an error that lists what a tower name may be."""
     try:
         return AutoConfig.from_pretrained(resolve_name(name))
     except (OSError, ValueError) as error:
-        timm_hint = f", {TIMM_SCRATCH_PREFIX}<architecture> (a timm model, random init)" if kind == "vision" else ""
-        raise ValueError(
-            f"unknown {kind} tower {name!r}: it must be a local folder with a config.json, an offline alias "
-            f"({', '.join(asset_names(kind))}){timm_hint}, or a Hub id reachable online or in the HF cache. "
-            f"({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from error
+        raise tower_unavailable(name, kind, error) from error
 
 
 def vision_config_from_name(name: str, model_args: dict[str, Any] | None = None) -> PreTrainedConfig:
@@ -283,11 +298,7 @@ def decoder_config_from_name(name: str, overrides: dict[str, Any] | None = None)
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
-        raise ValueError(
-            f"unknown decoder {name!r}: it must be a local folder with a config.json, an offline alias "
-            f"({', '.join(asset_names('decoder'))}), or a Hub id reachable online or in the HF cache. "
-            f"({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from error
+        raise tower_unavailable(name, "decoder", error) from error
     for key, value in (overrides or {}).items():
         if key not in config.to_dict():
             raise ValueError(

@@ -29,6 +29,7 @@ from .lora import LoraPlan, fsdp_launch
 from .processing_mmft import MMFTProcessor
 from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
+from .towers import TowerUnavailable
 from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
@@ -247,6 +248,16 @@ def save_outputs(
             print(f"mmft: {policy.summary()}")
 
 
+def record_flags(args: RecipeArguments) -> None:
+    """Main process: say which preset is in force and write the effective flags to `<output_dir>/run_config.yaml`
+    (what `--config` replays)."""
+    if args.flags is None or args.training.process_index != 0:
+        return
+    logger.warning("mmft: %s", args.flags.source)
+    path = args.flags.write(args.training.output_dir)
+    logger.warning("mmft: the effective flags are in %s (replay them with --config %s)", path, path)
+
+
 def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = None) -> dict[str, float]:
     """Train `task` (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics + card."""
     task = get_task(task)(args.task)
@@ -268,6 +279,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
         (args.output or OutputArguments()).overwrite_output_dir,
         policy,
     )
+    record_flags(args)
     plan = make_plan(args.lora)
     data, model, processor = prepare(task, args, policy)
     sizes = {
@@ -299,16 +311,18 @@ def _user_mistake(error: Exception) -> int:
 
 
 def main(task: str, argv: list[str], default_config: str | None = None) -> int:
-    """A recipe's entry point: parse `argv` over the task's preset, then `run`. Exit status 0, or 2 with one sentence
-    on stderr and no traceback for a user's mistake: flags or preset values that do not fit (a ValueError while
-    parsing), or data that cannot be trained on (`DataError`)."""
+    """A recipe's entry point: parse `argv` over its starting point (`default_config`, the recipe's demo preset, on
+    its demo dataset; see `parse_recipe_args`), then `run`. Exit status 0, or 2 with one sentence on stderr and no
+    traceback for a user's mistake: flags or preset values that do not fit (a ValueError while parsing), data that
+    cannot be trained on (`DataError`), or a tower that cannot be loaded here (`TowerUnavailable`, e.g. a Hub id
+    offline)."""
     try:
         args = parse_recipe_args(argv, task, default_config=default_config)
     except ValueError as error:
         return _user_mistake(error)
     try:
         run(task, args)
-    except DataError as error:
+    except (DataError, TowerUnavailable) as error:
         return _user_mistake(error)
     return 0
 
@@ -319,6 +333,7 @@ __all__ = [
     "main",
     "make_plan",
     "prepare",
+    "record_flags",
     "run",
     "tower_provenance",
     "use_cpu_cores",

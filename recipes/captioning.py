@@ -5,7 +5,11 @@
     accelerate launch recipes/captioning.py --dataset coco_json --captions_file dataset_coco.json --image_dir coco/
     accelerate launch recipes/captioning.py --decoder_model my_decoder_folder --num_beams 3
 
-Every `TrainingArguments` flag works; a preset's keys are flag names and the command line overrides them.
+The demo preset (`DEFAULT_PRESET`) applies to its demo dataset only: no `--dataset`, or the preset's `dataset:`. On any
+other dataset, or with `--config ""`, the run starts from the task's defaults for real data (pretrained Hub towers,
+3 epochs, an evaluation and a checkpoint per epoch, output_dir outputs/<dataset>-<task>; offline, name an offline
+tower). `--config PATH` always starts from that preset. Every `TrainingArguments` flag works; the command line
+overrides the starting point, and the effective flags go to <output_dir>/run_config.yaml (`--config` replays it).
 """
 
 import sys

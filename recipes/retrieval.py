@@ -9,7 +9,11 @@ Flickr30k on the Hub has a single `test` split holding all 31,014 images (five c
 says each image's Karpathy split, so `--split_column split` makes train (29,000) / val (1,014) / test (1,000), and
 the run evaluates on `test` (the first of test/validation/val).
 
-Every `TrainingArguments` flag works; a preset's keys are flag names and the command line overrides them.
+The demo preset (`DEFAULT_PRESET`) applies to its demo dataset only: no `--dataset`, or the preset's `dataset:`. On any
+other dataset, or with `--config ""`, the run starts from the task's defaults for real data (pretrained Hub towers,
+3 epochs, an evaluation and a checkpoint per epoch, output_dir outputs/<dataset>-<task>; offline, name an offline
+tower). `--config PATH` always starts from that preset. Every `TrainingArguments` flag works; the command line
+overrides the starting point, and the effective flags go to <output_dir>/run_config.yaml (`--config` replays it).
 """
 
 import sys

@@ -24,7 +24,8 @@ from mmft.towers import resolve_name
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"  # what recipes/vqa.py reads before its command line
+PRESET = REPO / "recipes" / "configs" / "easy_vqa.yaml"  # recipes/vqa.py's demo preset, named by --config on other data
+VQA_RECIPE = REPO / "recipes" / "vqa.py"
 # Keys of a log entry that measure time, not training: they differ between any two runs.
 TIMING_KEYS = {
     "train_runtime",
@@ -119,11 +120,13 @@ def recipe_command(
     *extra: str,
     processes: int = 1,
     vision: str | None = None,
-    script: Path = REPO / "recipes" / "vqa.py",
+    script: Path = VQA_RECIPE,
 ) -> list[str]:
     """`accelerate launch` of recipes/vqa.py (or another VQA `script`) on 1 process (cpu.yaml) or N gloo processes
-    (multi_gpu.yaml)."""
+    (multi_gpu.yaml); recipes/vqa.py gets `--config` its demo preset (on a dataset of its own it would start from the
+    task's defaults for real data)."""
     config = "cpu.yaml" if processes == 1 else "multi_gpu.yaml"
+    preset = ["--config", str(PRESET)] if script == VQA_RECIPE else []
     port = ["--main_process_port", str(free_port())] if processes > 1 else []  # parallel test workers launch too
     return [
         str(ACCELERATE),
@@ -136,6 +139,7 @@ def recipe_command(
         "--num_cpu_threads_per_process",
         "1",
         str(script),
+        *preset,
         *recipe_argv(output_dir, text_dir, data_dir, *extra, vision=vision),
     ]
 
@@ -151,16 +155,17 @@ class StepRecorder(TrainerCallback):
 
 
 def run_task_recipe(task: str, argv: list[str], preset: Path, callbacks: list | None = None) -> dict[str, float]:
-    """What `recipes/<task>.py <argv>` runs (its default `preset`, then the flags), in this process; its test
-    metrics. Use with conftest's `one_cpu_thread` for the arithmetic of a launch with one thread."""
+    """What `recipes/<task>.py --config <preset> <argv>` runs (the `preset`, its demo preset, then the flags), in
+    this process; its test metrics. Use with conftest's `one_cpu_thread` for the arithmetic of a launch with one
+    thread."""
     from mmft.arguments import parse_recipe_args
     from mmft.training import run
 
-    return run(task, parse_recipe_args(argv, task, default_config=str(preset)), callbacks)
+    return run(task, parse_recipe_args(["--config", str(preset), *argv], task, default_config=str(preset)), callbacks)
 
 
 def run_vqa_recipe(argv: list[str], callbacks: list | None = None) -> dict[str, float]:
-    """What `recipes/vqa.py <argv>` runs (its default preset, then the flags), in this process; its test metrics."""
+    """What `recipes/vqa.py --config <its demo preset> <argv>` runs, in this process; its test metrics."""
     return run_task_recipe("vqa", argv, PRESET, callbacks)
 
 

@@ -1,4 +1,4 @@
-"""recipes/vqa.py (with its default preset) once per argument group, one group after another in the same launch.
+"""recipes/vqa.py (its demo preset named by --config) once per argument group, one after another in one launch.
 
     accelerate launch ... tests/helpers_multi_run.py <flags of run 1> :: <flags of run 2> ...
 

@@ -19,4 +19,4 @@ if __name__ == "__main__":
     gathered, separate, *flags = sys.argv[1:]
     for output_dir, gather in ((gathered, "true"), (separate, "false")):
         argv = [*flags, "--output_dir", output_dir, "--gather_negatives", gather]
-        run("retrieval", parse_recipe_args(argv, "retrieval", default_config=str(PRESET)))
+        run("retrieval", parse_recipe_args(["--config", str(PRESET), *argv], "retrieval", default_config=str(PRESET)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_data import make_imagefolder, make_parquet_hub_layout, make_vqav2_files
-from helpers_launch import run_vqa_recipe, tiny_tower_flags
+from helpers_launch import PRESET, run_vqa_recipe, tiny_tower_flags
 from PIL import Image
 from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -64,6 +64,8 @@ def launch(output_dir: Path, text_dir: Path, *extra: str, config: str = "cpu.yam
         "--num_cpu_threads_per_process",
         "1",
         str(REPO / "recipes" / "vqa.py"),
+        "--config",  # the demo preset, on this test's own data (else the task's defaults for real data)
+        str(PRESET),
         *recipe_flags(output_dir, text_dir, *extra),
     ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}

@@ -71,6 +71,8 @@ def trained(tmp_path_factory, tiny_text_dir):
         "--num_cpu_threads_per_process",
         "1",
         str(REPO / "recipes" / "classification.py"),
+        "--config",  # the demo preset, on this test's own data (else the task's defaults for real data)
+        str(PRESET),
         "--dataset",
         str(data),
         *tiny_tower_flags(tiny_text_dir),

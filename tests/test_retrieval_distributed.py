@@ -72,7 +72,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     text, data = save_tiny_text_tower(root / "bert", dropout=0.0), make_caption_folder(root / "data", 14, 8)
     out = {"data": data, "1 process x 8": root / "one", "2 processes x 4": root / "two", "no gather": root / "apart"}
     argv = recipe_argv(out["1 process x 8"], text, data, *_flags(8))
-    run("retrieval", parse_recipe_args(argv, "retrieval", default_config=str(PRESET)))
+    run("retrieval", parse_recipe_args(["--config", str(PRESET), *argv], "retrieval", default_config=str(PRESET)))
     flags = recipe_argv(root / "unused", text, data, *_flags(4))
     at = flags.index("--output_dir")
     del flags[at : at + 2]  # the worker gives each of its two runs its own

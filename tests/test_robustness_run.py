@@ -161,8 +161,8 @@ def test_the_recipe_stops_at_a_nan_loss_and_writes_nothing_after_it(tmp_path, ti
     last = output_dir / f"checkpoint-{step - 1}"
     assert f"--resume_from_checkpoint {last}" in message and _finite(last)
     # nothing else: no final model, predictions, test results, card or temporary final-save folder (the preset keeps
-    # one checkpoint, `save_total_limit: 1`)
-    assert sorted(p.name for p in output_dir.iterdir()) == [last.name]
+    # one checkpoint, `save_total_limit: 1`); only the run's flags, written when it started
+    assert sorted(p.name for p in output_dir.iterdir()) == [last.name, "run_config.yaml"]
 
 
 # -- output_dir -----------------------------------------------------------------------------------------------------

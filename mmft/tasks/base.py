@@ -9,6 +9,8 @@ Adding a task is one module under `mmft/tasks/`, its metric module(s), a preset,
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -23,6 +25,33 @@ from ..data.rejects import BadExamplePolicy
 from ..data.sources import SourceSpec, load_splits, read_splits
 from ..data.streaming import stream_splits
 from ..data.validation import validate_split
+
+# Where a run without a preset starts (`Task.real_data_defaults`): what a user with Hub access would pick for their own
+# data. Pretrained towers (never one from scratch unless asked), epochs rather than steps, an evaluation and a
+# checkpoint per epoch. `report_to` stays transformers' default (no integration unless asked for); `output_dir` comes
+# from the dataset (`Task.output_dir_for`).
+REAL_DATA_DEFAULTS: dict[str, Any] = {
+    "vision_model": "google/vit-base-patch16-224-in21k",
+    "text_model": "bert-base-uncased",
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": 5.0e-5,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.1,  # a fraction of the training steps
+    "weight_decay": 0.01,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 50,
+}
+
+
+def dataset_slug(dataset: str) -> str:
+    """A dataset's name for a folder: a local folder's (or file's) own name, a Hub id with '/' as '_'."""
+    name = os.path.basename(os.path.normpath(dataset)) if os.path.exists(dataset) else dataset.strip("./")
+    name = os.path.splitext(name)[0] if os.path.isfile(dataset) else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "dataset"
 
 
 @dataclass
@@ -116,6 +145,8 @@ class Task:
     # beside it where a comparison matters (retrieval: the dual encoder against the re-ranked scores)
     main_metric: ClassVar[str] = "accuracy"
     compared_metrics: ClassVar[tuple[str, ...]] = ()
+    # flags of a run that names no preset (a user's data): see `REAL_DATA_DEFAULTS`; a task adds its own keys
+    real_data_flags: ClassVar[dict[str, Any]] = REAL_DATA_DEFAULTS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task that names a `model_class` takes its Auto class and pipeline from that head unless it sets them."""
@@ -127,6 +158,16 @@ class Task:
 
     def __init__(self, args: Any = None) -> None:
         self.args = args if args is not None else self.arguments_class()
+
+    @classmethod
+    def output_dir_for(cls, dataset: str | None) -> str:
+        """`outputs/<dataset>-<task>`: where a run without a preset writes unless `--output_dir` says."""
+        return os.path.join("outputs", f"{dataset_slug(dataset or cls.default_dataset)}-{cls.name}")
+
+    @classmethod
+    def real_data_defaults(cls, dataset: str | None) -> dict[str, Any]:
+        """The flags a run on `dataset` (None: the task's default) starts from when it names no preset."""
+        return {**cls.real_data_flags, "output_dir": cls.output_dir_for(dataset)}
 
     # -- data ------------------------------------------------------------------------------------------------------
     def datasets(self) -> dict[str, Callable[[SourceSpec], DatasetDict]]:
@@ -315,4 +356,12 @@ class Task:
         return [({}, {"image": row["image"], text_key: text})]
 
 
-__all__ = ["CardInfo", "Task", "TaskData", "checked_split", "prepare_splits"]
+__all__ = [
+    "REAL_DATA_DEFAULTS",
+    "CardInfo",
+    "Task",
+    "TaskData",
+    "checked_split",
+    "dataset_slug",
+    "prepare_splits",
+]

@@ -23,7 +23,7 @@ from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
 from ..modeling_captioning import MMFTForConditionalGeneration
 from ..processing_captioning import DEFAULT_PROMPT, MMFTCaptionProcessor
 from ..unwrap import task_model
-from .base import CardInfo, Task, TaskData
+from .base import REAL_DATA_DEFAULTS, CardInfo, Task, TaskData
 from .caption_evaluation import baseline_scores, caption_scores, generate_captions, image_features
 
 logger = logging.getLogger("mmft")
@@ -85,6 +85,7 @@ class CaptioningTask(Task):
         "stream cannot expand yet; drop --streaming to load the dataset into memory"
     )
     main_metric = "cider"
+    real_data_flags = {**REAL_DATA_DEFAULTS, "decoder_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     card = CardInfo(
         pipeline_tag="image-to-text",
         task_type="image-to-text",
