@@ -17,6 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .data.sources import SourceSpec
 from .flags import json_flag
+from .param_groups import check_learning_rates
 from .presets import EffectiveFlags, choose_preset, drop_other_towers_keys, given_flags, load_preset
 
 
@@ -56,6 +57,13 @@ class ModelArguments:
     cache_frozen_text: bool = field(
         default=True, metadata={"help": "memoise a frozen text tower's output per distinct question"}
     )
+    frozen_text_cache_mb: float = field(
+        default=1024,
+        metadata={
+            "help": "bound of --cache_frozen_text in MiB of stored features (least recently used evicted); one "
+            "question costs tokens x text hidden size x 4 B (64 x 768 x 4 B = 192 KiB for BERT-base)"
+        },
+    )
 
     def timm_args(self) -> dict[str, Any] | None:
         return json_flag("vision_model_args", self.vision_model_args)
@@ -80,6 +88,21 @@ class DataArguments(SourceSpec):
     max_bad_fraction: float = field(
         default=0.05, metadata={"help": "with skip: stop when more than this fraction of a split is bad"}
     )
+    augment: Literal["none", "light", "crop"] = field(
+        default="none",
+        metadata={
+            "help": "training-time image augmentation (training batches only): light (random resized crop, scale "
+            "0.8-1, + mild brightness/contrast) or crop (the crop alone); never hue, no flip unless --augment_flip"
+        },
+    )
+    augment_flip: bool = field(
+        default=False,
+        metadata={"help": "with --augment: also flip images left-right (only if no text says left or right)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.augment_flip and self.augment == "none":
+            raise ValueError("--augment_flip needs an --augment policy (light or crop)")
 
 
 @dataclass
@@ -101,6 +124,23 @@ class LoraArguments:
         },
     )
     save_merged: bool = field(default=True, metadata={"help": "save LoRA merged into a plain model (else the adapter)"})
+    tower_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "learning rate of the towers' own weights (full fine-tuning); the bridge, projections, head "
+            "and LoRA adapters keep --learning_rate. Default: --learning_rate"
+        },
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "layer-wise decay in (0, 1]: block i of a tower's L trains at tower lr x decay^(L - i), "
+            "embeddings lowest (decay^L). Default: none"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_learning_rates(self.tower_learning_rate, self.layer_decay)  # refused while parsing, before any loading
 
 
 JSON_FLAGS = ("vision_model_args", "text_model_args")

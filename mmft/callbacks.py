@@ -248,15 +248,52 @@ class PlotCallback(TrainerCallback):
 
 
 # -- model card --------------------------------------------------------------------------------------------------
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells a training augmentation (`mmft.data.augment.TrainAugmentation`) which epoch starts, so that each epoch
+    draws anew; set before the epoch's DataLoader iterator (and its workers) starts. On a resume the Trainer's
+    `state.epoch` is the checkpoint's (e.g. 1.5 = half of the second epoch), so the same epoch is named again."""
+
+    def __init__(self, augmentation) -> None:
+        self.augmentation = augmentation
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        if args.dataloader_num_workers > 0 and args.dataloader_persistent_workers and state.is_world_process_zero:
+            logger.warning(
+                "mmft: --augment with --dataloader_persistent_workers: the workers keep the first epoch's "
+                "augmentation seeds, so every epoch repeats the same draws"
+            )
+
+    def on_epoch_begin(self, args, state, control, **kwargs: Any) -> None:
+        self.augmentation.epoch = math.floor((state.epoch or 0.0) + 1e-6)
+
+
+def training_augmentation(dataloader) -> str:
+    """The card's sentence on the augmentation of `dataloader`'s training split ("none" when it has none)."""
+    from .data.collator import split_transform
+
+    augment = getattr(split_transform(getattr(dataloader, "dataset", None)), "augment", None)
+    return augment.describe() if hasattr(augment, "describe") else "none"
+
+
 class ModelCardCallback(TrainerCallback):
     """
     Writes `README.md` (a Hub model card, see `mmft.hub.render_model_card`) in `output_dir` at the end of training.
     Metrics come from `test_results.json` when it exists, else from the last evaluation; call `write(...)` again
-    after testing (the recipe does) to put the final test metrics in.
+    after testing (the recipe does) to put the final test metrics in. When training starts it notes the optimizer's
+    parameter groups (when mmft grouped them, `mmft.param_groups`) and the training split's augmentation, which the
+    card records.
     """
 
     def __init__(self, dataset: str | None = None, lora_plan=None, model_name: str | None = None) -> None:
         self.dataset, self.lora_plan, self.model_name = dataset, lora_plan, model_name
+        self.learning_rates: list[tuple[str, int, float]] | None = None
+        self.augmentation: str | None = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, train_dataloader=None, **kwargs: Any) -> None:
+        from .param_groups import describe_groups
+
+        self.learning_rates = describe_groups(optimizer.param_groups) if optimizer is not None else None
+        self.augmentation = training_augmentation(train_dataloader)
 
     def write(
         self, args: TrainingArguments, state: TrainerState | None, model, output_dir: str | Path | None = None
@@ -272,6 +309,8 @@ class ModelCardCallback(TrainerCallback):
             lora_plan=self.lora_plan,
             log_history=state.log_history if state else None,
             model_name=self.model_name,
+            learning_rates=self.learning_rates,
+            augmentation=self.augmentation,
         )
 
     def on_train_end(self, args, state, control, model=None, **kwargs: Any) -> None:
@@ -292,6 +331,7 @@ def build_callbacks(output_args, dataset: str | None = None, lora_plan=None) -> 
 
 
 __all__ = [
+    "AugmentationEpochCallback",
     "ModelCardCallback",
     "build_callbacks",
     "PEAK_FLOPS",

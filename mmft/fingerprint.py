@@ -24,7 +24,14 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "mmft_run.json"
 # Flags that change neither the model nor the data it sees: a resume may change them freely.
-FREE_FLAGS = {"eval_only", "cache_frozen_text", "save_merged", "on_bad_example", "max_bad_fraction"}
+FREE_FLAGS = {
+    "eval_only",
+    "cache_frozen_text",
+    "frozen_text_cache_mb",
+    "save_merged",
+    "on_bad_example",
+    "max_bad_fraction",
+}
 # Config fields that record where or how a config was written, not what the model is.
 VOLATILE_CONFIG_KEYS = {
     "transformers_version",

@@ -5,6 +5,10 @@ The model says what its towers are (`model.towers()`) and which modules train wh
 decides about towers. LoRA targets are resolved from the actual module names of whichever towers the model has (timm
 fused `qkv`/`proj`, HF `query`/`key`/`value`/`dense`, CLIP `q_proj`/`v_proj`, ...), so one plan works across tower
 families; a tower asked for LoRA that has no matching layer is an error.
+
+Learning rates (`--tower_learning_rate`, `--layer_decay`, see `mmft.param_groups`): a `full` tower's weights train at
+the tower rate; LoRA adapter weights train at `--learning_rate`, with the bridge and head. They are new, start at zero
+and are low-rank, so a pretrained tower's low rate would leave them almost untrained.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
 from .offline_assets import provenance
 from .positions import sincos_2d
 from .safe_loading import refuse_pickled_weights
+from .text_cache import MIB, FrozenTextCache
 from .towers import (
     TIMM_SCRATCH_PREFIX,
     TextTower,
@@ -287,7 +288,7 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
         self.text_projection = nn.Linear(self.text_tower.hidden_size, width)
         self.modality_embeddings = nn.Embedding(2, width)  # 0: text, 1: image
         self.bridge = build_bridge(config)
-        self._text_cache: dict[bytes, torch.Tensor] | None = None
+        self._text_cache: FrozenTextCache | None = None
         # FSDP's default auto-wrap units (accelerate reads `_no_split_modules`): tower layers and the whole bridge.
         self._no_split_modules = fsdp_wrap_classes(self)
         # Each tower keeps the attention backend its sub-config asks for (`from_pretrained(..., attn_implementation=
@@ -309,29 +310,31 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
                 tower.eval()
         return self
 
-    def enable_frozen_text_cache(self, max_entries: int = 200_000) -> None:
+    def enable_frozen_text_cache(self, max_mb: float = 1024) -> None:
         """
-        Memoise the frozen text tower's output per distinct (input_ids, attention_mask) row.
+        Memoise the frozen text tower's output per distinct (input_ids, attention_mask) row, in at most `max_mb` MiB.
 
         Worth it when questions repeat (easy-VQA has 107 distinct strings); exact, because a frozen tower runs in
-        eval mode. Ignored whenever the text tower has trainable parameters (LoRA or full fine-tuning).
+        eval mode. Ignored whenever the text tower has trainable parameters (LoRA or full fine-tuning). Entries stay
+        on the tower's device; each costs tokens x hidden size x dtype size bytes (see `mmft.text_cache`), and the
+        least recently used is evicted when the next would pass the bound.
         """
-        self._text_cache = {}
-        self._text_cache_limit = max_entries
+        self._text_cache = FrozenTextCache(int(max_mb * MIB))
 
     def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self._text_cache is None or not self._frozen(self.text_tower):
             return self.text_tower(input_ids, attention_mask).tokens  # (B, Nt, Dt)
         rows = torch.cat([input_ids, attention_mask], dim=1).cpu().numpy()
         keys = [row.tobytes() for row in rows]
-        missing = [i for i, key in enumerate(keys) if key not in self._text_cache]
+        found = {key: self._text_cache.get(key) for key in dict.fromkeys(keys)}  # each distinct row once
+        missing = [keys.index(key) for key, state in found.items() if state is None]
         if missing:
-            if len(self._text_cache) + len(missing) > self._text_cache_limit:
-                self._text_cache.clear()
             with torch.no_grad():
-                states = self.text_tower(input_ids[missing], attention_mask[missing]).tokens
-            self._text_cache.update((keys[i], state) for i, state in zip(missing, states))
-        return torch.stack([self._text_cache[key] for key in keys])  # (B, Nt, Dt)
+                computed = self.text_tower(input_ids[missing], attention_mask[missing]).tokens
+            for i, state in zip(missing, computed):
+                found[keys[i]] = state.clone()  # its own storage: the bytes counted are the bytes kept
+                self._text_cache.put(keys[i], found[keys[i]])
+        return torch.stack([found[key] for key in keys])  # (B, Nt, Dt)
 
     # -- per-tower features (no bridge) ------------------------------------------------------------------------------
     def project_image(self, vision: TowerOutput) -> torch.Tensor:

@@ -16,7 +16,9 @@ Three things the HF Trainer (5.24) does not do on resume:
 
 Every file of a checkpoint gets the ordinary file mode (`mmft.file_modes`): safetensors writes weights as 0600.
 
-Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row.
+Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row. With
+`tower_learning_rate` or `layer_decay` the optimizer gets one parameter group per part (`mmft.param_groups`), logged
+once when it is built; without them it is the Trainer's own (one rate, two weight-decay groups).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from typing import Any
 
 from safetensors import safe_open
 from transformers import Trainer
+from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, is_sagemaker_mp_enabled
 
 from .checkpoints import rng_files, saved_world_size
 from .file_modes import give_ordinary_modes
 from .fingerprint import write_run_file
+from .param_groups import check_learning_rates, log_groups, parameter_groups
 
 logger = logging.getLogger(__name__)
 SHOWN_KEYS = 10
@@ -102,11 +106,55 @@ class MMFTTrainer(Trainer):
     """The HF `Trainer` with strict, key-converting resumes and the run fingerprint in every checkpoint.
 
     `fingerprint`: this run's `mmft.fingerprint.run_fingerprint`, written into each checkpoint (None: none written).
+    `tower_learning_rate` / `layer_decay`: the towers' own learning rate (None: `args.learning_rate`) and its decay
+    per layer down each tower (None: none); see `mmft.param_groups`.
     """
 
-    def __init__(self, *args: Any, fingerprint: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fingerprint: dict[str, Any] | None = None,
+        tower_learning_rate: float | None = None,
+        layer_decay: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_learning_rates(tower_learning_rate, layer_decay)
         super().__init__(*args, **kwargs)
         self.fingerprint = fingerprint
+        self.tower_learning_rate, self.layer_decay = tower_learning_rate, layer_decay
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with a tower learning rate or layer decay, over `mmft.param_groups` groups.
+
+        The groups reach the Trainer as the `params` of its optimizer kwargs (the hook GaLore uses), so the optimizer
+        class, its arguments, bitsandbytes' 8-bit handling and DeepSpeed/FSDP preparation stay the Trainer's.
+        """
+        if self.optimizer is not None or (self.tower_learning_rate is None and self.layer_decay is None):
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        given = self.optimizer_cls_and_kwargs  # the Trainer's `optimizer_cls_and_kwargs` argument, if any
+        optimizer_cls, optimizer_kwargs = given or self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & optimizer_kwargs.keys():
+            raise ValueError(
+                f"--tower_learning_rate / --layer_decay need an optimizer over parameter groups; --optim "
+                f"{self.args.optim} builds its own. Choose another --optim (adamw_torch, ...) or drop those flags"
+            )
+        groups = parameter_groups(
+            opt_model,
+            self.args.learning_rate,
+            self.args.weight_decay,
+            self.get_decay_parameter_names(opt_model),
+            self.tower_learning_rate,
+            self.layer_decay,
+        )
+        self.optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": groups})
+        try:
+            optimizer = super().create_optimizer(model)
+        finally:
+            self.optimizer_cls_and_kwargs = given
+        if self.args.process_index == 0:
+            log_groups(optimizer.param_groups)
+        return optimizer
 
     def _plain_load(self) -> bool:
         """Whether the weights are loaded by `load_state_dict` (not by DeepSpeed, FSDP or SageMaker's own loaders)."""

@@ -18,9 +18,11 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments, parse_recipe_args
 from .atomic import atomic_path
-from .callbacks import ModelCardCallback, build_callbacks, log_before_reporters
+from .callbacks import AugmentationEpochCallback, ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
+from .data.augment import make_augmentation
+from .data.collator import set_train_augmentation
 from .demo.space import write_space
 from .fingerprint import arguments_fingerprint, check_same_run, fingerprint_id, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir, padded_batches_warning
@@ -188,6 +190,8 @@ def make_trainer(
             NonFiniteLossGuard(),
         ],
         fingerprint=fingerprint,
+        tower_learning_rate=args.lora.tower_learning_rate,
+        layer_decay=args.lora.layer_decay,
     )
     log_before_reporters(trainer)
     return trainer
@@ -281,7 +285,12 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     )
     record_flags(args)
     plan = make_plan(args.lora)
+    augmentation = make_augmentation(args.data.augment, args.data.augment_flip, training_args.seed)
     data, model, processor = prepare(task, args, policy)
+    set_train_augmentation(data.train, augmentation)
+    if augmentation is not None:
+        logger.warning("mmft: training-time augmentation %s", augmentation.describe())
+        callbacks = [*(callbacks or []), AugmentationEpochCallback(augmentation)]
     sizes = {
         name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
         for name, split in (("train", data.train), ("eval", data.eval))
@@ -292,7 +301,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     logger.warning("mmft: %s", tower_provenance(model.config))
     model = plan.apply(model)
     if args.model.cache_frozen_text and not sharded_parameters(training_args):
-        task_model(model).core.enable_frozen_text_cache()
+        task_model(model).core.enable_frozen_text_cache(args.model.frozen_text_cache_mb)
     trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks, fingerprint)
     if not args.model.eval_only:
         train(trainer, training_args, resume)

@@ -46,6 +46,8 @@ class ImageTextTransform:
         encode: batch (dict of lists) -> extra output columns, e.g. `{"labels": [...]}`.
         split: "train" or "eval", for messages and the bad-example ledger.
         policy: the bad-example policy; None raises on any undecodable image.
+        augment: `(image, row) -> image` applied to each decoded image before the image processor, on the "train"
+            split only (`mmft.data.augment.TrainAugmentation`); None: none.
     """
 
     def __init__(
@@ -55,12 +57,14 @@ class ImageTextTransform:
         encode: Callable[[dict[str, list]], dict[str, list]] | None = None,
         split: str = "train",
         policy: BadExamplePolicy | None = None,
+        augment: Callable[[PILImage.Image, Any], PILImage.Image] | None = None,
     ) -> None:
         self.image_processor = image_processor
         self.text_column = text_column
         self.encode = encode
         self.split = split
         self.policy = policy
+        self.augment = augment
 
     def _image(self, image: dict[str, Any] | None, row: int | None) -> tuple[PILImage.Image, bool]:
         """(the decoded image, False), or under `skip` (a blank stand-in, True) for an undecodable one."""
@@ -77,6 +81,8 @@ class ImageTextTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         rows = batch.get("row", [None] * len(batch["image"]))
         images, bad = zip(*(self._image(image, row) for image, row in zip(batch["image"], rows)))
+        if self.augment is not None and self.split == "train":
+            images = [image if skip else self.augment(image, row) for image, skip, row in zip(images, bad, rows)]
         pixel_values = self.image_processor(list(images), return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
         out: dict[str, list] = {"pixel_values": list(pixel_values)}
         if self.text_column is not None:
@@ -86,6 +92,26 @@ class ImageTextTransform:
         if self.split == "train":
             out[SKIP_KEY] = list(bad)
         return out
+
+
+def split_transform(dataset) -> Any:
+    """The on-the-fly transform a task's `attach` set on `dataset` (a `datasets.Dataset` or a stream), or None."""
+    if hasattr(dataset, "format"):  # datasets.Dataset
+        return dataset.format["format_kwargs"].get("transform")
+    return getattr(dataset, "transform", None)  # mmft.data.streaming.TrainStream
+
+
+def set_train_augmentation(dataset, augment: Callable[[PILImage.Image, Any], PILImage.Image] | None) -> None:
+    """Give the training split's `ImageTextTransform` (set by the task's `attach`) its augmentation."""
+    transform = split_transform(dataset)
+    if not isinstance(transform, ImageTextTransform):
+        if augment is None:
+            return
+        raise ValueError(
+            f"--augment applies to an ImageTextTransform and this task's training split has "
+            f"{type(transform).__name__}; train without --augment"
+        )
+    transform.augment = augment
 
 
 def stack(values: list[Any]) -> torch.Tensor:

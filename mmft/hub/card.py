@@ -86,6 +86,23 @@ def _hyperparameters(args) -> list[str]:
     return ["| hyperparameter | value |", "|---|---|", *rows]
 
 
+def _training_rows(learning_rates: list[tuple[str, int, float]] | None, augmentation: str | None) -> list[str]:
+    """The learning rate of each optimizer parameter group (when mmft grouped them) and the augmentation line."""
+    rows: list[str] = []
+    if learning_rates:
+        rows += [
+            "Learning rates (peak, before the schedule) per parameter group:",
+            "",
+            "| parameter group | parameters | learning rate |",
+            "|---|---|---|",
+            *[f"| {name} | {count:,} | {lr:.3g} |" for name, count, lr in learning_rates],
+            "",
+        ]
+    if augmentation is not None:
+        rows += [f"Training-time augmentation: {augmentation}.", ""]
+    return rows
+
+
 def final_metrics(output_dir: str | Path, log_history: list[dict] | None) -> tuple[dict[str, float], str]:
     """(metrics, split): test_results.json when present, else the last evaluation in the log history."""
     path = Path(output_dir) / "test_results.json"
@@ -105,8 +122,14 @@ def render_model_card(
     metrics: dict[str, float] | None = None,
     split: str = "test",
     model_name: str | None = None,
+    learning_rates: list[tuple[str, int, float]] | None = None,
+    augmentation: str | None = None,
 ) -> ModelCard:
-    """A Hub model card for an mmft model trained with `args` (TrainingArguments); the task comes from the model."""
+    """A Hub model card for an mmft model trained with `args` (TrainingArguments); the task comes from the model.
+
+    `learning_rates`: (parameter group, parameters, peak learning rate) rows (`mmft.param_groups.describe_groups`);
+    `augmentation`: what training did to its images ("none", or `TrainAugmentation.describe()`); None: not said.
+    """
     from ..tasks import task_for_model
 
     card = task_for_model(model).card
@@ -182,6 +205,7 @@ def render_model_card(
         "",
         *_hyperparameters(args),
         "",
+        *_training_rows(learning_rates, augmentation),
         "## Results",
         "",
         *(
@@ -225,10 +249,12 @@ def write_model_card(
     lora_plan: LoraPlan | None = None,
     log_history: list[dict] | None = None,
     model_name: str | None = None,
+    learning_rates: list[tuple[str, int, float]] | None = None,
+    augmentation: str | None = None,
 ) -> Path:
     """Render the card with the best metrics available and save it as `output_dir/README.md`."""
     metrics, split = final_metrics(output_dir, log_history)
-    card = render_model_card(model, args, dataset, lora_plan, metrics, split, model_name)
+    card = render_model_card(model, args, dataset, lora_plan, metrics, split, model_name, learning_rates, augmentation)
     path = Path(output_dir) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     card.save(path)
