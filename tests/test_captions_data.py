@@ -158,7 +158,8 @@ def test_the_recipes_flickr30k_example_partitions_the_hub_layout_by_its_split_co
     from mmft.tasks.retrieval import RetrievalTask
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "retrieval.py"
-    (line,) = [line for line in recipe.read_text().splitlines() if "nlphuji/flickr30k" in line]
+    lines = recipe.read_text().replace("\\\n", " ").splitlines()  # a command continued with a backslash is one line
+    (line,) = [line for line in lines if "nlphuji/flickr30k" in line]
     argv = shlex.split(line.split("recipes/retrieval.py", 1)[1])
     root, images = make_flickr_hub_layout(tmp_path / "flickr30k", n_train=6, n_val=2, n_test=4)
     argv[argv.index("nlphuji/flickr30k")] = str(root)
