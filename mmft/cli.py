@@ -54,7 +54,7 @@ def _rows_from_dataset(task, name: str, split: str | None) -> Iterator[dict]:
 
     instance = task()
     spec = SourceSpec(dataset=name, eval_split=split)
-    _, evaluation = load_splits(spec, task.columns, instance.column_map(), instance.datasets(), task.keep_columns)
+    evaluation = load_splits(spec, task.columns, instance.column_map(), instance.datasets(), task.keep_columns).test
     yield from evaluation.cast_column("image", Image(decode=False))  # decoded by the pipeline, as in training
 
 

@@ -16,13 +16,17 @@ Three things the HF Trainer (5.24) does not do on resume:
 
 Every file of a checkpoint gets the ordinary file mode (`mmft.file_modes`): safetensors writes weights as 0600.
 
-Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row.
+Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row. And a task
+that scores with its own evaluation (retrieval's ranking, captioning's generation) passes it as `evaluator`: each
+evaluation during training then reports its metrics beside the loss, so `metric_for_best_model` can name them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +106,39 @@ class MMFTTrainer(Trainer):
     """The HF `Trainer` with strict, key-converting resumes and the run fingerprint in every checkpoint.
 
     `fingerprint`: this run's `mmft.fingerprint.run_fingerprint`, written into each checkpoint (None: none written).
+    `evaluator`: `(trainer, metric_key_prefix) -> metrics` of `eval_dataset`, called by `evaluate()` on every
+    process after the loss pass (None: the Trainer's `compute_metrics` alone).
     """
 
-    def __init__(self, *args: Any, fingerprint: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fingerprint: dict[str, Any] | None = None,
+        evaluator: Callable[[Trainer, str], dict[str, float]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fingerprint = fingerprint
+        self.evaluator = evaluator
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.evaluator is None or eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._memory_tracker.start()
+        start = time.time()
+        output = self.evaluation_loop(
+            self.get_eval_dataloader(),
+            description="Evaluation",
+            prediction_loss_only=True,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        metrics = {**output.metrics, **self.evaluator(self, metric_key_prefix)}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
 
     def _plain_load(self) -> bool:
         """Whether the weights are loaded by `load_state_dict` (not by DeepSpeed, FSDP or SageMaker's own loaders)."""

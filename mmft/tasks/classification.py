@@ -124,27 +124,33 @@ class ClassificationTask(Task):
         vocabulary = list(labels) if labels else label_order(seen)
         if len(vocabulary) < 2:
             raise DataError(f"the training split has {len(vocabulary)} label(s) {vocabulary}; a classifier needs >= 2")
-        known = set(vocabulary)
-        for split, data in (("train", train), ("eval", evaluation)):
-            unknown = [
-                (row, [x for x in values if x not in known])
-                for row, values in zip(data["row"], data["labels"])
-                if not set(values) <= known
-            ]
-            if unknown:
-                where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
-                examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
-                raise DataError(
-                    f"split {split!r}: {len(unknown)} row(s) have labels that {where} does not have ({examples}). "
-                    f"Known labels: {vocabulary}. Fix the labels, or pass --class_names with every label"
-                )
         multi = self.args.multi_label
         if multi is None:
             multi = any(len(row) != 1 for row in train["labels"])
-        if not multi and any(len(row) != 1 for split in (train, evaluation) for row in split["labels"]):
+        data = TaskData(train, evaluation, vocabulary, {"multi_label": multi, "from_checkpoint": bool(labels)})
+        for split, rows in (("train", train), ("eval", evaluation)):
+            self.check_split(data, rows, split)
+        data.info["class_weights"] = self.class_weights(train["labels"], vocabulary, multi)
+        return data
+
+    def check_split(self, data: TaskData, split: Dataset, name: str) -> None:
+        """Every label of `split` must be in the vocabulary, and single-label rows have one label."""
+        known = set(data.labels)
+        unknown = [
+            (row, [x for x in values if x not in known])
+            for row, values in zip(split["row"], split["labels"])
+            if not set(values) <= known
+        ]
+        if unknown:
+            fixed = data.info["from_checkpoint"]
+            where = "the label vocabulary (--class_names or the checkpoint)" if fixed else "the training split"
+            examples = "; ".join(f"row {row}: {values}" for row, values in unknown[:5])
+            raise DataError(
+                f"split {name!r}: {len(unknown)} row(s) have labels that {where} does not have ({examples}). "
+                f"Known labels: {data.labels}. Fix the labels, or pass --class_names with every label"
+            )
+        if not data.info["multi_label"] and any(len(row) != 1 for row in split["labels"]):
             raise DataError("some rows have several labels; pass --multi_label true (or give every row one label)")
-        weights = self.class_weights(train["labels"], vocabulary, multi)
-        return TaskData(train, evaluation, vocabulary, {"multi_label": multi, "class_weights": weights})
 
     def streamed_row_problem(self, data: TaskData) -> Callable[[dict], str | None]:
         return partial(streamed_label_problem, known=frozenset(data.labels), multi=data.info["multi_label"])
