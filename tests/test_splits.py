@@ -293,3 +293,30 @@ def test_captioning_reports_cider_at_an_evaluation_during_training(tmp_path, tin
     assert not any("baseline" in key for key in entry)  # the baselines are scored at the end only
     results = json.loads((output / "test_results.json").read_text())
     assert "test_cider" in results and "test_cider_baseline_nearest" in results
+
+
+def test_selection_metric_is_the_tasks_main_metric_unless_one_is_named():
+    from mmft.arguments import parse_recipe_args
+    from mmft.tasks import get_task
+    from mmft.training import select_by_main_metric
+
+    expected = {
+        ("vqa", ()): "eval_accuracy",
+        ("classification", ()): "eval_accuracy",
+        ("classification", ("--multi_label", "true")): "eval_f1_macro",
+        ("retrieval", ()): "eval_rerank_rsum",
+        ("retrieval", ("--rerank_k", "0")): "eval_dual_rsum",
+        ("captioning", ()): "eval_cider",
+    }
+    selection = ("--eval_strategy", "epoch", "--save_strategy", "epoch", "--load_best_model_at_end", "true")
+    for (task, flags), metric in expected.items():
+        args = parse_recipe_args([*selection, *flags], task)
+        assert args.training.metric_for_best_model == "loss"  # transformers' fill-in when none is named
+        select_by_main_metric(get_task(task)(args.task), args)
+        assert (args.training.metric_for_best_model, args.training.greater_is_better) == (metric, True), task
+    named = parse_recipe_args([*selection, "--metric_for_best_model", "eval_loss"], "vqa")
+    select_by_main_metric(get_task("vqa")(named.task), named)
+    assert (named.training.metric_for_best_model, named.training.greater_is_better) == ("eval_loss", False)
+    plain = parse_recipe_args([], "vqa")  # no selection asked: nothing set (the demo preset)
+    select_by_main_metric(get_task("vqa")(plain.task), plain)
+    assert plain.training.metric_for_best_model is None

@@ -116,6 +116,9 @@ class ClassificationTask(Task):
     def datasets(self) -> dict[str, Callable]:
         return {"easy_vqa_entailment": lambda spec: load_easy_vqa_entailment()}
 
+    def selection_metric(self) -> str:
+        return "f1_macro" if self.args.multi_label else self.main_metric  # --multi_label true: macro F1
+
     # -- targets ---------------------------------------------------------------------------------------------------
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         seen = {label for row in train["labels"] for label in row}
