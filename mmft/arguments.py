@@ -168,6 +168,24 @@ class OutputArguments:
     )
 
 
+@dataclass
+class SelectionArguments:
+    """Which model a run keeps, beside `TrainingArguments`' `--load_best_model_at_end` / `--metric_for_best_model`.
+
+    With either of those or `--early_stopping_patience`, a run without `--metric_for_best_model` selects by the task's
+    main metric on the validation split (`eval_<Task.selection_metric()>`, higher is better); `--metric_for_best_model
+    eval_loss` selects by the loss.
+    """
+
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop training after this many evaluations in a row without improving the selection metric "
+            "(transformers' EarlyStoppingCallback; needs --eval_strategy and a --save_strategy to match)"
+        },
+    )
+
+
 class RecipeArguments(NamedTuple):
     """The recipe's argument groups, in this order, or read them by name (`args.training`); then `flags`, where the
     run's flags came from (written to `run_config.yaml`)."""
@@ -179,11 +197,20 @@ class RecipeArguments(NamedTuple):
     training: TrainingArguments
     output: OutputArguments
     flags: EffectiveFlags | None = None  # where the flags started and the effective ones (see `parse_recipe_args`)
+    selection: SelectionArguments | None = None
 
 
 def argument_classes(task_arguments: type) -> tuple[type, ...]:
     """The parser's dataclasses, in `RecipeArguments` order."""
-    return (ModelArguments, DataArguments, task_arguments, LoraArguments, TrainingArguments, OutputArguments)
+    return (
+        ModelArguments,
+        DataArguments,
+        task_arguments,
+        LoraArguments,
+        TrainingArguments,
+        OutputArguments,
+        SelectionArguments,
+    )
 
 
 # Flags that were removed, with the one that replaces each: named in the error, where argparse would only say that

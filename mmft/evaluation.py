@@ -27,7 +27,7 @@ import torch
 from .arguments import DataArguments, LoraArguments, ModelArguments, OutputArguments, RecipeArguments
 from .atomic import atomic_write_text
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
-from .data.sources import EVAL_SPLIT_NAMES
+from .data.sources import TEST_SPLIT_NAMES, VALIDATION_SPLIT_NAMES
 
 logger = logging.getLogger("mmft")
 
@@ -84,9 +84,14 @@ def parse_evaluate_args(task, argv: list[str]) -> tuple[EvaluateArguments, DataA
     return options, data_args, task_args
 
 
+# The split a training run scores at the end when none is named: its test split, else (a run that never evaluated
+# during training) its validation split.
+EVAL_SPLIT_NAMES = (*TEST_SPLIT_NAMES, *VALIDATION_SPLIT_NAMES)
+
+
 def evaluation_split(spec, available) -> str:
     """The split `mmft evaluate` scores: the one named (`--split` / `--eval_split`), else the one a training run
-    evaluates on (the first of test/validation/val). No training split is needed."""
+    scores at the end (test, else the first of validation/val/valid/dev). No training split is needed."""
     name = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in available), None)
     if name not in available:
         named = f"no split {name!r}" if name else f"none of the splits {list(EVAL_SPLIT_NAMES)}"
@@ -135,7 +140,7 @@ def evaluate_model(model_path: str, argv: list[str]) -> dict[str, float]:
 
     from .loading import load_model
     from .tasks import task_for_model
-    from .training import make_plan, make_trainer, use_cpu_cores, write_predictions
+    from .training import make_plan, make_trainer, score_test, use_cpu_cores, write_predictions
 
     check_model_folder(model_path)
     task_class = task_for_model(AutoConfig.from_pretrained(model_path))
@@ -178,7 +183,7 @@ def evaluate_model(model_path: str, argv: list[str]) -> dict[str, float]:
         OutputArguments(throughput=False, plots=False, model_card=False),
     )
     trainer = make_trainer(task, recipe, data, model, processor, make_plan(recipe.lora), policy)
-    prediction = task.evaluate(trainer, data)  # the training run's test evaluation (`mmft.training.run`)
+    prediction = score_test(task, trainer, data, policy)  # the training run's test scoring (`mmft.training.run`)
     # The Trainer times its setup of a model it has not trained; a training run never reports that key.
     prediction.metrics.pop("test_model_preparation_time", None)
     id2label = model.config.id2label

@@ -18,13 +18,17 @@ Every file of a checkpoint gets the ordinary file mode (`mmft.file_modes`): safe
 
 Also: `--dataloader_drop_last` drops partial *training* batches only; evaluation always sees every row. With
 `tower_learning_rate` or `layer_decay` the optimizer gets one parameter group per part (`mmft.param_groups`), logged
-once when it is built; without them it is the Trainer's own (one rate, two weight-decay groups).
+once when it is built; without them it is the Trainer's own (one rate, two weight-decay groups). And a task
+that scores with its own evaluation (retrieval's ranking, captioning's generation) passes it as `evaluator`: each
+evaluation during training then reports its metrics beside the loss, so `metric_for_best_model` can name them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +112,8 @@ class MMFTTrainer(Trainer):
     `fingerprint`: this run's `mmft.fingerprint.run_fingerprint`, written into each checkpoint (None: none written).
     `tower_learning_rate` / `layer_decay`: the towers' own learning rate (None: `args.learning_rate`) and its decay
     per layer down each tower (None: none); see `mmft.param_groups`.
+    `evaluator`: `(trainer, metric_key_prefix) -> metrics` of `eval_dataset`, called by `evaluate()` on every
+    process after the loss pass (None: the Trainer's `compute_metrics` alone).
     """
 
     def __init__(
@@ -116,12 +122,14 @@ class MMFTTrainer(Trainer):
         fingerprint: dict[str, Any] | None = None,
         tower_learning_rate: float | None = None,
         layer_decay: float | None = None,
+        evaluator: Callable[[Trainer, str], dict[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         check_learning_rates(tower_learning_rate, layer_decay)
         super().__init__(*args, **kwargs)
         self.fingerprint = fingerprint
         self.tower_learning_rate, self.layer_decay = tower_learning_rate, layer_decay
+        self.evaluator = evaluator
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; with a tower learning rate or layer decay, over `mmft.param_groups` groups.
@@ -155,6 +163,25 @@ class MMFTTrainer(Trainer):
         if self.args.process_index == 0:
             log_groups(optimizer.param_groups)
         return optimizer
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.evaluator is None or eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._memory_tracker.start()
+        start = time.time()
+        output = self.evaluation_loop(
+            self.get_eval_dataloader(),
+            description="Evaluation",
+            prediction_loss_only=True,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        metrics = {**output.metrics, **self.evaluator(self, metric_key_prefix)}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
 
     def _plain_load(self) -> bool:
         """Whether the weights are loaded by `load_state_dict` (not by DeepSpeed, FSDP or SageMaker's own loaders)."""

@@ -1,7 +1,9 @@
 """The one training path of every task: data -> model -> LoRA plan -> `Trainer` -> evaluate -> save, card, push.
 
 `run(task, args)` is what `recipes/<task>.py` call. Each step is a short function; what differs between tasks is
-asked of the task (`mmft.tasks.base.Task`), never branched on here.
+asked of the task (`mmft.tasks.base.Task`), never branched on here. Splits: the model trains on train, is evaluated
+during training on the validation split (model selection, `eval_*` metrics) and scored once at the end, on the
+selected model, on the test split (`test_*` metrics, `test_results.json`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,21 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from .arguments import LoraArguments, ModelArguments, OutputArguments, RecipeArguments, parse_recipe_args
+from .arguments import (
+    LoraArguments,
+    ModelArguments,
+    OutputArguments,
+    RecipeArguments,
+    SelectionArguments,
+    parse_recipe_args,
+)
 from .atomic import atomic_path
 from .callbacks import AugmentationEpochCallback, ModelCardCallback, build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
@@ -141,12 +151,57 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config
     return model, processor
 
 
+def evaluates_during_training(args: RecipeArguments) -> bool:
+    """Whether the run evaluates before its end (then it needs a validation split): an `--eval_strategy`, model
+    selection (`--load_best_model_at_end`) or early stopping, and training at all."""
+    training, selection = args.training, args.selection or SelectionArguments()
+    if args.model.eval_only:
+        return False
+    return (
+        training.eval_strategy != "no"
+        or training.load_best_model_at_end
+        or selection.early_stopping_patience is not None
+    )
+
+
+def select_by_main_metric(task: Task, args: RecipeArguments) -> None:
+    """With `--load_best_model_at_end` or `--early_stopping_patience` and no `--metric_for_best_model`, select by
+    the task's main metric on the validation split (higher is better). transformers fills in "loss" when the flag is
+    not given, so "loss" is taken as not given; `--metric_for_best_model eval_loss` selects by the loss."""
+    training, selection = args.training, args.selection or SelectionArguments()
+    patience = selection.early_stopping_patience
+    if patience is not None and (patience < 1 or training.eval_strategy == "no"):
+        raise ValueError(
+            f"--early_stopping_patience {patience}: needs a value >= 1 and evaluations to count, i.e. --eval_strategy "
+            "steps or epoch"
+        )
+    if not (training.load_best_model_at_end or patience is not None):
+        return
+    if training.metric_for_best_model in (None, "loss"):
+        training.metric_for_best_model = f"eval_{task.selection_metric()}"
+        training.greater_is_better = True
+    logger.warning(
+        "mmft: model selection by %s on the validation split (%s is better)%s",
+        training.metric_for_best_model,
+        "higher" if training.greater_is_better else "lower",
+        f"; early stopping after {patience} evaluation(s) without improvement" if patience is not None else "",
+    )
+
+
 def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None = None, **config_overrides: Any):
     """(data, model, processor) with transforms attached: a saved model's labels fix the data's, else the data's
     labels shape a fresh model's head."""
     saved = load_saved_model(task, args.model) if args.model.model_name_or_path else None
     labels = task.labels_of(saved[0].config) if saved else None
-    data = task.prepare_data(args.data, policy, labels, args.data.max_train_samples, args.data.max_eval_samples)
+    data = task.prepare_data(
+        args.data,
+        policy,
+        labels,
+        args.data.max_train_samples,
+        args.data.max_eval_samples,
+        evaluates_during_training(args),
+        args.training.seed,
+    )
     if saved:
         model, processor = saved
         for key, value in task.config_updates(data).items():
@@ -156,6 +211,13 @@ def prepare(task: Task, args: RecipeArguments, policy: BadExamplePolicy | None =
     processor.max_length = args.model.max_text_length  # saved with it: inference truncates as training did
     task.attach(data, processor, policy)
     return data, model, processor
+
+
+def metrics_of(task: Task, data: TaskData, config, policy: BadExamplePolicy | None) -> Callable | None:
+    """The Trainer's `compute_metrics` for `data.eval` (the test split, or the validation split in
+    `data.for_validation()`): its references, and the rows the bad-example policy left out of it."""
+    rows = data.eval.with_format(None)["row"]
+    return task.compute_metrics(data, config.id2label, lambda: excluded_eval_positions(policy, rows, data.scored))
 
 
 def make_trainer(
@@ -170,31 +232,48 @@ def make_trainer(
     fingerprint: dict | None = None,
 ) -> Trainer:
     """The `MMFTTrainer` with the task's collator and metrics, mmft's callbacks and the NaN guard; `fingerprint`
-    goes into every checkpoint."""
+    goes into every checkpoint. It evaluates on the validation split (none: it cannot evaluate during training),
+    through the task's own `evaluate` where it has one, and stops early under `--early_stopping_patience`."""
     # The transform needs the raw columns; the Trainer must not prune them.
     args.training.remove_unused_columns = False
     config = task_model(model).config
-    rows = data.eval.with_format(None)["row"]
+    validation = data.for_validation() if data.validation is not None else None
+    evaluator = None
+    if validation is not None and task.evaluates_itself:
+
+        def evaluator(trainer: Trainer, prefix: str) -> dict[str, float]:
+            return task.evaluate(trainer, validation, prefix).metrics
+
+    patience = (args.selection or SelectionArguments()).early_stopping_patience
     trainer = trainer_class(data.train)(  # a streamed training split gets the StreamingTrainer
         model=model,
         args=args.training,
         train_dataset=data.train,
-        eval_dataset=data.eval,
+        eval_dataset=data.validation,
         data_collator=task.collator(processor, args.model.max_text_length),
         processing_class=processor,
-        compute_metrics=task.compute_metrics(data, config.id2label, lambda: excluded_eval_positions(policy, rows)),
+        compute_metrics=metrics_of(task, validation, config, policy) if validation is not None else None,
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics,
         callbacks=[
             *(callbacks or []),
             *build_callbacks(args.output or OutputArguments(), args.data.dataset or task.default_dataset, plan),
+            *([EarlyStoppingCallback(patience)] if patience is not None else []),
             NonFiniteLossGuard(),
         ],
         fingerprint=fingerprint,
         tower_learning_rate=args.lora.tower_learning_rate,
         layer_decay=args.lora.layer_decay,
+        evaluator=evaluator,
     )
     log_before_reporters(trainer)
     return trainer
+
+
+def score_test(task: Task, trainer: Trainer, data: TaskData, policy: BadExamplePolicy | None):
+    """The test split scored once, on the model the run ends with (the best checkpoint's under
+    `--load_best_model_at_end`): the task's `evaluate` with the prefix "test"."""
+    trainer.compute_metrics = metrics_of(task, data, task_model(trainer.model).config, policy)
+    return task.evaluate(trainer, data, "test")
 
 
 def train(trainer: Trainer, training_args: TrainingArguments, resume: str | None = None) -> None:
@@ -263,7 +342,8 @@ def record_flags(args: RecipeArguments) -> None:
 
 
 def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = None) -> dict[str, float]:
-    """Train `task` (unless `--eval_only`), evaluate on the eval split, save model + processor + metrics + card."""
+    """Train `task` (unless `--eval_only`), selecting on the validation split when the run evaluates during training,
+    score the test split once, save model + processor + metrics + card."""
     task = get_task(task)(args.task)
     training_args = args.training
     set_seed(training_args.seed)
@@ -286,6 +366,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     record_flags(args)
     plan = make_plan(args.lora)
     augmentation = make_augmentation(args.data.augment, args.data.augment_flip, training_args.seed)
+    select_by_main_metric(task, args)
     data, model, processor = prepare(task, args, policy)
     set_train_augmentation(data.train, augmentation)
     if augmentation is not None:
@@ -293,7 +374,8 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
         callbacks = [*(callbacks or []), AugmentationEpochCallback(augmentation)]
     sizes = {
         name: len(split) if hasattr(split, "__len__") else "streamed"  # a stream's length is unknown upfront
-        for name, split in (("train", data.train), ("eval", data.eval))
+        for name, split in (("train", data.train), ("eval", data.eval), ("validation", data.validation))
+        if split is not None
     }
     fingerprint = run_fingerprint(identity, model.config, sizes)
     if resume:
@@ -305,7 +387,7 @@ def run(task: str | type[Task], args: RecipeArguments, callbacks: list | None = 
     trainer = make_trainer(task, args, data, model, processor, plan, policy, callbacks, fingerprint)
     if not args.model.eval_only:
         train(trainer, training_args, resume)
-    prediction = task.evaluate(trainer, data)
+    prediction = score_test(task, trainer, data, policy)
     trainer.log_metrics("test", prediction.metrics)
     trainer.save_metrics("test", prediction.metrics)
     save_outputs(task, trainer, data, prediction, processor, args.lora, policy)

@@ -133,13 +133,17 @@ def make_corrupt_easy_vqa(root: Path, n_train: int, n_test: int, n_bad_train: in
     return broken
 
 
-def prepare_vqa(dataset, policy=None, answers=None, spec: dict | None = None, **task_args):
-    """The VQA task's validated data for `dataset` (a path or name); `spec` holds extra `SourceSpec` fields."""
+def prepare_vqa(
+    dataset, policy=None, answers=None, spec: dict | None = None, validation: bool = False, seed: int = 42, **task_args
+):
+    """The VQA task's validated data for `dataset` (a path or name); `spec` holds extra `SourceSpec` fields,
+    `validation` says whether the run evaluates during training (`Task.prepare_data`)."""
     from mmft.data import SourceSpec
     from mmft.tasks.vqa import VQAArguments, VQATask
 
     task = VQATask(VQAArguments(**task_args))
-    return task.prepare_data(SourceSpec(dataset=str(dataset), **(spec or {})), policy, answers)
+    spec = SourceSpec(dataset=str(dataset), **(spec or {}))
+    return task.prepare_data(spec, policy, answers, validation=validation, seed=seed)
 
 
 def attach_vqa(data, processor, policy=None):

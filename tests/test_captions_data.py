@@ -29,9 +29,11 @@ def _karpathy(tmp_path, sentences_of_first=None):
 
 
 def _prepare(files, policy=None, **spec):
-    return prepare_splits(
+    """(train, test) of a run that never evaluates during training (so it has no validation split)."""
+    splits = prepare_splits(
         SourceSpec(dataset="coco_json", **spec), (CAPTIONS,), {}, caption_datasets(files), policy=policy
     )
+    return splits.train, splits.test
 
 
 def test_karpathy_json_splits_restval_into_train_and_keeps_every_caption(tmp_path):

@@ -108,7 +108,7 @@ def test_corrupt_image_is_named_when_decoded(tmp_path, processor):
 
 def test_unknown_split_lists_the_available_ones(tmp_path):
     root = make_imagefolder(tmp_path / "d")
-    with pytest.raises(DataError, match=r"no eval split 'dev'; available splits: \['test', 'train'\]"):
+    with pytest.raises(DataError, match=r"no test split 'dev'; available splits: \['test', 'train'\]"):
         prepare_vqa(root, spec={"eval_split": "dev"})
 
 

@@ -166,9 +166,10 @@ class ImageTextCollator:
         return batch
 
 
-def excluded_eval_positions(policy: BadExamplePolicy | None, rows: list[int]) -> set[int]:
-    """Positions (in the eval split as evaluated) of rows rejected while decoding; they are not scored."""
+def excluded_eval_positions(policy: BadExamplePolicy | None, rows: list[int], split: str = "eval") -> set[int]:
+    """Positions (in the held-out split as evaluated: "eval", the test split, or "validation") of rows rejected
+    while decoding; they are not scored."""
     if policy is None or policy.mode != "skip":
         return set()
-    rejected = policy.rejected("eval")
+    rejected = policy.rejected(split)
     return {position for position, row in enumerate(rows) if row in rejected}

@@ -18,21 +18,28 @@ A task adds its own formats (easy-VQA, VQAv2 JSON, COCO captions) as named reade
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import logging
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from datasets import Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 
 from .columns import Column
 
-EVAL_SPLIT_NAMES = ("test", "validation", "val")
+TEST_SPLIT_NAMES = ("test",)
+VALIDATION_SPLIT_NAMES = ("validation", "val", "valid", "dev")
+DEFAULT_VALIDATION_PERCENTAGE = 10.0  # carved from train when a run evaluates during training and the data has none
 TABLE_SUFFIXES = (".jsonl", ".csv")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 IMAGE_KEYS = ("file_name", "image", "image_path", "path")  # where a table row may name its image file
+
+logger = logging.getLogger("mmft.data")
 
 
 class DataError(ValueError):
@@ -51,7 +58,13 @@ class SourceSpec:
         },
     )
     train_split: str = "train"
-    eval_split: str | None = field(default=None, metadata={"help": "default: the first of test/validation/val"})
+    eval_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "the split scored once at the end, on the selected model (test_* metrics); default: 'test', "
+            "else (a run that never evaluates during training) the validation split, else carved from train"
+        },
+    )
     image_column: str = field(default="image", metadata={"help": "the image column of a Hub dataset or table"})
     streaming: bool = field(
         default=False,
@@ -93,6 +106,21 @@ class SourceSpec:
         metadata={
             "help": "a column naming each row's split (e.g. Flickr30k's 'split': train/val/test): the loaded rows "
             "are partitioned by its values, which then name the splits --train_split/--eval_split choose from"
+        },
+    )
+    validation_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "the split evaluated during training, for model selection (eval_* metrics); default: the "
+            "first of validation/val/valid/dev present, else carved from train when the run evaluates"
+        },
+    )
+    validation_split_percentage: float | None = field(
+        default=None,
+        metadata={
+            "help": "percent of the training images carved out as the validation split when the data has "
+            f"none (and as the test split when it has no test split either); grouped by image, fixed by --seed. "
+            f"Default: {DEFAULT_VALIDATION_PERCENTAGE:g} when the run evaluates during training, else no carving"
         },
     )
 
@@ -313,6 +341,128 @@ def _undecoded(features: Features) -> Features:
     return Features({**features, "image": Image(decode=False)})
 
 
+# -- splits ---------------------------------------------------------------------------------------------------------
+class SplitChoice(NamedTuple):
+    """Split names for each role; None: carved from the training split (`carve`), or (validation) none at all."""
+
+    train: str
+    validation: str | None
+    test: str | None
+    carve_validation: bool  # whether a validation split is carved from train
+
+
+class Splits(NamedTuple):
+    """The rows of each role: training, validation (model selection; None: the run has none) and test (scored once
+    at the end)."""
+
+    train: Dataset
+    validation: Dataset | None
+    test: Dataset
+
+
+def _missing_split(spec: SourceSpec, role: str, split: str, flag: str, available) -> DataError:
+    return DataError(
+        f"dataset {spec.dataset!r} has no {role} split {split!r}; available splits: {sorted(available)}. Name "
+        f"another with --{flag}"
+    )
+
+
+def choose_splits(spec: SourceSpec, available, validation: bool = False) -> SplitChoice:
+    """Which split plays which role. `validation`: whether the run evaluates during training (then it needs a
+    validation split, carved from train when the data has none); an explicit --validation_split_percentage asks
+    for one too. Without a test split the validation split is scored at the end when the run never evaluates during
+    training (nothing was selected on it); else the test split is carved from train."""
+    if spec.train_split not in available:
+        raise _missing_split(spec, "train", spec.train_split, "train_split", available)
+    for role, split, flag in (
+        ("test", spec.eval_split, "eval_split"),
+        ("validation", spec.validation_split, "validation_split"),
+    ):
+        if split is not None and split not in available:
+            raise _missing_split(spec, role, split, flag, available)
+    for other, role in ((spec.eval_split, "test"), (spec.train_split, "train")):
+        if spec.validation_split is not None and spec.validation_split == other:
+            raise DataError(
+                f"--validation_split {other!r} is also the {role} split: model selection needs rows of its own"
+            )
+    percentage = spec.validation_split_percentage
+    if percentage is not None and not 0 < percentage < 50:
+        raise DataError(f"--validation_split_percentage must be above 0 and below 50, got {percentage:g}")
+    wanted = validation or percentage is not None
+    named_validation = next((s for s in VALIDATION_SPLIT_NAMES if s in available and s != spec.train_split), None)
+    test = spec.eval_split or next((s for s in TEST_SPLIT_NAMES if s in available and s != spec.train_split), None)
+    if test is None and not wanted and spec.validation_split is None:
+        test = named_validation  # nothing is selected on it, so it can be the scored split (as before validation)
+    chosen = spec.validation_split or (named_validation if named_validation != test else None)
+    if chosen is None and wanted:
+        return SplitChoice(spec.train_split, None, test, True)
+    return SplitChoice(spec.train_split, chosen, test, False)
+
+
+def image_keys(dataset: Dataset, batch_size: int = 1000) -> list[str]:
+    """One key per row naming its image: the file path, or a hash of the bytes of an image held without one."""
+    images = dataset.select_columns(["image"]).cast_column("image", Image(decode=False))
+    keys = []
+    for batch in images.iter(batch_size=batch_size):
+        for image in batch["image"]:
+            if isinstance(image, dict) and image.get("path"):
+                keys.append(f"path:{image['path']}")
+            elif isinstance(image, dict) and image.get("bytes") is not None:
+                keys.append("sha256:" + hashlib.sha256(image["bytes"]).hexdigest())
+            else:
+                keys.append(f"row:{len(keys)}")  # no image to group by: the row alone
+    return keys
+
+
+def carve(dataset: Dataset, fractions: Sequence[float], seed: int, keys: Sequence[str] | None = None) -> list[Dataset]:
+    """`dataset` cut into len(fractions) + 1 parts: one per fraction (of the images, at least one image each),
+    then the rest, each part keeping the original row order. Rows with the same key (`image_keys`: the same image
+    file) land in the same part, so no image is in two; the groups are ordered by a hash of (seed, key), so the cut
+    depends on the seed and the images only, not on row order or the process."""
+    keys = list(keys) if keys is not None else image_keys(dataset)
+    groups = sorted(set(keys), key=lambda key: hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest())
+    if len(groups) <= len(fractions):
+        raise DataError(f"cannot carve {len(fractions)} split(s) from {len(groups)} image(s): too few images")
+    part_of, start = {}, 0
+    for part, fraction in enumerate(fractions):
+        count = max(1, math.ceil(fraction * len(groups)))
+        part_of.update((key, part) for key in groups[start : start + count])
+        start += count
+    if start >= len(groups):
+        raise DataError(f"carving {[f'{f:.0%}' for f in fractions]} of {len(groups)} image(s) leaves none to train on")
+    rows: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for index, key in enumerate(keys):
+        rows[part_of.get(key, len(fractions))].append(index)
+    return [dataset.select(indices) for indices in rows]
+
+
+def resolve_splits(spec: SourceSpec, splits, choice: SplitChoice, seed: int) -> Splits:
+    """The chosen splits, with those the choice leaves to carving cut from train (`carve`) and said in the log."""
+    train = splits[choice.train]
+    carved = [
+        role for role, missing in (("test", choice.test is None), ("validation", choice.carve_validation)) if missing
+    ]
+    if not carved:
+        validation = splits[choice.validation] if choice.validation else None
+        return Splits(train, validation, splits[choice.test])
+    percentage = spec.validation_split_percentage or DEFAULT_VALIDATION_PERCENTAGE
+    *parts, train = carve(train, [percentage / 100] * len(carved), seed)
+    cut = dict(zip(carved, parts))
+    logger.warning(
+        "mmft: dataset %r has no %s split: carved %s from its %r split (%g%% of its images each, grouped by image so "
+        "that no image is in two splits, fixed by --seed %d); %d training rows remain",
+        spec.dataset,
+        " or ".join(carved),
+        " and ".join(f"{role} ({len(cut[role])} rows)" for role in carved),
+        choice.train,
+        percentage,
+        seed,
+        len(train),
+    )
+    validation = cut.get("validation", splits[choice.validation] if choice.validation else None)
+    return Splits(train, validation, cut.get("test", splits[choice.test] if choice.test else None))
+
+
 # -- entry point ----------------------------------------------------------------------------------------------------
 def load_splits(
     spec: SourceSpec,
@@ -320,12 +470,15 @@ def load_splits(
     column_map: dict[str, str] | None = None,
     named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
     keep: tuple[str, ...] = (),
-) -> tuple[Dataset, Dataset]:
-    """(train, eval) splits of `spec.dataset`: a name in `named`, a local imagefolder / table folder, or anything
-    `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g. `question_type`)."""
+    validation: bool = False,
+    seed: int = 42,
+) -> Splits:
+    """(train, validation, test) splits of `spec.dataset`: a name in `named`, a local imagefolder / table folder,
+    or anything `datasets.load_dataset` reads. `keep` names optional extra columns to carry along (e.g.
+    `question_type`). `validation`: whether the run evaluates during training (`choose_splits`); `seed` fixes what
+    is carved from train."""
     splits = read_splits(spec, columns, column_map, named, keep)
-    train_split, eval_split = choose_splits(spec, splits)
-    return splits[train_split], splits[eval_split]
+    return resolve_splits(spec, splits, choose_splits(spec, splits, validation), seed)
 
 
 def read_splits(
@@ -374,24 +527,17 @@ def partition_by_column(splits: DatasetDict, column: str, source: str | None) ->
     return DatasetDict({value: rows.select(indices) for value, indices in members.items()})
 
 
-def choose_splits(spec: SourceSpec, available) -> tuple[str, str]:
-    """(train, eval) split names: the named ones, the eval split defaulting to the first of test/validation/val."""
-    eval_split = spec.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in available), None)
-    for role, split in (("train", spec.train_split), ("eval", eval_split)):
-        if split not in available:
-            raise DataError(
-                f"dataset {spec.dataset!r} has no {role} split {split!r}; available splits: {sorted(available)}"
-                + ("" if split else "; name one with --eval_split")
-            )
-    return spec.train_split, eval_split
-
-
 __all__ = [
     "CanonicalRows",
     "DataError",
-    "EVAL_SPLIT_NAMES",
     "SourceSpec",
+    "SplitChoice",
+    "Splits",
+    "TEST_SPLIT_NAMES",
+    "VALIDATION_SPLIT_NAMES",
+    "carve",
     "choose_splits",
+    "image_keys",
     "features_of",
     "load_hub",
     "load_local",
@@ -400,5 +546,6 @@ __all__ = [
     "read_records",
     "read_splits",
     "read_table",
+    "resolve_splits",
     "source_columns",
 ]

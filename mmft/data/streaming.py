@@ -9,8 +9,9 @@
   stream position of this process (`datasets.IterableDataset.state_dict`), saved in every checkpoint;
 - the **head** (the first `--streaming_head_rows` training rows, read twice) is where the label or answer
   vocabulary comes from, identically on every process;
-- the **eval split** is materialised in memory (at most `--max_eval_samples` rows) and validated as without
-  streaming, so metrics and predictions.jsonl work for every task unchanged.
+- the **test split** (and the **validation split**, when the run has one) is materialised in memory (at most
+  `--max_eval_samples` rows each) and validated as without streaming, so metrics and predictions.jsonl work for every
+  task unchanged. A stream is never carved: a split the run needs must exist (`--eval_split`, `--validation_split`).
 
 `--max_bad_fraction` on a stream: a process stops when more than that fraction of the rows it has read since it
 (re)started are bad, counting at least 100 rows (so the first bad row never stops a run on its own).
@@ -220,27 +221,38 @@ def stream_splits(
     keep: tuple[str, ...] = (),
     max_eval_samples: int | None = None,
     policy: BadExamplePolicy | None = None,
-) -> tuple[TrainStream, Dataset, Dataset]:
-    """(training stream, head rows of the training split, validated eval rows in memory)."""
+    validation: bool = False,
+) -> tuple[TrainStream, Dataset, Dataset | None, Dataset]:
+    """(training stream, head rows of the training split, validated validation rows in memory (None: the run has
+    none), validated test rows in memory). `validation`: whether the run evaluates during training."""
     policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
     streams = open_streams(spec, columns, column_map, named, keep)
-    train_split, eval_split = choose_splits(spec, streams)
+    choice = choose_splits(spec, streams, validation)
+    for role, missing in (("test", choice.test is None), ("validation", choice.carve_validation)):
+        if missing:
+            raise DataError(
+                f"dataset {spec.dataset!r} has no {role} split (splits: {sorted(streams)}), and a stream cannot be "
+                f"carved; name one with --{'eval_split' if role == 'test' else 'validation_split'}, or drop --streaming"
+            )
+    train_split = choice.train
     head = read_head(streams[train_split], spec.streaming_head_rows, columns, policy)
-    evaluation = validate_split(
-        _materialise(streams[eval_split], max_eval_samples), "eval", spec.dataset, columns, policy
-    )
+    held = {
+        role: validate_split(_materialise(streams[split], max_eval_samples), role, spec.dataset, columns, policy)
+        for role, split in (("validation", choice.validation), ("eval", choice.test))
+        if split is not None
+    }
     logger.warning(
         "mmft: streaming %r (%d shards); targets from its first %d rows; %d eval rows held in memory%s",
         train_split,
         streams[train_split].n_shards,
         len(head),
-        len(evaluation),
+        sum(len(rows) for rows in held.values()),
         "" if max_eval_samples else " (bound them with --max_eval_samples)",
     )
     if not len(head):
         raise DataError(f"dataset {spec.dataset!r}: the training stream {train_split!r} has no usable row")
     stream = TrainStream(streams[train_split], columns, policy, spec.streaming_shuffle_buffer)
-    return stream, head, evaluation
+    return stream, head, held.get("validation"), held["eval"]
 
 
 __all__ = ["FRACTION_FLOOR", "RowChecks", "TrainStream", "read_head", "stream_splits"]

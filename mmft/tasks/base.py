@@ -22,7 +22,7 @@ from datasets import Dataset, DatasetDict, Image
 from ..data.collator import ImageTextCollator, ImageTextTransform
 from ..data.columns import Column
 from ..data.rejects import BadExamplePolicy
-from ..data.sources import SourceSpec, load_splits, read_splits
+from ..data.sources import SourceSpec, Splits, load_splits, read_splits
 from ..data.streaming import stream_splits
 from ..data.validation import validate_split
 
@@ -56,8 +56,11 @@ def dataset_slug(dataset: str) -> str:
 
 @dataclass
 class TaskData:
-    """Validated (train, eval) splits and what the task derived from them.
+    """Validated splits and what the task derived from them.
 
+    `eval`: the split the task's evaluation scores: the test split, scored once at the end on the selected model
+    (`test_*` metrics). `validation`: the split the Trainer evaluates during training, for model selection
+    (`eval_*` metrics), or None when the run has none; `for_validation()` is the data as that evaluation sees it.
     `labels`: the label vocabulary of a classification-style head, in id order (becomes `id2label`), or None.
     `info`: anything else the task derived (e.g. whether every VQA question has one answer).
     """
@@ -66,6 +69,15 @@ class TaskData:
     eval: Dataset
     labels: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    validation: Dataset | None = None
+    scored: str = "eval"  # the name of the `eval` split in messages and the rejects ledger ("validation" in the view)
+
+    def for_validation(self) -> TaskData:
+        """This data with the validation split as the one scored (`eval`): what the task's hooks (`compute_metrics`,
+        `evaluate`) read when the Trainer evaluates during training."""
+        if self.validation is None:
+            raise ValueError("this run has no validation split")
+        return replace(self, eval=self.validation, validation=None, scored="validation")
 
 
 @dataclass(frozen=True)
@@ -94,17 +106,24 @@ def prepare_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     policy: BadExamplePolicy | None = None,
-) -> tuple[Dataset, Dataset]:
-    """Load, limit and validate (train, eval); each row keeps its number as loaded in `row`, for messages.
+    validation: bool = False,
+    seed: int = 42,
+) -> Splits:
+    """Load (carving what `load_splits` carves), limit and validate (train, validation, test); each row keeps its
+    number in its split in `row`, for messages. `max_eval_samples` bounds validation and test alike.
 
     Images stay undecoded: the transform decodes them, so a bad file is reported with its path and row.
     """
     policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
-    train, evaluation = load_splits(spec, columns, column_map, named, keep)
-    return (
-        checked_split(train, "train", spec.dataset, columns, policy, max_train_samples),
-        checked_split(evaluation, "eval", spec.dataset, columns, policy, max_eval_samples),
-    )
+    loaded = load_splits(spec, columns, column_map, named, keep, validation, seed)
+    names = {"train": "train", "validation": "validation", "test": "eval"}  # split names in messages and rejects
+    prepared = {}
+    for role, data in loaded._asdict().items():
+        limit = max_train_samples if role == "train" else max_eval_samples
+        prepared[role] = (
+            None if data is None else checked_split(data, names[role], spec.dataset, columns, policy, limit)
+        )
+    return Splits(**prepared)
 
 
 def checked_split(
@@ -192,12 +211,16 @@ class Task:
         labels: list[str] | None = None,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        validation: bool = False,
+        seed: int = 42,
     ) -> TaskData:
-        """Validated splits plus their targets; `labels` fixes the label vocabulary (a checkpoint's `id2label`)."""
+        """Validated splits plus their targets; `labels` fixes the label vocabulary (a checkpoint's `id2label`).
+        `validation`: whether the run evaluates during training (it needs a validation split, carved from train when
+        the data has none); `seed` fixes what is carved (`mmft.data.sources.carve`)."""
         spec = replace(spec, dataset=spec.dataset or self.default_dataset)
         if spec.streaming:
-            return self.prepare_stream(spec, policy, labels, max_eval_samples)
-        train, evaluation = prepare_splits(
+            return self.prepare_stream(spec, policy, labels, max_eval_samples, validation)
+        train, held_out, test = prepare_splits(
             spec,
             self.columns,
             self.column_map(),
@@ -206,8 +229,21 @@ class Task:
             max_train_samples,
             max_eval_samples,
             policy,
+            validation,
+            seed,
         )
-        return self.build_targets(train, evaluation, labels)
+        return self.with_validation(self.build_targets(train, test, labels), held_out)
+
+    def with_validation(self, data: TaskData, validation: Dataset | None) -> TaskData:
+        """`data` with its validation split, checked against the targets as the test split was (`check_split`)."""
+        if validation is not None:
+            self.check_split(data, validation, "validation")
+        data.validation = validation
+        return data
+
+    def check_split(self, data: TaskData, split: Dataset, name: str) -> None:
+        """Hook: refuse a held-out split the targets cannot score (e.g. a label outside the vocabulary), as
+        `build_targets` does for the test split."""
 
     def read_splits(self, spec: SourceSpec) -> DatasetDict:
         """Every split of `spec.dataset` (default: the task's) with the task's canonical and kept columns."""
@@ -246,14 +282,26 @@ class Task:
         return TaskData(None, evaluation, labels)
 
     def prepare_stream(
-        self, spec: SourceSpec, policy: BadExamplePolicy | None, labels: list[str] | None, max_eval_samples: int | None
+        self,
+        spec: SourceSpec,
+        policy: BadExamplePolicy | None,
+        labels: list[str] | None,
+        max_eval_samples: int | None,
+        validation: bool = False,
     ) -> TaskData:
         """`--streaming`: targets from the training stream's first rows, the training split a `TrainStream` whose
-        rows are checked on the fly (see `mmft.data.streaming`), the eval split in memory."""
-        stream, head, evaluation = stream_splits(
-            spec, self.columns, self.column_map(), self.datasets(), self.keep_columns, max_eval_samples, policy
+        rows are checked on the fly (see `mmft.data.streaming`), the validation and test splits in memory."""
+        stream, head, held_out, test = stream_splits(
+            spec,
+            self.columns,
+            self.column_map(),
+            self.datasets(),
+            self.keep_columns,
+            max_eval_samples,
+            policy,
+            validation,
         )
-        data = self.build_targets(head, evaluation, labels)
+        data = self.with_validation(self.build_targets(head, test, labels), held_out)
         data.train = stream.with_checks(self.streamed_row_problem(data), self.streamed_row_kept(data))
         return data
 
@@ -303,12 +351,18 @@ class Task:
         return None
 
     def attach(self, data: TaskData, processor, policy: BadExamplePolicy | None = None) -> None:
-        """Set the on-the-fly transform of both splits."""
-        for split, dataset in (("train", data.train), ("eval", data.eval)):
-            if dataset is None:  # an eval-only run
+        """Set the on-the-fly transform of every split (the validation split's reads its rows as the test split's)."""
+        for split, dataset in (("train", data.train), ("eval", data.eval), ("validation", data.validation)):
+            if dataset is None:
                 continue
             dataset.set_transform(
-                ImageTextTransform(processor.image_processor, self.text_column, self.encode(data, split), split, policy)
+                ImageTextTransform(
+                    processor.image_processor,
+                    self.text_column,
+                    self.encode(data, "eval" if split == "validation" else split),
+                    split,
+                    policy,
+                )
             )
 
     def collator(self, processor, max_length: int) -> Callable:
@@ -324,9 +378,22 @@ class Task:
         """Keep only the predicted ids during evaluation instead of every (N, num_labels) logit."""
         return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
 
-    def evaluate(self, trainer, data: TaskData):
-        """Hook: test metrics and predictions on the eval split (a `PredictionOutput`)."""
-        return trainer.predict(data.eval, metric_key_prefix="test")
+    def evaluate(self, trainer, data: TaskData, prefix: str = "test"):
+        """Hook: metrics (keys `<prefix>_<name>`) and predictions of `data.eval` (a `PredictionOutput`). A task that
+        overrides it (`evaluates_itself`) is also evaluated by it during training, on `data.for_validation()` with
+        the prefix "eval", on every process (as at the end)."""
+        return trainer.predict(data.eval, metric_key_prefix=prefix)
+
+    @property
+    def evaluates_itself(self) -> bool:
+        """Whether the task scores a split with its own `evaluate` rather than the Trainer's prediction loop and
+        `compute_metrics` (retrieval's ranking, captioning's generation)."""
+        return type(self).evaluate is not Task.evaluate
+
+    def selection_metric(self) -> str:
+        """Hook: the metric models are selected by during training (`--load_best_model_at_end`,
+        `--early_stopping_patience`), higher is better: `main_metric` unless the flags change what is scored."""
+        return self.main_metric
 
     def prediction_records(self, data: TaskData, predictions: np.ndarray, id2label: dict[int, str]) -> list[dict]:
         """Hook: one JSON-able record per eval row for `predictions.jsonl`."""

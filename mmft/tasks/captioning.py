@@ -5,7 +5,8 @@ the loss covers caption tokens only. The text tower reads a fixed prompt (`--cap
 processor). Evaluation generates a caption per eval image (`--max_new_tokens`, `--num_beams`, `--do_sample`, ...),
 scores BLEU-1..4, CIDEr-D and ROUGE-L against the references, and scores two baselines in the same run
 (`mmft.tasks.caption_evaluation`): the most frequent training caption, and the caption of the nearest training image
-by the trained vision tower's embedding.
+by the trained vision tower's embedding. Each evaluation during training generates and scores the validation split
+the same way (`eval_cider`, ...; no baselines), bounded by `--max_eval_samples`.
 """
 
 from __future__ import annotations
@@ -167,10 +168,11 @@ class CaptioningTask(Task):
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def compute_metrics(self, data: TaskData, id2label, excluded=None) -> None:
-        return None  # evaluation during training reports the caption loss; `evaluate` generates and scores
+        return None  # the Trainer's evaluation loop gives the caption loss only; `evaluate` generates and scores
 
-    def evaluate(self, trainer, data: TaskData) -> PredictionOutput:
-        """Generate a caption per eval image (split across processes), score it and the two baselines."""
+    def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
+        """Generate a caption per image of `data.eval` (split across processes) and score it; at the end (prefix
+        "test") the two baselines too, which evaluations during training skip (they embed every training image)."""
         from accelerate.utils import gather_object
 
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
@@ -190,7 +192,7 @@ class CaptioningTask(Task):
         metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
         metrics.update(num_images=float(len(references)), num_captions=float(sum(len(r) for r in references)))
         train_images = data.info["train_images"]
-        if self.args.baselines and train_images is not None:
+        if self.args.baselines and prefix == "test" and train_images is not None:
             import torch
 
             train_features = image_features(
@@ -203,7 +205,7 @@ class CaptioningTask(Task):
                 train_features,
             )
             metrics.update(scores)
-        return PredictionOutput(captions, None, {f"test_{key}": value for key, value in metrics.items()})
+        return PredictionOutput(captions, None, {f"{prefix}_{key}": value for key, value in metrics.items()})
 
     def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:
         raw = data.eval.with_format(None)

@@ -132,6 +132,9 @@ class ClassificationTask(Task):
     def datasets(self) -> dict[str, Callable]:
         return {"easy_vqa_entailment": lambda spec: load_easy_vqa_entailment()}
 
+    def selection_metric(self) -> str:
+        return "f1_macro" if self.args.multi_label else self.main_metric  # --multi_label true: macro F1
+
     # -- targets ---------------------------------------------------------------------------------------------------
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         seen = {label for row in train["labels"] for label in row}
@@ -140,16 +143,22 @@ class ClassificationTask(Task):
         vocabulary = list(labels) if labels else label_order(seen)
         if len(vocabulary) < 2:
             raise DataError(f"the training split has {len(vocabulary)} label(s) {vocabulary}; a classifier needs >= 2")
-        where = "the label vocabulary (--class_names or the checkpoint)" if labels else "the training split"
-        for split, data in (("train", train), ("eval", evaluation)):
-            check_known_labels(split, data, vocabulary, where)
         multi = self.args.multi_label
         if multi is None:
             multi = any(len(row) != 1 for row in train["labels"])
-        if not multi and any(len(row) != 1 for split in (train, evaluation) for row in split["labels"]):
+        data = TaskData(train, evaluation, vocabulary, {"multi_label": multi, "from_checkpoint": bool(labels)})
+        for split, rows in (("train", train), ("eval", evaluation)):
+            self.check_split(data, rows, split)
+        data.info["class_weights"] = self.class_weights(train["labels"], vocabulary, multi)
+        return data
+
+    def check_split(self, data: TaskData, split: Dataset, name: str) -> None:
+        """Every label of `split` must be in the vocabulary, and single-label rows have one label."""
+        fixed = data.info["from_checkpoint"]
+        where = "the label vocabulary (--class_names or the checkpoint)" if fixed else "the training split"
+        check_known_labels(name, split, data.labels, where)
+        if not data.info["multi_label"] and any(len(row) != 1 for row in split["labels"]):
             raise DataError("some rows have several labels; pass --multi_label true (or give every row one label)")
-        weights = self.class_weights(train["labels"], vocabulary, multi)
-        return TaskData(train, evaluation, vocabulary, {"multi_label": multi, "class_weights": weights})
 
     def eval_targets(self, evaluation: Dataset, labels, config, train=None) -> TaskData:
         """The saved model's labels, single- or multi-label and class weights as it was trained (its config)."""

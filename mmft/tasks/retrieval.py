@@ -5,10 +5,11 @@ seeded order, so every caption is trained on once per epoch and resuming or addi
 pairs of one image are never each other's in-batch negatives (`image_ids`). Evaluation (`evaluate`) embeds the eval
 images and captions once, ranks every caption's images and every image's captions by embedding similarity, then
 re-ranks each query's top `--rerank_k` with the matching head; metrics are Recall@1/5/10 both ways and rsum for
-both stages (`test_dual_*`, `test_rerank_*`), over `test_num_images` images and `test_num_captions` captions. Data:
-`scenes` (offline), `coco_json` (Karpathy / COCO JSON), an imagefolder or table with `captions` (or `caption`), or a
-Hub dataset mapped with `--caption_column`; rows sharing an image are merged first (`--group_by_image`), so the
-Flickr30k layout (one row per image-caption pair) puts each image in the gallery once.
+both stages (`test_dual_*`, `test_rerank_*`; `eval_*` at each evaluation during training, on the validation
+split), over `test_num_images` images and `test_num_captions` captions. Data: `scenes` (offline), `coco_json`
+(Karpathy / COCO JSON), an imagefolder or table with `captions` (or `caption`), or a Hub dataset mapped with
+`--caption_column`; rows sharing an image are merged first (`--group_by_image`), so the Flickr30k layout (one row per
+image-caption pair) puts each image in the gallery once.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class RetrievalTask(Task):
     text_column = CAPTION
     default_dataset = "scenes"
     commands = ("predict", "search")
-    main_metric, compared_metrics = "rerank_t2i_recall@1", ("dual_t2i_recall@1",)
+    main_metric = "rerank_rsum"  # R@1+5+10 both ways, re-ranked; beside it the dual encoder's and text->image R@1
+    compared_metrics = ("dual_rsum", "rerank_t2i_recall@1", "dual_t2i_recall@1")
     streaming_problem = (
         "its training rows are (image, caption) pairs expanded from each image's captions, which a "
         "stream cannot expand yet; drop --streaming to load the dataset into memory"
@@ -148,8 +150,8 @@ class RetrievalTask(Task):
         return {"gather_negatives": self.args.gather_negatives, "rerank_score": self.args.rerank_score}
 
     def attach(self, data: TaskData, processor, policy=None) -> None:
-        """Training pairs -> pixels, caption, image id; eval images -> pixels, their first caption, image id (the
-        Trainer's own evaluation loss reads those pairs; `evaluate` reads every caption)."""
+        """Training pairs -> pixels, caption, image id; validation and test images -> pixels, their first caption,
+        image id (the Trainer's own evaluation loss reads those pairs; `evaluate` reads every caption)."""
         data.info["policy"] = policy
         first = lambda batch: {"text": [group[0] for group in batch["captions"]], "image_ids": batch["row"]}  # noqa: E731
         if data.train is not None:  # None: an eval-only run (`mmft evaluate`)
@@ -158,19 +160,24 @@ class RetrievalTask(Task):
                     processor.image_processor, CAPTION, lambda batch: {"image_ids": batch["image_id"]}, "train", policy
                 )
             )
-        data.eval.set_transform(ImageTextTransform(processor.image_processor, None, first, "eval", policy))
+        for split, dataset in (("eval", data.eval), ("validation", data.validation)):
+            if dataset is not None:
+                dataset.set_transform(ImageTextTransform(processor.image_processor, None, first, split, policy))
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     def compute_metrics(self, data: TaskData, id2label, excluded=None) -> None:
-        return None  # the Trainer's own evaluation reports the loss; retrieval metrics come from `evaluate`
+        return None  # the Trainer's evaluation loop gives the loss only; the recalls come from `evaluate`
 
     @staticmethod
     def preprocess_logits_for_metrics(logits, labels) -> torch.Tensor:
         first = logits[0] if isinstance(logits, tuple) else logits
         return first.new_zeros(len(first))  # nothing to keep: the (B, N) similarities would only fill memory
 
-    def evaluate(self, trainer, data: TaskData) -> PredictionOutput:
-        """Recall@K of the dual encoder and after re-ranking, on every caption and image of the eval split."""
+    def selection_metric(self) -> str:
+        return self.main_metric if self.args.rerank_k else "dual_rsum"  # --rerank_k 0: no re-ranked scores
+
+    def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
+        """Recall@K of the dual encoder and after re-ranking, on every caption and image of `data.eval`."""
         start = time.perf_counter()
         model, args = task_model(trainer.model), trainer.args
         raw = data.eval.with_format(None)
@@ -180,7 +187,7 @@ class RetrievalTask(Task):
             images = embed_images(
                 model, data.eval, args.per_device_eval_batch_size, args.device, args.dataloader_num_workers
             )
-            excluded = excluded_eval_positions(data.info.get("policy"), raw["row"])
+            excluded = excluded_eval_positions(data.info.get("policy"), raw["row"], data.scored)
             keep = [i for i in range(len(raw)) if i not in excluded]
             images = images.subset(keep) if excluded else images
             groups = [raw["captions"][i] for i in keep] if excluded else raw["captions"]
@@ -199,17 +206,18 @@ class RetrievalTask(Task):
                 args.device,
                 trainer.accelerator,
                 self.args.similarity_chunk_size,
+                prefix,
             )
         model.train(training)
         metrics = {
             **result.metrics,
-            "test_num_images": float(len(groups)),
-            "test_num_captions": float(len(texts)),
-            "test_unique_captions": len(set(texts)) / len(texts),
+            f"{prefix}_num_images": float(len(groups)),
+            f"{prefix}_num_captions": float(len(texts)),
+            f"{prefix}_unique_captions": len(set(texts)) / len(texts),
         }
         if excluded:
-            metrics["test_excluded_bad_rows"] = float(len(excluded))
-        metrics["test_runtime"] = time.perf_counter() - start
+            metrics[f"{prefix}_excluded_bad_rows"] = float(len(excluded))
+        metrics[f"{prefix}_runtime"] = time.perf_counter() - start
         rows = [raw["row"][i] for i in keep]
         return PredictionOutput(records(result, texts, caption_to_image, rows), None, metrics)
 
