@@ -187,8 +187,8 @@ class SelectionArguments:
 
 
 class RecipeArguments(NamedTuple):
-    """The recipe's argument groups, in this order, or read them by name (`args.training`); then `flags`, where the
-    run's flags came from (written to `run_config.yaml`)."""
+    """The recipe's argument groups, in this order (`argument_classes`), or read them by name (`args.training`); then
+    `flags`, where the run's flags came from (written to `run_config.yaml`)."""
 
     model: ModelArguments
     data: DataArguments
@@ -196,8 +196,8 @@ class RecipeArguments(NamedTuple):
     lora: LoraArguments
     training: TrainingArguments
     output: OutputArguments
-    flags: EffectiveFlags | None = None  # where the flags started and the effective ones (see `parse_recipe_args`)
     selection: SelectionArguments | None = None
+    flags: EffectiveFlags | None = None  # where the flags started and the effective ones (see `parse_recipe_args`)
 
 
 def argument_classes(task_arguments: type) -> tuple[type, ...]:

@@ -259,8 +259,8 @@ def test_retrieval_reports_rsum_at_each_evaluation_and_selects_by_it(tmp_path, t
     entries = _eval_entries(output)
     assert len(entries) == 2
     for entry in entries:
-        assert {"eval_rerank_rsum", "eval_dual_rsum", "eval_rerank_t2i_recall@1", "eval_images"} <= set(entry)
-        assert entry["eval_images"] == 3  # the carved validation split: 10% of 24 images, rounded up
+        assert {"eval_rerank_rsum", "eval_dual_rsum", "eval_rerank_t2i_recall@1", "eval_num_images"} <= set(entry)
+        assert entry["eval_num_images"] == 3  # the carved validation split: 10% of 24 images, rounded up
     state = _last_state(output)
     assert state["best_metric"] == max(entry["eval_rerank_rsum"] for entry in entries)
     assert metrics["test_images"] == 8 and "test_rerank_rsum" in metrics

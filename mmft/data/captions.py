@@ -18,7 +18,6 @@ captioning scores each image once against all its references. `--group_by_image 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import defaultdict
@@ -28,7 +27,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Image
 
 from .columns import TEXTS, Column
-from .sources import DataError, features_of
+from .sources import DataError, features_of, image_key
 
 # A table cell may hold an image's captions as a JSON list (Flickr30k's own CSV); a caption is never split on `|`.
 CAPTIONS = Column(
@@ -66,23 +65,13 @@ class CaptionDataArguments:
         return group_by_image(data) if self.group_by_image else data
 
 
-def image_key(image: dict | None) -> tuple[str, str] | None:
-    """What identifies an undecoded image `{"bytes", "path"}`: a hash of its bytes where it holds them (beside
-    embedded bytes a path is only a name, which a Hub dataset may repeat or leave out), else its normalised path."""
-    if image is None:
-        return None
-    if image.get("bytes") is not None:
-        return "bytes", hashlib.sha1(image["bytes"]).hexdigest()
-    return ("path", os.path.normpath(os.path.abspath(image["path"]))) if image.get("path") else None
-
-
 def group_by_image(data: Dataset) -> Dataset:
     """One row per image: the rows that share an image (`image_key`) become the first one's row with all their
     captions, in the order read; the other columns (`row`, ...) are the first row's. A caption repeated for one
     image is kept (grouping only merges rows; a run reports `test_unique_captions`). Rows without an image stay
     apart. `data` itself when no two rows share an image (COCO / Karpathy files are per image already)."""
     images = data.select_columns(["image"]).cast_column("image", Image(decode=False))
-    group_of: dict[tuple[str, str], int] = {}
+    group_of: dict[str, int] = {}
     groups: list[list[int]] = []
     for start in range(0, len(images), _CHUNK):
         for index, image in enumerate(images[start : start + _CHUNK]["image"], start=start):
@@ -191,7 +180,6 @@ __all__ = [
     "CaptionDataArguments",
     "caption_datasets",
     "group_by_image",
-    "image_key",
     "load_caption_json",
     "load_scenes_captions",
 ]

@@ -399,18 +399,24 @@ def choose_splits(spec: SourceSpec, available, validation: bool = False) -> Spli
     return SplitChoice(spec.train_split, chosen, test, False)
 
 
+def image_key(image: dict | None) -> str | None:
+    """What identifies an undecoded image `{"bytes", "path"}` (None: nothing does): a hash of its bytes where it holds
+    them (beside embedded bytes a path is only a name, which a Hub dataset may repeat or leave out), else its
+    normalised path. Caption grouping and split carving both go by it."""
+    if not isinstance(image, dict):
+        return None
+    if image.get("bytes") is not None:
+        return "sha256:" + hashlib.sha256(image["bytes"]).hexdigest()
+    return "path:" + os.path.normpath(os.path.abspath(image["path"])) if image.get("path") else None
+
+
 def image_keys(dataset: Dataset, batch_size: int = 1000) -> list[str]:
-    """One key per row naming its image: the file path, or a hash of the bytes of an image held without one."""
+    """One key per row naming its image (`image_key`); a row without an image is a group of its own."""
     images = dataset.select_columns(["image"]).cast_column("image", Image(decode=False))
     keys = []
     for batch in images.iter(batch_size=batch_size):
         for image in batch["image"]:
-            if isinstance(image, dict) and image.get("path"):
-                keys.append(f"path:{image['path']}")
-            elif isinstance(image, dict) and image.get("bytes") is not None:
-                keys.append("sha256:" + hashlib.sha256(image["bytes"]).hexdigest())
-            else:
-                keys.append(f"row:{len(keys)}")  # no image to group by: the row alone
+            keys.append(image_key(image) or f"row:{len(keys)}")
     return keys
 
 
@@ -537,6 +543,7 @@ __all__ = [
     "VALIDATION_SPLIT_NAMES",
     "carve",
     "choose_splits",
+    "image_key",
     "image_keys",
     "features_of",
     "load_hub",
