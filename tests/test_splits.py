@@ -263,7 +263,7 @@ def test_retrieval_reports_rsum_at_each_evaluation_and_selects_by_it(tmp_path, t
         assert entry["eval_num_images"] == 3  # the carved validation split: 10% of 24 images, rounded up
     state = _last_state(output)
     assert state["best_metric"] == max(entry["eval_rerank_rsum"] for entry in entries)
-    assert metrics["test_images"] == 8 and "test_rerank_rsum" in metrics
+    assert metrics["test_num_images"] == 8 and "test_rerank_rsum" in metrics
 
 
 def test_captioning_reports_cider_at_an_evaluation_during_training(tmp_path, tiny_text_dir):
