@@ -273,6 +273,7 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
         flags=EffectiveFlags(source, {**start, **_command_line_flags(argv, classes)}),
     )
     check_precision(parsed.training)
+    check_selection(parsed.selection, parsed.training)
     check_streaming(parsed.data, parsed.training, task_class)
     if parsed.output.push_demo and not parsed.training.push_to_hub:
         raise ValueError(
@@ -336,6 +337,16 @@ def cpu_unless_accelerator(argv: list[str]) -> list[str]:
     if torch.accelerator.is_available() or any(arg.split("=")[0] == "--use_cpu" for arg in argv):
         return argv
     return [*argv, "--use_cpu", "true"]
+
+
+def check_selection(selection: SelectionArguments | None, training_args: TrainingArguments) -> None:
+    """Refuse early stopping that has nothing to count: a patience below 1, or no evaluations during training."""
+    patience = selection.early_stopping_patience if selection is not None else None
+    if patience is not None and (patience < 1 or training_args.eval_strategy == "no"):
+        raise ValueError(
+            f"--early_stopping_patience {patience}: needs a value >= 1 and evaluations to count, i.e. --eval_strategy "
+            "steps or epoch"
+        )
 
 
 def check_precision(training_args: TrainingArguments) -> None:

@@ -25,6 +25,7 @@ from .arguments import (
     OutputArguments,
     RecipeArguments,
     SelectionArguments,
+    check_selection,
     parse_recipe_args,
 )
 from .atomic import atomic_path
@@ -170,11 +171,7 @@ def select_by_main_metric(task: Task, args: RecipeArguments) -> None:
     not given, so "loss" is taken as not given; `--metric_for_best_model eval_loss` selects by the loss."""
     training, selection = args.training, args.selection or SelectionArguments()
     patience = selection.early_stopping_patience
-    if patience is not None and (patience < 1 or training.eval_strategy == "no"):
-        raise ValueError(
-            f"--early_stopping_patience {patience}: needs a value >= 1 and evaluations to count, i.e. --eval_strategy "
-            "steps or epoch"
-        )
+    check_selection(selection, training)  # parse_recipe_args checked it too; a library caller may not have
     if not (training.load_best_model_at_end or patience is not None):
         return
     if training.metric_for_best_model in (None, "loss"):

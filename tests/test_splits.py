@@ -221,11 +221,20 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tra
     assert state["epoch"] == 3.0 and (output / "test_results.json").is_file()
 
 
-def test_early_stopping_needs_evaluations(train_only, tmp_path, tiny_text_dir):
+def test_early_stopping_needs_evaluations(train_only, tmp_path, tiny_text_dir, capsys):
     with pytest.raises(ValueError, match=r"--early_stopping_patience 2: needs .* --eval_strategy steps or epoch"):
         run_in_process(
             tmp_path / "out", tiny_text_dir, train_only, "--max_steps", "1", "--early_stopping_patience", "2"
         )
+    # From the command line it is a user's mistake, refused while parsing: exit 2, one sentence, nothing written.
+    from mmft.training import main
+
+    argv = ["--dataset", str(train_only), "--output_dir", str(tmp_path / "cli"), "--early_stopping_patience", "2"]
+    assert main("vqa", [*argv, "--eval_strategy", "no"]) == 2
+    assert (
+        capsys.readouterr().err.startswith("mmft: --early_stopping_patience 2: needs")
+        and not (tmp_path / "cli").exists()
+    )
 
 
 # -- retrieval and captioning report their main metric during training ------------------------------------------------

@@ -36,13 +36,16 @@ REAL_DATA_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 3,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
-    "learning_rate": 5.0e-5,
+    # the new modules (bridge, projections, head) and LoRA adapters learn from scratch; a full tower only adapts
+    "learning_rate": 1.0e-4,
+    "tower_learning_rate": 2.0e-5,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.1,  # a fraction of the training steps
     "weight_decay": 0.01,
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "save_total_limit": 2,
+    "load_best_model_at_end": True,  # selected on the validation split by the task's main metric (`selection_metric`)
     "logging_steps": 50,
 }
 
