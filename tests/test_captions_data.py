@@ -144,7 +144,7 @@ def test_a_caption_cell_may_hold_a_json_list_but_is_never_split_on_a_bar(tmp_pat
     rows = ["image,raw", '0.png,"[""a red square"", ""red | white""]"', "1.png,a blue square | on white"]
     for split in ("train", "test"):
         (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    train, _ = prepare_splits(SourceSpec(dataset=str(tmp_path)), (CAPTIONS,), {"captions": "raw"})
+    train = prepare_splits(SourceSpec(dataset=str(tmp_path)), (CAPTIONS,), {"captions": "raw"}).train
     assert train["captions"] == [["a red square", "red | white"], ["a blue square | on white"]]
 
 
@@ -172,5 +172,5 @@ def test_the_recipes_flickr30k_example_partitions_the_hub_layout_by_its_split_co
     assert len(data.train) == 6 * 5 and len(set(data.train["image_id"])) == 6  # the train rows' pairs
     val = RetrievalTask(args.task).prepare_data(replace(args.data, eval_split="val"))
     assert len(val.eval) == 2
-    with pytest.raises(DataError, match=r"no eval split 'validation'; available splits: \['test', 'train', 'val'\]"):
+    with pytest.raises(DataError, match=r"no test split 'validation'; available splits: \['test', 'train', 'val'\]"):
         RetrievalTask(args.task).prepare_data(replace(args.data, eval_split="validation"))

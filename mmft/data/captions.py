@@ -51,6 +51,13 @@ class CaptionDataArguments:
         default=None, metadata={"help": "COCO's captions_val.json (Karpathy files hold every split already)"}
     )
     image_dir: str | None = field(default=None, metadata={"help": "--dataset coco_json: the folder of the images"})
+    eval_image_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "--dataset coco_json with --eval_captions_file: the folder of the eval images, where COCO keeps "
+            "them apart (val2017/ beside train2017/); default: --image_dir"
+        },
+    )
     group_by_image: bool = field(
         default=True,
         metadata={
@@ -157,8 +164,11 @@ def load_caption_json(files: CaptionDataArguments) -> DatasetDict:
         )
     splits = {"train": _dataset(_coco(data, files.captions_file, image_dir))}
     if files.eval_captions_file:
+        eval_image_dir = Path(files.eval_image_dir or files.image_dir)
+        if not eval_image_dir.is_dir():
+            raise DataError(f"--eval_image_dir {eval_image_dir}: no such folder")
         splits["validation"] = _dataset(
-            _coco(_read_json(files.eval_captions_file), files.eval_captions_file, image_dir)
+            _coco(_read_json(files.eval_captions_file), files.eval_captions_file, eval_image_dir)
         )
     return DatasetDict(splits)
 
