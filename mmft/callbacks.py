@@ -100,9 +100,10 @@ class ThroughputCallback(TrainerCallback):
         self.seconds, self.steps = 0.0, 0
 
     # -- counting what the model computes ------------------------------------------------------------------------
-    # Two hooks on parts every mmft model runs once per training batch, whatever its head does with the bridge:
-    # the vision tower (batch, image tokens, pixel shape) and the text projection (text tokens, also when a frozen
-    # text tower is served from its cache). A batch is counted when both have reported.
+    # Hooks on parts every mmft model runs once per training batch, whatever its head does with the bridge: the
+    # vision tower (batch, image tokens, pixel shape) and the text projection (text tokens, also when a frozen text
+    # tower is served from its cache); a captioning model's decoder too, whose logits cover the batch's caption
+    # positions (B, T, V). A batch is counted when every hooked part has reported its shapes.
     def _vision(self, module, args, output) -> None:
         if self._core.training:  # evaluation forwards are not training throughput
             self._pending["image"] = (output.tokens.shape[0], output.tokens.shape[1], tuple(args[0].shape[1:]))
@@ -113,19 +114,23 @@ class ThroughputCallback(TrainerCallback):
             self._pending["text"] = (args[0].shape[1],)  # (B, Nt, Dt) into the projection
             self._count()
 
+    def _decoder(self, module, args, output) -> None:
+        if self._core.training:
+            self._pending["caption"] = (output.logits.shape[1],)  # (B, T, V): logits at the caption positions
+            self._count()
+
     def _count(self) -> None:
-        if len(self._pending) < 2:
+        if len(self._pending) < len(self._hooks):
             return
         (batch, image_tokens, pixel_shape), (text_tokens,) = self._pending.pop("image"), self._pending.pop("text")
-        # A captioning model's decoder cost depends on its batch's caption length, which it records.
-        caption_tokens = getattr(self._task, "caption_tokens", None)
+        (caption_tokens,) = self._pending.pop("caption", (0,))
         key = (image_tokens, text_tokens, pixel_shape, caption_tokens)
         if key not in self._flops_cache:
-            forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape)
+            forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape, caption_tokens)
             cached = self._core._text_cache is not None
             self._flops_cache[key] = flops_lib.training_flops(self._model, forward, text_cached=cached)
         self.samples += batch
-        self.tokens += batch * (image_tokens + text_tokens + (caption_tokens or 0))  # + caption tokens when captioning
+        self.tokens += batch * (image_tokens + text_tokens + caption_tokens)  # + caption tokens when captioning
         self.flops += batch * self._flops_cache[key]
 
     def _remove_hooks(self) -> None:
@@ -143,6 +148,8 @@ class ThroughputCallback(TrainerCallback):
             self._core.vision_tower.register_forward_hook(self._vision),
             self._core.text_projection.register_forward_hook(self._text),
         ]
+        if (decoder := self._task.towers().get("decoder")) is not None:
+            self._hooks.append(decoder.register_forward_hook(self._decoder))
         if self.peak is None:
             self.peak = peak_flops(args.device, training_precision(args))
             if self.peak is None:

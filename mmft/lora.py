@@ -2,9 +2,10 @@
 
 The model says what its towers are (`model.towers()`) and which modules train whatever the plan
 (`model.trained_module_names()`: everything that is not a tower — bridge, projections, the task head); the plan only
-decides about towers. LoRA targets are resolved from the actual module names of whichever towers the model has (timm
-fused `qkv`/`proj`, HF `query`/`key`/`value`/`dense`, CLIP `q_proj`/`v_proj`, ...), so one plan works across tower
-families; a tower asked for LoRA that has no matching layer is an error.
+decides about towers. LoRA targets are resolved by each tower kind's spec (`mmft.towers.TOWER_SPECS[kind]
+.lora_targets`) from the actual module names of whichever towers the model has (timm fused `qkv`/`proj`, HF
+`query`/`key`/`value`/`dense`, CLIP `q_proj`/`v_proj`, ...), so one plan works across tower families; a tower asked
+for LoRA that has no matching layer is an error, and so is a model tower of a kind the registry does not know.
 
 Learning rates (`--tower_learning_rate`, `--layer_decay`, see `mmft.param_groups`): a `full` tower's weights train at
 the tower rate; LoRA adapter weights train at `--learning_rate`, with the bridge and head. They are new, start at zero
@@ -15,52 +16,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from torch import nn
 
 from .quantize import dequantize, quantize_problem, quantize_towers
+from .towers import TOWER_SPECS
 from .unwrap import task_model
 
 logger = logging.getLogger(__name__)
 
 TOWER_MODES = ("lora", "full", "frozen")
 TARGET_SETS = ("attention", "attention+mlp")
-TOWERS = ("vision", "text", "decoder")  # the plan's slots; a model names its towers of these kinds in `towers()`
-
-_ATTENTION_LEAVES = {
-    "query",
-    "key",
-    "value",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "out_proj",
-    "o_proj",
-    "qkv",
-    "q_lin",
-    "k_lin",
-    "v_lin",
-    "out_lin",
-    "query_proj",
-    "key_proj",
-    "value_proj",
-    "in_proj",
-}
-_MLP_LEAVES = {"fc1", "fc2", "up_proj", "down_proj", "gate_proj", "lin1", "lin2"}
-
-
-def _layer_kind(name: str) -> str | None:
-    """'attention', 'mlp' or None for a Linear layer's qualified name inside a tower."""
-    parts = name.split(".")
-    leaf, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
-    if leaf in _ATTENTION_LEAVES or (leaf == "proj" and parent.endswith("attn")):
-        return "attention"
-    if leaf == "dense":  # BERT family: attention.output.dense / intermediate.dense / output.dense
-        return "attention" if "attention" in parts else "mlp"
-    if leaf in _MLP_LEAVES:
-        return "mlp"
-    return None
+TOWERS = tuple(TOWER_SPECS)  # the plan's slots, one per tower kind; a model names its towers by kind in `towers()`
 
 
 @dataclass
@@ -102,21 +70,13 @@ class LoraPlan:
 
     def target_modules(self, model: nn.Module) -> dict[str, list[str]]:
         """Qualified names of the Linear layers that get adapters, per tower planned as `"lora"`."""
-        kinds = {"attention"} if self.targets == "attention" else {"attention", "mlp"}
+        roles = {"attention"} if self.targets == "attention" else {"attention", "mlp"}
         found: dict[str, list[str]] = {}
         towers = task_model(model).towers()
         for kind, prefix in tower_names(model).items():
-            if getattr(self, kind, "frozen") != "lora":
+            if getattr(self, kind) != "lora":
                 continue
-            unused = tuple(f"{prefix}.{name}." for name in getattr(towers[kind], "unused_module_names", list)())
-            names = [
-                name
-                for name, module in model.named_modules()
-                if name.startswith(prefix + ".")
-                and isinstance(module, nn.Linear)
-                and _layer_kind(name[len(prefix) + 1 :]) in kinds
-                and not name.startswith(unused)
-            ]
+            names = [f"{prefix}.{name}" for name in TOWER_SPECS[kind].lora_targets(towers[kind], roles)]
             if not names:
                 tower_config = towers[kind].model.config
                 architecture = getattr(tower_config, "architecture", None) or tower_config.model_type
@@ -132,13 +92,11 @@ class LoraPlan:
         towers = tower_names(model)
         if self.quantize:  # before the adapters, so that peft puts its bitsandbytes LoRA layers on them
             quantized = {
-                kind: module
-                for kind, module in task_model(model).towers().items()
-                if getattr(self, kind, "frozen") != "full"
+                kind: module for kind, module in task_model(model).towers().items() if getattr(self, kind) != "full"
             }
             quantize_towers(task_model(model), quantized, self.quantize)
         targets = self.target_modules(model)
-        full = [prefix for kind, prefix in towers.items() if getattr(self, kind, "frozen") == "full"]
+        full = [prefix for kind, prefix in towers.items() if getattr(self, kind) == "full"]
         if not targets:  # no adapters: plain requires_grad switches, no peft wrapper needed
             for name, parameter in model.named_parameters():
                 tower = next((p for p in towers.values() if name.startswith(p + ".")), None)
@@ -220,6 +178,18 @@ def train_in_place(peft_model: nn.Module) -> None:
 
 
 def tower_names(model: nn.Module) -> dict[str, str]:
-    """{tower kind: qualified module name in `model`} (names as `model.named_modules()` gives them)."""
-    by_id = {id(module): kind for kind, module in task_model(model).towers().items()}
+    """{tower kind: qualified module name in `model`} (names as `model.named_modules()` gives them). A tower of a
+    kind that `TOWER_SPECS` does not know is refused: no plan slot decides about it."""
+    towers = task_model(model).towers()
+    if unknown := sorted(set(towers) - set(TOWER_SPECS)):
+        raise ValueError(
+            f"{type(task_model(model)).__name__}.towers() names tower kind(s) {unknown} that mmft.towers.TOWER_SPECS "
+            f"does not know (known: {', '.join(TOWER_SPECS)}); register a spec for each kind"
+        )
+    by_id = {id(module): kind for kind, module in towers.items()}
     return {by_id[id(module)]: name for name, module in model.named_modules() if id(module) in by_id}
+
+
+# Every tower kind is a plan slot: a kind registered without its LoraPlan field would be planned by nobody.
+if missing := sorted(set(TOWER_SPECS) - {field.name for field in fields(LoraPlan)}):
+    raise TypeError(f"LoraPlan has no slot for tower kind(s) {missing}; add a field for each")

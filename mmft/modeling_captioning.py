@@ -29,9 +29,8 @@ from .configuration_mmft import MMFTConfig
 from .labels import IGNORE_INDEX
 from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from .modeling_outputs import MMFTModelOutput
-from .offline_assets import provenance
 from .pipeline import ImageToTextPipeline
-from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
+from .towers import TOWER_SPECS, BatchShapes, DecoderTower
 
 
 @dataclass
@@ -140,7 +139,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
                 "MMFTForConditionalGeneration.from_vision_text_pretrained(vision=..., text=..., decoder=...)"
             )
         # The decoder first: building it resolves its config's attention backend, which the core then finds set.
-        self.decoder = decoder or build_decoder(config.decoder_config)
+        self.decoder = decoder or TOWER_SPECS["decoder"].build(config.decoder_config)
         # read as `self.core`; the attribute's name is the `mmft.` prefix of every checkpoint key (base_model_prefix)
         self.mmft = MMFTModel(config, vision_tower, text_tower)
         self.caption_prefix = CaptionPrefix(config, self.decoder.hidden_size)
@@ -149,7 +148,6 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             *self.core._no_split_modules,
             *(set(self.decoder.model._no_split_modules or []) & present),
         ]
-        self.caption_tokens: int | None = None  # caption length of the last training batch, for FLOP counts
         self.post_init()
 
     # -- what shared code asks the model ----------------------------------------------------------------------------
@@ -175,27 +173,16 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         self.config.decoder_config.vocab_size = resized.num_embeddings
         return resized
 
-    def decoder_flops(self, tokens: int, logit_tokens: int) -> float:
-        """Forward FLOPs of one sample through the decoder: `tokens` positions, logits for `logit_tokens`."""
-        output = self.decoder.model.get_output_embeddings()
-        body = sum(
-            m.in_features * m.out_features
-            for m in self.decoder.modules()
-            if isinstance(m, nn.Linear) and m is not output
-        )
-        config = self.config.decoder_config
-        # Attention counted over every (query, key) pair, causal or not, as SDPA's math and MFU conventions count it.
-        attention = config.num_hidden_layers * attention_flops(tokens, tokens, self.decoder.hidden_size)
-        return 2.0 * body * tokens + attention + 2.0 * output.in_features * output.out_features * logit_tokens
-
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
-        """The prefix's forward FLOPs per sample (the decoder's are `decoder_forward_flops`)."""
+        """The prefix's forward FLOPs per sample (the decoder reports its own: `part_flops`)."""
         return self.caption_prefix.flops(image_tokens, text_tokens)
 
-    def decoder_forward_flops(self, image_tokens: int) -> float:
-        """The decoder's forward FLOPs per sample at the caption length of the last training batch."""
-        captions = self.caption_tokens or 0
-        return self.decoder_flops(self.caption_prefix_length(image_tokens) + captions, captions)
+    def part_flops(self, shapes: BatchShapes) -> dict[str, float]:
+        """As for every mmft model, plus the decoder's: it reads `[start] [prefix] [caption]` (the prefix in place
+        of nothing, so prefix + caption positions) and gives logits at the caption positions."""
+        captions = shapes.caption_tokens
+        positions = self.caption_prefix_length(shapes.image_tokens) + captions
+        return {**super().part_flops(shapes), "decoder": self.decoder.forward_flops(positions, captions)}
 
     def caption_prefix_length(self, image_tokens: int) -> int:
         return self.config.num_query_tokens or image_tokens
@@ -249,8 +236,6 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         if past == 0:  # the decoder starts here: put the image prefix in
             if pixel_values is None:
                 raise ValueError("the first decoder step needs pixel_values (the image to caption)")
-            if self.training:
-                self.caption_tokens = length
             prefix, fused = self.image_prefix(pixel_values, text_input_ids, text_attention_mask, flags)  # (B, P, Dd)
             # [start] [prefix] [caption]: the start token keeps position 0, where a pretrained LM expects a real
             # token (its attention sink); the prefix's last position then predicts the caption's first token.
@@ -315,11 +300,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             caption_token_ids: `{"bos": ..., "eos": ..., "pad": ...}`, the caption start, end and padding ids in the
                 decoder's vocabulary (`MMFTCaptionProcessor.caption_token_ids()`); default: the decoder config's.
         """
-        if isinstance(decoder, PreTrainedConfig):
-            loaded, source = build_decoder(decoder), None
-        else:
-            loaded = load_pretrained_decoder(decoder, decoder_config_from_name(decoder, decoder_model_args))
-            source = provenance(decoder)
+        loaded, source = TOWER_SPECS["decoder"].from_name(decoder, decoder_model_args)
         model = super().from_vision_text_pretrained(
             vision, text, decoder_config=loaded.model.config, decoder_pretrained_from=source, **kwargs
         )

@@ -2,7 +2,7 @@
 
 Task models (one file each: `modeling_vqa.py`, `modeling_classification.py`, ...) put a head on `MMFTModel`. What a
 shared mechanism needs to know about a model, the model says: its towers (`towers()`), the modules every fine-tuning
-plan trains (`trained_module_names()`), the FLOPs of its head (`head_flops()`).
+plan trains (`trained_module_names()`), the FLOPs of its parts for a batch's shapes (`part_flops()`, `head_flops()`).
 """
 
 from __future__ import annotations
@@ -23,20 +23,10 @@ from .configuration_mmft import MMFTConfig
 from .features import TowerFeaturesMixin
 from .file_modes import give_ordinary_modes
 from .modeling_outputs import MMFTClassifierOutput, MMFTModelOutput
-from .offline_assets import provenance
 from .positions import sincos_2d
 from .safe_loading import refuse_pickled_weights
 from .text_cache import MIB, FrozenTextCache
-from .towers import (
-    TIMM_SCRATCH_PREFIX,
-    TextTower,
-    TowerOutput,
-    VisionTower,
-    build_tower,
-    load_pretrained_tower,
-    text_config_from_name,
-    vision_config_from_name,
-)
+from .towers import TOWER_SPECS, BatchShapes, TextTower, TowerOutput, VisionTower
 
 
 def fsdp_wrap_classes(model: nn.Module) -> list[str]:
@@ -175,6 +165,17 @@ class MMFTPreTrainedModel(PreTrainedModel):
         visit(self, "")
         return names
 
+    def part_flops(self, shapes: BatchShapes) -> dict[str, float]:
+        """Forward FLOPs per sample of each part for a batch of `shapes`: each tower reports its own; `bridge` covers
+        the projections, the bridge and the task head. A model with more parts (a decoder) adds them."""
+        core = self.core
+        fusion = core.fusion_flops(shapes.image_tokens, shapes.text_tokens)
+        return {
+            "vision": core.vision_tower.forward_flops(shapes),
+            "text": core.text_tower.forward_flops(shapes),
+            "bridge": fusion + self.head_flops(shapes.image_tokens, shapes.text_tokens),
+        }
+
     def head_flops(self, image_tokens: int, text_tokens: int) -> float:
         """Forward FLOPs of the task head per sample. Default: every Linear outside `MMFTModel`, applied once."""
         core = self.core
@@ -239,16 +240,8 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 "from_vision_text_pretrained() no longer takes answers=; pass the answer vocabulary as labels="
             )
         towers, sources = {}, {}
-        for kind, spec in (("vision", vision), ("text", text)):
-            if isinstance(spec, PreTrainedConfig):
-                towers[kind], sources[kind] = build_tower(spec, kind), None
-                continue
-            if kind == "vision":
-                tower_config = vision_config_from_name(spec, vision_model_args)
-            else:
-                tower_config = text_config_from_name(spec, text_model_args)
-            towers[kind] = load_pretrained_tower(spec, tower_config, kind)
-            sources[kind] = None if spec.startswith(TIMM_SCRATCH_PREFIX) else provenance(spec)
+        for kind, name, overrides in (("vision", vision, vision_model_args), ("text", text, text_model_args)):
+            towers[kind], sources[kind] = TOWER_SPECS[kind].from_name(name, overrides)
         if labels is not None:
             labels = list(labels)
             if len(set(labels)) != len(labels):
@@ -281,8 +274,8 @@ class MMFTModel(TowerFeaturesMixin, MMFTPreTrainedModel):
                 "MMFTConfig needs both vision_config and text_config; build a model with "
                 "MMFTForVisualQuestionAnswering.from_vision_text_pretrained(vision=..., text=...)"
             )
-        self.vision_tower = vision_tower or build_tower(config.vision_config, "vision")
-        self.text_tower = text_tower or build_tower(config.text_config, "text")
+        self.vision_tower = vision_tower or TOWER_SPECS["vision"].build(config.vision_config)
+        self.text_tower = text_tower or TOWER_SPECS["text"].build(config.text_config)
         width = config.hidden_size
         self.vision_projection = nn.Linear(self.vision_tower.hidden_size, width)
         self.text_projection = nn.Linear(self.text_tower.hidden_size, width)

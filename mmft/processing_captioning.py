@@ -146,10 +146,10 @@ class MMFTCaptionProcessor(MMFTProcessor):
     ) -> MMFTCaptionProcessor:
         """The processor of the towers and decoder named as `MMFTForConditionalGeneration.from_vision_text_pretrained`
         takes them (`kwargs`: `prompt`, `max_caption_tokens`)."""
-        from .towers import load_decoder_tokenizer
+        from .towers import TOWER_SPECS
 
         base = MMFTProcessor.from_vision_text_pretrained(vision, text, image_size, vision_model_args)
-        return cls(base.image_processor, load_decoder_tokenizer(decoder), base.tokenizer, **kwargs)
+        return cls(base.image_processor, TOWER_SPECS["decoder"].tokenizer(decoder), base.tokenizer, **kwargs)
 
 
 __all__ = ["DEFAULT_PROMPT", "MMFTCaptionProcessor", "caption_token_ids"]

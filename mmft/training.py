@@ -42,7 +42,7 @@ from .lora import LoraPlan, fsdp_launch
 from .processing_mmft import MMFTProcessor
 from .stream_trainer import trainer_class
 from .tasks import Task, TaskData, get_task
-from .towers import TowerUnavailable
+from .towers import TowerUnavailable, present_specs
 from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
@@ -51,15 +51,7 @@ CPU_THREADS_ENV = "MMFT_CPU_THREADS"
 
 def tower_provenance(config) -> str:
     """One line saying where each tower's weights came from; from-scratch towers are named as such."""
-    scratch = "trained from scratch (random init)"
-    vision = f"pretrained ({config.vision_pretrained_from})" if config.vision_pretrained_from else scratch
-    text = f"pretrained ({config.text_pretrained_from})" if config.text_pretrained_from else scratch
-    line = f"vision tower: {vision}; text tower: {text}"
-    if getattr(config, "decoder_config", None) is not None:
-        line += "; decoder: " + (
-            f"pretrained ({config.decoder_pretrained_from})" if config.decoder_pretrained_from else scratch
-        )
-    return line
+    return "; ".join(f"{spec.label}: {spec.provenance(config)}" for spec in present_specs(config))
 
 
 def use_cpu_cores(training_args: TrainingArguments) -> int:

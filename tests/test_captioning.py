@@ -229,9 +229,9 @@ def test_flops_estimate_matches_torch_flop_counter(batch):
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(**{k: v for k, v in batch.items() if k != "labels"})
     counted = counter.get_total_flops() / len(pixels)
-    model.caption_tokens = batch["input_ids"].shape[1]  # what a training forward records
     fused = model.core(pixels, batch["text_input_ids"], batch["text_attention_mask"])
-    estimate = forward_flops(model, fused.image_states.shape[1], fused.text_states.shape[1], tuple(pixels.shape[1:]))
+    shapes = (fused.image_states.shape[1], fused.text_states.shape[1], tuple(pixels.shape[1:]))
+    estimate = forward_flops(model, *shapes, caption_tokens=batch["input_ids"].shape[1])
     assert estimate.decoder > 0 and estimate.total == pytest.approx(counted, rel=0.06)
     frozen = LoraPlan(vision="full", text="frozen", decoder="frozen").apply(model)
     assert training_flops(frozen, estimate) == pytest.approx(
@@ -241,6 +241,62 @@ def test_flops_estimate_matches_torch_flop_counter(batch):
     assert training_flops(full, estimate) == pytest.approx(
         3 * (estimate.vision + estimate.bridge) + estimate.text + 3 * estimate.decoder
     )
+
+
+def test_caption_flops_come_from_the_batch_shapes_with_no_forward_run_first(batch):
+    """Negative control for the removed side channel (a training forward used to record its caption length on the
+    model): a fresh model, never run, gives the decoder's FLOPs of a batch from its shapes alone, the same as a model
+    that has just run another batch, and they grow with the caption length."""
+    from mmft.flops import forward_flops
+
+    pixels, length = batch["pixel_values"], batch["input_ids"].shape[1]
+    fresh = tiny_caption_model()
+    trained = tiny_caption_model()
+    trained.load_state_dict(fresh.state_dict())
+    short = {k: v[:, :3] if k in ("input_ids", "attention_mask", "labels") else v for k, v in batch.items()}
+    trained.train()(**short)  # a training forward of a shorter caption batch
+    assert not hasattr(fresh, "caption_tokens") and not hasattr(trained, "caption_tokens")
+    fused = fresh.core(pixels, batch["text_input_ids"], batch["text_attention_mask"])
+    shapes = (fused.image_states.shape[1], fused.text_states.shape[1], tuple(pixels.shape[1:]))
+    estimate = forward_flops(fresh, *shapes, caption_tokens=length)
+    assert estimate.decoder > 0
+    assert forward_flops(trained, *shapes, caption_tokens=length) == estimate  # the last batch run does not matter
+    assert forward_flops(fresh, *shapes, caption_tokens=length + 4).decoder > estimate.decoder
+    assert forward_flops(fresh, *shapes).decoder < estimate.decoder  # no captions: the prefix positions only
+
+
+def test_throughput_counts_caption_tokens_and_decoder_flops_from_the_batch(batch, tmp_path):
+    """ThroughputCallback reads the caption length off the decoder's output for the batch it trained on (the model
+    records nothing), and counts the FLOPs `forward_flops` gives for that batch's shapes."""
+    from transformers import Trainer, TrainingArguments
+
+    from mmft.callbacks import ThroughputCallback
+    from mmft.flops import forward_flops, training_flops
+
+    model = tiny_caption_model()
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input_ids"]))]
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=len(rows),
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[ThroughputCallback(peak_flops=1e12)])
+    trainer.train()
+    logged = [row for row in trainer.state.log_history if "perf/flops_per_step" in row]
+    pixels, captions = batch["pixel_values"], batch["input_ids"].shape[1]
+    fused = model.core(pixels, batch["text_input_ids"], batch["text_attention_mask"])
+    image_tokens, text_tokens = fused.image_states.shape[1], fused.text_states.shape[1]
+    forward = forward_flops(model, image_tokens, text_tokens, tuple(pixels.shape[1:]), captions)
+    assert logged and forward.decoder > 0
+    for row in logged:
+        assert row["perf/flops_per_step"] == pytest.approx(len(rows) * training_flops(model, forward))
+        tokens = image_tokens + text_tokens + captions
+        assert row["perf/tokens_per_second"] == pytest.approx(row["perf/samples_per_second"] * tokens)
 
 
 def test_a_decoder_folder_with_only_pickled_weights_is_refused(tmp_path):

@@ -146,6 +146,26 @@ def test_invalid_plans_fail_at_construction(field, value):
         LoraPlan(**{field: value})
 
 
+def test_plan_slots_are_the_registered_tower_kinds():
+    from dataclasses import fields
+
+    from mmft.lora import TOWERS
+    from mmft.towers import TOWER_SPECS
+
+    assert TOWERS == tuple(TOWER_SPECS) == ("vision", "text", "decoder")
+    assert set(TOWERS) <= {field.name for field in fields(LoraPlan)}
+    with pytest.raises(TypeError, match="decoder"):
+        LoraPlan(decoder2="lora")  # not a slot: refused at construction
+
+
+def test_a_model_tower_of_an_unregistered_kind_is_refused():
+    """A tower kind without a spec has no plan slot: planning it would silently leave it untouched."""
+    model = tiny_model("co_attention", "hf_vit")
+    model.towers = lambda: {"vision": model.core.vision_tower, "audio": model.core.text_tower}
+    with pytest.raises(ValueError, match=r"tower kind\(s\) \['audio'\].*known: vision, text, decoder"):
+        LoraPlan().apply(model)
+
+
 def _train_a_little(model, batch, steps=5):
     train_steps(model, batch, steps)
     return model.eval()

@@ -7,6 +7,7 @@ LoRA or frozen comes back from where it was pretrained (`config.<kind>_pretraine
 from __future__ import annotations
 
 from ..lora import tower_names
+from ..towers import TOWER_SPECS
 
 
 def load_adapter_model(path: str, merge: bool = False):
@@ -30,24 +31,17 @@ def load_adapter_model(path: str, merge: bool = False):
         parent, _, attribute = qualified.rpartition(".")
         if any(name.split(".")[-1] == attribute for name in saved):  # fully trained: its weights are in the adapter
             continue
-        source = getattr(config, f"{kind}_pretrained_from")
+        spec = TOWER_SPECS[kind]
+        source = getattr(config, spec.source_field)
         if not source:
             raise ValueError(
                 f"{path}: the {kind} tower was trained from scratch with LoRA or frozen, so its base weights are not "
                 "in the adapter; save such runs merged (--save_merged true)"
             )
-        setattr(model.get_submodule(parent), attribute, _pretrained_tower(kind, source, config))
+        # the tower with the pretrained weights it was built from
+        setattr(model.get_submodule(parent), attribute, spec.load(source, getattr(config, spec.config_field)))
     peft_model = PeftModel.from_pretrained(model, path)
     return peft_model.merge_and_unload() if merge else peft_model
-
-
-def _pretrained_tower(kind: str, source: str, config):
-    """The tower of `kind` with the pretrained weights it was built from (a decoder is a causal LM)."""
-    from ..towers import load_pretrained_decoder, load_pretrained_tower
-
-    if kind == "decoder":
-        return load_pretrained_decoder(source, config.decoder_config)
-    return load_pretrained_tower(source, getattr(config, f"{kind}_config"), kind)
 
 
 __all__ = ["load_adapter_model"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..lora import LoraPlan
+from ..towers import TOWER_SPECS, present_specs
 from ..unwrap import task_model
 
 LIMITATIONS = (
@@ -26,16 +27,8 @@ LIMITATIONS = (
 
 
 def describe_tower(config, kind: str) -> tuple[str, str]:
-    """(architecture summary, where the weights came from) of the vision or text tower."""
-    sub = getattr(config, f"{kind}_config")
-    if getattr(sub, "model_type", None) == "timm_wrapper":
-        args = json.dumps(sub.model_args) if getattr(sub, "model_args", None) else ""
-        what = f"timm `{sub.architecture}` {args}".strip()
-    else:
-        layers = getattr(sub, "num_hidden_layers", "?")
-        what = f"`{sub.model_type}`, {layers} layers, width {getattr(sub, 'hidden_size', '?')}"
-    source = getattr(config, f"{kind}_pretrained_from")
-    return what, f"pretrained: `{source}`" if source else "trained from scratch (random init)"
+    """(architecture summary, where the weights came from) of the tower of `kind` (its spec's `describe`)."""
+    return TOWER_SPECS[kind].describe(config)
 
 
 def uses_lora(model, lora_plan: LoraPlan | None) -> bool:
@@ -170,13 +163,8 @@ def render_model_card(
         model_name=model_name,
         eval_results=eval_results or None,
     )
-    vision, vision_source = describe_tower(config, "vision")
-    text, text_source = describe_tower(config, "text")
     labelled = bool(config.id2label) and getattr(task_model(model), "has_labels", True)
-    decoder_rows = []
-    if getattr(config, "decoder_config", None) is not None:
-        decoder, decoder_source = describe_tower(config, "decoder")
-        decoder_rows = [f"| caption decoder | {decoder} | {decoder_source} |"]
+    towers = present_specs(config)  # a row per tower the model has, in the order data flows through them
     layers = f", {config.num_bridge_layers} layers" if config.bridge in ("co_attention", "cross_attention") else ""
     body = [
         f"# {model_name}",
@@ -188,11 +176,10 @@ def render_model_card(
         "",
         "| part | architecture | weights |",
         "|---|---|---|",
-        f"| vision tower | {vision} | {vision_source} |",
-        f"| text tower | {text} | {text_source} |",
+        *(spec.card_row(config) for spec in towers if not spec.reads_bridge),
         f"| bridge | `{config.bridge}`{layers}, width {config.hidden_size}, {config.num_attention_heads} heads | "
         "trained from scratch |",
-        *decoder_rows,
+        *(spec.card_row(config) for spec in towers if spec.reads_bridge),
         f"| head | `{type(task_model(model)).__name__}` | trained from scratch |",
         "",
         "## Fine-tuning plan",
