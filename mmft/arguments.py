@@ -18,7 +18,14 @@ from transformers import HfArgumentParser, TrainingArguments
 from .data.sources import SourceSpec
 from .flags import json_flag
 from .param_groups import check_learning_rates
-from .presets import EffectiveFlags, choose_preset, drop_other_towers_keys, given_flags, load_preset
+from .presets import (
+    EffectiveFlags,
+    choose_preset,
+    drop_keys_the_command_line_disables,
+    drop_other_towers_keys,
+    given_flags,
+    load_preset,
+)
 
 
 @dataclass
@@ -266,6 +273,7 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
         start = task_class.real_data_defaults(dataset)
         source = f"no preset ({choice.why}): the {task_class.name} task's defaults for real data"
         where = f"the {task_class.name} task's defaults for real data"
+    start = drop_keys_the_command_line_disables(start, argv, where)
     preset_argv = _preset_argv(start, where, classes)
     parser = HfArgumentParser(classes)
     parsed = RecipeArguments(

@@ -90,6 +90,33 @@ def drop_other_towers_keys(preset: dict[str, Any], argv: list[str], source: str)
     return kept
 
 
+# Keys of a starting point that only make sense while the command line leaves other flags alone: model selection
+# needs evaluations and checkpoints, so `--eval_strategy no` or `--save_strategy no` given by the user turns off a
+# `load_best_model_at_end` that came from a preset or the task's defaults (transformers would refuse the mix).
+FOLLOWING_KEYS = {"load_best_model_at_end": {"eval_strategy": "no", "save_strategy": "no"}}
+
+
+def drop_keys_the_command_line_disables(start: dict[str, Any], argv: list[str], source: str) -> dict[str, Any]:
+    """`start` (a preset's or the defaults' keys) without the `FOLLOWING_KEYS` the command line's flags turn off
+    (each drop is logged); a key the command line gives itself stays."""
+    given = given_flags(argv)
+    kept = dict(start)
+    for key, disabling in FOLLOWING_KEYS.items():
+        if key not in kept or key in given:
+            continue
+        reasons = [f"--{flag} {value}" for flag, value in disabling.items() if given.get(flag) == value]
+        if reasons:
+            logger.warning(
+                "mmft: %s on the command line turns off %s's %s=%r; pass --%s to keep it",
+                " and ".join(reasons),
+                source,
+                key,
+                kept.pop(key),
+                key,
+            )
+    return kept
+
+
 @dataclass(frozen=True)
 class PresetChoice:
     """The starting point of a run's flags: a preset file, or (`path` None) none; `why` says which, for the log."""
@@ -155,6 +182,7 @@ __all__ = [
     "EffectiveFlags",
     "PresetChoice",
     "choose_preset",
+    "drop_keys_the_command_line_disables",
     "drop_other_towers_keys",
     "given_flags",
     "load_preset",

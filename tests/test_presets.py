@@ -182,3 +182,30 @@ def test_offline_default_text_tower_and_decoder_name_their_offline_aliases(monke
         text_config_from_name(REAL_DATA_DEFAULTS["text_model"])
     with pytest.raises(TowerUnavailable, match="--decoder_model smollm2"):
         decoder_config_from_name(get_task("captioning").real_data_flags["decoder_model"])
+
+
+def test_turning_off_evaluation_or_checkpoints_turns_off_the_defaults_model_selection(tmp_path, caplog):
+    """The real-data defaults select the best epoch; `--save_strategy no` (or `--eval_strategy no`) from the user
+    drops that default (said in the log) instead of ending in transformers' "strategies must match" error."""
+    folder = str(tmp_path / "my_data")
+    args = parse_recipe_args(["--dataset", folder], "vqa", default_config=_default_preset("vqa"))
+    assert args.training.load_best_model_at_end  # the default, for the negative control below
+    with caplog.at_level("WARNING", logger="mmft"):
+        args = parse_recipe_args(
+            ["--dataset", folder, "--save_strategy", "no"], "vqa", default_config=_default_preset("vqa")
+        )
+    assert (
+        not args.training.load_best_model_at_end and "--save_strategy no on the command line turns off" in caplog.text
+    )
+    assert "load_best_model_at_end" not in args.flags.flags
+    args = parse_recipe_args(
+        ["--dataset", folder, "--eval_strategy", "no"], "vqa", default_config=_default_preset("vqa")
+    )
+    assert not args.training.load_best_model_at_end
+    # Given explicitly, the user's own contradiction is theirs to see: transformers' own error, at parse time.
+    with pytest.raises(ValueError, match="strategy"):
+        parse_recipe_args(
+            ["--dataset", folder, "--save_strategy", "no", "--load_best_model_at_end", "true"],
+            "vqa",
+            default_config=_default_preset("vqa"),
+        )
