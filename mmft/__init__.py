@@ -12,16 +12,19 @@ from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetr
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
-from .modeling_captioning import MMFTForConditionalGeneration
-from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
-from .modeling_retrieval import MMFTForImageTextRetrieval
-from .modeling_vqa import MMFTForVisualQuestionAnswering
 from .offline_assets import resolve_name
-from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
-from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
 from .rerank import RERANK_SCORES
+from .tasks.captioning.modeling import MMFTForConditionalGeneration
+from .tasks.captioning.pipeline import ImageToTextPipeline
+from .tasks.captioning.processing import MMFTCaptionProcessor
+from .tasks.classification.modeling import MMFTForImageTextClassification
+from .tasks.classification.pipeline import ImageTextClassificationPipeline
+from .tasks.retrieval.modeling import MMFTForImageTextRetrieval
+from .tasks.retrieval.pipeline import ImageTextMatchingPipeline
+from .tasks.vqa.modeling import MMFTForVisualQuestionAnswering
+from .tasks.vqa.pipeline import VQAPipeline
 from .towers import vision_config_from_name
 
 __version__ = "0.1.0"

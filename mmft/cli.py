@@ -153,7 +153,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search import Searcher, search_captions, search_images
+    from .tasks.retrieval.search import Searcher, search_captions, search_images
 
     model, processor, _ = load_model(args.model, command="search")
     searcher = Searcher(model, processor, args.model, args.device, args.batch_size, args.max_length)

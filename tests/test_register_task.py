@@ -12,10 +12,9 @@ from test_e2e_classification import make_entailment_folder
 from transformers import pipeline
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
-from mmft import TASKS, CardInfo, MMFTForImageTextClassification, register_task
+from mmft import TASKS, CardInfo, ImageTextClassificationPipeline, MMFTForImageTextClassification, register_task
 from mmft.cli import main
-from mmft.pipeline import ImageTextClassificationPipeline
-from mmft.tasks.classification import ClassificationTask
+from mmft.tasks.classification.task import ClassificationTask
 
 pytestmark = pytest.mark.e2e
 

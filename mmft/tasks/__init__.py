@@ -10,10 +10,10 @@ them in `Task.commands`) accept its models, its model card says what `Task.card`
 from __future__ import annotations
 
 from .base import CardInfo, Task, TaskData
-from .captioning import CaptioningTask
-from .classification import ClassificationTask
-from .retrieval import RetrievalTask
-from .vqa import VQATask
+from .captioning.task import CaptioningTask
+from .classification.task import ClassificationTask
+from .retrieval.task import RetrievalTask
+from .vqa.task import VQATask
 
 TASKS: dict[str, type[Task]] = {}
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_text
-from .image_utils import load_rgb
-from .metrics.ranking import top_candidates
+from ...atomic import atomic_path, atomic_write_text
+from ...image_utils import load_rgb
+from ...metrics.ranking import top_candidates
 
 logger = logging.getLogger("mmft")
 

@@ -23,13 +23,13 @@ import torch
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
-from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from ..data.collator import ImageTextTransform, excluded_eval_positions
-from ..modeling_retrieval import MMFTForImageTextRetrieval
-from ..rerank import RERANK_SCORES
-from ..retrieval_eval import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
-from ..unwrap import task_model
-from .base import CardInfo, Task, TaskData
+from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
+from ...data.collator import ImageTextTransform, excluded_eval_positions
+from ...rerank import RERANK_SCORES
+from ...unwrap import task_model
+from ..base import CardInfo, Task, TaskData
+from .evaluation import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
+from .modeling import MMFTForImageTextRetrieval
 
 CAPTION = "caption"  # the column of a training pair's one caption
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .auto import AutoModelForImageTextClassification
-from .configuration_mmft import MMFTConfig
-from .heads import MMFTForPooledClassification
+from ...auto import AutoModelForImageTextClassification
+from ...configuration_mmft import MMFTConfig
+from ...heads import MMFTForPooledClassification
 from .pipeline import ImageTextClassificationPipeline
 
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"

@@ -24,14 +24,14 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, GenerationMixin, PreTrainedConfig
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .bridge import StreamBlock, _key_padding_bias, attention_flops
-from .configuration_mmft import MMFTConfig
-from .labels import IGNORE_INDEX
-from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
-from .modeling_outputs import MMFTModelOutput
-from .offline_assets import provenance
+from ...bridge import StreamBlock, _key_padding_bias, attention_flops
+from ...configuration_mmft import MMFTConfig
+from ...labels import IGNORE_INDEX
+from ...modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from ...modeling_outputs import MMFTModelOutput
+from ...offline_assets import provenance
+from ...towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
 from .pipeline import ImageToTextPipeline
-from .towers import DecoderTower, build_decoder, decoder_config_from_name, load_pretrained_decoder
 
 
 @dataclass

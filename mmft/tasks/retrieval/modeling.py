@@ -18,15 +18,15 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .auto import AutoModelForImageTextRetrieval
-from .configuration_mmft import MMFTConfig
-from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
-from .features import masked_mean
-from .heads import ClassificationHead, ContrastiveHead
-from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
-from .modeling_outputs import MMFTModelOutput
+from ...auto import AutoModelForImageTextRetrieval
+from ...configuration_mmft import MMFTConfig
+from ...contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
+from ...features import masked_mean
+from ...heads import ClassificationHead, ContrastiveHead
+from ...modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from ...modeling_outputs import MMFTModelOutput
+from ...rerank import RERANK_SCORES
 from .pipeline import ImageTextMatchingPipeline
-from .rerank import RERANK_SCORES
 
 MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .metrics import load_metric
-from .metrics.ranking import coco_retrieval_targets, reranked_ranks, retrieval_ranks, top_candidates
+from ...metrics import load_metric
+from ...metrics.ranking import coco_retrieval_targets, reranked_ranks, retrieval_ranks, top_candidates
 
 KS = (1, 5, 10)
 TOP_RECORDED = 5  # candidates listed per query in predictions.jsonl

@@ -1,0 +1,1 @@
+"""The captioning task package."""

@@ -1,0 +1,1 @@
+"""The vqa task package."""
