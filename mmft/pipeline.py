@@ -86,6 +86,11 @@ class ImageTextPipeline(Pipeline):
         return [{self.label_key: id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 
     # -- what `mmft predict` asks of the pipeline ------------------------------------------------------------------
+    # its flags (argparse `add_argument` arguments), added to `mmft predict` for every registered task's pipeline
+    cli_arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+        (("--top_k",), {"type": int, "default": 5, "help": "answers / labels shown (VQA, classification)"}),
+    )
+
     @staticmethod
     def cli_options(args) -> dict[str, Any]:
         return {"top_k": args.top_k}

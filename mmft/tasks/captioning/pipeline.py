@@ -47,6 +47,11 @@ class ImageToTextPipeline(Pipeline):
     def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> list[dict[str, str]]:
         return [{"generated_text": self.processor.decode_captions(model_outputs["sequences"])[0]}]
 
+    cli_arguments = (  # `mmft predict`'s flags for captioning models
+        (("--max_new_tokens",), {"type": int, "default": 32, "help": "captioning: most tokens per caption"}),
+        (("--num_beams",), {"type": int, "default": 1, "help": "captioning: beam search width (1: greedy)"}),
+    )
+
     @staticmethod
     def cli_options(args) -> dict[str, Any]:
         return {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
