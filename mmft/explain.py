@@ -17,6 +17,7 @@ from PIL import Image
 
 from .bridge import BRIDGES
 from .image_utils import to_rgb
+from .inference.scores import is_multi_label, label_scores, top_scores
 
 MAX_PREFIX_TOKENS = 8  # class/register tokens a ViT may put before its patch tokens
 
@@ -50,10 +51,8 @@ def explain(model, processor, image: Image.Image, question: str) -> Explanation:
         )
     inputs = processor(images=to_rgb(image), text=question).to(model.device)
     outputs = model(**inputs, output_attentions=True)
-    scores = outputs.logits[0].float().softmax(-1)
-    if model.config.problem_type == "multi_label_classification":
-        scores = outputs.logits[0].float().sigmoid()
-    best = int(scores.argmax())
+    scores = label_scores(outputs.logits[0], is_multi_label(model.config))  # as the pipelines score
+    (score,), (best,) = top_scores(scores, 1)
     mask = inputs["attention_mask"][0].bool()  # (Nt,)
     maps = []
     for layer in outputs.cross_attentions:  # (1, H, Nt, Nv)
@@ -61,7 +60,7 @@ def explain(model, processor, image: Image.Image, question: str) -> Explanation:
         prefix, (height, width) = _grid(weights.numel(), outputs.image_grid)
         patch = weights[prefix:]
         maps.append((patch / patch.sum()).reshape(height, width).cpu().numpy())
-    return Explanation(model.config.id2label[best], float(scores[best]), maps)
+    return Explanation(model.config.id2label[int(best)], float(score), maps)
 
 
 def plot_explanation(image: Image.Image, question: str, explanation: Explanation, out: str | Path) -> Path:

@@ -31,6 +31,7 @@ import torch
 from transformers import Pipeline
 
 from .image_utils import load_rgb
+from .inference.scores import is_multi_label, label_scores, top_scores
 
 
 class ImageTextPipeline(Pipeline):
@@ -77,11 +78,9 @@ class ImageTextPipeline(Pipeline):
         return {"logits": self.model(**model_inputs).logits}  # (B, num_labels)
 
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int = 5) -> list[dict[str, Any]]:
-        logits = model_outputs["logits"][0].float()
         # Multi-label (and VQAv2 soft-score) models score each label independently; single-label ones by softmax.
-        multi_label = self.model.config.problem_type == "multi_label_classification"
-        scores = logits.sigmoid() if multi_label else logits.softmax(-1)
-        values, ids = scores.topk(min(top_k, scores.numel()))
+        scores = label_scores(model_outputs["logits"][0], is_multi_label(self.model.config))
+        values, ids = top_scores(scores, top_k)
         id2label = self.model.config.id2label
         return [{self.label_key: id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 

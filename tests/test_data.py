@@ -161,7 +161,7 @@ def test_relative_image_paths_resolve_against_image_root(tmp_path):
     images = tmp_path / "hub_images"
     mapping = {"question_column": "query", "answers_column": "label"}
     splits = prepare_vqa(root, spec={"image_column": "img", "image_root": str(images)}, **mapping)
-    assert splits.train.with_format(None)[0]["img" if False else "image"]["path"] == str(images / "train_0.png")
+    assert splits.train.with_format(None)[0]["image"]["path"] == str(images / "train_0.png")
     with pytest.raises(DataError, match=r"split 'train', row 0, file train_0.png: image file not found"):
         prepare_vqa(root, spec={"image_column": "img"}, **mapping)  # relative to the working directory: not there
     # A local table folder: its images resolve against its own folder, or against --image_root.
@@ -179,7 +179,7 @@ def test_relative_image_paths_resolve_against_image_root(tmp_path):
         (SourceSpec(dataset=str(table), image_root=str(images)), images),
         (SourceSpec(dataset=str(table)), table),
     ):
-        train, _ = load_splits(spec, (QUESTION, ANSWERS))
+        train = load_splits(spec, (QUESTION, ANSWERS)).train
         assert train.cast_column("image", Image(decode=False))[1]["image"]["path"] == str(folder / "train_1.png")
 
 

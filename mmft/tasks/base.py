@@ -357,7 +357,9 @@ class Task:
         return None
 
     def attach(self, data: TaskData, processor, policy: BadExamplePolicy | None = None) -> None:
-        """Set the on-the-fly transform of every split (the validation split's reads its rows as the test split's)."""
+        """Set the on-the-fly transform of every split (the validation split's reads its rows as the test split's);
+        the policy is kept in `data.info["policy"]` for the tasks that score themselves (`mmft.inference.bad_rows`)."""
+        data.info["policy"] = policy
         for split, dataset in (("train", data.train), ("eval", data.eval), ("validation", data.validation)):
             if dataset is None:
                 continue

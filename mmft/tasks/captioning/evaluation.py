@@ -5,7 +5,8 @@ local `evaluate` modules). The baselines need no decoder:
 
 - **frequent**: the most frequent training caption (after caption tokenization), given for every image;
 - **nearest**: the caption of the training image nearest to the eval image by the trained vision tower's embedding
-  (`get_image_features(...).pooler_output`: the mean projected image token, no bridge; cosine similarity). Of that
+  (`get_image_features(...).pooler_output`: the mean projected image token, no bridge; cosine similarity), from the
+  one embedding path retrieval and `mmft search` use too (`mmft.inference.embeddings`). Of that
   training image's captions it takes the *consensus* one: the caption with the highest CIDEr-D against the image's
   other captions.
 """
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...data.collator import ImageTextTransform, stack
+from ...data.collator import ImageTextTransform
+from ...inference.embeddings import embed_images, image_embedding, pixel_batches
 from ...metrics import load_metric
 from ...metrics.caption_tokenize import tokenize_caption
 from ...metrics.captioning import cider_d, prepare_captions
@@ -77,15 +79,9 @@ class Generated:
     """What one pass over the eval images produced."""
 
     captions: list[str]
-    features: torch.Tensor  # (N, D) vision-tower embeddings of the eval images
+    features: torch.Tensor  # (N, D) vision-tower embeddings of the eval images (L2-normalised)
     seconds: float  # generate() time only
     new_tokens: int  # tokens generated (up to and including each caption's end token)
-
-
-def _batches(dataset, batch_size: int):
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        yield stack(rows["pixel_values"])  # (B, 3, H, W)
 
 
 @torch.no_grad()
@@ -97,7 +93,7 @@ def generate_captions(
     model.eval()
     eos = processor.caption_token_ids()["eos"]
     captions, features, seconds, new_tokens = [], [], 0.0, 0
-    for pixel_values in _batches(dataset, batch_size):
+    for pixel_values in pixel_batches(dataset, batch_size):
         pixel_values = pixel_values.to(device)
         inputs = {**processor.prompt_features(len(pixel_values)), **processor.start_features(len(pixel_values))}
         inputs = {key: value.to(device) for key, value in inputs.items()}
@@ -107,19 +103,15 @@ def generate_captions(
         for row in sequences[:, 1:].tolist():
             new_tokens += row.index(eos) + 1 if eos in row else len(row)
         captions += processor.decode_captions(sequences)
-        features.append(model.core.get_image_features(pixel_values, return_dict=True).pooler_output.float().cpu())
-    return Generated(captions, torch.cat(features), seconds, new_tokens)
+        features.append(image_embedding(model, pixel_values)[1].float().cpu())
+    return Generated(captions, torch.cat(features) if features else torch.empty(0), seconds, new_tokens)
 
 
-@torch.no_grad()
 def image_features(model, image_processor, dataset, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Vision-tower embeddings (N, D) of a dataset's images (undecoded `image` column)."""
+    """Vision-tower embeddings (N, D), L2-normalised, of a dataset's images (undecoded `image` column)."""
     model.eval()
     images = dataset.with_transform(ImageTextTransform(image_processor, None, None, "eval", None))
-    features = []
-    for pixels in _batches(images, batch_size):
-        features.append(model.core.get_image_features(pixels.to(device), return_dict=True).pooler_output.float().cpu())
-    return torch.cat(features)
+    return embed_images(model, pixel_batches(images, batch_size), device).embeds
 
 
 def nearest_neighbours(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

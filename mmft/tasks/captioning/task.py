@@ -6,7 +6,8 @@ processor). Evaluation generates a caption per eval image (`--max_new_tokens`, `
 scores BLEU-1..4, CIDEr-D and ROUGE-L against the references, and scores two baselines in the same run
 (`mmft.tasks.captioning.evaluation`): the most frequent training caption, and the caption of the nearest training image
 by the trained vision tower's embedding. Each evaluation during training generates and scores the validation split
-the same way (`eval_cider`, ...; no baselines), bounded by `--max_eval_samples`.
+the same way (`eval_cider`, ...; no baselines), bounded by `--max_eval_samples`. Rows rejected as unreadable under
+`--on_bad_example skip` are left out of every score (`excluded_bad_rows` says how many), as in the other tasks.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from transformers.trainer_utils import PredictionOutput
 
 from ...data.caption_collator import CAPTION_KEY, CaptionCollator
 from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
+from ...inference.bad_rows import scored_split_rows
+from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import REAL_DATA_DEFAULTS, CardInfo, Task, TaskData
-from .evaluation import baseline_scores, caption_scores, generate_captions, image_features
+from .evaluation import Generated, baseline_scores, caption_scores, generate_captions, image_features
 from .modeling import MMFTForConditionalGeneration
 from .processing import DEFAULT_PROMPT, MMFTCaptionProcessor
 
@@ -172,22 +175,34 @@ class CaptioningTask(Task):
 
     def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
         """Generate a caption per image of `data.eval` (split across processes) and score it; at the end (prefix
-        "test") the two baselines too, which evaluations during training skip (they embed every training image)."""
-        from accelerate.utils import gather_object
-
+        "test") the two baselines too, which evaluations during training skip (they embed every training image).
+        Rows rejected as unreadable get a caption (of their blank image) but are not scored, as in every task."""
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
-        world, rank = args.world_size, args.process_index
-        shard = data.eval.select(range(rank, len(data.eval), world))
-        generated = generate_captions(
-            model, processor, shard, args.per_device_eval_batch_size, self.args.generate_kwargs(), args.device
+        accelerator = trainer.accelerator
+        shards: list[Generated] = []
+
+        def generate(start: int, stop: int) -> list[tuple[str, Any]]:
+            generated = generate_captions(
+                model,
+                processor,
+                data.eval.select(range(start, stop)),
+                args.per_device_eval_batch_size,
+                self.args.generate_kwargs(),
+                args.device,
+            )
+            shards.append(generated)
+            return list(zip(generated.captions, generated.features))
+
+        generated = map_and_gather(len(data.eval), generate, accelerator)
+        processes = accelerator.num_processes if accelerator is not None else 1
+        timing = map_and_gather(  # one row per process: its generation time and tokens
+            processes, lambda start, stop: [(shards[0].seconds, shards[0].new_tokens)] * (stop - start), accelerator
         )
-        positions = list(range(rank, len(data.eval), world))
-        gathered = gather_object([(p, c, f) for p, c, f in zip(positions, generated.captions, generated.features)])
-        timing = gather_object([(generated.seconds, generated.new_tokens)])
-        ordered = sorted(gathered, key=lambda item: item[0])
-        captions = [caption for _, caption, _ in ordered]
-        references = data.eval.with_format(None)["captions"]
-        metrics = caption_scores(captions, references)
+        captions = [caption for caption, _ in generated]
+        raw = data.eval.with_format(None)
+        scored = scored_split_rows(data.info.get("policy"), raw["row"], data.scored)  # read once all have decoded
+        references = scored.select(raw["captions"])
+        metrics = caption_scores(scored.select(captions), references)
         seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
         metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
         metrics.update(num_images=float(len(references)), num_captions=float(sum(len(r) for r in references)))
@@ -201,10 +216,11 @@ class CaptioningTask(Task):
             scores, _ = baseline_scores(
                 references,
                 train_images.with_format(None)["captions"],
-                torch.stack([f for _, _, f in ordered]),
+                torch.stack(scored.select([feature for _, feature in generated])),
                 train_features,
             )
             metrics.update(scores)
+        metrics = scored.report(metrics)
         return PredictionOutput(captions, None, {f"{prefix}_{key}": value for key, value in metrics.items()})
 
     def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:

@@ -23,6 +23,8 @@ from datasets import Dataset
 
 from ...data.columns import LABELS, TEXT, Column
 from ...data.sources import DataError
+from ...inference.bad_rows import scored_rows
+from ...inference.scores import label_scores
 from ...metrics import load_metric
 from ..base import CardInfo, Task, TaskData
 from .easy_vqa_entailment import load_easy_vqa_entailment
@@ -213,8 +215,7 @@ class ClassificationTask(Task):
 
     @staticmethod
     def scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-        logits = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-        return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
+        return label_scores(torch.as_tensor(np.asarray(logits, dtype=np.float32)), multi_label).numpy()
 
     def references(self, data: TaskData) -> list[list[str]]:
         return data.eval.with_format(None)["labels"]
@@ -226,10 +227,9 @@ class ClassificationTask(Task):
 
         def compute_metrics(eval_prediction) -> dict[str, float]:
             scores = self.scores(eval_prediction.predictions, multi)
-            skip = excluded() if excluded else set()
-            keep = [i for i in range(len(scores)) if i not in skip]
-            metrics = classification_metrics(scores[keep], [references[i] for i in keep], label2id, multi)
-            return {**metrics, "excluded_bad_rows": float(len(skip))} if skip else metrics
+            scored = scored_rows(len(scores), excluded)
+            metrics = classification_metrics(scores[scored.keep], scored.select(references), label2id, multi)
+            return scored.report(metrics)
 
         return compute_metrics
 

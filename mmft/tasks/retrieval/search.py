@@ -8,7 +8,8 @@ image is stored with its size and modification time, so a changed, added or remo
 on the next search and the rest is reused; captions are keyed by their text. The nearest items come from `faiss`
 when it is installed (exact inner product), else from a chunked matmul; the bridge's matching head then re-ranks
 the top `rerank_k` of them (0: off) by the model's `rerank_score` (by default its log-odds of a match plus the
-scaled similarity). Printed per hit: that score, P(match) and the cosine similarity.
+scaled similarity). Printed per hit: that score, P(match) and the cosine similarity. Embeddings, P(match) and the
+re-ranked order come from the toolkit retrieval evaluation uses too (`mmft.inference`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ...atomic import atomic_path, atomic_write_text
 from ...image_utils import load_rgb
+from ...inference.embeddings import embed_images, embed_texts
+from ...inference.scores import match_probability, rerank
 from ...metrics.ranking import top_candidates
 
 logger = logging.getLogger("mmft")
@@ -138,24 +140,19 @@ class Searcher:
         self.model, self.processor = model.to(device).eval(), processor
         self.key, self.device, self.batch_size, self.max_length = model_key(model_dir), device, batch_size, max_length
 
-    @torch.no_grad()
     def embed_images(self, paths: list[str]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(paths), self.batch_size):
-            images = [load_rgb(path) for path in paths[start : start + self.batch_size]]
-            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-            embeds = self.model.get_image_features(pixels, return_dict=True).pooler_output  # (b, P)
-            out.append(F.normalize(embeds, dim=-1).float().cpu())
-        return torch.cat(out)
+        """L2-normalised embeddings (N, P) of image files, by the one embedding path (`mmft.inference.embeddings`)."""
+        batches = (
+            self.processor(images=[load_rgb(p) for p in paths[start : start + self.batch_size]], return_tensors="pt")[
+                "pixel_values"
+            ]
+            for start in range(0, len(paths), self.batch_size)
+        )
+        return embed_images(self.model, batches, self.device).embeds
 
-    @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            inputs = self._tokens(texts[start : start + self.batch_size])
-            embeds = self.model.get_text_features(**inputs, return_dict=True).pooler_output  # (b, P)
-            out.append(F.normalize(embeds, dim=-1).float().cpu())
-        return torch.cat(out)
+        """L2-normalised embeddings (N, P) of texts, by the one embedding path (`mmft.inference.embeddings`)."""
+        return embed_texts(self.model, texts, self._tokens, self.batch_size, self.device).embeds
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         inputs = self.processor(text=texts, max_length=self.max_length, return_tensors="pt")
@@ -211,10 +208,10 @@ class Searcher:
         if rerank_k:
             head = hits[:rerank_k]
             logits = self.match(*pair([hit.item for hit in head]))
-            scores = self.model.rerank_score(logits, similarities[: len(head)].float())
-            for hit, probability, score in zip(head, logits.softmax(-1)[:, 1].tolist(), scores.tolist()):
+            scores = self.model.rerank_score(logits, similarities[: len(head)].float()).float().cpu()
+            for hit, probability, score in zip(head, match_probability(logits).tolist(), scores.tolist()):
                 hit.match, hit.score = probability, score
-            hits = sorted(head, key=lambda hit: -hit.score) + hits[rerank_k:]
+            hits = [head[i] for i in rerank(torch.arange(len(head)), scores).tolist()] + hits[rerank_k:]
         return hits[:top_k]
 
 

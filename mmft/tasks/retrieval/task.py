@@ -24,11 +24,13 @@ from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
 from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from ...data.collator import ImageTextTransform, excluded_eval_positions
+from ...data.collator import ImageTextTransform
+from ...inference.bad_rows import scored_split_rows
+from ...inference.embeddings import embed_images, embed_texts, pixel_batches
 from ...rerank import RERANK_SCORES
 from ...unwrap import task_model
 from ..base import CardInfo, Task, TaskData
-from .evaluation import RetrievalResult, embed_images, embed_texts, evaluate_retrieval
+from .evaluation import RetrievalResult, evaluate_retrieval
 from .modeling import MMFTForImageTextRetrieval
 
 CAPTION = "caption"  # the column of a training pair's one caption
@@ -186,16 +188,23 @@ class RetrievalTask(Task):
         model.eval()
         with torch.inference_mode():
             images = embed_images(
-                model, data.eval, args.per_device_eval_batch_size, args.device, args.dataloader_num_workers
+                model,
+                pixel_batches(data.eval, args.per_device_eval_batch_size, args.dataloader_num_workers),
+                args.device,
+                keep_states=True,
             )
-            excluded = excluded_eval_positions(data.info.get("policy"), raw["row"], data.scored)
-            keep = [i for i in range(len(raw)) if i not in excluded]
-            images = images.subset(keep) if excluded else images
-            groups = [raw["captions"][i] for i in keep] if excluded else raw["captions"]
+            scored = scored_split_rows(data.info.get("policy"), raw["row"], data.scored)
+            images = images.subset(scored.keep) if scored.excluded else images
+            groups = scored.select(raw["captions"])
             texts = [caption for group in groups for caption in group]
             caption_to_image = [index for index, group in enumerate(groups) for _ in group]
             captions = embed_texts(
-                model, texts, trainer.data_collator.tokenize, args.per_device_eval_batch_size, args.device
+                model,
+                texts,
+                trainer.data_collator.tokenize,
+                args.per_device_eval_batch_size,
+                args.device,
+                keep_states=True,
             )
             result = evaluate_retrieval(
                 model,
@@ -216,10 +225,9 @@ class RetrievalTask(Task):
             f"{prefix}_num_captions": float(len(texts)),
             f"{prefix}_unique_captions": len(set(texts)) / len(texts),
         }
-        if excluded:
-            metrics[f"{prefix}_excluded_bad_rows"] = float(len(excluded))
+        metrics = scored.report(metrics, f"{prefix}_")
         metrics[f"{prefix}_runtime"] = time.perf_counter() - start
-        rows = [raw["row"][i] for i in keep]
+        rows = scored.select(raw["row"])
         return PredictionOutput(records(result, texts, caption_to_image, rows), None, metrics)
 
     def prediction_records(self, data: TaskData, predictions: list[dict], id2label) -> list[dict]:

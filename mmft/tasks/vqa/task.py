@@ -17,6 +17,7 @@ from datasets import Dataset
 from ...data.columns import TEXT, TEXTS, Column
 from ...data.easy_vqa import load_easy_vqa
 from ...data.sources import DataError
+from ...inference.bad_rows import scored_rows
 from ...metrics import load_metric
 from ..base import CardInfo, Task, TaskData
 from .answers import (
@@ -207,17 +208,18 @@ def vqa_compute_metrics(
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predicted = np.asarray(eval_prediction.predictions).reshape(-1)
-        skip = excluded() if excluded else set()
-        keep = [i for i in range(len(predicted)) if i not in skip]
+        scored = scored_rows(len(predicted), excluded)
         kwargs = {
-            name: [values[i] for i in keep]
+            name: scored.select(values)
             for name, values in (("question_types", question_types), ("answer_types", answer_types))
             if values
         }
         scores = metric.compute(
-            predictions=[id2label[int(predicted[i])] for i in keep], references=[references[i] for i in keep], **kwargs
+            predictions=[id2label[int(i)] for i in scored.select(predicted)],
+            references=scored.select(references),
+            **kwargs,
         )
-        return {**scores, "excluded_bad_rows": float(len(skip))} if skip else scores
+        return scored.report(scores)
 
     return compute_metrics
 
