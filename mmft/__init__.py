@@ -2,26 +2,24 @@
 
 Importing mmft registers its config, models, processor and pipelines with transformers, so a saved mmft folder
 loads with its task's Auto class (`AutoModelForVisualQuestionAnswering`, `mmft.AutoModelForImageTextClassification`,
-...) and `pipeline(...)`, with no `trust_remote_code`. It imports the model side only: the task registry and the
-training stack (`mmft.tasks`, datasets, peft, evaluate) load on first use of `mmft.TASKS`, `mmft.register_task`, ...
+...) and `pipeline(...)`, with no `trust_remote_code`. Each task's model side is registered by `mmft.tasks` (one line
+per task package) and its public classes are `mmft.<name>`, read from the registry. It imports the model side only:
+the task classes and the training stack (`mmft.tasks.base`, datasets, peft, evaluate) load on first use of
+`mmft.TASKS[name]`, `mmft.Task`, ...
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
-from .auto import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval, register_head
+from . import tasks
+from .auto import register_head
 from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
-from .modeling_captioning import MMFTForConditionalGeneration
-from .modeling_classification import MMFTForImageTextClassification
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
-from .modeling_retrieval import MMFTForImageTextRetrieval
-from .modeling_vqa import MMFTForVisualQuestionAnswering
 from .offline_assets import resolve_name
-from .pipeline import ImageTextClassificationPipeline, ImageTextMatchingPipeline, ImageToTextPipeline, VQAPipeline
-from .processing_captioning import MMFTCaptionProcessor
 from .processing_mmft import MMFTProcessor
 from .rerank import RERANK_SCORES
+from .tasks import TASKS, get_task, register_task
 from .towers import vision_config_from_name
 
 __version__ = "0.1.0"
@@ -29,48 +27,35 @@ __version__ = "0.1.0"
 AutoConfig.register(MMFTConfig.model_type, MMFTConfig, exist_ok=True)
 AutoModel.register(MMFTConfig, MMFTModel, exist_ok=True)
 AutoProcessor.register(MMFTConfig, MMFTProcessor, exist_ok=True)
-for _head in (
-    MMFTForVisualQuestionAnswering,
-    MMFTForImageTextClassification,
-    MMFTForImageTextRetrieval,
-    MMFTForConditionalGeneration,
-):
-    register_head(_head)  # its Auto class and pipeline, which the head declares
 
-_TASK_NAMES = ("TASKS", "CardInfo", "Task", "TaskData", "get_task", "register_task")
+_LAZY = {"CardInfo": "tasks", "Task": "tasks", "TaskData": "tasks", "parse_recipe_args": "arguments"}
 
 
 def __getattr__(name: str):
-    """The task layer and the recipe parser on first use (PEP 562): loading a saved model never imports the
+    """The public classes of every registered task package (`MMFTForVisualQuestionAnswering`, `VQAPipeline`, ...),
+    and the task layer and the recipe parser on first use (PEP 562): loading a saved model never imports the
     training stack."""
-    if name in _TASK_NAMES:
-        from . import tasks
+    if name in _LAZY:
+        from importlib import import_module
 
-        return getattr(tasks, name)
-    if name == "parse_recipe_args":
-        from .arguments import parse_recipe_args
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    try:
+        return tasks.exported(name)
+    except AttributeError:
+        raise AttributeError(f"module 'mmft' has no attribute {name!r}") from None
 
-        return parse_recipe_args
-    raise AttributeError(f"module 'mmft' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [
-    "AutoModelForImageTextClassification",
-    "AutoModelForImageTextRetrieval",
     "BRIDGES",
     "Bridge",
     "BridgeOutput",
     "CardInfo",
-    "ImageTextClassificationPipeline",
-    "ImageTextMatchingPipeline",
-    "ImageToTextPipeline",
     "LoraPlan",
-    "MMFTCaptionProcessor",
     "MMFTConfig",
-    "MMFTForConditionalGeneration",
-    "MMFTForImageTextClassification",
-    "MMFTForImageTextRetrieval",
-    "MMFTForVisualQuestionAnswering",
     "MMFTModel",
     "MMFTModelOutput",
     "MMFTPreTrainedModel",
@@ -79,11 +64,12 @@ __all__ = [
     "TASKS",
     "Task",
     "TaskData",
-    "VQAPipeline",
     "get_task",
     "parse_recipe_args",
     "register_bridge",
+    "register_head",
     "register_task",
     "resolve_name",
     "vision_config_from_name",
 ]
+__all__ += tasks.exported_names()  # each registered task package's public names

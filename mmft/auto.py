@@ -1,8 +1,9 @@
-"""Auto classes for mmft tasks that transformers has no Auto class for (image-text classification, retrieval), and
-`register_head`, which registers a head with its Auto class and its pipeline.
+"""`register_head`, which registers a head with its Auto class and its pipeline, and `new_auto_class`, which makes an
+Auto class for a task transformers has none for (image-text classification, retrieval, a user's task).
 
 They behave like transformers' own: `AutoModelForImageTextClassification.from_pretrained(folder)` builds the class
-registered for the folder's config type (done on `import mmft`), with no `trust_remote_code`.
+registered for the folder's config type (done by `mmft.register_task`, for the built-in tasks on `import mmft`), with
+no `trust_remote_code`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ from collections import OrderedDict
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
 
-class AutoModelForImageTextClassification(_BaseAutoModelClass):
-    """Loads an image-text classification model (e.g. `MMFTForImageTextClassification`) from a saved folder."""
-
-    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
-
-
-class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
-    """Loads an image-text retrieval model (e.g. `MMFTForImageTextRetrieval`) from a saved folder."""
-
-    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+def new_auto_class(name: str, doc: str) -> type[_BaseAutoModelClass]:
+    """A new, empty Auto class named `name` (`register_head` fills it)."""
+    return type(
+        name, (_BaseAutoModelClass,), {"__doc__": doc, "_model_mapping": _LazyAutoMapping(OrderedDict(), OrderedDict())}
+    )
 
 
 def register_head(
@@ -48,4 +44,4 @@ def register_head(
         PIPELINE_REGISTRY.register_pipeline(pipeline_task, pipeline_class=pipeline_class, pt_model=auto_class)
 
 
-__all__ = ["AutoModelForImageTextClassification", "AutoModelForImageTextRetrieval", "register_head"]
+__all__ = ["new_auto_class", "register_head"]

@@ -16,11 +16,16 @@ images of a folder, image -> captions of a file) and `mmft demo` (a local web pa
 The task (and so the model class and the pipeline) is read from the saved config's `architectures`; `--task` states
 it explicitly and fails when the model is of another task. `predict --dataset` and `evaluate` also take the data
 flags of that task's recipe (`--image_column`, `--question_column`, `--captions_file`, `--image_dir`, ...).
+
+What the command offers is read from the task registry (`mmft.TASKS`): `--task` lists the registered tasks,
+`predict` takes the flags of every registered task's pipeline (`cli_arguments`), `explain` is there when a task serves
+it, and a task's own verbs (`Task.verbs`, e.g. retrieval's `search`) are added by the task's package.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -152,47 +157,6 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
-    from .search import Searcher, search_captions, search_images
-
-    model, processor, _ = load_model(args.model, command="search")
-    searcher = Searcher(model, processor, args.model, args.device, args.batch_size, args.max_length)
-    try:
-        if args.images:
-            hits, report = search_images(searcher, args.images, args.query, args.top_k, args.rerank_k)
-        else:
-            hits, report = search_captions(searcher, args.image, args.captions, args.top_k, args.rerank_k)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"mmft search: {error}", file=sys.stderr)
-        return 2
-    print(
-        f"mmft search: embedded {report.embedded}, reused {report.reused} from the cache, dropped {report.dropped}",
-        file=sys.stderr,
-    )
-    print("rank\tscore\tmatch\tsimilarity\titem")
-    for rank, hit in enumerate(hits, start=1):
-        score, match = (f"{hit.score:.4f}", f"{hit.match:.4f}") if hit.match is not None else ("-", "-")
-        print(f"{rank}\t{score}\t{match}\t{hit.similarity:.4f}\t{hit.item}")
-    return 0
-
-
-def _add_search(commands, device: str) -> None:
-    search = commands.add_parser(
-        "search", help="retrieval models: the best images for a text, or captions for an image"
-    )
-    search.add_argument("--model", required=True, help="a saved mmft retrieval folder or Hub repo id")
-    search.add_argument("--images", help="text -> image: a folder of images (embedded once, cached inside it)")
-    search.add_argument("--query", help="text -> image: the text to search for")
-    search.add_argument("--image", help="image -> text: the image to describe")
-    search.add_argument("--captions", help="image -> text: a text file with one caption per line (cached beside it)")
-    search.add_argument("--top_k", type=int, default=5, help="results to print")
-    search.add_argument("--rerank_k", type=int, default=16, help="candidates re-ranked by the matching head (0: off)")
-    search.add_argument("--batch_size", type=int, default=32)
-    search.add_argument("--max_length", type=int, default=64, help="tokens kept of each text")
-    search.add_argument("--device", default=device)
-    search.set_defaults(run=_search)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmft", description="Run a trained mmft model on images and texts.")
     from .tasks import TASKS
@@ -216,21 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--output", help="where to write JSONL predictions (default: stdout)")
     many.add_argument("--batch_size", type=int, default=32)
     many.add_argument("--max_samples", type=int, default=None)
-    predict.add_argument("--top_k", type=int, default=5, help="answers / labels shown (VQA, classification)")
-    predict.add_argument("--max_new_tokens", type=int, default=32, help="captioning: most tokens per caption")
-    predict.add_argument("--num_beams", type=int, default=1, help="captioning: beam search width (1: greedy)")
+    for name in TASKS:  # each registered task's pipeline flags, once each
+        for flags, options in getattr(TASKS[name].pipeline_class, "cli_arguments", ()):
+            if not any(flag in predict._option_string_actions for flag in flags):
+                predict.add_argument(*flags, **options)
     predict.add_argument("--device", default=device)
     predict.set_defaults(run=_predict)
     _add_evaluate(commands)
 
-    heat = commands.add_parser("explain", help="plot text->image attention of the bridge over the image")
-    heat.add_argument("--model", required=True)
-    heat.add_argument("--image", required=True)
-    heat.add_argument("--text", "--question", dest="text", required=True, help="the question or text")
-    heat.add_argument("--out", default="heatmap.png")
-    heat.add_argument("--device", default=device)
-    heat.set_defaults(run=_explain)
-    _add_search(commands, device)
+    if any("explain" in TASKS[name].commands for name in TASKS):
+        heat = commands.add_parser("explain", help="plot text->image attention of the bridge over the image")
+        heat.add_argument("--model", required=True)
+        heat.add_argument("--image", required=True)
+        heat.add_argument("--text", "--question", dest="text", required=True, help="the question or text")
+        heat.add_argument("--out", default="heatmap.png")
+        heat.add_argument("--device", default=device)
+        heat.set_defaults(run=_explain)
+    added = set(commands.choices)
+    for name in TASKS:  # a task's own verbs (`Task.verbs`: verb -> "module:function(commands, device, load_model)")
+        for verb, where in getattr(TASKS[name], "verbs", {}).items():
+            if verb not in added:
+                module, function = where.split(":")
+                getattr(importlib.import_module(module), function)(commands, device, load_model)
+                added.add(verb)
     from .demo.page import add_command as add_demo  # `mmft demo` (mmft/demo/)
 
     add_demo(commands, device)
@@ -245,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args.flags = flags
     if args.command == "predict" and bool(args.image) == bool(args.dataset):
         parser.error("predict needs either --image (with --text or --question, except for captioning), or --dataset")
-    if args.command == "search" and not ((args.images and args.query) or (args.image and args.captions)):
-        parser.error("search needs --images FOLDER --query TEXT, or --image FILE --captions FILE")
+    if getattr(args, "check", None):  # a verb's own check of its arguments (exit 2 with its usage, as argparse)
+        args.check(args)
     return args.run(args)
 
 

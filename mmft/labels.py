@@ -2,8 +2,8 @@
 
 It is -100, the default `ignore_index` of `torch.nn.functional.cross_entropy` and the value transformers' models and
 collators use, so labels built by mmft also train under the stock losses. Two places write it: the padding of a
-caption (`mmft.processing_captioning`) and a VQA answer outside the answer vocabulary (`mmft.data.answers`); the
-captioning and VQA losses name it when they skip those positions and rows.
+caption (`mmft.tasks.captioning.processing`) and a VQA answer outside the answer vocabulary
+(`mmft.tasks.vqa.answers`); the captioning and VQA losses name it when they skip those positions and rows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`MMFTModel` (towers + projections + bridge) and `MMFTPreTrainedModel`, the base of every task model.
 
-Task models (one file each: `modeling_vqa.py`, `modeling_classification.py`, ...) put a head on `MMFTModel`. What a
-shared mechanism needs to know about a model, the model says: its towers (`towers()`), the modules every fine-tuning
-plan trains (`trained_module_names()`), the FLOPs of its parts for a batch's shapes (`part_flops()`, `head_flops()`).
+Task models (one per task package: `tasks/vqa/modeling.py`, `tasks/classification/modeling.py`, ...) put a head on
+`MMFTModel`. What a shared mechanism needs to know about a model, the model says: its towers (`towers()`), the
+modules every fine-tuning plan trains (`trained_module_names()`), the FLOPs of its parts for a batch's shapes
+(`part_flops()`, `head_flops()`).
 """
 
 from __future__ import annotations

@@ -85,6 +85,11 @@ class ImageTextPipeline(Pipeline):
         return [{self.label_key: id2label[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 
     # -- what `mmft predict` asks of the pipeline ------------------------------------------------------------------
+    # its flags (argparse `add_argument` arguments), added to `mmft predict` for every registered task's pipeline
+    cli_arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+        (("--top_k",), {"type": int, "default": 5, "help": "answers / labels shown (VQA, classification)"}),
+    )
+
     @staticmethod
     def cli_options(args) -> dict[str, Any]:
         return {"top_k": args.top_k}
@@ -98,85 +103,4 @@ class ImageTextPipeline(Pipeline):
         return {"prediction": results[0][self.label_key], f"{self.label_key}s_scored": results}
 
 
-class VQAPipeline(ImageTextPipeline):
-    """Image + question -> the `top_k` most likely answers with their scores."""
-
-    text_key = "question"
-    label_key = "answer"
-
-
-class ImageTextClassificationPipeline(ImageTextPipeline):
-    """Image + text -> labels with their scores (all labels by default, best first)."""
-
-    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None) -> list[dict[str, Any]]:
-        return super().postprocess(model_outputs, top_k or self.model.config.num_labels)
-
-
-class ImageTextMatchingPipeline(ImageTextPipeline):
-    """Image + text -> how well they match, from the retrieval model's matching head over the bridge: `match` and
-    `no match` with their probabilities. (Searching a whole gallery is `mmft search`, which embeds it once.)"""
-
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": self.model.match(**model_inputs)}  # (B, 2): [no match, match]
-
-    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None) -> list[dict[str, Any]]:
-        return super().postprocess(model_outputs, top_k or 2)
-
-
-class ImageToTextPipeline(Pipeline):
-    """An image in, a caption out (`[{"generated_text": ...}]`), written by `generate()` with any of its flags
-    (`max_new_tokens`, `num_beams`, `do_sample`, ... or `generate_kwargs={...}`)."""
-
-    _load_processor = True
-    _load_image_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = False
-    text_key = None  # no text comes in: the prompt is fixed by the processor
-    label_key = "generated_text"
-    _GENERATE_FLAGS = ("max_new_tokens", "num_beams", "do_sample", "top_p", "top_k", "temperature", "use_cache")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.processor is None:
-            raise ValueError(
-                "ImageToTextPipeline needs the model's MMFTCaptionProcessor: pass processor= or a folder that has one"
-            )
-        self.tokenizer = self.processor.tokenizer  # the decoder's: the base class pads batches with it
-        self.image_processor = self.processor.image_processor
-
-    def _sanitize_parameters(self, timeout: float | None = None, generate_kwargs: dict | None = None, **kwargs: Any):
-        preprocess = {"timeout": timeout} if timeout is not None else {}
-        generate = {**(generate_kwargs or {}), **{k: kwargs.pop(k) for k in self._GENERATE_FLAGS if k in kwargs}}
-        if kwargs:
-            raise TypeError(f"unknown argument(s) {sorted(kwargs)}; pass generate() options as generate_kwargs={{...}}")
-        return preprocess, {"generate_kwargs": generate}, {}
-
-    def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        return dict(self.processor(images=load_rgb(image, timeout=timeout), return_tensors="pt"))
-
-    def _forward(self, model_inputs: dict[str, torch.Tensor], generate_kwargs: dict | None = None):
-        return {"sequences": self.model.generate(**model_inputs, **(generate_kwargs or {}))}  # (B, L)
-
-    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> list[dict[str, str]]:
-        return [{"generated_text": self.processor.decode_captions(model_outputs["sequences"])[0]}]
-
-    @staticmethod
-    def cli_options(args) -> dict[str, Any]:
-        return {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
-
-    def cli_lines(self, results: list[dict[str, str]]) -> list[str]:
-        return [result["generated_text"] for result in results]
-
-    def cli_record(self, results: list[dict[str, str]]) -> dict[str, Any]:
-        """Like every task's record, the answer under `prediction` (here the caption, also under `caption`)."""
-        return {"prediction": results[0]["generated_text"], "caption": results[0]["generated_text"]}
-
-
-__all__ = [
-    "ImageTextClassificationPipeline",
-    "ImageTextMatchingPipeline",
-    "ImageTextPipeline",
-    "ImageToTextPipeline",
-    "VQAPipeline",
-    "load_rgb",
-]
+__all__ = ["ImageTextPipeline", "load_rgb"]

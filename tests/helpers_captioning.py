@@ -12,9 +12,9 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from mmft.data.scenes import scene
-from mmft.modeling_captioning import MMFTForConditionalGeneration
-from mmft.processing_captioning import MMFTCaptionProcessor
 from mmft.processing_mmft import MMFTProcessor
+from mmft.tasks.captioning.modeling import MMFTForConditionalGeneration
+from mmft.tasks.captioning.processing import MMFTCaptionProcessor
 from mmft.towers import resolve_name
 
 

@@ -1,14 +1,16 @@
 """Every mmft model class, a tiny instance of each, and the inputs each one's forward takes (for the contract tests).
 
 `MODEL_CLASSES` is `MMFTModel` plus the model class of every task in `mmft.TASKS`, so a new task's head is covered by
-`tests/test_model_contract.py` as soon as it is registered. A head whose forward takes other inputs than (image,
-text, labels) registers an input builder in `INPUT_BUILDERS` (and, if `from_vision_text_pretrained` needs other
-arguments, a model builder in `MODEL_BUILDERS`); a class with no input builder fails with a message saying so.
+`tests/test_model_contract.py` as soon as it is registered, with no edit here: its tiny batch is built from what its
+`forward` declares (`INPUT_BUILDERS`, keyed by the inputs beyond image, text and labels: `image_ids` for pairs of a
+gallery, `text_input_ids` for a decoder's prompt), and its tiny model from what `from_vision_text_pretrained` takes
+(`MODEL_BUILDERS`: a `decoder`). A forward with inputs no builder knows fails with a message saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import nn
 import mmft
 from mmft import MMFTModel
 
-MODEL_CLASSES: list[type] = list(dict.fromkeys([MMFTModel, *(task.model_class for task in mmft.TASKS.values())]))
+MODEL_CLASSES: list[type] = list(dict.fromkeys([MMFTModel, *(mmft.TASKS.model_class(name) for name in mmft.TASKS)]))
 LABELS = ["yes", "no", "red", "circle"]
 BATCH = 3
 TEXT_LENGTH = 7
@@ -108,35 +110,53 @@ def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any
     )
 
 
-# model class -> (model, labels?) -> forward kwargs. A head with other inputs adds its own line.
-INPUT_BUILDERS: dict[type, Callable[..., dict[str, torch.Tensor]]] = {
-    MMFTModel: image_text_inputs,
-    mmft.MMFTForVisualQuestionAnswering: image_text_inputs,
-    mmft.MMFTForImageTextClassification: image_text_inputs,
-    mmft.MMFTForImageTextRetrieval: retrieval_inputs,
-    mmft.MMFTForConditionalGeneration: caption_inputs,
+# the forward's inputs beyond (pixel_values, input_ids, attention_mask, labels) -> (model, labels?) -> forward kwargs
+INPUT_BUILDERS: dict[frozenset[str], Callable[..., dict[str, torch.Tensor]]] = {
+    frozenset(): image_text_inputs,
+    frozenset({"image_ids", "return_loss"}): retrieval_inputs,
+    frozenset({"text_input_ids", "text_attention_mask"}): caption_inputs,
 }
-# model class -> (model class, vision kind, bridge, **config overrides) -> model; the default fits image-text heads.
-MODEL_BUILDERS: dict[type, Callable[..., nn.Module]] = {mmft.MMFTForConditionalGeneration: _caption_model}
-# model class -> the input keys of the text tower's ids and mask, where they are not `input_ids` / `attention_mask`
-TEXT_KEYS: dict[type, tuple[str, str]] = {mmft.MMFTForConditionalGeneration: ("text_input_ids", "text_attention_mask")}
+# an argument of `from_vision_text_pretrained` -> (model class, vision kind, bridge, **overrides) -> model; without
+# one of them, the default builder (image-text heads)
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"decoder": _caption_model}
+TEXT_KEYS_OF_PROMPTED = ("text_input_ids", "text_attention_mask")  # a decoder's prompt, as the text tower reads it
+_COMMON = {"pixel_values", "input_ids", "attention_mask", "labels"}
+
+
+def forward_extras(model_class: type) -> frozenset[str]:
+    """The inputs `model_class.forward` names beyond image, text and labels: those a builder makes, and any other
+    it requires (no default), which no builder makes."""
+    parameters = inspect.signature(model_class.forward).parameters
+    known = {name for names in INPUT_BUILDERS for name in names}
+    required = {
+        name
+        for name, parameter in list(parameters.items())[1:]
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
+    return frozenset(name for name in parameters if (name in known or name in required) and name not in _COMMON)
+
+
+def prompted(model_class: type) -> bool:
+    """Whether the text tower reads `text_input_ids` (a captioning model: `input_ids` are the decoder's)."""
+    return "text_input_ids" in forward_extras(model_class)
 
 
 def text_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The text tower's (ids, mask) among a model's forward inputs."""
-    ids, mask = TEXT_KEYS.get(type(model), ("input_ids", "attention_mask"))
+    ids, mask = TEXT_KEYS_OF_PROMPTED if prompted(type(model)) else ("input_ids", "attention_mask")
     return inputs[ids], inputs[mask]
 
 
 def token_tower(model: nn.Module) -> nn.Module:
     """The tower whose token embeddings `get_input_embeddings` returns and `resize_token_embeddings` resizes: a
     captioning model's decoder (it writes the tokens a user adds), every other model's text tower."""
-    return model.decoder.model if type(model) in TEXT_KEYS else model.core.text_tower.model
+    return model.decoder.model if prompted(type(model)) else model.core.text_tower.model
 
 
 def token_config(model: nn.Module):
     """The config (inside `model.config`) of `token_tower(model)`."""
-    return model.config.decoder_config if type(model) in TEXT_KEYS else model.config.text_config
+    return model.config.decoder_config if prompted(type(model)) else model.config.text_config
 
 
 def tiny(model_class: type, vision: str = "hf_vit", bridge: str = "co_attention", seed: int = 0, **overrides: Any):
@@ -144,17 +164,19 @@ def tiny(model_class: type, vision: str = "hf_vit", bridge: str = "co_attention"
     torch.manual_seed(seed)
     # A subclass (a test's deliberately broken head) is built like its parent: the default builder would load the
     # real pretrained decoder of a captioning model.
-    build = next((MODEL_BUILDERS[cls] for cls in model_class.__mro__ if cls in MODEL_BUILDERS), _default_model)
+    arguments = inspect.signature(model_class.from_vision_text_pretrained).parameters
+    build = next((MODEL_BUILDERS[name] for name in arguments if name in MODEL_BUILDERS), _default_model)
     return build(model_class, vision, bridge, **overrides).eval()
 
 
 def inputs_for(model: nn.Module, labels: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
     """The forward kwargs of `model`, from its class's input builder."""
-    builder = INPUT_BUILDERS.get(type(model))
+    extras = forward_extras(type(model))
+    builder = INPUT_BUILDERS.get(extras)
     if builder is None:
         pytest.fail(
-            f"{type(model).__name__} has no input builder: add one to INPUT_BUILDERS in tests/helpers_contract.py "
-            "(its forward's inputs), so the model contract tests can run it"
+            f"{type(model).__name__}'s forward takes {sorted(extras)}, which no input builder makes: add one to "
+            "INPUT_BUILDERS in tests/helpers_contract.py, so the model contract tests can run it"
         )
     return builder(model, labels=labels, seed=seed)
 

@@ -139,7 +139,7 @@ def prepare_vqa(
     """The VQA task's validated data for `dataset` (a path or name); `spec` holds extra `SourceSpec` fields,
     `validation` says whether the run evaluates during training (`Task.prepare_data`)."""
     from mmft.data import SourceSpec
-    from mmft.tasks.vqa import VQAArguments, VQATask
+    from mmft.tasks.vqa.task import VQAArguments, VQATask
 
     task = VQATask(VQAArguments(**task_args))
     spec = SourceSpec(dataset=str(dataset), **(spec or {}))
@@ -148,7 +148,7 @@ def prepare_vqa(
 
 def attach_vqa(data, processor, policy=None):
     """Attach the VQA transform to both splits of `data` (as the training path does)."""
-    from mmft.tasks.vqa import VQATask
+    from mmft.tasks.vqa.task import VQATask
 
     VQATask().attach(data, processor, policy)
     return data

@@ -19,7 +19,7 @@ from helpers_multi_run import run_groups
 from mmft.arguments import parse_recipe_args
 from mmft.data.collator import ROW_KEY
 from mmft.data.streaming import TrainStream
-from mmft.tasks.vqa import VQATask
+from mmft.tasks.vqa.task import VQATask
 from mmft.training import run
 
 NO_NODE_SPLIT = "--no_node_split"

@@ -14,8 +14,8 @@ from datasets import Image as ImageFeature
 from helpers_captioning import tiny_caption_model, tiny_caption_processor
 from PIL import Image
 
-from mmft.tasks import caption_evaluation
-from mmft.tasks.caption_evaluation import baseline_scores, caption_scores, image_features, most_frequent_caption
+from mmft.tasks.captioning import evaluation as caption_evaluation
+from mmft.tasks.captioning.evaluation import baseline_scores, caption_scores, image_features, most_frequent_caption
 
 # Four training images, each with captions whose baseline answer is fixed by construction:
 # 0 and 1: an unrelated caption first, then one caption written twice; that caption agrees with the image's other

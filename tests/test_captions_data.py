@@ -91,7 +91,7 @@ def test_caption_json_errors_name_the_file(tmp_path):
 def test_captioning_reads_a_flickr_csv_one_row_per_image_with_every_reference(tmp_path):
     from helpers_data import make_flickr_csv, pair_captions
 
-    from mmft.tasks.captioning import CaptioningArguments, CaptioningTask
+    from mmft.tasks.captioning.task import CaptioningArguments, CaptioningTask
 
     root = make_flickr_csv(tmp_path / "flickr", n_train=3, n_test=4)
     data = CaptioningTask(CaptioningArguments()).prepare_data(SourceSpec(dataset=str(root)))
@@ -157,7 +157,7 @@ def test_the_recipes_flickr30k_example_partitions_the_hub_layout_by_its_split_co
     from helpers_data import make_flickr_hub_layout, pair_captions
 
     from mmft.arguments import parse_recipe_args
-    from mmft.tasks.retrieval import RetrievalTask
+    from mmft.tasks.retrieval.task import RetrievalTask
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "retrieval.py"
     lines = recipe.read_text().replace("\\\n", " ").splitlines()  # a command continued with a backslash is one line

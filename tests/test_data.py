@@ -10,9 +10,9 @@ from helpers_data import attach_vqa, make_imagefolder, make_parquet_hub_layout, 
 
 from mmft.data import DataError
 from mmft.data import ImageTextCollator as VQACollator
-from mmft.data.answers import answer_id, build_answer_vocab, soft_scores
 from mmft.labels import IGNORE_INDEX
 from mmft.processing_mmft import MMFTProcessor
+from mmft.tasks.vqa.answers import answer_id, build_answer_vocab, soft_scores
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_vqa_csv_answer_cells_hold_json_lists_or_bar_separated_answers(tmp_path,
 
 def test_list_cells_are_split_only_where_the_column_declares_how():
     from mmft.data import TEXT, TEXTS, Column
-    from mmft.tasks.vqa import ANSWERS, QUESTION
+    from mmft.tasks.vqa.task import ANSWERS, QUESTION
 
     assert ANSWERS.canonical('["red", "red", "blue"]') == ["red", "red", "blue"]
     assert ANSWERS.canonical("red|red | blue") == ["red", "red", "blue"]
@@ -173,7 +173,7 @@ def test_relative_image_paths_resolve_against_image_root(tmp_path):
     from datasets import Image
 
     from mmft.data import SourceSpec, load_splits
-    from mmft.tasks.vqa import ANSWERS, QUESTION
+    from mmft.tasks.vqa.task import ANSWERS, QUESTION
 
     for spec, folder in (
         (SourceSpec(dataset=str(table), image_root=str(images)), images),

@@ -227,7 +227,7 @@ def test_classification_page_shows_the_pipelines_label_probabilities(browser, sc
 
 def test_retrieval_page_ranks_a_folder_for_a_text_and_captions_for_an_image_as_mmft_search(browser, scenes, tmp_path):
     from mmft.loading import load_model
-    from mmft.search import Searcher, search_captions, search_images
+    from mmft.tasks.retrieval.search import Searcher, search_captions, search_images
 
     folder = _save(tmp_path / "scenes_retrieval", tiny_retrieval())
     query, captions = "a big red circle on the right", scenes["captions"]

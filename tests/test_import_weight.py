@@ -1,15 +1,18 @@
 """`import mmft` loads the model side only: a saved model loads through the Auto classes and pipelines without the
-task layer or the training stack, which load on first use of `mmft.TASKS` (and the other task names)."""
+task classes or the training stack, which load on first use of `mmft.TASKS[name]` (and `mmft.Task`, ...). The
+registry (`mmft.tasks`) and each task package's `__init__` (its model side) are light and do load."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 # (accelerate is not among them: transformers' own model loading imports it)
 TRAINING_STACK = (
-    "mmft.tasks",
+    "mmft.tasks.base",
+    *(f"mmft.tasks.{name}.task" for name in ("vqa", "classification", "retrieval", "captioning")),
     "mmft.data",
     "mmft.training",
     "mmft.trainer",
@@ -35,4 +38,15 @@ def test_import_mmft_registers_every_head_without_the_training_stack():
     )
     loaded = _loaded_after(code)
     assert not [name for name in TRAINING_STACK if name in loaded]
-    assert "mmft.tasks" in _loaded_after("import mmft\nmmft.TASKS")  # control: the task layer on first use
+    assert "mmft.tasks.vqa.task" in _loaded_after("import mmft\nmmft.TASKS['vqa']")  # control: a task on first use
+
+
+def test_a_saved_model_loads_without_the_training_stack(tmp_path):
+    code = (
+        "import sys\nfrom helpers_contract import tiny\nimport mmft\n"
+        f"tiny(mmft.MMFTForVisualQuestionAnswering).save_pretrained({str(tmp_path)!r})\n"
+        "from transformers import AutoModelForVisualQuestionAnswering\n"
+        f"AutoModelForVisualQuestionAnswering.from_pretrained({str(tmp_path)!r})"
+    )
+    loaded = _loaded_after(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n{code}")
+    assert not [name for name in TRAINING_STACK if name in loaded]

@@ -21,8 +21,8 @@ from mmft.inference.embeddings import embed_images, embed_texts
 from mmft.inference.scores import label_scores, match_probability, rerank, top_scores
 from mmft.inference.sharded import map_and_gather, shard_bounds
 from mmft.tasks.base import TaskData
-from mmft.tasks.caption_evaluation import caption_scores
-from mmft.tasks.captioning import CaptioningArguments, CaptioningTask
+from mmft.tasks.captioning.evaluation import caption_scores
+from mmft.tasks.captioning.task import CaptioningArguments, CaptioningTask
 
 
 def _png(color: tuple[int, int, int]) -> bytes:

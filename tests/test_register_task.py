@@ -1,10 +1,15 @@
 """A task written outside mmft joins it by `register_task` alone: its recipe run, Auto class, pipeline, `mmft
-predict` and model card work with no other edit (the task below lives only in this file)."""
+predict` (with `--task`), a verb of its own, the model card and the model contract tests' input builder work with no
+other edit (the task below lives only in this file)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+import sys
 from collections import OrderedDict
+from functools import partial
 
 import pytest
 from helpers_launch import REPO, run_task_recipe, tiny_tower_flags
@@ -12,10 +17,10 @@ from test_e2e_classification import make_entailment_folder
 from transformers import pipeline
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
-from mmft import TASKS, CardInfo, MMFTForImageTextClassification, register_task
-from mmft.cli import main
-from mmft.pipeline import ImageTextClassificationPipeline
-from mmft.tasks.classification import ClassificationTask
+import mmft
+from mmft import TASKS, CardInfo, ImageTextClassificationPipeline, MMFTForImageTextClassification, register_task
+from mmft.cli import build_parser, main
+from mmft.tasks.classification.task import ClassificationTask
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +37,22 @@ class ClaimCheckingPipeline(ImageTextClassificationPipeline):
     """Image + claim -> true / false with their scores."""
 
 
+def _verdict(load_model, args: argparse.Namespace) -> int:
+    """`mmft verdict --model M --image I --claim C`: the task's own verb, printing the best label only."""
+    model, processor, task = load_model(args.model, "claim_checking")
+    checker = task.pipeline_class(model=model, processor=processor)
+    print(checker(image=args.image, text=args.claim)[0]["label"])
+    return 0
+
+
+def add_verdict(commands, device: str, load_model) -> None:
+    verdict = commands.add_parser("verdict", help="claim checking models: true or false")
+    verdict.add_argument("--model", required=True)
+    verdict.add_argument("--image", required=True)
+    verdict.add_argument("--claim", required=True)
+    verdict.set_defaults(run=partial(_verdict, load_model))
+
+
 class ClaimCheckingTask(ClassificationTask):
     name = "claim_checking"
     model_class = MMFTForClaimChecking
@@ -46,6 +67,8 @@ class ClaimCheckingTask(ClassificationTask):
         metrics=("accuracy",),
         usage='checker = pipeline("claim-checking", model="{repo}")  # after `import my_claims`',
     )
+    commands = ("predict", "explain", "verdict")
+    verbs = {"verdict": f"{__name__}:add_verdict"}  # `mmft verdict`, added by the registry
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +131,40 @@ def test_mmft_predict_serves_it_and_knows_its_name(trained, capsys):
     )
     printed = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert sorted(printed) == ["false", "true"]
+
+
+def test_its_own_verb_and_its_name_are_on_the_command_line(trained, capsys):
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert "verdict" in commands.choices
+    assert "claim_checking" in commands.choices["predict"].format_help()  # --task {...} lists it
+    image, model = str(trained["data"] / "test" / "0.png"), str(trained["output"])
+    assert main(["verdict", "--model", model, "--image", image, "--claim", "the square is red"]) == 0
+    assert capsys.readouterr().out.strip() in {"true", "false"}
+
+
+def test_its_head_gets_a_contract_test_batch_from_its_forward():
+    from helpers_contract import image_text_inputs, inputs_for, tiny
+
+    model = tiny(MMFTForClaimChecking)
+    inputs = inputs_for(model)
+    assert inputs.keys() == image_text_inputs(model).keys()
+    assert model(**inputs).logits.shape[0] == inputs["pixel_values"].shape[0]
+
+
+def test_register_task_by_package_loads_only_its_model_side():
+    """A task registered by package path (as the built-in tasks, one line each) registers its head and exports at
+    once, and loads its `task.py` (the training stack) only when `TASKS[name]` is read."""
+    code = (
+        "import sys, mmft\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'mmft-vqa' in PIPELINE_REGISTRY.supported_tasks and mmft.VQAPipeline\n"
+        "assert 'mmft.tasks.vqa.task' not in sys.modules\n"
+        "assert mmft.TASKS['vqa'].__module__ == 'mmft.tasks.vqa.task'\n"
+        "assert 'mmft.tasks.vqa.task' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert mmft.TASKS.model_class("vqa") is mmft.MMFTForVisualQuestionAnswering
 
 
 def test_the_card_says_what_the_task_declares(trained):

@@ -18,9 +18,9 @@ from mmft import AutoModelForImageTextRetrieval, LoraPlan, MMFTForImageTextRetri
 from mmft.contrastive import PairBatch, batch_uniforms, matching_examples, matching_loss, mine_negatives
 from mmft.data import SourceSpec
 from mmft.metrics.ranking import reranked_ranks, top_candidates
-from mmft.retrieval_eval import TokenBank
 from mmft.tasks import task_for_model
-from mmft.tasks.retrieval import RetrievalArguments, RetrievalTask, caption_pairs
+from mmft.tasks.retrieval.evaluation import TokenBank
+from mmft.tasks.retrieval.task import RetrievalArguments, RetrievalTask, caption_pairs
 
 CAPTIONS = [
     "a red square on the left",

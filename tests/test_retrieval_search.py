@@ -15,7 +15,7 @@ from test_retrieval import tiny_retrieval
 
 from mmft import AutoModelForImageTextRetrieval, MMFTProcessor
 from mmft.cli import main
-from mmft.search import CACHE_DIR, EmbeddingCache, Searcher, nearest
+from mmft.tasks.retrieval.search import CACHE_DIR, EmbeddingCache, Searcher, nearest
 
 COLOURS = ("red", "blue", "green", "yellow", "black", "purple")
 QUERY = "a red square at the top left"

@@ -25,7 +25,7 @@ from mmft.data.validation import validate_split
 from mmft.image_utils import ImageDataError, open_image
 from mmft.input_checks import text_problem
 from mmft.processing_mmft import MMFTProcessor
-from mmft.tasks.vqa import VQATask
+from mmft.tasks.vqa.task import VQATask
 
 VQA_COLUMNS = VQATask.columns
 
@@ -263,7 +263,7 @@ def test_empty_answers_raise_or_are_skipped(tmp_path):
 
 
 def test_unseen_answers_train_ignored_with_one_log_line_eval_scored_wrong(tmp_path, caplog):
-    from mmft.tasks.vqa import vqa_compute_metrics as make_compute_metrics
+    from mmft.tasks.vqa.task import vqa_compute_metrics as make_compute_metrics
 
     root = make_imagefolder(tmp_path / "d")
     for row in (0, 1):
@@ -369,7 +369,7 @@ def test_a_batch_of_only_bad_rows_is_never_empty(tmp_path, processor):
 
 def test_eval_rows_that_fail_to_decode_keep_alignment_and_are_not_scored(tmp_path, processor):
     from mmft.data import excluded_eval_positions
-    from mmft.tasks.vqa import vqa_compute_metrics as make_compute_metrics
+    from mmft.tasks.vqa.task import vqa_compute_metrics as make_compute_metrics
 
     root = make_imagefolder(tmp_path / "d")
     _truncated(root / "test" / "2.png")

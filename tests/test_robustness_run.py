@@ -272,7 +272,7 @@ def test_pickle_payload_in_a_model_folder_is_never_executed(tmp_path):
 
     import mmft
     from mmft.arguments import ModelArguments
-    from mmft.tasks.vqa import VQATask
+    from mmft.tasks.vqa.task import VQATask
     from mmft.training import load_saved_model
 
     assert type(AutoModelForVisualQuestionAnswering.from_pretrained(beside)) is mmft.MMFTForVisualQuestionAnswering

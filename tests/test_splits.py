@@ -84,7 +84,7 @@ def test_train_only_data_gets_validation_and_test_carved_by_image_and_logged(tra
 
 def test_negative_control_a_cut_by_row_puts_images_in_two_splits(train_only):
     from mmft.data.sources import load_local
-    from mmft.tasks.vqa import VQATask
+    from mmft.tasks.vqa.task import VQATask
 
     train = load_local(train_only, VQATask.columns, {}, "image")["train"]
     by_row = carve(train, [0.2], seed=42, keys=[str(row) for row in range(len(train))])

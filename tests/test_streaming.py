@@ -151,7 +151,7 @@ def test_imagefolder_streams_through_load_dataset(tmp_path, processor):
 
 def test_classification_label_outside_the_head_vocabulary_is_a_bad_row(tmp_path, processor):
     from mmft.data import SourceSpec
-    from mmft.tasks.classification import ClassificationArguments, ClassificationTask
+    from mmft.tasks.classification.task import ClassificationArguments, ClassificationTask
 
     make_imagefolder(tmp_path / "d")
     for split in ("train", "test"):  # VQA rows as (text, label) rows; training rows 20-23 get a new label

@@ -19,7 +19,7 @@ from mmft.callbacks import ThroughputCallback
 from mmft.data import DataError, SourceSpec
 from mmft.presets import drop_other_towers_keys, load_preset
 from mmft.tasks import TASKS, get_task, task_for_model
-from mmft.tasks.classification import ClassificationArguments, ClassificationTask, balanced_weights, label_order
+from mmft.tasks.classification.task import ClassificationArguments, ClassificationTask, balanced_weights, label_order
 
 LABELS = ["false", "true"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from .collator import ImageTextCollator, ImageTextTransform, decode_image, excluded_eval_positions
 from .columns import LABELS, TEXT, TEXTS, Column
 from .easy_vqa import load_easy_vqa
-from .easy_vqa_entailment import load_easy_vqa_entailment
 from .rejects import BadExample, BadExamplePolicy
 from .sources import DataError, SourceSpec, load_splits
 from .validation import validate_split
@@ -27,7 +26,6 @@ __all__ = [
     "decode_image",
     "excluded_eval_positions",
     "load_easy_vqa",
-    "load_easy_vqa_entailment",
     "load_splits",
     "validate_split",
 ]

@@ -3,7 +3,7 @@ them by task name. A new task adds its function and one line to `DEMOS`.
 
 Each function gets the `LoadedModel` (the model loaded once, its processor and the task's pipeline) and answers
 through the same code as the command line: the task's pipeline (`mmft predict`), `mmft.explain` (`mmft explain`)
-and `mmft.search` (`mmft search`). Images come in as the uploaded files, untouched (`type="filepath"`,
+and `mmft.tasks.retrieval.search` (`mmft search`). Images come in as the uploaded files, untouched (`type="filepath"`,
 `image_mode=None`), so they are decoded as in training, by `mmft.image_utils.load_rgb`.
 """
 
@@ -96,7 +96,7 @@ def classification_page(loaded: LoadedModel) -> None:
 # -- retrieval ------------------------------------------------------------------------------------------------------
 def retrieval_page(loaded: LoadedModel) -> None:
     """Text -> the best images of an uploaded folder; image -> the best of a list of captions (as `mmft search`)."""
-    from ..search import Searcher, search_captions, search_images
+    from ..tasks.retrieval.search import Searcher, search_captions, search_images
 
     searcher = Searcher(loaded.model, loaded.processor, loaded.path, loaded.device)
     rerank_help = "re-rank the best N by the matching head (0: off)"

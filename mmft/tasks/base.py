@@ -3,8 +3,8 @@
 A task never re-implements the training path. It answers the questions the shared code asks:
 which model class and which columns, how a row becomes model inputs (`encode` + `collator`), how predictions are
 scored (`compute_metrics`) and written (`prediction_records`), and what its model card and pipeline say.
-Adding a task is one module under `mmft/tasks/`, its metric module(s), a preset, a thin recipe and one line in
-`mmft.tasks.TASKS` (docs/tasks.md walks through the classification task as the example).
+Adding a task is one package under `mmft/tasks/` and one `register_task` line in `mmft/tasks/__init__.py`, plus its
+metric module(s), a preset and a thin recipe (docs/tasks.md walks through the classification task as the example).
 """
 
 from __future__ import annotations
@@ -162,6 +162,9 @@ class Task:
     # the `mmft` commands its models serve: `predict` always; `explain` needs a label head read through the bridge's
     # text->image attention, `search` an embedding space
     commands: ClassVar[tuple[str, ...]] = ("predict",)
+    # verbs the task brings to the `mmft` command: verb -> "module:function", the function adding its subparser
+    # (`function(subparsers, device, load_model)`, e.g. retrieval's `search`)
+    verbs: ClassVar[dict[str, str]] = {}
     streaming_problem: ClassVar[str | None] = None  # why --streaming cannot train this task (None: it can)
     # the metric its results are judged by (a key of test_results.json without the "test_" prefix); others reported
     # beside it where a comparison matters (retrieval: the dual encoder against the re-ranked scores)

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.collator import ImageTextTransform
-from ..inference.embeddings import embed_images, image_embedding, pixel_batches
-from ..metrics import load_metric
-from ..metrics.caption_tokenize import tokenize_caption
-from ..metrics.captioning import cider_d, prepare_captions
+from ...data.collator import ImageTextTransform
+from ...inference.embeddings import embed_images, image_embedding, pixel_batches
+from ...metrics import load_metric
+from ...metrics.caption_tokenize import tokenize_caption
+from ...metrics.captioning import cider_d, prepare_captions
 
 SIMILARITY_CHUNK = 1024  # eval images compared with every training image at a time
 

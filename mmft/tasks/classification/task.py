@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from ..data.columns import LABELS, TEXT, Column
-from ..data.easy_vqa_entailment import load_easy_vqa_entailment
-from ..data.sources import DataError
-from ..inference.bad_rows import scored_rows
-from ..inference.scores import label_scores
-from ..metrics import load_metric
-from ..modeling_classification import MULTI_LABEL, SINGLE_LABEL, MMFTForImageTextClassification
-from .base import CardInfo, Task, TaskData
+from ...data.columns import LABELS, TEXT, Column
+from ...data.sources import DataError
+from ...inference.bad_rows import scored_rows
+from ...inference.scores import label_scores
+from ...metrics import load_metric
+from ..base import CardInfo, Task, TaskData
+from .easy_vqa_entailment import load_easy_vqa_entailment
+from .modeling import MULTI_LABEL, SINGLE_LABEL, MMFTForImageTextClassification
 
 logger = logging.getLogger("mmft.data")
 
@@ -253,7 +253,7 @@ class ClassificationTask(Task):
     def after_evaluation(self, output_dir, data: TaskData, prediction, id2label: dict[int, str]) -> None:
         if data.info["multi_label"]:
             return
-        from ..metrics.classification import confusion_matrix, plot_confusion_matrix
+        from ...metrics.classification import confusion_matrix, plot_confusion_matrix
 
         label2id = {label: i for i, label in id2label.items()}
         predicted = self.scores(prediction.predictions, False).argmax(-1)

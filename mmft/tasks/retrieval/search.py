@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_text
-from .image_utils import load_rgb
-from .inference.embeddings import embed_images, embed_texts
-from .inference.scores import match_probability, rerank
-from .metrics.ranking import top_candidates
+from ...atomic import atomic_path, atomic_write_text
+from ...image_utils import load_rgb
+from ...inference.embeddings import embed_images, embed_texts
+from ...inference.scores import match_probability, rerank
+from ...metrics.ranking import top_candidates
 
 logger = logging.getLogger("mmft")
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForVisualQuestionAnswering
 
-from .heads import MMFTForPooledClassification
-from .labels import IGNORE_INDEX
+from ...heads import MMFTForPooledClassification
+from ...labels import IGNORE_INDEX
 from .pipeline import VQAPipeline
 
 

@@ -23,15 +23,15 @@ import torch
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
-from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from ..data.collator import ImageTextTransform
-from ..inference.bad_rows import scored_split_rows
-from ..inference.embeddings import embed_images, embed_texts, pixel_batches
-from ..modeling_retrieval import MMFTForImageTextRetrieval
-from ..rerank import RERANK_SCORES
-from ..retrieval_eval import RetrievalResult, evaluate_retrieval
-from ..unwrap import task_model
-from .base import CardInfo, Task, TaskData
+from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
+from ...data.collator import ImageTextTransform
+from ...inference.bad_rows import scored_split_rows
+from ...inference.embeddings import embed_images, embed_texts, pixel_batches
+from ...rerank import RERANK_SCORES
+from ...unwrap import task_model
+from ..base import CardInfo, Task, TaskData
+from .evaluation import RetrievalResult, evaluate_retrieval
+from .modeling import MMFTForImageTextRetrieval
 
 CAPTION = "caption"  # the column of a training pair's one caption
 
@@ -90,6 +90,7 @@ class RetrievalTask(Task):
     text_column = CAPTION
     default_dataset = "scenes"
     commands = ("predict", "search")
+    verbs = {"search": "mmft.tasks.retrieval.command:add_command"}  # `mmft search`
     main_metric = "rerank_rsum"  # R@1+5+10 both ways, re-ranked; beside it the dual encoder's and text->image R@1
     compared_metrics = ("dual_rsum", "rerank_t2i_recall@1", "dual_t2i_recall@1")
     streaming_problem = (

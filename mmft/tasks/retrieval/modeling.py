@@ -18,17 +18,22 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .auto import AutoModelForImageTextRetrieval
-from .configuration_mmft import MMFTConfig
-from .contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
-from .features import masked_mean
-from .heads import ClassificationHead, ContrastiveHead
-from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
-from .modeling_outputs import MMFTModelOutput
+from ...auto import new_auto_class
+from ...configuration_mmft import MMFTConfig
+from ...contrastive import PairBatch, contrastive_loss, gather_pairs, matching_examples, matching_loss, world
+from ...features import masked_mean
+from ...heads import ClassificationHead, ContrastiveHead
+from ...modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from ...modeling_outputs import MMFTModelOutput
+from ...rerank import RERANK_SCORES
 from .pipeline import ImageTextMatchingPipeline
-from .rerank import RERANK_SCORES
 
 MATCH_LABELS = ("no match", "match")  # the matching head's classes, in id order
+
+AutoModelForImageTextRetrieval = new_auto_class(
+    "AutoModelForImageTextRetrieval",
+    "Loads an image-text retrieval model (e.g. `MMFTForImageTextRetrieval`) from a saved folder.",
+)
 
 
 @dataclass
@@ -231,4 +236,4 @@ class MMFTForImageTextRetrieval(MMFTPreTrainedModel):
         )
 
 
-__all__ = ["MATCH_LABELS", "MMFTForImageTextRetrieval", "MMFTRetrievalOutput"]
+__all__ = ["MATCH_LABELS", "AutoModelForImageTextRetrieval", "MMFTForImageTextRetrieval", "MMFTRetrievalOutput"]

@@ -15,7 +15,7 @@ import re
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
-from .easy_vqa import _COLOURS
+from ...data.easy_vqa import _COLOURS
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLOURS = tuple(sorted(_COLOURS))

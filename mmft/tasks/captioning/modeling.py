@@ -24,13 +24,13 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, GenerationMixin, PreTrainedConfig
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .bridge import StreamBlock, _key_padding_bias, attention_flops
-from .configuration_mmft import MMFTConfig
-from .labels import IGNORE_INDEX
-from .modeling_mmft import MMFTModel, MMFTPreTrainedModel
-from .modeling_outputs import MMFTModelOutput
+from ...bridge import StreamBlock, _key_padding_bias, attention_flops
+from ...configuration_mmft import MMFTConfig
+from ...labels import IGNORE_INDEX
+from ...modeling_mmft import MMFTModel, MMFTPreTrainedModel
+from ...modeling_outputs import MMFTModelOutput
+from ...towers import TOWER_SPECS, BatchShapes, DecoderTower
 from .pipeline import ImageToTextPipeline
-from .towers import TOWER_SPECS, BatchShapes, DecoderTower
 
 
 @dataclass

@@ -4,7 +4,7 @@ Rows are `image` + `captions` (one or more references). Training sees every (ima
 the loss covers caption tokens only. The text tower reads a fixed prompt (`--caption_prompt`, saved with the
 processor). Evaluation generates a caption per eval image (`--max_new_tokens`, `--num_beams`, `--do_sample`, ...),
 scores BLEU-1..4, CIDEr-D and ROUGE-L against the references, and scores two baselines in the same run
-(`mmft.tasks.caption_evaluation`): the most frequent training caption, and the caption of the nearest training image
+(`mmft.tasks.captioning.evaluation`): the most frequent training caption, and the caption of the nearest training image
 by the trained vision tower's embedding. Each evaluation during training generates and scores the validation split
 the same way (`eval_cider`, ...; no baselines), bounded by `--max_eval_samples`. Rows rejected as unreadable under
 `--on_bad_example skip` are left out of every score (`excluded_bad_rows` says how many), as in the other tasks.
@@ -20,15 +20,15 @@ from typing import Any
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
-from ..data.caption_collator import CAPTION_KEY, CaptionCollator
-from ..data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from ..inference.bad_rows import scored_split_rows
-from ..inference.sharded import map_and_gather
-from ..modeling_captioning import MMFTForConditionalGeneration
-from ..processing_captioning import DEFAULT_PROMPT, MMFTCaptionProcessor
-from ..unwrap import task_model
-from .base import REAL_DATA_DEFAULTS, CardInfo, Task, TaskData
-from .caption_evaluation import Generated, baseline_scores, caption_scores, generate_captions, image_features
+from ...data.caption_collator import CAPTION_KEY, CaptionCollator
+from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
+from ...inference.bad_rows import scored_split_rows
+from ...inference.sharded import map_and_gather
+from ...unwrap import task_model
+from ..base import REAL_DATA_DEFAULTS, CardInfo, Task, TaskData
+from .evaluation import Generated, baseline_scores, caption_scores, generate_captions, image_features
+from .modeling import MMFTForConditionalGeneration
+from .processing import DEFAULT_PROMPT, MMFTCaptionProcessor
 
 logger = logging.getLogger("mmft")
 
@@ -64,7 +64,7 @@ class CaptioningArguments(CaptionDataArguments):
     baselines: bool = field(default=True, metadata={"help": "score the frequent-caption and nearest-image baselines"})
 
     def decoder_args(self) -> dict[str, Any] | None:
-        from ..flags import json_flag
+        from ...flags import json_flag
 
         return json_flag("decoder_model_args", self.decoder_model_args)
 

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from .image_utils import to_rgb
-from .input_checks import check_texts
-from .labels import IGNORE_INDEX
-from .processing_mmft import MMFTProcessor
+from ...image_utils import to_rgb
+from ...input_checks import check_texts
+from ...labels import IGNORE_INDEX
+from ...processing_mmft import MMFTProcessor
 
 DEFAULT_PROMPT = "describe the picture"
 
@@ -146,7 +146,7 @@ class MMFTCaptionProcessor(MMFTProcessor):
     ) -> MMFTCaptionProcessor:
         """The processor of the towers and decoder named as `MMFTForConditionalGeneration.from_vision_text_pretrained`
         takes them (`kwargs`: `prompt`, `max_caption_tokens`)."""
-        from .towers import TOWER_SPECS
+        from ...towers import TOWER_SPECS
 
         base = MMFTProcessor.from_vision_text_pretrained(vision, text, image_size, vision_model_args)
         return cls(base.image_processor, TOWER_SPECS["decoder"].tokenizer(decoder), base.tokenizer, **kwargs)

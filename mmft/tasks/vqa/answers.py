@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..labels import IGNORE_INDEX  # what cross-entropy skips: rows whose answer is outside the vocabulary
-from ..metrics.vqa_normalization import normalize_answer
+from ...labels import IGNORE_INDEX  # what cross-entropy skips: rows whose answer is outside the vocabulary
+from ...metrics.vqa_normalization import normalize_answer
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
-from .sources import DataError
+from ...data.sources import DataError
 
 FEATURES = Features(
     {

@@ -5,12 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .auto import AutoModelForImageTextClassification
-from .configuration_mmft import MMFTConfig
-from .heads import MMFTForPooledClassification
+from ...auto import new_auto_class
+from ...configuration_mmft import MMFTConfig
+from ...heads import MMFTForPooledClassification
 from .pipeline import ImageTextClassificationPipeline
 
 SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classification"
+
+AutoModelForImageTextClassification = new_auto_class(
+    "AutoModelForImageTextClassification",
+    "Loads an image-text classification model (e.g. `MMFTForImageTextClassification`) from a saved folder.",
+)
 
 
 class MMFTForImageTextClassification(MMFTForPooledClassification):
@@ -41,4 +46,4 @@ class MMFTForImageTextClassification(MMFTForPooledClassification):
         return F.cross_entropy(logits, labels, weight=weights)  # label ids (B,)
 
 
-__all__ = ["MMFTForImageTextClassification", "MULTI_LABEL", "SINGLE_LABEL"]
+__all__ = ["AutoModelForImageTextClassification", "MMFTForImageTextClassification", "MULTI_LABEL", "SINGLE_LABEL"]

@@ -14,7 +14,13 @@ from functools import partial
 import numpy as np
 from datasets import Dataset
 
-from ..data.answers import (
+from ...data.columns import TEXT, TEXTS, Column
+from ...data.easy_vqa import load_easy_vqa
+from ...data.sources import DataError
+from ...inference.bad_rows import scored_rows
+from ...metrics import load_metric
+from ..base import CardInfo, Task, TaskData
+from .answers import (
     answer_id,
     as_answer_list,
     build_answer_vocab,
@@ -23,14 +29,8 @@ from ..data.answers import (
     out_of_vocab_rows,
     soft_scores,
 )
-from ..data.columns import TEXT, TEXTS, Column
-from ..data.easy_vqa import load_easy_vqa
-from ..data.sources import DataError
-from ..data.vqav2 import load_vqav2
-from ..inference.bad_rows import scored_rows
-from ..metrics import load_metric
-from ..modeling_vqa import MMFTForVisualQuestionAnswering
-from .base import CardInfo, Task, TaskData
+from .modeling import MMFTForVisualQuestionAnswering
+from .vqav2 import load_vqav2
 
 logger = logging.getLogger("mmft.data")
 
@@ -64,7 +64,7 @@ def check_vocabulary_overlap(
     vocabulary: list[str], train_answers: list[list[str]], unknown_train: list[int], n_eval: int, n_unknown_eval: int
 ) -> None:
     """A checkpoint's answer vocabulary against a dataset: an error when they share nothing, else a warning."""
-    from ..metrics.vqa_normalization import normalize_answer
+    from ...metrics.vqa_normalization import normalize_answer
 
     distinct = {normalize_answer(a) for row in train_answers for a in row} - {""}
     missing = sorted(distinct - set(vocabulary))

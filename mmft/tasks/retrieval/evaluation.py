@@ -18,11 +18,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from .inference.embeddings import Embedded, TokenBank, embed_images, embed_texts
-from .inference.scores import rerank
-from .inference.sharded import map_and_gather
-from .metrics import load_metric
-from .metrics.ranking import coco_retrieval_targets, reranked_ranks, retrieval_ranks, top_candidates
+from ...inference.embeddings import Embedded, TokenBank, embed_images, embed_texts
+from ...inference.scores import rerank
+from ...inference.sharded import map_and_gather
+from ...metrics import load_metric
+from ...metrics.ranking import coco_retrieval_targets, reranked_ranks, retrieval_ranks, top_candidates
 
 KS = (1, 5, 10)
 TOP_RECORDED = 5  # candidates listed per query in predictions.jsonl
