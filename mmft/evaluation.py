@@ -27,7 +27,7 @@ import torch
 from .arguments import DataArguments, LoraArguments, ModelArguments, OutputArguments, RecipeArguments
 from .atomic import atomic_write_text
 from .data import BadExamplePolicy, DataError, excluded_eval_positions
-from .data.sources import TEST_SPLIT_NAMES, VALIDATION_SPLIT_NAMES
+from .data.splits import TEST_SPLIT_NAMES, VALIDATION_SPLIT_NAMES
 
 logger = logging.getLogger("mmft")
 

@@ -204,7 +204,7 @@ def test_hub_configuration_and_revision_reach_load_dataset(tmp_path, monkeypatch
 def test_a_split_column_partitions_the_loaded_rows_before_the_splits_are_chosen(tmp_path):
     from datasets import DatasetDict, load_dataset
 
-    from mmft.data.sources import partition_by_column
+    from mmft.data.splits import partition_by_column
 
     root = make_parquet_hub_layout(tmp_path / "hub", n_train=6, n_test=3)
     loaded = load_dataset(str(root))

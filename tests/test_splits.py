@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from mmft.data import DataError
-from mmft.data.sources import SourceSpec, carve, choose_splits, image_keys
+from mmft.data.sources import SourceSpec
+from mmft.data.splits import carve, choose_splits, image_keys
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES, QUESTIONS_PER_IMAGE = 30, 3

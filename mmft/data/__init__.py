@@ -9,7 +9,8 @@ from .collator import ImageTextCollator, ImageTextTransform, decode_image, exclu
 from .columns import LABELS, TEXT, TEXTS, Column
 from .easy_vqa import load_easy_vqa
 from .rejects import BadExample, BadExamplePolicy
-from .sources import DataError, SourceSpec, load_splits
+from .sources import DataError, SourceSpec
+from .splits import load_splits
 from .validation import validate_split
 
 __all__ = [

@@ -27,7 +27,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Image
 
 from .columns import TEXTS, Column
-from .sources import DataError, features_of, image_key
+from .sources import DataError, features_of
+from .splits import image_key
 
 # A table cell may hold an image's captions as a JSON list (Flickr30k's own CSV); a caption is never split on `|`.
 CAPTIONS = Column(

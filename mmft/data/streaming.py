@@ -31,7 +31,8 @@ from datasets.distributed import split_dataset_by_node
 from .collator import ROW_KEY
 from .columns import Column
 from .rejects import BadExample, BadExamplePolicy
-from .sources import DataError, SourceSpec, choose_splits
+from .sources import DataError, SourceSpec
+from .splits import choose_splits
 from .stream_sources import ROW, open_streams
 from .validation import find_bad_rows, row_problem, validate_split
 

@@ -22,7 +22,8 @@ from datasets import Dataset, DatasetDict, Image
 from ..data.collator import ImageTextCollator, ImageTextTransform
 from ..data.columns import Column
 from ..data.rejects import BadExamplePolicy
-from ..data.sources import SourceSpec, Splits, load_splits, read_splits
+from ..data.sources import SourceSpec
+from ..data.splits import Splits, load_splits, read_splits
 from ..data.streaming import stream_splits
 from ..data.validation import validate_split
 
