@@ -10,7 +10,7 @@ from helpers_data import write_image
 
 from mmft.data import BadExamplePolicy, DataError, SourceSpec
 from mmft.data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
-from mmft.tasks.base import prepare_splits
+from mmft.data.prepare import prepare_splits
 
 
 def _karpathy(tmp_path, sentences_of_first=None):

@@ -17,7 +17,7 @@ from helpers_launch import REPO, tiny_tower_flags
 from mmft.arguments import parse_recipe_args
 from mmft.presets import RUN_CONFIG, load_preset
 from mmft.tasks import TASKS, get_task
-from mmft.tasks.base import REAL_DATA_DEFAULTS, dataset_slug
+from mmft.tasks.defaults import REAL_DATA_DEFAULTS, dataset_slug
 from mmft.training import main, record_flags
 
 RECIPES = ("vqa", "classification", "retrieval", "captioning")

@@ -308,7 +308,7 @@ def test_captioning_reports_cider_at_an_evaluation_during_training(tmp_path, tin
 def test_selection_metric_is_the_tasks_main_metric_unless_one_is_named():
     from mmft.arguments import parse_recipe_args
     from mmft.tasks import get_task
-    from mmft.training import select_by_main_metric
+    from mmft.selection import select_by_main_metric
 
     expected = {
         ("vqa", ()): "eval_accuracy",

@@ -34,7 +34,6 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 IMAGE_KEYS = ("file_name", "image", "image_path", "path")  # where a table row may name its image file
 
 
-
 class DataError(ValueError):
     """A problem with the user's data, with the file/row/column it was found in and what to do."""
 

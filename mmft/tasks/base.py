@@ -10,52 +10,22 @@ metric module(s), a preset and a thin recipe (docs/tasks.md walks through the cl
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Image
+from datasets import Dataset, DatasetDict
 
 from ..data.collator import ImageTextCollator, ImageTextTransform
 from ..data.columns import Column
+from ..data.prepare import checked_split, prepare_splits
 from ..data.rejects import BadExamplePolicy
 from ..data.sources import SourceSpec
-from ..data.splits import Splits, load_splits, read_splits
+from ..data.splits import read_splits
 from ..data.streaming import stream_splits
-from ..data.validation import validate_split
-
-# Where a run without a preset starts (`Task.real_data_defaults`): what a user with Hub access would pick for their own
-# data. Pretrained towers (never one from scratch unless asked), epochs rather than steps, an evaluation and a
-# checkpoint per epoch. `report_to` stays transformers' default (no integration unless asked for); `output_dir` comes
-# from the dataset (`Task.output_dir_for`).
-REAL_DATA_DEFAULTS: dict[str, Any] = {
-    "vision_model": "google/vit-base-patch16-224-in21k",
-    "text_model": "bert-base-uncased",
-    "num_train_epochs": 3,
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 64,
-    # the new modules (bridge, projections, head) and LoRA adapters learn from scratch; a full tower only adapts
-    "learning_rate": 1.0e-4,
-    "tower_learning_rate": 2.0e-5,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.1,  # a fraction of the training steps
-    "weight_decay": 0.01,
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "save_total_limit": 2,
-    "load_best_model_at_end": True,  # selected on the validation split by the task's main metric (`selection_metric`)
-    "logging_steps": 50,
-}
-
-
-def dataset_slug(dataset: str) -> str:
-    """A dataset's name for a folder: a local folder's (or file's) own name, a Hub id with '/' as '_'."""
-    name = os.path.basename(os.path.normpath(dataset)) if os.path.exists(dataset) else dataset.strip("./")
-    name = os.path.splitext(name)[0] if os.path.isfile(dataset) else name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "dataset"
+from .defaults import REAL_DATA_DEFAULTS, dataset_slug
 
 
 @dataclass
@@ -95,54 +65,6 @@ class CardInfo:
     metrics: tuple[str, ...]  # metric names (without the split prefix) that go into model-index
     usage: str  # a Python snippet: how to load and call the model; `{repo}` is filled in
     limitations: str | None = None  # Markdown bullets; None: the card's generic ones (for label classifiers)
-
-
-def _limit(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-
-
-def prepare_splits(
-    spec: SourceSpec,
-    columns: tuple[Column, ...],
-    column_map: dict[str, str] | None = None,
-    named: dict[str, Callable[[SourceSpec], DatasetDict]] | None = None,
-    keep: tuple[str, ...] = (),
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    policy: BadExamplePolicy | None = None,
-    validation: bool = False,
-    seed: int = 42,
-) -> Splits:
-    """Load (carving what `load_splits` carves), limit and validate (train, validation, test); each row keeps its
-    number in its split in `row`, for messages. `max_eval_samples` bounds validation and test alike.
-
-    Images stay undecoded: the transform decodes them, so a bad file is reported with its path and row.
-    """
-    policy = policy or BadExamplePolicy(source=spec.dataset or "dataset")
-    loaded = load_splits(spec, columns, column_map, named, keep, validation, seed)
-    names = {"train": "train", "validation": "validation", "test": "eval"}  # split names in messages and rejects
-    prepared = {}
-    for role, data in loaded._asdict().items():
-        limit = max_train_samples if role == "train" else max_eval_samples
-        prepared[role] = (
-            None if data is None else checked_split(data, names[role], spec.dataset, columns, policy, limit)
-        )
-    return Splits(**prepared)
-
-
-def checked_split(
-    data: Dataset,
-    role: str,
-    source: str | None,
-    columns: tuple[Column, ...],
-    policy: BadExamplePolicy,
-    limit: int | None = None,
-) -> Dataset:
-    """One loaded split limited to `limit` rows, numbered (`row`), validated as `role` ("train" or "eval"), with
-    its images undecoded."""
-    data = _limit(data, limit)
-    data = validate_split(data.add_column("row", list(range(len(data)))), role, source, columns, policy)
-    return data.cast_column("image", Image(decode=False))
 
 
 class Task:
@@ -432,12 +354,4 @@ class Task:
         return [({}, {"image": row["image"], text_key: text})]
 
 
-__all__ = [
-    "REAL_DATA_DEFAULTS",
-    "CardInfo",
-    "Task",
-    "TaskData",
-    "checked_split",
-    "dataset_slug",
-    "prepare_splits",
-]
+__all__ = ["CardInfo", "Task", "TaskData"]

@@ -25,7 +25,8 @@ from ...data.captions import CAPTIONS, CaptionDataArguments, caption_datasets
 from ...inference.bad_rows import scored_split_rows
 from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
-from ..base import REAL_DATA_DEFAULTS, CardInfo, Task, TaskData
+from ..base import CardInfo, Task, TaskData
+from ..defaults import REAL_DATA_DEFAULTS
 from .evaluation import Generated, baseline_scores, caption_scores, generate_captions, image_features
 from .modeling import MMFTForConditionalGeneration
 from .processing import DEFAULT_PROMPT, MMFTCaptionProcessor
