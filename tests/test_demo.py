@@ -344,14 +344,31 @@ def test_demo_refuses_what_is_not_an_mmft_model_in_one_sentence(tmp_path, tiny_t
 def test_demo_without_gradio_or_for_a_task_without_a_page_says_so(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    from mmft.demo import tabs
-
     folder = _save(tmp_path / "model", tiny(mmft.MMFTForImageTextClassification, "timm_cnn"))
-    monkeypatch.delitem(tabs.DEMOS, "classification")
-    assert "'classification' model, and that task has no demo" in _refusal(capsys, str(folder))
+    with monkeypatch.context() as patched:
+        patched.setattr(mmft.TASKS["classification"], "demo", None)  # a task that declares no page
+        refusal = _refusal(capsys, str(folder))
+    assert "'classification' model, and that task has no demo" in refusal
+    assert "there are demos for captioning, retrieval, vqa)" in refusal
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
     assert 'pip install "mmft[demo]"' in _refusal(capsys, str(folder))
+
+
+def test_each_task_declares_its_page_which_only_mmft_demo_imports():
+    """A task's page is the function its `Task.demo` names, in its own package; neither `import mmft`, nor reading
+    every task from the registry, nor building the `mmft` command imports it or Gradio."""
+    code = (
+        "import sys, mmft\n"
+        "from mmft.cli import build_parser\n"
+        "build_parser()\n"
+        "demos = {name: mmft.TASKS[name].demo for name in mmft.TASKS}\n"
+        "assert demos == {name: f'mmft.tasks.{name}.demo:{name}_page' for name in demos}, demos\n"
+        "loaded = [m for m in sys.modules if m == 'gradio' or m.startswith('gradio.') or m.endswith('.demo.widgets')"
+        " or (m.startswith('mmft.tasks.') and m.endswith('.demo'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_write_space_and_push_demo_flags(tmp_path, capsys):
@@ -366,7 +383,7 @@ def test_write_space_and_push_demo_flags(tmp_path, capsys):
 def test_the_vqa_heat_map_is_mmft_explains_and_a_bridge_without_attention_gets_a_note(scenes, tmp_path):
     from types import SimpleNamespace
 
-    from mmft.demo.tabs import _explanation
+    from mmft.tasks.vqa.demo import _explanation
 
     processor = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", IMAGE_SIZE, TINY_TIMM_CNN)
     for bridge in ("co_attention", "concat"):

@@ -1,6 +1,6 @@
 """A task written outside mmft joins it by `register_task` alone: its recipe run, Auto class, pipeline, `mmft
-predict` (with `--task`), a verb of its own, the model card and the model contract tests' input builder work with no
-other edit (the task below lives only in this file)."""
+predict` (with `--task`), a verb of its own, its `mmft demo` page, the model card and the model contract tests' input
+builder work with no other edit (the task below lives only in this file)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,28 @@ def add_verdict(commands, device: str, load_model) -> None:
     verdict.set_defaults(run=partial(_verdict, load_model))
 
 
+PAGES: list = []  # (the LoadedModel, the page's answer function) of each page `claim_page` built
+
+
+def claim_page(loaded) -> None:
+    """The task's own `mmft demo` page: image + claim -> the verdict, on the widgets mmft's pages share."""
+    import gradio as gr
+
+    from mmft.demo.widgets import _image, _needs, _scored
+
+    image = _image()
+    claim = gr.Textbox(label="claim", elem_id="claim")
+    check = gr.Button("Check", variant="primary", elem_id="check")
+    verdict = gr.Label(label="verdict", elem_id="verdict")
+
+    def judge(image_path, text):
+        _needs(image=image_path, claim=text)
+        return _scored(loaded.pipeline(image_path, text=text), "label")
+
+    check.click(judge, [image, claim], verdict)
+    PAGES.append((loaded, judge))
+
+
 class ClaimCheckingTask(ClassificationTask):
     name = "claim_checking"
     model_class = MMFTForClaimChecking
@@ -69,6 +91,7 @@ class ClaimCheckingTask(ClassificationTask):
     )
     commands = ("predict", "explain", "verdict")
     verbs = {"verdict": f"{__name__}:add_verdict"}  # `mmft verdict`, added by the registry
+    demo = f"{__name__}:claim_page"  # its `mmft demo` page (else it would inherit classification's)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +164,27 @@ def test_its_own_verb_and_its_name_are_on_the_command_line(trained, capsys):
     image, model = str(trained["data"] / "test" / "0.png"), str(trained["output"])
     assert main(["verdict", "--model", model, "--image", image, "--claim", "the square is red"]) == 0
     assert capsys.readouterr().out.strip() in {"true", "false"}
+
+
+def test_mmft_demo_serves_the_page_its_task_declares_and_refuses_a_task_without_one(trained, monkeypatch, capsys):
+    import gradio
+
+    launched = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.append(self))
+    model, image = str(trained["output"]), str(trained["data"] / "test" / "0.png")
+    assert main(["demo", model]) == 0
+    (page,) = launched
+    assert {"image", "claim", "check", "verdict"} <= {getattr(block, "elem_id", None) for block in page.blocks.values()}
+    loaded, judge = PAGES[-1]
+    assert loaded.task is ClaimCheckingTask and isinstance(loaded.pipeline, ClaimCheckingPipeline)
+    assert judge(image, "the square is red").keys() == {"true", "false"}  # answered by the task's pipeline
+
+    monkeypatch.setattr(ClaimCheckingTask, "demo", None)  # a task that declares no page
+    capsys.readouterr()
+    assert main(["demo", model]) == 2
+    refusal = capsys.readouterr().err
+    assert "'claim_checking' model, and that task has no demo" in refusal
+    assert "Traceback" not in refusal and refusal.count("\n") == 1, refusal
 
 
 def test_its_head_gets_a_contract_test_batch_from_its_forward():

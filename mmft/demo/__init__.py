@@ -4,11 +4,12 @@
     mmft demo outputs/scenes_retrieval --port 8000  # text -> images of a folder, image -> captions
     mmft demo outputs/scenes_captioning --write_space   # writes app.py + requirements.txt into the folder
 
-The page is built for the task in the model's config by one function of `mmft.demo.tabs.DEMOS` (task name ->
-function); a new task adds its function and one line there. Every answer comes from the task's pipeline (or, for
-retrieval, from `mmft search`'s code), so the page preprocesses and decodes exactly as `mmft predict` does. The model
-is loaded once, when the page is built. Importing this package does not import Gradio (`pip install "mmft[demo]"`);
-building a page does.
+The page is built for the task in the model's config by the function its `Task.demo` names, found through the task
+registry (`mmft.tasks.TASKS`) and imported only then: each task's page lives in its own package
+(`mmft/tasks/<name>/demo.py`), on the widgets the pages share (`mmft.demo.widgets`). Every answer comes from the
+task's pipeline (or, for retrieval, from `mmft search`'s code), so the page preprocesses and decodes exactly as `mmft
+predict` does. The model is loaded once, when the page is built. Importing this package does not import Gradio
+(`pip install "mmft[demo]"`); building a page does.
 """
 
 from __future__ import annotations

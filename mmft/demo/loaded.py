@@ -15,7 +15,7 @@ class DemoError(Exception):
 
 @dataclass
 class LoadedModel:
-    """What a task's page builder gets (`mmft.demo.tabs.DEMOS`): the model, loaded once, and the task's pipeline."""
+    """What a task's page builder (the function `Task.demo` names) gets: the model, loaded once, and its pipeline."""
 
     path: str  # the folder or Hub repo id it was loaded from
     model: Any  # the pipeline's model (on `device`, in eval mode)

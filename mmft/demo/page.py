@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import importlib.util
 import re
 import shutil
@@ -45,17 +46,20 @@ def check_model(model: str) -> type:
 
 
 def page_builder(model: str, task: type) -> Callable[[LoadedModel], None]:
-    """The function that builds `task`'s page; a DemoError when Gradio is missing or the task has no page."""
+    """The function that builds `task`'s page, the one its `Task.demo` names ("module:function", imported here and
+    nowhere else); a DemoError when the task declares none or Gradio is missing."""
+    if not getattr(task, "demo", None):
+        from ..tasks import TASKS
+
+        pages = sorted(name for name in TASKS if getattr(TASKS[name], "demo", None))
+        raise DemoError(
+            f"{model} holds a {task.name!r} model, and that task has no demo (its Task.demo names no page; there are "
+            f"demos for {', '.join(pages) or 'no task'})"
+        )
     if importlib.util.find_spec("gradio") is None:
         raise DemoError(f"mmft demo needs Gradio, which is not installed: {INSTALL}")
-    from .tabs import DEMOS
-
-    if task.name not in DEMOS:
-        raise DemoError(
-            f"{model} holds a {task.name!r} model, and that task has no demo (there are demos for "
-            f"{', '.join(sorted(DEMOS))})"
-        )
-    return DEMOS[task.name]
+    module, function = task.demo.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def default_device() -> str:

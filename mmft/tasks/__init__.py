@@ -5,8 +5,9 @@ A task is one package, `mmft/tasks/<name>/`: its task (`task.py`), model class (
 for the rest of mmft to serve it, everything below is read from the registry: its model loads through its Auto class
 and its pipeline through `pipeline(task.pipeline_task, ...)` (both registered here), its public classes are
 `mmft.<Name>`, `mmft predict` (and `explain`, `search` or a verb of its own, where the task lists them in
-`Task.commands`) accepts its models with its pipeline's flags, its model card says what `Task.card` says, the model
-contract tests cover its head, and `recipes/<name>.py` is `mmft.training.main(name, ...)`.
+`Task.commands`) accepts its models with its pipeline's flags, `mmft demo` serves them the page `Task.demo` names
+(`<package>.demo`, imported by `mmft demo` alone), its model card says what `Task.card` says, the model contract tests
+cover its head, and `recipes/<name>.py` is `mmft.training.main(name, ...)`.
 
 Built-in tasks are registered below, one line each, by package: the package's `__init__` is its model side only
 (`model_class`, with the Auto class and pipeline it declares, and its public `__all__`), so `import mmft` loads no

@@ -88,6 +88,9 @@ class Task:
     # verbs the task brings to the `mmft` command: verb -> "module:function", the function adding its subparser
     # (`function(subparsers, device, load_model)`, e.g. retrieval's `search`)
     verbs: ClassVar[dict[str, str]] = {}
+    # its `mmft demo` page: "module:function", the function building the page inside the current `gradio.Blocks` from
+    # a `mmft.demo.loaded.LoadedModel`; imported only by `mmft demo` (None: no page, and `mmft demo` says so)
+    demo: ClassVar[str | None] = None
     streaming_problem: ClassVar[str | None] = None  # why --streaming cannot train this task (None: it can)
     # the metric its results are judged by (a key of test_results.json without the "test_" prefix); others reported
     # beside it where a comparison matters (retrieval: the dual encoder against the re-ranked scores)

@@ -85,6 +85,7 @@ class CaptioningTask(Task):
     columns = (CAPTIONS,)
     text_column = None  # the text tower reads the processor's fixed prompt
     default_dataset = "scenes"
+    demo = "mmft.tasks.captioning.demo:captioning_page"  # `mmft demo`
     streaming_problem = (
         "its training rows are (image, caption) pairs expanded from each image's captions, which a "
         "stream cannot expand yet; drop --streaming to load the dataset into memory"

@@ -116,6 +116,7 @@ class ClassificationTask(Task):
     keep_columns = ("statement_type",)
     default_dataset = "easy_vqa_entailment"
     commands = ("predict", "explain")
+    demo = "mmft.tasks.classification.demo:classification_page"  # `mmft demo`
     card = CardInfo(
         pipeline_tag=None,  # the Hub has no image-text classification pipeline tag
         task_type="image-text-classification",

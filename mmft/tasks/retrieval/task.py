@@ -91,6 +91,7 @@ class RetrievalTask(Task):
     default_dataset = "scenes"
     commands = ("predict", "search")
     verbs = {"search": "mmft.tasks.retrieval.command:add_command"}  # `mmft search`
+    demo = "mmft.tasks.retrieval.demo:retrieval_page"  # `mmft demo`
     main_metric = "rerank_rsum"  # R@1+5+10 both ways, re-ranked; beside it the dual encoder's and text->image R@1
     compared_metrics = ("dual_rsum", "rerank_t2i_recall@1", "dual_t2i_recall@1")
     streaming_problem = (

@@ -95,6 +95,7 @@ class VQATask(Task):
     keep_columns = ("question_type", "answer_type", "question_id")  # VQAv2's: per-type accuracy, submission
     default_dataset = "easy_vqa"
     commands = ("predict", "explain")
+    demo = "mmft.tasks.vqa.demo:vqa_page"  # `mmft demo`
     card = CardInfo(
         pipeline_tag="visual-question-answering",
         task_type="visual-question-answering",
