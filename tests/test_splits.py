@@ -307,8 +307,8 @@ def test_captioning_reports_cider_at_an_evaluation_during_training(tmp_path, tin
 
 def test_selection_metric_is_the_tasks_main_metric_unless_one_is_named():
     from mmft.arguments import parse_recipe_args
-    from mmft.tasks import get_task
     from mmft.selection import select_by_main_metric
+    from mmft.tasks import get_task
 
     expected = {
         ("vqa", ()): "eval_accuracy",
