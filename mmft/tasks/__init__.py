@@ -126,6 +126,7 @@ register_task("mmft.tasks.vqa")
 register_task("mmft.tasks.classification")
 register_task("mmft.tasks.retrieval")
 register_task("mmft.tasks.captioning")
+register_task("mmft.tasks.generative_vqa")
 
 
 def exported(name: str) -> Any:

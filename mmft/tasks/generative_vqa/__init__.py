@@ -1,0 +1,16 @@
+"""Generative VQA: an image and a question in, an answer written by the captioning decoder.
+
+The package's `__init__` is its model side (what `import mmft` loads): the head (the captioning model under its own
+name, Auto class and pipeline), its processor, and the public names (`__all__`, also `mmft.<name>`). The task
+(`task.py`: data, targets, the answer collator) and its evaluation (`evaluation.py`: generated answers scored by VQA
+accuracy and exact match) load on first use of `mmft.TASKS["generative_vqa"]`.
+"""
+
+from .modeling import AutoModelForGenerativeVQA, MMFTForGenerativeVQA
+from .pipeline import ImageTextToTextPipeline
+from .processing import MMFTPromptProcessor
+
+model_class = MMFTForGenerativeVQA
+task_class = "GenerativeVQATask"  # in .task
+
+__all__ = ["AutoModelForGenerativeVQA", "ImageTextToTextPipeline", "MMFTForGenerativeVQA", "MMFTPromptProcessor"]

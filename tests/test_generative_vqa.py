@@ -1,0 +1,216 @@
+"""Generative VQA (mmft/tasks/generative_vqa): the loss mask against a hand-built example, greedy and beam generation
+after a save/reload against the in-memory model, and a tiny end-to-end recipe run (tiny towers, a user's own tiny
+decoder folder, a VQA imagefolder) writing VQA accuracy and exact match, then `mmft predict --question`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config
+from helpers_captioning import save_tiny_decoder, scenes_rows, tiny_decoder_config
+from helpers_data import make_imagefolder
+from helpers_launch import REPO, tiny_tower_flags
+from transformers import AutoProcessor, AutoTokenizer, pipeline
+
+import mmft  # noqa: F401  (registers the Auto classes and pipelines)
+from mmft import TASKS, AutoModelForGenerativeVQA, MMFTForGenerativeVQA, MMFTPromptProcessor
+from mmft.cli import main as cli
+from mmft.labels import IGNORE_INDEX
+from mmft.processing_mmft import MMFTProcessor
+from mmft.tasks import task_for_model
+from mmft.tasks.generative_vqa.evaluation import answer_scores, most_frequent_answer
+from mmft.towers import resolve_name
+
+PRESET = REPO / "recipes" / "configs" / "easy_vqa_generative.yaml"
+QUESTIONS = ["what color is the shape?", "is there a circle in the image?"]
+
+
+def tiny_model(seed: int = 0) -> MMFTForGenerativeVQA:
+    torch.manual_seed(seed)
+    return MMFTForGenerativeVQA.from_vision_text_pretrained(
+        tiny_vision_config("timm_vit"),
+        tiny_text_config(),
+        decoder=tiny_decoder_config(),
+        num_bridge_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        hidden_dropout=0.0,
+        num_query_tokens=4,
+        caption_token_ids={"bos": 101, "eos": 102, "pad": 0},
+    )
+
+
+def tiny_processor() -> MMFTPromptProcessor:
+    """MiniLM's tokenizer for the question (text tower) and for the decoder (BERT vocabulary: [CLS] starts, [SEP]
+    ends, [PAD] pads)."""
+    base = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=IMAGE_SIZE)
+    decoder = AutoTokenizer.from_pretrained(resolve_name("minilm"))
+    return MMFTPromptProcessor(base.image_processor, decoder, base.tokenizer, max_caption_tokens=4)
+
+
+def test_the_rows_and_the_loss_mask_match_a_hand_built_example():
+    processor = tiny_processor()
+    tokens = processor.tokenizer
+    ids = lambda text: tokens(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    separator = ids(" answer:")
+    long, short = ids("what color is it?"), ids("is it red?")
+    assert len(long) > len(short)
+    batch = processor(images=scenes_rows(2)[0], text=["what color is it?", "is it red?"], answers=["red", "no"])
+    pad = [0] * (len(long) - len(short))
+    prompt_width = 1 + len(long) + len(separator)
+    expected_ids = [
+        [101, *long, *separator, *ids("red"), 102],
+        [101, *pad, *short, *separator, *ids("no"), 102],
+    ]
+    assert batch["input_ids"].tolist() == expected_ids  # [start] [pad ...] question separator answer [end]
+    assert batch["attention_mask"].tolist() == [
+        [1] * len(expected_ids[0]),
+        [1, *[0] * len(pad), *[1] * (len(expected_ids[1]) - 1 - len(pad))],
+    ]
+    expected_labels = [
+        [IGNORE_INDEX] * prompt_width + [*ids("red"), 102],
+        [IGNORE_INDEX] * prompt_width + [*ids("no"), 102],
+    ]
+    assert batch["labels"].tolist() == expected_labels  # the answer and its end token only
+    generation = processor(images=scenes_rows(2)[0], text=["what color is it?", "is it red?"])
+    assert generation["input_ids"].tolist() == [row[:prompt_width] for row in expected_ids]
+    assert "labels" not in generation
+
+    model = tiny_model().eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        logits = model(**inputs).logits  # (B, T, V): position t predicts token t + 1
+        loss = model(**batch).loss
+        # by hand: the answer tokens and the end token, predicted from the position before each
+        picked = [
+            (row, t) for row in range(2) for t in range(1, batch["input_ids"].shape[1]) if expected_labels[row][t] >= 0
+        ]
+        by_hand = torch.stack([F.cross_entropy(logits[r, t - 1].float(), batch["input_ids"][r, t]) for r, t in picked])
+        assert torch.allclose(loss, by_hand.mean(), atol=1e-5)
+        # negative control: the mask off (question and separator tokens counted) gives another loss
+        unmasked = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        assert not torch.allclose(model(**inputs, labels=unmasked).loss, loss, atol=1e-3)
+
+
+def _generate(model, processor, images, **kwargs) -> list[str]:
+    inputs = processor(images=images, text=QUESTIONS)
+    with torch.no_grad():
+        sequences = model.generate(**inputs, max_new_tokens=5, **kwargs)
+    return processor.decode_answers(sequences, inputs["input_ids"].shape[1]), sequences
+
+
+def test_generation_after_save_and_reload_equals_the_in_memory_model(tmp_path):
+    model, processor = tiny_model(seed=3).eval(), tiny_processor()
+    images = scenes_rows(2)[0]
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForGenerativeVQA.from_pretrained(tmp_path).eval()
+    reloaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is MMFTForGenerativeVQA and type(reloaded_processor) is MMFTPromptProcessor
+    assert task_for_model(loaded.config) is TASKS["generative_vqa"]  # not captioning: its own class
+    greedy, sequences = _generate(model, processor, images)
+    again, reloaded = _generate(loaded, reloaded_processor, images)
+    assert torch.equal(sequences, reloaded) and greedy == again
+    # the KV cache changes nothing; beam search runs on the same inputs
+    _, uncached = _generate(model, processor, images, use_cache=False)
+    assert torch.equal(sequences, uncached)
+    beams, _ = _generate(model, processor, images, num_beams=2)
+    assert beams == _generate(loaded, reloaded_processor, images, num_beams=2)[0]
+    # the pipeline answers as generate() does, one image and question at a time or batched
+    answer = pipeline("mmft-image-text-to-text", model=tmp_path)
+    assert answer(images[0], text=QUESTIONS[0], max_new_tokens=5) == [{"generated_text": greedy[0]}]
+    assert answer(images[1], question=QUESTIONS[1], max_new_tokens=5) == [{"generated_text": greedy[1]}]
+    rows = [{"image": image, "text": question} for image, question in zip(images, QUESTIONS)]
+    batched = answer(rows, batch_size=2, max_new_tokens=5)  # the prompts laid out per batch, as generate() had them
+    assert batched == [[{"generated_text": text}] for text in greedy]
+
+
+def test_targets_and_scores():
+    assert most_frequent_answer(["Two", "2", "three"]) == "Two"  # normalised counts; as first written
+    assert most_frequent_answer(["red"]) == "red"
+    scores = answer_scores(
+        ["red", "a circle"], [["red"] * 4, ["circle", "square", "square", "square"]], ["color", "shape"]
+    )
+    # one match of 4 references: min(1, 1/3) on the 3 leave-one-out subsets that keep it, 0 on the other
+    assert scores["accuracy"] == pytest.approx((1.0 + 0.25) / 2) and scores["accuracy_shape"] == pytest.approx(0.25)
+    assert scores["exact_match"] == 0.5 and scores["accuracy_color"] == 1.0
+
+
+@pytest.mark.e2e
+def test_recipe_end_to_end_then_mmft_predict(tmp_path, tiny_text_dir):
+    data = make_imagefolder(tmp_path / "data", n_train=12, n_test=6, answers_per_row=4)
+    decoder = save_tiny_decoder(tmp_path / "my_decoder")
+    output = tmp_path / "out"
+    argv = [
+        "--config",
+        str(PRESET),
+        "--dataset",
+        str(data),
+        *tiny_tower_flags(tiny_text_dir),
+        "--decoder_model",
+        str(decoder),
+        "--num_query_tokens",
+        "4",
+        "--lora_decoder",
+        "lora",
+        "--lora_r",
+        "4",
+        "--max_steps",
+        "3",
+        "--max_eval_samples",
+        "6",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--max_new_tokens",
+        "4",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(output),
+    ]
+    from mmft.training import main as train
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        patch.setenv("MMFT_CPU_THREADS", "1")
+        assert train("generative_vqa", argv, str(PRESET)) in (0, None)
+    torch.set_num_threads(threads)
+    results = json.loads((output / "test_results.json").read_text())
+    for key in ("test_accuracy", "test_exact_match"):
+        assert 0.0 <= results[key] <= 1.0
+    records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and {"question", "prediction", "answers"} <= set(records[0])
+    assert "generated" in (output / "README.md").read_text()  # the card says answers are generated
+
+    image = tmp_path / "x.png"
+    scenes_rows(1)[0][0].save(image)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert (
+            cli(
+                [
+                    "predict",
+                    "--model",
+                    str(output),
+                    "--image",
+                    str(image),
+                    "--question",
+                    "what color?",
+                    "--max_new_tokens",
+                    "4",
+                ]
+            )
+            == 0
+        )
+    lines = printed.getvalue().splitlines()
+    expected = pipeline("mmft-image-text-to-text", model=output)(str(image), text="what color?", max_new_tokens=4)
+    assert lines == [expected[0]["generated_text"]]
