@@ -15,6 +15,8 @@ from mmft.data.scenes import scene
 from mmft.processing_mmft import MMFTProcessor
 from mmft.tasks.captioning.modeling import MMFTForConditionalGeneration
 from mmft.tasks.captioning.processing import MMFTCaptionProcessor
+from mmft.tasks.generative_vqa.modeling import MMFTForGenerativeVQA
+from mmft.tasks.generative_vqa.processing import MMFTPromptProcessor
 from mmft.towers import resolve_name
 
 
@@ -72,3 +74,27 @@ def scenes_rows(count: int, split: str = "test") -> tuple[list, list[list[str]]]
     rows = [scene(index, split) for index in range(count)]
     images = [Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB") for row in rows]
     return images, [row["captions"] for row in rows]
+
+
+def tiny_generative_model(seed: int = 0) -> MMFTForGenerativeVQA:
+    """A tiny generative VQA model: tiny ViT and BERT towers, a 1-layer bridge, the tiny Llama decoder."""
+    torch.manual_seed(seed)
+    return MMFTForGenerativeVQA.from_vision_text_pretrained(
+        tiny_vision_config("timm_vit"),
+        tiny_text_config(),
+        decoder=tiny_decoder_config(),
+        num_bridge_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        hidden_dropout=0.0,
+        num_query_tokens=4,
+        caption_token_ids={"bos": 101, "eos": 102, "pad": 0},
+    )
+
+
+def tiny_generative_processor() -> MMFTPromptProcessor:
+    """A generative VQA processor: MiniLM's tokenizer for the question (text tower) and for the decoder (BERT
+    vocabulary: [CLS] starts, [SEP] ends, [PAD] pads)."""
+    base = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=IMAGE_SIZE)
+    decoder = AutoTokenizer.from_pretrained(resolve_name("minilm"))
+    return MMFTPromptProcessor(base.image_processor, decoder, base.tokenizer, max_caption_tokens=4)

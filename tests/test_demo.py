@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 from conftest import IMAGE_SIZE, TINY_TIMM_CNN, tiny_model
-from helpers_captioning import scenes_rows, tiny_caption_model, tiny_caption_processor
+from helpers_captioning import (
+    scenes_rows,
+    tiny_caption_model,
+    tiny_caption_processor,
+    tiny_generative_model,
+    tiny_generative_processor,
+)
 from helpers_contract import tiny
 from helpers_data import make_imagefolder
 from helpers_hub import fake_hub
@@ -290,6 +296,21 @@ def test_captioning_page_through_the_mmft_demo_command_writes_the_pipelines_capt
     assert f"http://127.0.0.1:{port}" in output and "gradio.live" not in output
 
 
+def test_generative_vqa_page_writes_the_pipelines_answer_to_the_question(browser, scenes, tmp_path):
+    folder = _save(tmp_path / "generative_vqa", tiny_generative_model(), tiny_generative_processor())
+    question = "what color is the shape?"
+    answer = pipeline("mmft-image-text-to-text", model=str(folder))
+    expected = answer(str(scenes["image"]), text=question, max_new_tokens=16)[0]["generated_text"]
+    assert expected  # a random tiny decoder still writes something, so an empty box is told from the answer
+    with served(browser, folder) as page:
+        upload(page, "image", scenes["image"])
+        assert page.locator("#answer textarea").input_value() == ""
+        fill(page, "text", question)
+        page.locator("#submit").click()
+        page.wait_for_function(f"document.querySelector('#answer textarea').value === {json.dumps(expected)}")
+        screenshot(page, "generative_vqa")
+
+
 def _wait_until_served(server: subprocess.Popen, url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -349,7 +370,8 @@ def test_demo_without_gradio_or_for_a_task_without_a_page_says_so(tmp_path, monk
         patched.setattr(mmft.TASKS["classification"], "demo", None)  # a task that declares no page
         refusal = _refusal(capsys, str(folder))
     assert "'classification' model, and that task has no demo" in refusal
-    assert "there are demos for captioning, retrieval, vqa)" in refusal
+    others = sorted(name for name in mmft.TASKS if name != "classification" and mmft.TASKS[name].demo)
+    assert {"captioning", "retrieval", "vqa"} <= set(others) and f"there are demos for {', '.join(others)})" in refusal
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name, *a))
     assert 'pip install "mmft[demo]"' in _refusal(capsys, str(folder))

@@ -11,50 +11,24 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import IMAGE_SIZE, tiny_text_config, tiny_vision_config
-from helpers_captioning import save_tiny_decoder, scenes_rows, tiny_decoder_config
+from helpers_captioning import save_tiny_decoder, scenes_rows, tiny_generative_model, tiny_generative_processor
 from helpers_data import make_imagefolder
 from helpers_launch import REPO, tiny_tower_flags
-from transformers import AutoProcessor, AutoTokenizer, pipeline
+from transformers import AutoProcessor, pipeline
 
 import mmft  # noqa: F401  (registers the Auto classes and pipelines)
 from mmft import TASKS, AutoModelForGenerativeVQA, MMFTForGenerativeVQA, MMFTPromptProcessor
 from mmft.cli import main as cli
 from mmft.labels import IGNORE_INDEX
-from mmft.processing_mmft import MMFTProcessor
 from mmft.tasks import task_for_model
 from mmft.tasks.generative_vqa.evaluation import answer_scores, most_frequent_answer
-from mmft.towers import resolve_name
 
 PRESET = REPO / "recipes" / "configs" / "easy_vqa_generative.yaml"
 QUESTIONS = ["what color is the shape?", "is there a circle in the image?"]
 
 
-def tiny_model(seed: int = 0) -> MMFTForGenerativeVQA:
-    torch.manual_seed(seed)
-    return MMFTForGenerativeVQA.from_vision_text_pretrained(
-        tiny_vision_config("timm_vit"),
-        tiny_text_config(),
-        decoder=tiny_decoder_config(),
-        num_bridge_layers=1,
-        hidden_size=32,
-        num_attention_heads=2,
-        hidden_dropout=0.0,
-        num_query_tokens=4,
-        caption_token_ids={"bos": 101, "eos": 102, "pad": 0},
-    )
-
-
-def tiny_processor() -> MMFTPromptProcessor:
-    """MiniLM's tokenizer for the question (text tower) and for the decoder (BERT vocabulary: [CLS] starts, [SEP]
-    ends, [PAD] pads)."""
-    base = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=IMAGE_SIZE)
-    decoder = AutoTokenizer.from_pretrained(resolve_name("minilm"))
-    return MMFTPromptProcessor(base.image_processor, decoder, base.tokenizer, max_caption_tokens=4)
-
-
 def test_the_rows_and_the_loss_mask_match_a_hand_built_example():
-    processor = tiny_processor()
+    processor = tiny_generative_processor()
     tokens = processor.tokenizer
     ids = lambda text: tokens(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     separator = ids(" answer:")
@@ -81,7 +55,7 @@ def test_the_rows_and_the_loss_mask_match_a_hand_built_example():
     assert generation["input_ids"].tolist() == [row[:prompt_width] for row in expected_ids]
     assert "labels" not in generation
 
-    model = tiny_model().eval()
+    model = tiny_generative_model().eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         logits = model(**inputs).logits  # (B, T, V): position t predicts token t + 1
@@ -105,7 +79,7 @@ def _generate(model, processor, images, **kwargs) -> list[str]:
 
 
 def test_generation_after_save_and_reload_equals_the_in_memory_model(tmp_path):
-    model, processor = tiny_model(seed=3).eval(), tiny_processor()
+    model, processor = tiny_generative_model(seed=3).eval(), tiny_generative_processor()
     images = scenes_rows(2)[0]
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)

@@ -98,6 +98,7 @@ class GenerativeVQATask(Task):
     default_dataset = "easy_vqa"
     main_metric = "accuracy"
     compared_metrics = ("exact_match",)
+    demo = "mmft.tasks.generative_vqa.demo:generative_vqa_page"  # `mmft demo`
     real_data_flags = {**REAL_DATA_DEFAULTS, "decoder_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     card = CardInfo(
         pipeline_tag="image-text-to-text",
