@@ -288,6 +288,8 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
             "--push_demo uploads the demo beside the model and needs --push_to_hub; to write the files "
             "locally: mmft demo OUTPUT_DIR --write_space"
         )
+    if parsed.output.push_demo and not getattr(task_class, "demo", None):
+        raise ValueError(f"--push_demo: the {task_class.name} task has no demo page (its Task.demo names none)")
     return parsed
 
 

@@ -369,6 +369,11 @@ def test_demo_without_gradio_or_for_a_task_without_a_page_says_so(tmp_path, monk
     with monkeypatch.context() as patched:
         patched.setattr(mmft.TASKS["classification"], "demo", None)  # a task that declares no page
         refusal = _refusal(capsys, str(folder))
+        # ... nor is an app.py written for it, which could only refuse in its Space; nor pushed by a recipe
+        assert "that task has no demo" in _refusal(capsys, str(folder), "--write_space")
+        assert not (folder / "app.py").exists()
+        with pytest.raises(ValueError, match="--push_demo: the classification task has no demo page"):
+            parse_recipe_args(["--push_to_hub", "--push_demo", "--output_dir", str(tmp_path)], "classification")
     assert "'classification' model, and that task has no demo" in refusal
     others = sorted(name for name in mmft.TASKS if name != "classification" and mmft.TASKS[name].demo)
     assert {"captioning", "retrieval", "vqa"} <= set(others) and f"there are demos for {', '.join(others)})" in refusal

@@ -45,9 +45,8 @@ def check_model(model: str) -> type:
         raise DemoError(f"{model} is no model of an mmft task: its architectures are {config.architectures}") from None
 
 
-def page_builder(model: str, task: type) -> Callable[[LoadedModel], None]:
-    """The function that builds `task`'s page, the one its `Task.demo` names ("module:function", imported here and
-    nowhere else); a DemoError when the task declares none or Gradio is missing."""
+def check_page(model: str, task: type) -> None:
+    """A DemoError when `task` declares no page (`Task.demo`): before a page is served or a Space's app.py written."""
     if not getattr(task, "demo", None):
         from ..tasks import TASKS
 
@@ -56,6 +55,12 @@ def page_builder(model: str, task: type) -> Callable[[LoadedModel], None]:
             f"{model} holds a {task.name!r} model, and that task has no demo (its Task.demo names no page; there are "
             f"demos for {', '.join(pages) or 'no task'})"
         )
+
+
+def page_builder(model: str, task: type) -> Callable[[LoadedModel], None]:
+    """The function that builds `task`'s page, the one its `Task.demo` names ("module:function", imported here and
+    nowhere else); a DemoError when the task declares none or Gradio is missing."""
+    check_page(model, task)
     if importlib.util.find_spec("gradio") is None:
         raise DemoError(f"mmft demo needs Gradio, which is not installed: {INSTALL}")
     module, function = task.demo.split(":")
@@ -133,7 +138,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         if args.write_space:
-            check_model(args.model)
+            check_page(args.model, check_model(args.model))  # an app.py that could only refuse is not written
             for path in write_space(args.model, args.repo_id):
                 print(f"mmft demo: wrote {path}", file=sys.stderr)
             return 0
@@ -144,4 +149,13 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DemoError", "LoadedModel", "add_command", "build_demo", "check_model", "page_builder", "serve"]
+__all__ = [
+    "DemoError",
+    "LoadedModel",
+    "add_command",
+    "build_demo",
+    "check_model",
+    "check_page",
+    "page_builder",
+    "serve",
+]
