@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 from transformers.trainer_utils import PredictionOutput
 
-from ...data.easy_vqa import load_easy_vqa
 from ...inference.bad_rows import scored_split_rows
 from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import CardInfo, Task, TaskData
 from ..captioning.decoding import DecoderArguments, DecoderTask, GenerationArguments
 from ..defaults import REAL_DATA_DEFAULTS
-from ..vqa.task import ANSWERS, QUESTION
-from ..vqa.vqav2 import load_vqav2
+from ..vqa.task import ANSWERS, QUESTION, VQADataArguments, vqa_datasets
 from .collator import ANSWER_KEY, AnswerCollator
 from .evaluation import GeneratedAnswers, answer_scores, generate_answers, most_frequent_answer
 from .modeling import MMFTForGenerativeVQA
@@ -35,21 +33,9 @@ from .processing import DEFAULT_SEPARATOR, MMFTPromptProcessor
 
 
 @dataclass
-class GenerativeVQAArguments(DecoderArguments, GenerationArguments):
+class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArguments):
     """Flags of the generative VQA task: the VQA data flags, the decoder and prefix, and how evaluation generates."""
 
-    question_column: str | None = field(
-        default=None, metadata={"help": "question column of a Hub dataset or table (default: question)"}
-    )
-    answers_column: str | None = field(
-        default=None, metadata={"help": "answers column: a list, a string or VQAv2 dicts (default: answers/answer)"}
-    )
-    questions_file: str | None = field(default=None, metadata={"help": "--dataset vqav2: training questions JSON"})
-    annotations_file: str | None = None
-    image_dir: str | None = None
-    eval_questions_file: str | None = None
-    eval_annotations_file: str | None = None
-    eval_image_dir: str | None = None
     max_question_tokens: int = field(default=32, metadata={"help": "tokens kept of each question (both towers)"})
     max_answer_tokens: int = field(default=8, metadata={"help": "decoder tokens kept of each training answer"})
     answer_separator: str = field(
@@ -93,7 +79,7 @@ class GenerativeVQATask(DecoderTask, Task):
     )
 
     def datasets(self) -> dict[str, Callable]:
-        return {"easy_vqa": lambda spec: load_easy_vqa(), "vqav2": lambda spec: load_vqav2(self.args)}
+        return vqa_datasets(self.args)
 
     # -- data ------------------------------------------------------------------------------------------------------
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:

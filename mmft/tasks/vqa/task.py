@@ -42,8 +42,9 @@ ANSWERS = Column(
 
 
 @dataclass
-class VQAArguments:
-    """Flags of the VQA task: column names, answer vocabulary, VQAv2's official files."""
+class VQADataArguments:
+    """The data flags of every task that reads VQA rows (this one, generative VQA): column names and VQAv2's official
+    files."""
 
     question_column: str | None = field(
         default=None, metadata={"help": "question column of a Hub dataset or table (default: question)"}
@@ -51,13 +52,24 @@ class VQAArguments:
     answers_column: str | None = field(
         default=None, metadata={"help": "answers column: a list, a string or VQAv2 dicts (default: answers/answer)"}
     )
-    top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
     questions_file: str | None = field(default=None, metadata={"help": "--dataset vqav2: training questions JSON"})
     annotations_file: str | None = None
     image_dir: str | None = None
     eval_questions_file: str | None = None
     eval_annotations_file: str | None = None
     eval_image_dir: str | None = None
+
+
+def vqa_datasets(args: VQADataArguments) -> dict[str, Callable]:
+    """The named datasets of every task that reads VQA rows: the offline easy-VQA and VQAv2's official files."""
+    return {"easy_vqa": lambda spec: load_easy_vqa(), "vqav2": lambda spec: load_vqav2(args)}
+
+
+@dataclass
+class VQAArguments(VQADataArguments):
+    """Flags of the VQA task: the VQA data flags (`VQADataArguments`) and the answer vocabulary."""
+
+    top_k_answers: int = field(default=3129, metadata={"help": "answer vocabulary size (most frequent answers)"})
 
 
 def check_vocabulary_overlap(
@@ -111,7 +123,7 @@ class VQATask(Task):
     )
 
     def datasets(self) -> dict[str, Callable]:
-        return {"easy_vqa": lambda spec: load_easy_vqa(), "vqav2": lambda spec: load_vqav2(self.args)}
+        return vqa_datasets(self.args)
 
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         """Fix the answer vocabulary: `labels` (a checkpoint's), else the `top_k_answers` most frequent training
@@ -225,4 +237,13 @@ def vqa_compute_metrics(
     return compute_metrics
 
 
-__all__ = ["ANSWERS", "QUESTION", "VQAArguments", "VQATask", "check_vocabulary_overlap", "vqa_compute_metrics"]
+__all__ = [
+    "ANSWERS",
+    "QUESTION",
+    "VQAArguments",
+    "VQADataArguments",
+    "VQATask",
+    "check_vocabulary_overlap",
+    "vqa_compute_metrics",
+    "vqa_datasets",
+]
