@@ -104,7 +104,10 @@ def test_sampler_refuses_bad_settings_in_one_sentence(kwargs, message):
 def test_two_gloo_processes_draw_the_same_tasks_and_read_one_process_double_batch(tmp_path):
     batch, count, accumulation = 3, 16, 2
     out = tmp_path / "gathered.json"
-    mp.spawn(gloo_worker, args=(2, free_port(), str(out), batch, count, accumulation), nprocs=2, join=True)
+    # fork: the children inherit the imported modules (a spawned child would spend ~10 s importing mmft again)
+    mp.start_processes(
+        gloo_worker, args=(2, free_port(), str(out), batch, count, accumulation), nprocs=2, start_method="fork"
+    )
     rank0, rank1 = json.loads(out.read_text())
     single = take(make_stream(2 * batch, accumulation=accumulation), count)
     assert [t for t, _ in rank0] == [t for t, _ in rank1] == [t for t, _ in single]  # same task on every process
