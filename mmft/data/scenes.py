@@ -93,7 +93,9 @@ SHAPES = {
 
 
 @dataclass(frozen=True)
-class _Object:
+class SceneObject:
+    """One shape of a scene, as in the `objects` column (`SceneObject(**row_object)` rebuilds it)."""
+
     shape: str
     colour: str
     size: str
@@ -110,7 +112,7 @@ def cell(x: float, y: float) -> tuple[int, int]:
     return min(int(y * 3), 2), min(int(x * 3), 2)
 
 
-def _sample_objects(rng: np.random.Generator) -> list[_Object]:
+def _sample_objects(rng: np.random.Generator) -> list[SceneObject]:
     """1-3 objects with distinct (shape, colour), in distinct grid cells, whose bounding boxes keep apart."""
     count = int(rng.choice([1, 2, 3], p=[0.15, 0.4, 0.45]))
     kinds = [(shape, colour) for shape in SHAPES for colour in COLOURS]
@@ -124,11 +126,11 @@ def _sample_objects(rng: np.random.Generator) -> list[_Object]:
         apart = np.abs(xy[:, None, :] - xy[None, :, :]).max(-1) >= extents[:, None] + extents[None, :] + _GAP
         if (apart | np.eye(count, dtype=bool)).all():
             xy = np.round(xy, 4).astype(np.float32)
-            return [_Object(s, c, z, float(x), float(y)) for (s, c), z, (x, y) in zip(picks, sizes, xy)]
+            return [SceneObject(s, c, z, float(x), float(y)) for (s, c), z, (x, y) in zip(picks, sizes, xy)]
     raise RuntimeError("no layout found")  # does not happen: three large objects fit in the corners
 
 
-def _render(objects: list[_Object], image_size: int, rng: np.random.Generator) -> bytes:
+def _render(objects: list[SceneObject], image_size: int, rng: np.random.Generator) -> bytes:
     side = image_size * _SUPERSAMPLE
     background = tuple(int(v) for v in rng.integers(222, 251, 3))  # a light, slightly tinted grey
     canvas = PILImage.new("RGB", (side, side), background)
@@ -167,41 +169,48 @@ def _pick(options: list[str], rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _lexicon(rng: np.random.Generator) -> dict[str, str]:
-    """One wording per shape, colour and size for a whole caption, so two crosses are never 'a cross and a plus'."""
+def lexicon(rng: np.random.Generator) -> dict[str, str]:
+    """One wording per shape, colour and size for a whole caption or question, so two crosses are never 'a cross
+    and a plus'."""
     return {value: _pick(options, rng) for value, options in WORDS.items()}
 
 
-def _article(phrase: str) -> str:
+def article(phrase: str) -> str:
+    """'a red circle', 'an orange star'."""
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _join(phrases: list[str]) -> str:
+def join_phrases(phrases: list[str]) -> str:
+    """'x', 'x and y', 'x, y and z'."""
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _noun(obj: _Object, words: dict[str, str], sized: bool = True) -> str:
+def noun(obj: SceneObject, words: dict[str, str], sized: bool = True) -> str:
     """'small red circle' (no article), in the caption's wording."""
     parts = (obj.size, obj.colour, obj.shape) if sized else (obj.colour, obj.shape)
     return " ".join(words.get(part, part) for part in parts)
 
 
-def _where(obj: _Object, rng: np.random.Generator, short: bool = False) -> str:
-    """Where an object is, by its grid cell; `short` keeps to the shortest wordings (for three-object captions)."""
-    row, col = obj.cell
+def places(grid_cell: tuple[int, int], short: bool = False) -> list[str]:
+    """The wordings of a grid cell ("at the top left", "in the top left corner", ...), the plainest first; `short`
+    keeps to the shortest ones (for three-object captions)."""
+    row, col = grid_cell
     vertical, horizontal = ("top", "", "bottom")[row], ("left", "", "right")[col]
     if vertical and horizontal:
-        longer = [] if short else [f"in the {vertical} {horizontal} corner"]
-        return _pick([f"at the {vertical} {horizontal}"] + longer, rng)
+        return [f"at the {vertical} {horizontal}"] + ([] if short else [f"in the {vertical} {horizontal} corner"])
     if horizontal:
-        longer = [] if short else [f"on the {horizontal} side"]
-        return _pick([f"on the {horizontal}"] + longer, rng)
+        return [f"on the {horizontal}"] + ([] if short else [f"on the {horizontal} side"])
     if vertical:
-        return _pick([f"at the {vertical}", f"near the {vertical}"], rng)
-    return _pick(["in the centre", "in the middle"], rng)
+        return [f"at the {vertical}", f"near the {vertical}"]
+    return ["in the centre", "in the middle"]
 
 
-def _relation(a: _Object, b: _Object, rng: np.random.Generator) -> str:
+def _where(obj: SceneObject, rng: np.random.Generator, short: bool = False) -> str:
+    """Where an object is, by its grid cell, in one of its wordings."""
+    return _pick(places(obj.cell, short), rng)
+
+
+def _relation(a: SceneObject, b: SceneObject, rng: np.random.Generator) -> str:
     """A phrase true of a relative to b; distinct cells make at least one apply."""
     (row_a, col_a), (row_b, col_b) = a.cell, b.cell
     options = []
@@ -213,11 +222,11 @@ def _relation(a: _Object, b: _Object, rng: np.random.Generator) -> str:
     return _pick(options, rng)
 
 
-def _single_fields(obj: _Object, rng: np.random.Generator) -> dict[str, str]:
-    words = _lexicon(rng)
+def _single_fields(obj: SceneObject, rng: np.random.Generator) -> dict[str, str]:
+    words = lexicon(rng)
     return {
-        "a": _article(_noun(obj, words)),
-        "bare": _noun(obj, words),
+        "a": article(noun(obj, words)),
+        "bare": noun(obj, words),
         "where": _where(obj, rng),
         "size": words[obj.size],
         "shape": words.get(obj.shape, obj.shape),
@@ -227,38 +236,38 @@ def _single_fields(obj: _Object, rng: np.random.Generator) -> dict[str, str]:
     }
 
 
-def _multi_fields(objs: list[_Object], rng: np.random.Generator) -> dict[str, str]:
+def _multi_fields(objs: list[SceneObject], rng: np.random.Generator) -> dict[str, str]:
     """With three objects only the lists name sizes, and places are worded briefly, so captions stay short."""
     first, second, *rest = objs
-    short, words = bool(rest), _lexicon(rng)
+    short, words = bool(rest), lexicon(rng)
     fields = {
         "count": _pick(["{} shapes", "{} objects", "there are {} shapes"], rng).format(NUMBERS[len(objs)]),
         "picture": _pick(["a picture of", "an image of", "a drawing of"], rng),
-        "listed": _join([_article(_noun(obj, words)) for obj in objs]),
-        "placed": _join([f"{_article(_noun(obj, words, not short))} {_where(obj, rng, short)}" for obj in objs]),
-        "a": _article(_noun(first, words, sized=not short and rng.random() < 0.5)),
+        "listed": join_phrases([article(noun(obj, words)) for obj in objs]),
+        "placed": join_phrases([f"{article(noun(obj, words, not short))} {_where(obj, rng, short)}" for obj in objs]),
+        "a": article(noun(first, words, sized=not short and rng.random() < 0.5)),
         "is": "is " if short else _pick(["is ", ""], rng),
         "relation": _relation(first, second, rng),
-        "b": _article(_noun(second, words, sized=not short and rng.random() < 0.5)),
-        "the_a": _noun(first, words, sized=False),
-        "the_b": _noun(second, words, sized=False),
+        "b": article(noun(second, words, sized=not short and rng.random() < 0.5)),
+        "the_a": noun(first, words, sized=False),
+        "the_b": noun(second, words, sized=False),
         "rest": "",
         "the_rest": "",
     }
     if rest:
         where = _where(rest[0], rng, short=True)
-        fields["rest"] = f" and {_article(_noun(rest[0], words, sized=False))} is {where}"
-        fields["the_rest"] = f" and the {_noun(rest[0], words, sized=False)} is {where}"
+        fields["rest"] = f" and {article(noun(rest[0], words, sized=False))} is {where}"
+        fields["the_rest"] = f" and the {noun(rest[0], words, sized=False)} is {where}"
     return fields
 
 
-def _fields(objects: list[_Object], rng: np.random.Generator) -> dict[str, str]:
+def _fields(objects: list[SceneObject], rng: np.random.Generator) -> dict[str, str]:
     """Every template field for one caption, with the objects in a fresh random order."""
     objs = [objects[i] for i in rng.permutation(len(objects))]
     return _single_fields(objs[0], rng) if len(objs) == 1 else _multi_fields(objs, rng)
 
 
-def _captions(objects: list[_Object], count: int, rng: np.random.Generator) -> list[str]:
+def _captions(objects: list[SceneObject], count: int, rng: np.random.Generator) -> list[str]:
     """`count` distinct captions, each true of the objects."""
     templates = SINGLE_TEMPLATES if len(objects) == 1 else MULTI_TEMPLATES
     captions: list[str] = []
