@@ -309,6 +309,14 @@ def _preset_argv(preset: dict[str, Any], where: str, classes: tuple[type, ...]) 
     return preset_argv
 
 
+def flags_argv(flags: dict[str, Any], where: str, task: str | type = "vqa") -> list[str]:
+    """A mapping of flag names to values (a preset's keys) as command-line tokens of `task`'s recipe; an unknown key
+    or a value of the wrong type is reported against `where` (e.g. `preset.yaml: tasks.vqa`)."""
+    from .tasks import get_task
+
+    return _preset_argv(flags, where, argument_classes(get_task(task).arguments_class))
+
+
 def _command_line_flags(argv: list[str], classes: tuple[type, ...]) -> dict[str, Any]:
     """{flag name: parsed value} of the flags `argv` gives, and only those: argparse reads them (abbreviations,
     `--no_<flag>` switches, `--name=value`, lists) into a namespace where every flag is already set to a marker."""
