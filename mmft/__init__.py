@@ -16,6 +16,7 @@ from .bridge import BRIDGES, Bridge, BridgeOutput, register_bridge
 from .configuration_mmft import MMFTConfig
 from .lora import LoraPlan
 from .modeling_mmft import MMFTModel, MMFTModelOutput, MMFTPreTrainedModel
+from .multitask import AutoModelForMultiTask, MMFTForMultiTask, MMFTMultiTaskConfig
 from .offline_assets import resolve_name
 from .processing_mmft import MMFTProcessor
 from .rerank import RERANK_SCORES
@@ -50,14 +51,17 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AutoModelForMultiTask",
     "BRIDGES",
     "Bridge",
     "BridgeOutput",
     "CardInfo",
     "LoraPlan",
     "MMFTConfig",
+    "MMFTForMultiTask",
     "MMFTModel",
     "MMFTModelOutput",
+    "MMFTMultiTaskConfig",
     "MMFTPreTrainedModel",
     "MMFTProcessor",
     "RERANK_SCORES",

@@ -249,7 +249,7 @@ class MMFTPreTrainedModel(PreTrainedModel):
                 raise ValueError("labels must be unique; got duplicates in the label (answer) vocabulary")
             config_overrides["id2label"] = dict(enumerate(labels))
             config_overrides["label2id"] = {label: i for i, label in enumerate(labels)}
-        config = MMFTConfig(
+        config = cls.config_class(
             vision_config=towers["vision"].model.config,
             text_config=towers["text"].model.config,
             bridge=bridge,
