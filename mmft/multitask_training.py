@@ -1,0 +1,416 @@
+"""The training path of a multi-task run: several tasks' data -> one `MMFTForMultiTask` -> one `Trainer` -> each task
+scored and saved as its own single-task model, plus the joint model with every task's results.
+
+`recipes/multitask.py` is `main(argv)`. A run is described by a preset (`--config`, default
+`recipes/configs/multitask_easy_vqa_scenes.yaml`) whose keys are shared flags (towers, bridge, LoRA plan,
+`TrainingArguments`: every task's recipe reads them) plus a `tasks:` mapping, one entry per task:
+
+    tasks:
+      vqa: {dataset: easy_vqa, loss_weight: 1.0, sampling_weight: 1.0}
+      retrieval: {dataset: scenes, max_text_length: 32, rerank_k: 16}
+
+A task's entry holds that task's own flags (its data, its task flags, its batch size: any flag of its recipe, over
+the shared ones) and three weights of the joint run: `loss_weight` (its loss is multiplied by it), `sampling_weight`
+(its share of the steps is multiplied by it; see `mmft.multitask.sampling`) and `selection_weight` (its main metric's
+weight in the joint score that model selection reads). The multi-task flags (`MultiTaskArguments`) sit at the top
+level. On the command line, `--flag value` overrides a shared flag for every task and `--<task>.<flag> value` one
+task's flag. Each task is prepared by its own `Task` exactly as in its single-task recipe, so a task joins a run
+with no code beyond its package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, Trainer, set_seed
+
+from .arguments import RecipeArguments, flags_argv, parse_recipe_args
+from .atomic import atomic_write_text
+from .callbacks import build_callbacks, log_before_reporters
+from .data import BadExamplePolicy, DataError
+from .guards import NonFiniteLossGuard, check_output_dir
+from .hub import save_final
+from .multitask import MMFTForMultiTask, MultiTaskStream, TaskSampler
+from .multitask.trainer import MultiTaskTrainer
+from .presets import load_preset
+from .selection import evaluates_during_training
+from .tasks import Task, TaskData, get_task
+from .towers import TowerUnavailable
+from .training import make_plan, make_trainer, save_outputs, score_test, sharded_parameters, use_cpu_cores
+from .unwrap import task_model
+
+logger = logging.getLogger("mmft")
+TASKS_KEY = "tasks"
+DEFAULT_PRESET = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "multitask_easy_vqa_scenes.yaml"
+
+
+@dataclass
+class MultiTaskArguments:
+    """Flags of the joint run itself (the top level of a multi-task preset)."""
+
+    task_sampling: str = field(
+        default="temperature",
+        metadata={"help": "which task each optimizer step trains on: proportional, temperature or round_robin"},
+    )
+    task_temperature: float = field(
+        default=2.0, metadata={"help": "T of --task_sampling temperature: shares proportional to rows^(1/T)"}
+    )
+    mix_within_step: bool = field(
+        default=False,
+        metadata={"help": "draw a task per micro-batch (gradient accumulation then sums several tasks' losses)"},
+    )
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    """A task's weights in the joint run (its preset entry's `loss_weight`, `sampling_weight`, `selection_weight`)."""
+
+    loss: float = 1.0
+    sampling: float = 1.0
+    selection: float = 1.0
+
+
+WEIGHT_KEYS = {"loss_weight": "loss", "sampling_weight": "sampling", "selection_weight": "selection"}
+
+
+@dataclass
+class TaskPart:
+    """One task of a joint run: its `Task`, parsed flags, weights, and (once prepared) data, processor and policy."""
+
+    name: str
+    task: Task
+    args: RecipeArguments
+    weights: TaskWeights
+    data: TaskData | None = None
+    processor: Any = None
+    policy: BadExamplePolicy | None = None
+    trainer: Trainer | None = None  # its own Trainer for evaluation on the shared weights (`evaluation_trainer`)
+
+
+@dataclass
+class MultiTaskRun:
+    """What `parse_multitask_args` read: the joint run's flags, the shared flags (the first task's parse) and the
+    tasks in preset order; `flags` are the effective preset keys (written to `run_config.yaml`)."""
+
+    multitask: MultiTaskArguments
+    shared: RecipeArguments
+    parts: list[TaskPart]
+    flags: dict[str, Any]
+
+
+# -- parsing ---------------------------------------------------------------------------------------------------------
+def _split_command_line(argv: list[str]) -> tuple[str | None, dict[str, list[str]], list[str]]:
+    """(`--config` value, `--<task>.<flag>` tokens per task, the other tokens)."""
+    config, per_task, rest = None, {}, []
+    tokens = list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        name, equals, value = token.partition("=")
+        if name == "--config":
+            config = value if equals else (tokens.pop(0) if tokens else "")
+            continue
+        if token.startswith("--") and "." in name:
+            task, flag = name[2:].split(".", 1)
+            values = [value] if equals else []
+            while not equals and tokens and not tokens[0].startswith("--"):
+                values.append(tokens.pop(0))
+            per_task.setdefault(task, []).extend([f"--{flag}", *values])
+            continue
+        rest.append(token)
+    return config, per_task, rest
+
+
+def _weights(entry: dict[str, Any], where: str) -> TaskWeights:
+    values = {}
+    for key, name in WEIGHT_KEYS.items():
+        if key in entry:
+            value = entry.pop(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{where}: {key} must be a number >= 0, got {value!r}")
+            values[name] = float(value)
+    return TaskWeights(**values)
+
+
+def parse_multitask_args(argv: list[str], default_config: str | os.PathLike | None = DEFAULT_PRESET) -> MultiTaskRun:
+    """Read a multi-task run's preset and command line (see the module docstring); ValueError with the file and key
+    for a preset that does not fit."""
+    config, per_task, rest = _split_command_line(argv)
+    path = Path(config) if config else (Path(default_config) if default_config else None)
+    if path is None:
+        raise ValueError("a multi-task run needs a preset with a `tasks:` mapping: --config PATH")
+    preset = load_preset(path)
+    entries = preset.pop(TASKS_KEY, None)
+    if not isinstance(entries, dict) or not entries:
+        raise ValueError(f"{path}: `{TASKS_KEY}:` must map each task name to its flags (e.g. `vqa: {{dataset: ...}}`)")
+    unknown = sorted(set(per_task) - set(entries))
+    if unknown:
+        raise ValueError(f"--{unknown[0]}.<flag>: {unknown[0]!r} is not a task of {path} ({', '.join(entries)})")
+    own = {f.name for f in fields(MultiTaskArguments)}
+    multitask_keys = {key: preset.pop(key) for key in list(preset) if key in own}
+    multitask, rest = HfArgumentParser(MultiTaskArguments).parse_args_into_dataclasses(
+        args=flags_tokens(multitask_keys) + rest, return_remaining_strings=True, look_for_args_file=False
+    )
+    parts = []
+    for name, entry in entries.items():
+        where = f"{path}: {TASKS_KEY}.{name}"
+        entry = dict(entry or {})
+        weights = _weights(entry, where)
+        task_argv = flags_argv({**preset, **entry}, where, name) + rest + per_task.get(name, [])
+        args = parse_recipe_args(task_argv, name)
+        parts.append(TaskPart(name, get_task(name)(args.task), args, weights))
+    if multitask.task_sampling == "round_robin" and any(p.weights.sampling != 1.0 for p in parts):
+        raise ValueError(f"{path}: sampling_weight does not apply to --task_sampling round_robin (tasks take turns)")
+    flags = {**multitask_keys, **preset, TASKS_KEY: entries}
+    return MultiTaskRun(multitask, parts[0].args, parts, flags)
+
+
+def flags_tokens(flags: dict[str, Any]) -> list[str]:
+    """`{"task_sampling": "temperature"}` -> `["--task_sampling", "temperature"]`."""
+    return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+def prepare_part(part: TaskPart, output_dir: str) -> None:
+    """The task's data (validated, split, transforms attached) and processor, as its own recipe prepares them; its
+    bad-example ledger is `<output_dir>/<task>/rejects.jsonl`."""
+    args, task = part.args, part.task
+    args.training.output_dir = os.path.join(output_dir, part.name)
+    part.policy = BadExamplePolicy(
+        args.data.on_bad_example,
+        args.data.max_bad_fraction,
+        os.path.join(args.training.output_dir, "rejects.jsonl"),
+        args.data.dataset or task.default_dataset,
+    )
+    part.data = task.prepare_data(
+        args.data,
+        part.policy,
+        None,
+        args.data.max_train_samples,
+        args.data.max_eval_samples,
+        evaluates_during_training(args),
+        args.training.seed,
+    )
+    if part.data.train is None or not hasattr(part.data.train, "__len__"):
+        raise DataError(f"task {part.name}: a multi-task run trains on sized splits (--streaming is not supported)")
+    part.processor = part.task.build_processor(args.model)
+    part.processor.max_length = args.model.max_text_length
+
+
+def build_model(run: MultiTaskRun) -> MMFTForMultiTask:
+    """The joint model from the shared tower and bridge flags, with each task's head as its data asks for it."""
+    model_args = run.shared.model
+    heads = {p.name: {**p.task.model_kwargs(p.data), **p.task.config_updates(p.data)} for p in run.parts}
+    model = MMFTForMultiTask.from_vision_text_pretrained(
+        vision=model_args.vision_model,
+        text=model_args.text_model,
+        tasks=heads,
+        vision_model_args=model_args.timm_args(),
+        text_model_args=model_args.text_args(),
+        bridge=model_args.bridge,
+        num_bridge_layers=model_args.num_bridge_layers,
+        hidden_size=model_args.hidden_size,
+        num_attention_heads=model_args.num_attention_heads,
+        hidden_dropout=model_args.hidden_dropout,
+    )
+    for part in run.parts:
+        part.task.bind(model.for_task(part.name), part.processor)
+    return model
+
+
+class JointTrainer(MultiTaskTrainer):
+    """The multi-task Trainer: each step's loss is weighted by its task's `loss_weight` and logged per task, and an
+    evaluation scores every task on its validation split, with their weighted main metrics as `eval_joint_score`."""
+
+    def __init__(self, *args: Any, parts: list[TaskPart], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parts = {part.name: part for part in parts}
+        self._task_losses: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        name = inputs["task"]
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        self._task_losses.setdefault(name, []).append(loss.detach().float().item())
+        loss = loss * self.parts[name].weights.loss
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:  # a training log: each task's mean loss since the last one
+            for name, losses in self._task_losses.items():
+                logs[f"loss/{name}"] = round(sum(losses) / len(losses), 4)
+            self._task_losses = {}
+        super().log(logs, *args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        score, total = 0.0, 0.0
+        for name, part in self.parts.items():
+            if part.data.validation is None:
+                continue
+            task_metrics = part.trainer.evaluate(metric_key_prefix=f"{metric_key_prefix}_{name}")
+            metrics.update(task_metrics)
+            main = task_metrics.get(f"{metric_key_prefix}_{name}_{part.task.selection_metric()}")
+            if main is not None and part.weights.selection > 0:
+                score, total = score + part.weights.selection * main, total + part.weights.selection
+        if total:
+            metrics[f"{metric_key_prefix}_joint_score"] = score / total
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def evaluation_trainer(part: TaskPart, model: MMFTForMultiTask, plan) -> Trainer:
+    """Task `part`'s own Trainer on the joint model's weights (`for_task`): its collator, metrics and evaluation, as
+    its single-task recipe has them. It never trains; it scores the validation and test splits and saves the task's
+    single-task model."""
+    args = part.args
+    args.training.eval_strategy = "no"  # its evaluations are called by the joint Trainer
+    args.training.load_best_model_at_end = False
+    return make_trainer(part.task, args, part.data, model.for_task(part.name), part.processor, plan, part.policy)
+
+
+def make_stream(run: MultiTaskRun) -> MultiTaskStream:
+    """The batch stream: the sampler over the tasks' training rows, each task's collator and batch size."""
+    training, multitask = run.shared.training, run.multitask
+    sizes = {part.name: len(part.data.train) for part in run.parts}
+    sampler = TaskSampler(
+        sizes,
+        multitask.task_sampling,
+        temperature=multitask.task_temperature if multitask.task_sampling == "temperature" else None,
+        weights=None
+        if multitask.task_sampling == "round_robin"
+        else {part.name: part.weights.sampling for part in run.parts},
+        seed=training.seed,
+    )
+    logger.warning(
+        "mmft: task sampling %s: %s",
+        multitask.task_sampling,
+        ", ".join(f"{name} {share:.3f}" for name, share in sampler.probabilities().items()),
+    )
+    return MultiTaskStream(
+        {part.name: part.data.train for part in run.parts},
+        {part.name: part.task.collator(part.processor, part.args.model.max_text_length) for part in run.parts},
+        sampler,
+        {part.name: part.args.training.per_device_train_batch_size for part in run.parts},
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        mix_within_step=multitask.mix_within_step,
+        seed=training.seed,
+    )
+
+
+def joint_card(run: MultiTaskRun, metrics: dict[str, float], sampler: TaskSampler) -> str:
+    """The joint model's card: its tasks, how they were sampled, and every task's test results."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [mmft, multi-task, vision-language]",
+        "---",
+        "",
+        "# Multi-task mmft model",
+        "",
+        f"Shared towers and bridge with one head per task ({', '.join(p.name for p in run.parts)}), trained together "
+        f"with `recipes/multitask.py` (task sampling `{run.multitask.task_sampling}`). Each task's single-task model "
+        "(its Auto class, pipeline and `mmft predict` load it) is saved in the subfolder of the task's name; "
+        "`MMFTForMultiTask.from_pretrained` loads the joint model and `for_task(name)` gives a task's model back.",
+        "",
+        "| task | dataset | share of steps | loss weight | test results |",
+        "|---|---|---|---|---|",
+    ]
+    shares = sampler.probabilities()
+    for part in run.parts:
+        prefix = f"test_{part.name}_"
+        results = ", ".join(f"{k[len(prefix) :]} {v:.4f}" for k, v in metrics.items() if k.startswith(prefix))
+        dataset = part.args.data.dataset or part.task.default_dataset
+        lines.append(
+            f"| {part.name} | {dataset} | {shares[part.name]:.3f} | {part.weights.loss:g} | {results or 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(parsed: MultiTaskRun) -> dict[str, float]:
+    """Train the joint model, score each task's test split on it, save each task's model and the joint one."""
+    shared = parsed.shared.training
+    output_dir = shared.output_dir
+    set_seed(shared.seed)
+    use_cpu_cores(shared)
+    check_output_dir(output_dir)
+    if shared.process_index == 0:
+        path = Path(output_dir) / "run_config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, yaml.safe_dump(parsed.flags, sort_keys=False))
+    for part in parsed.parts:
+        prepare_part(part, output_dir)
+    model = build_model(parsed)
+    plan = make_plan(parsed.shared.lora)
+    model = plan.apply(model)
+    if parsed.shared.model.cache_frozen_text and not sharded_parameters(shared):
+        task_model(model).core.enable_frozen_text_cache(parsed.shared.model.frozen_text_cache_mb)
+    joint = task_model(model)
+    for part in parsed.parts:
+        part.task.attach(part.data, part.processor, part.policy)
+        part.trainer = evaluation_trainer(part, joint, plan)
+    stream = make_stream(parsed)
+    shared.remove_unused_columns = False
+    trainer = JointTrainer(
+        model=model,
+        args=shared,
+        train_dataset=stream,
+        data_collator=lambda batch: batch,  # the stream yields collated batches
+        # the joint card is written at the end (`joint_card`); each task's own by its evaluation Trainer
+        callbacks=[*build_callbacks(replace(parsed.shared.output, model_card=False), None, plan), NonFiniteLossGuard()],
+        tower_learning_rate=parsed.shared.lora.tower_learning_rate,
+        layer_decay=parsed.shared.lora.layer_decay,
+        parts=parsed.parts,
+    )
+    log_before_reporters(trainer)
+    if not parsed.shared.model.eval_only:
+        result = trainer.train(resume_from_checkpoint=shared.resume_from_checkpoint)
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+    metrics: dict[str, float] = {}
+    for part in parsed.parts:
+        prediction = score_test(part.task, part.trainer, part.data, part.policy)
+        metrics.update({f"test_{part.name}_{key[len('test_') :]}": value for key, value in prediction.metrics.items()})
+        save_outputs(part.task, part.trainer, part.data, prediction, part.processor, parsed.shared.lora, part.policy)
+    trainer.log_metrics("test", metrics)
+    if trainer.is_world_process_zero():
+
+        def extras(folder: Path, final) -> None:
+            (folder / "test_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True) + "\n")
+            (folder / "README.md").write_text(joint_card(parsed, metrics, stream.sampler))
+
+        save_final(model, parsed.parts[0].processor, output_dir, merged=parsed.shared.lora.save_merged, extras=extras)
+        print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if _main(k, parsed)))
+        print(f"mmft: joint model in {output_dir}; each task's model in {output_dir}/<task>")
+    return metrics
+
+
+def _main(key: str, parsed: MultiTaskRun) -> bool:
+    """Whether `key` is a task's main or compared metric (the final line prints those)."""
+    return any(
+        key in {f"test_{p.name}_{m}" for m in (p.task.main_metric, *p.task.compared_metrics)} for p in parsed.parts
+    )
+
+
+def main(argv: list[str], default_config: str | os.PathLike | None = DEFAULT_PRESET) -> int:
+    """`recipes/multitask.py`: exit status 0, or 2 with one sentence on stderr for a user's mistake."""
+    try:
+        parsed = parse_multitask_args(argv, default_config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"mmft: {error}", file=sys.stderr)
+        return 2
+    try:
+        run(parsed)
+    except (DataError, TowerUnavailable) as error:
+        print(f"mmft: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["MultiTaskArguments", "MultiTaskRun", "TaskPart", "TaskWeights", "main", "parse_multitask_args", "run"]
