@@ -102,8 +102,8 @@ class ThroughputCallback(TrainerCallback):
     # -- counting what the model computes ------------------------------------------------------------------------
     # Hooks on parts every mmft model runs once per training batch, whatever its head does with the bridge: the
     # vision tower (batch, image tokens, pixel shape) and the text projection (text tokens, also when a frozen text
-    # tower is served from its cache); a captioning model's decoder too, whose logits cover the batch's caption
-    # positions (B, T, V). A batch is counted when every hooked part has reported its shapes.
+    # tower is served from its cache); a captioning model's decoder too, whose input holds the prefix and the batch's
+    # caption positions (B, P + T, Dd). A batch is counted when every hooked part has reported its shapes.
     def _vision(self, module, args, output) -> None:
         if self._core.training:  # evaluation forwards are not training throughput
             self._pending["image"] = (output.tokens.shape[0], output.tokens.shape[1], tuple(args[0].shape[1:]))
@@ -116,14 +116,16 @@ class ThroughputCallback(TrainerCallback):
 
     def _decoder(self, module, args, output) -> None:
         if self._core.training:
-            self._pending["caption"] = (output.logits.shape[1],)  # (B, T, V): logits at the caption positions
+            self._pending["caption"] = (args[0].shape[1],)  # (B, P + T, Dd): the prefix and the caption positions
             self._count()
 
     def _count(self) -> None:
         if len(self._pending) < len(self._hooks):
             return
         (batch, image_tokens, pixel_shape), (text_tokens,) = self._pending.pop("image"), self._pending.pop("text")
-        (caption_tokens,) = self._pending.pop("caption", (0,))
+        (decoder_positions,) = self._pending.pop("caption", (0,))
+        # The caption positions from the decoder's input, not its logits: training skips the output layer on prompts
+        caption_tokens = decoder_positions - self._task.caption_prefix_length(image_tokens) if decoder_positions else 0
         key = (image_tokens, text_tokens, pixel_shape, caption_tokens)
         if key not in self._flops_cache:
             forward = flops_lib.forward_flops(self._model, image_tokens, text_tokens, pixel_shape, caption_tokens)

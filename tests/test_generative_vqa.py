@@ -71,6 +71,32 @@ def test_the_rows_and_the_loss_mask_match_a_hand_built_example():
         assert not torch.allclose(model(**inputs, labels=unmasked).loss, loss, atol=1e-3)
 
 
+def test_training_skips_the_output_layer_on_the_prompt_and_keeps_the_loss():
+    """In training with labels, logits cover only the positions from the first that predicts an answer token; the
+    loss is the one computed over every position."""
+    processor = tiny_generative_processor()
+    batch = processor(images=scenes_rows(2)[0], text=QUESTIONS, answers=["red", "yes"])
+    model = tiny_generative_model()
+    for module in model.modules():  # train mode for the logit cut, without dropout's randomness
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    with torch.no_grad():
+        full = model.eval()(**batch)
+        kept = model.train()(**batch)
+    labelled = (batch["labels"][:, 1:] != IGNORE_INDEX).any(dim=0).nonzero()
+    first = int(labelled[0])
+    assert first > 0, "the prompt must take positions for this test to mean anything"
+    assert full.logits.shape[1] == batch["input_ids"].shape[1]
+    assert kept.logits.shape[1] == batch["input_ids"].shape[1] - first  # the prompt's positions are skipped
+    torch.testing.assert_close(kept.loss, full.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kept.logits, full.logits[:, first:], rtol=1e-5, atol=1e-5)
+    # negative control: the same kept logits read against labels one position off give another loss
+    shifted = F.cross_entropy(
+        kept.logits[:, :-1].flatten(0, 1), batch["labels"][:, first:-1].flatten(), ignore_index=IGNORE_INDEX
+    )
+    assert not torch.allclose(shifted, full.loss, atol=1e-3)
+
+
 def _generate(model, processor, images, **kwargs) -> list[str]:
     inputs = processor(images=images, text=QUESTIONS)
     with torch.no_grad():
