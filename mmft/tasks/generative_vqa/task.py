@@ -9,6 +9,10 @@ generates an answer per question (`--max_new_tokens`, `--num_beams`, ...) and sc
 answers with the official VQA accuracy (per question type and answer type where the data has them) and by exact match
 against its most frequent answer (`evaluation.py`). Rows rejected as unreadable under `--on_bad_example skip` are left
 out of every score (`excluded_bad_rows` says how many), as in the other tasks.
+
+On LLaVA-style conversation data (`use_format` finds it) the data hooks go to `ConversationRows`
+(`conversation_task.py`): multi-turn rows through the decoder's chat template, the loss on the assistant turns, every
+assistant turn generated and scored in evaluation (docs/generative_vqa.md, "Conversations").
 """
 
 from __future__ import annotations
