@@ -210,3 +210,18 @@ def test_recipe_on_llava_jsonl_then_mmft_predict(tmp_path, tiny_text_dir):
         assert cli([*command, "--max_new_tokens", "3"]) == 0
     expected = pipeline("mmft-image-text-to-text", model=output)(str(image), text="what color?", max_new_tokens=3)
     assert printed.getvalue().splitlines() == [expected[0]["generated_text"]]
+
+
+def test_the_named_scenes_conversations_plug_in(monkeypatch):
+    from mmft.data import scenes_conversations
+
+    load = scenes_conversations.load_scenes_conversations
+    monkeypatch.setattr(scenes_conversations, "load_scenes_conversations", lambda: load(num_train=3, num_test=2))
+    task = _task()
+    data = task.prepare_data(SourceSpec(dataset="scenes_conversations"))
+    assert task.conversations is not None and len(data.train) == 3 and len(data.eval) == 2
+    raw = data.eval.with_format(None)
+    items = task.conversations.turns(data)
+    assert len(items.rows) == sum(len(types) for types in raw["question_types"])  # one assistant turn per question
+    assert items.types == [kind for types in raw["question_types"] for kind in types]
+    assert not any("<image>" in question for question in items.questions)

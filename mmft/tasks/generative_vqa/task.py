@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Image, List, Value
 from transformers.trainer_utils import PredictionOutput
 
 from ...data.sources import SourceSpec
@@ -34,7 +34,7 @@ from ..vqa.task import ANSWERS, QUESTION, VQADataArguments, vqa_datasets
 from .chat_processing import DEFAULT_MAX_CONVERSATION_TOKENS
 from .collator import ANSWER_KEY, AnswerCollator
 from .conversation_task import ConversationRows
-from .conversations import CONVERSATION, conversations_key
+from .conversations import CONVERSATION, CONVERSATIONS, QUESTION_TYPES, conversations_key
 from .evaluation import GeneratedAnswers, answer_scores, generate_answers, most_frequent_answer
 from .modeling import MMFTForGenerativeVQA
 from .processing import DEFAULT_SEPARATOR, MMFTPromptProcessor
@@ -218,12 +218,18 @@ class GenerativeVQATask(DecoderTask, Task):
 
 
 def _scenes_conversations(spec: SourceSpec) -> DatasetDict:
-    """The synthetic scenes conversations (`mmft.data.scenes_conversations`), turns made canonical."""
-    from ...data.scenes_conversations import load_scenes_conversations
+    """The synthetic scenes conversations (`mmft.data.scenes_conversations`, default sizes), turns made canonical;
+    `question_types` (one per question) give the per-type scores."""
+    from ...data import scenes_conversations
 
-    return load_scenes_conversations().map(
-        lambda batch: {"conversations": [CONVERSATION.canonical(turns) for turns in batch["conversations"]]},
+    loaded = scenes_conversations.load_scenes_conversations()
+    features = Features(
+        {"image": Image(), CONVERSATIONS: CONVERSATION.feature(), QUESTION_TYPES: List(Value("string"))}
+    )
+    return loaded.select_columns(list(features)).map(
+        lambda batch: {CONVERSATIONS: [CONVERSATION.canonical(turns) for turns in batch[CONVERSATIONS]]},
         batched=True,
+        features=features,
     )
 
 
