@@ -169,7 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--task", choices=sorted(TASKS), help="the model's task (default: read from its config)")
     one = predict.add_argument_group("one input")
     one.add_argument("--image", help="image file")
-    one.add_argument("--text", "--question", dest="text", help="the text about the image (a VQA question, a statement)")
+    one.add_argument(
+        "--text",
+        "--question",
+        "--prompt",
+        dest="text",
+        help="the text about the image (a VQA question, a statement, a generative model's prompt)",
+    )
     many = predict.add_argument_group("a dataset")
     many.add_argument(
         "--dataset",

@@ -9,16 +9,21 @@ generates an answer per question (`--max_new_tokens`, `--num_beams`, ...) and sc
 answers with the official VQA accuracy (per question type and answer type where the data has them) and by exact match
 against its most frequent answer (`evaluation.py`). Rows rejected as unreadable under `--on_bad_example skip` are left
 out of every score (`excluded_bad_rows` says how many), as in the other tasks.
+
+On LLaVA-style conversation data (`use_format` finds it) the data hooks go to `ConversationRows`
+(`conversation_task.py`): multi-turn rows through the decoder's chat template, the loss on the assistant turns, every
+assistant turn generated and scored in evaluation (docs/generative_vqa.md, "Conversations").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, Features, Image, List, Value
 from transformers.trainer_utils import PredictionOutput
 
+from ...data.sources import SourceSpec
 from ...inference.bad_rows import scored_split_rows
 from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
@@ -26,7 +31,10 @@ from ..base import CardInfo, Task, TaskData
 from ..captioning.decoding import DecoderArguments, DecoderTask, GenerationArguments
 from ..defaults import REAL_DATA_DEFAULTS
 from ..vqa.task import ANSWERS, QUESTION, VQADataArguments, vqa_datasets
+from .chat_processing import DEFAULT_MAX_CONVERSATION_TOKENS
 from .collator import ANSWER_KEY, AnswerCollator
+from .conversation_task import ConversationRows
+from .conversations import CONVERSATION, CONVERSATIONS, QUESTION_TYPES, conversations_key
 from .evaluation import GeneratedAnswers, answer_scores, generate_answers, most_frequent_answer
 from .modeling import MMFTForGenerativeVQA
 from .processing import DEFAULT_SEPARATOR, MMFTPromptProcessor
@@ -42,6 +50,24 @@ class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArgum
         default=DEFAULT_SEPARATOR, metadata={"help": "the text the decoder reads between question and answer"}
     )
     max_new_tokens: int = field(default=8, metadata={"help": "evaluation: most tokens generated per answer"})
+    conversations_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "train on conversations (LLaVA-style turns) in this column; a local table whose first row has "
+            "'conversations' or 'messages' is read as conversations without it (docs/generative_vqa.md)"
+        },
+    )
+    max_conversation_tokens: int = field(
+        default=DEFAULT_MAX_CONVERSATION_TOKENS,
+        metadata={"help": "conversations: decoder tokens kept of each conversation (its end is cut)"},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "conversations: the decoder's chat template (Jinja text or a file); default: the decoder "
+            "tokenizer's own, else mmft's ChatML template (said in the log)"
+        },
+    )
 
 
 class GenerativeVQATask(DecoderTask, Task):
@@ -78,10 +104,29 @@ class GenerativeVQATask(DecoderTask, Task):
         ),
     )
 
+    conversations: ConversationRows | None = None  # the data hooks on conversation data (`use_format`)
+
     def datasets(self) -> dict[str, Callable]:
-        return vqa_datasets(self.args)
+        return {**vqa_datasets(self.args), **CONVERSATION_DATASETS}
 
     # -- data ------------------------------------------------------------------------------------------------------
+    def use_format(self, spec: SourceSpec) -> None:
+        """Read conversations where the data has them (`conversations.conversations_key`), else question/answer
+        rows: the columns, checks, collator and evaluation follow."""
+        spec = replace(spec, dataset=spec.dataset or self.default_dataset)
+        chat = conversations_key(spec, self.args.conversations_column, tuple(CONVERSATION_DATASETS))
+        self.conversations = ConversationRows(self.args) if chat else None
+        rows = self.conversations or type(self)
+        self.columns, self.text_column, self.keep_columns = rows.columns, rows.text_column, rows.keep_columns
+
+    def prepare_data(self, spec: SourceSpec, *args, **kwargs) -> TaskData:
+        self.use_format(spec)
+        return super().prepare_data(spec, *args, **kwargs)
+
+    def read_splits(self, spec: SourceSpec) -> DatasetDict:
+        self.use_format(spec)
+        return super().read_splits(spec)
+
     def build_targets(self, train: Dataset, evaluation: Dataset, labels: list[str] | None) -> TaskData:
         """No vocabulary: every row's target is its most frequent answer (`encode`), every answer is scored."""
         return TaskData(train, evaluation)
@@ -90,13 +135,17 @@ class GenerativeVQATask(DecoderTask, Task):
         return TaskData(None, evaluation)
 
     def encode(self, data: TaskData, split: str) -> Callable:
+        if self.conversations:
+            return self.conversations.encode(data, split)
         return lambda batch: {ANSWER_KEY: [most_frequent_answer(answers) for answers in batch["answers"]]}
 
     def collator(self, processor, max_length: int) -> Callable:
-        return AnswerCollator(processor)
+        return self.conversations.collator(processor) if self.conversations else AnswerCollator(processor)
 
     # -- model -----------------------------------------------------------------------------------------------------
     def build_processor(self, model_args) -> MMFTPromptProcessor:
+        if self.conversations:
+            return self.conversations.build_processor(model_args)
         return MMFTPromptProcessor.from_towers(
             model_args.vision_model,
             model_args.text_model,
@@ -112,6 +161,8 @@ class GenerativeVQATask(DecoderTask, Task):
     def evaluate(self, trainer, data: TaskData, prefix: str = "test") -> PredictionOutput:
         """Generate an answer per question of `data.eval` (split across processes) and score it. Rows rejected as
         unreadable get an answer (about their blank image) but are not scored, as in every task."""
+        if self.conversations:
+            return self.conversations.evaluate(trainer, data, prefix)
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
         accelerator = trainer.accelerator
         raw = data.eval.with_format(None)
@@ -150,7 +201,9 @@ class GenerativeVQATask(DecoderTask, Task):
 
     def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:
         """`question`, the generated `prediction`, `answers`, and VQAv2's `question_id` and `answer_type` where the
-        data has them."""
+        data has them (conversations: one record per assistant turn)."""
+        if self.conversations:
+            return self.conversations.prediction_records(data, predictions)
         raw = data.eval.with_format(None)
         extra = {c: raw[c] for c in ("question_id", "answer_type") if c in raw.column_names}
         return [
@@ -164,4 +217,22 @@ class GenerativeVQATask(DecoderTask, Task):
         ]
 
 
-__all__ = ["GenerativeVQAArguments", "GenerativeVQATask"]
+def _scenes_conversations(spec: SourceSpec) -> DatasetDict:
+    """The synthetic scenes conversations (`mmft.data.scenes_conversations`, default sizes), turns made canonical;
+    `question_types` (one per question) give the per-type scores."""
+    from ...data import scenes_conversations
+
+    loaded = scenes_conversations.load_scenes_conversations()
+    features = Features(
+        {"image": Image(), CONVERSATIONS: CONVERSATION.feature(), QUESTION_TYPES: List(Value("string"))}
+    )
+    return loaded.select_columns(list(features)).map(
+        lambda batch: {CONVERSATIONS: [CONVERSATION.canonical(turns) for turns in batch[CONVERSATIONS]]},
+        batched=True,
+        features=features,
+    )
+
+
+CONVERSATION_DATASETS = {"scenes_conversations": _scenes_conversations}  # named datasets of conversations
+
+__all__ = ["CONVERSATION_DATASETS", "GenerativeVQAArguments", "GenerativeVQATask"]
