@@ -24,17 +24,19 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, Trainer, set_seed
 
-from .arguments import RecipeArguments, flags_argv, parse_recipe_args
+from .arguments import RecipeArguments, _command_line_flags, argument_classes, flags_argv, parse_recipe_args
 from .atomic import atomic_write_text
 from .callbacks import build_callbacks, log_before_reporters
+from .checkpoints import choose_checkpoint
 from .data import BadExamplePolicy, DataError
+from .fingerprint import arguments_fingerprint, check_same_run, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir
 from .hub import save_final
 from .multitask import MMFTForMultiTask, MultiTaskStream, TaskSampler
@@ -157,18 +159,52 @@ def parse_multitask_args(argv: list[str], default_config: str | os.PathLike | No
     multitask, rest = HfArgumentParser(MultiTaskArguments).parse_args_into_dataclasses(
         args=flags_tokens(multitask_keys) + rest, return_remaining_strings=True, look_for_args_file=False
     )
-    parts = []
+    parts, effective = [], {}
     for name, entry in entries.items():
         where = f"{path}: {TASKS_KEY}.{name}"
+        if entry is not None and not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a mapping of that task's flags, got {entry!r}")
+        try:
+            get_task(name)
+        except ValueError as error:  # an unknown task name: the registered ones are listed
+            raise ValueError(f"{where}: {error}") from None
         entry = dict(entry or {})
-        weights = _weights(entry, where)
-        task_argv = flags_argv({**preset, **entry}, where, name) + rest + per_task.get(name, [])
+        own_tokens, given = _pop_weight_tokens(per_task.get(name, []), name)
+        _weights(dict(given), f"--{name}.<weight>")  # a bad command-line weight is named as the command line gave it
+        weights_given = {key: entry.pop(key) for key in WEIGHT_KEYS if key in entry}
+        effective[name] = {**entry, **weights_given, **given}
+        weights = _weights({**weights_given, **given}, where)
+        task_argv = flags_argv({**preset, **entry}, where, name) + rest + own_tokens
         args = parse_recipe_args(task_argv, name)
         parts.append(TaskPart(name, get_task(name)(args.task), args, weights))
+        own = _command_line_flags(own_tokens, argument_classes(get_task(name).arguments_class))
+        effective[name].update(own)
     if multitask.task_sampling == "round_robin" and any(p.weights.sampling != 1.0 for p in parts):
         raise ValueError(f"{path}: sampling_weight does not apply to --task_sampling round_robin (tasks take turns)")
-    flags = {**multitask_keys, **preset, TASKS_KEY: entries}
-    return MultiTaskRun(multitask, parts[0].args, parts, flags)
+    # The shared flags alone (no task's entry): the joint Trainer's arguments, a separate object from every task's
+    # (each task's output_dir and evaluation settings are its own, see `prepare_part` and `evaluation_trainer`).
+    first = parts[0].name
+    shared = parse_recipe_args(flags_argv(preset, str(path), first) + rest, first)
+    shared_cli = _command_line_flags(rest, argument_classes(get_task(first).arguments_class))
+    # The effective flags, command line included, so that `--config run_config.yaml` replays the run.
+    flags = {**asdict(multitask), **preset, **shared_cli, TASKS_KEY: effective}
+    return MultiTaskRun(multitask, shared, parts, flags)
+
+
+def _pop_weight_tokens(tokens: list[str], task: str) -> tuple[list[str], dict[str, Any]]:
+    """A task's `--<task>.<flag>` tokens without its weights (`--vqa.loss_weight 0`), and those weights (YAML-read
+    values, so they are checked as a preset's are)."""
+    rest, weights = [], {}
+    tokens = list(tokens)
+    while tokens:
+        token = tokens.pop(0)
+        key = token[2:] if token.startswith("--") else None
+        if key in WEIGHT_KEYS:
+            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else ""
+            weights[key] = yaml.safe_load(value) if value else None
+            continue
+        rest.append(token)
+    return rest, weights
 
 
 def flags_tokens(flags: dict[str, Any]) -> list[str]:
@@ -304,6 +340,21 @@ def make_stream(run: MultiTaskRun) -> MultiTaskStream:
     )
 
 
+def joint_fingerprint(run: MultiTaskRun, model: MMFTForMultiTask) -> dict[str, Any]:
+    """The joint run's fingerprint (`mmft.fingerprint`), written into each checkpoint and checked on resume: the
+    multi-task flags, and per task its single-task fingerprint (flags, data, split sizes, its model's config) and
+    weights."""
+    tasks = {}
+    for part in run.parts:
+        splits = (("train", part.data.train), ("eval", part.data.eval), ("validation", part.data.validation))
+        sizes = {name: len(split) for name, split in splits if split is not None}
+        fingerprint = run_fingerprint(
+            arguments_fingerprint(part.name, part.args), model.for_task(part.name).config, sizes
+        )
+        tasks[part.name] = {**fingerprint, "weights": asdict(part.weights)}
+    return {"multitask": asdict(run.multitask), "tasks": tasks}
+
+
 def joint_card(run: MultiTaskRun, metrics: dict[str, float], sampler: TaskSampler) -> str:
     """The joint model's card: its tasks, how they were sampled, and every task's test results."""
     lines = [
@@ -356,6 +407,14 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         part.task.attach(part.data, part.processor, part.policy)
         part.trainer = evaluation_trainer(part, joint, plan)
     stream = make_stream(parsed)
+    fingerprint = joint_fingerprint(parsed, joint)
+    resume = None
+    if not parsed.shared.model.eval_only:
+        resume = choose_checkpoint(
+            shared, shared.resume_from_checkpoint, parsed.shared.output.overwrite_output_dir, parsed.parts[0].policy
+        )
+    if resume:
+        check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     shared.remove_unused_columns = False
     trainer = JointTrainer(
         model=model,
@@ -367,10 +426,11 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         tower_learning_rate=parsed.shared.lora.tower_learning_rate,
         layer_decay=parsed.shared.lora.layer_decay,
         parts=parsed.parts,
+        fingerprint=fingerprint,
     )
     log_before_reporters(trainer)
     if not parsed.shared.model.eval_only:
-        result = trainer.train(resume_from_checkpoint=shared.resume_from_checkpoint)
+        result = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
     metrics: dict[str, float] = {}
