@@ -39,7 +39,7 @@ from .data import BadExamplePolicy, DataError
 from .fingerprint import arguments_fingerprint, check_same_run, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir
 from .hub import save_final
-from .multitask import MMFTForMultiTask, MultiTaskStream, TaskSampler
+from .multitask import MMFTForMultiTask, MultiTaskStream, TaskSampler, task_draw_counts
 from .multitask.trainer import MultiTaskTrainer
 from .presets import load_preset
 from .selection import evaluates_during_training
@@ -355,6 +355,19 @@ def joint_fingerprint(run: MultiTaskRun, model: MMFTForMultiTask) -> dict[str, A
     return {"multitask": asdict(run.multitask), "tasks": tasks}
 
 
+def sampling_record(stream: MultiTaskStream) -> dict[str, Any]:
+    """How the run drew its tasks: the strategy, each task's training rows and share, and its draws (optimizer
+    steps; micro-batches under `mix_within_step`)."""
+    sampler = stream.sampler
+    return {
+        "strategy": sampler.strategy_name,
+        "temperature": sampler.temperature,
+        "rows": sampler.sizes,
+        "shares": sampler.probabilities(),
+        "draws": task_draw_counts(sampler, sampler.draws),
+    }
+
+
 def joint_card(run: MultiTaskRun, metrics: dict[str, float], sampler: TaskSampler) -> str:
     """The joint model's card: its tasks, how they were sampled, and every task's test results."""
     lines = [
@@ -444,6 +457,7 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         def extras(folder: Path, final) -> None:
             (folder / "test_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True) + "\n")
             (folder / "README.md").write_text(joint_card(parsed, metrics, stream.sampler))
+            (folder / "task_sampling.json").write_text(json.dumps(sampling_record(stream), indent=4) + "\n")
 
         save_final(model, parsed.parts[0].processor, output_dir, merged=parsed.shared.lora.save_merged, extras=extras)
         print("mmft: final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if _main(k, parsed)))
