@@ -85,11 +85,16 @@ class ThroughputCallback(TrainerCallback):
 
     Figures cover the steps since the previous log, summed over processes (world size x one process's count), and
     time each step from the end of the previous one, so data loading counts; evaluation and saving do not.
+
+    A multi-task model (one whose forward takes `task=`, `mmft.multitask`) also gets `perf/<task>/samples_per_second`
+    and `perf/<task>/step_seconds` for each task trained in the window, from that task's steps alone (a step that
+    mixes tasks, `--mix_within_step`, shares its time among its micro-batches' tasks).
     """
 
     def __init__(self, peak_flops: float | None = None) -> None:
         self.peak = peak_flops
-        self._hooks: list = []
+        self._hooks: list = []  # the hooks that report a batch's shapes (`_count` waits for all of them)
+        self._task_hook = None
         self._pending: dict[str, tuple] = {}
         self._flops_cache: dict[tuple, float] = {}
         self._reset_window()
@@ -98,6 +103,14 @@ class ThroughputCallback(TrainerCallback):
     def _reset_window(self) -> None:
         self.samples = self.tokens = self.flops = 0.0
         self.seconds, self.steps = 0.0, 0
+        self.by_task: dict[str, list[float]] = {}  # task -> [samples, seconds, steps] in the window
+        self._step_tasks: list[str] = []  # the task of each micro-batch of the current step
+
+    # A multi-task model's forward names its task (`forward(task=..., **batch)`): each training micro-batch's task,
+    # for the per-task figures. A single-task model's forward takes no `task`, and nothing is recorded.
+    def _task_begins(self, module, args, kwargs) -> None:
+        if self._core.training and kwargs.get("task") is not None:
+            self._step_tasks.append(kwargs["task"])
 
     # -- counting what the model computes ------------------------------------------------------------------------
     # Hooks on parts every mmft model runs once per training batch, whatever its head does with the bridge: the
@@ -132,12 +145,17 @@ class ThroughputCallback(TrainerCallback):
             cached = self._core._text_cache is not None
             self._flops_cache[key] = flops_lib.training_flops(self._model, forward, text_cached=cached)
         self.samples += batch
+        if self._step_tasks:
+            self.by_task.setdefault(self._step_tasks[-1], [0.0, 0.0, 0.0])[0] += batch
         self.tokens += batch * (image_tokens + text_tokens + caption_tokens)  # + caption tokens when captioning
         self.flops += batch * self._flops_cache[key]
 
     def _remove_hooks(self) -> None:
         for hook in self._hooks:
             hook.remove()
+        if self._task_hook is not None:
+            self._task_hook.remove()
+            self._task_hook = None
         self._hooks, self._pending = [], {}
 
     def on_train_begin(
@@ -150,6 +168,7 @@ class ThroughputCallback(TrainerCallback):
             self._core.vision_tower.register_forward_hook(self._vision),
             self._core.text_projection.register_forward_hook(self._text),
         ]
+        self._task_hook = self._task.register_forward_pre_hook(self._task_begins, with_kwargs=True)
         if (decoder := self._task.towers().get("decoder")) is not None:
             self._hooks.append(decoder.register_forward_hook(self._decoder))
         if self.peak is None:
@@ -166,6 +185,11 @@ class ThroughputCallback(TrainerCallback):
         now = time.perf_counter()
         self.seconds += now - self._last_end
         self.steps += 1
+        for task in self._step_tasks:  # the step's time and count, shared among its micro-batches' tasks
+            figures = self.by_task.setdefault(task, [0.0, 0.0, 0.0])
+            figures[1] += (now - self._last_end) / len(self._step_tasks)
+            figures[2] += 1 / len(self._step_tasks)
+        self._step_tasks = []
         self._last_end = now
 
     def on_evaluate(self, args, state, control, **kwargs: Any) -> None:
@@ -187,6 +211,10 @@ class ThroughputCallback(TrainerCallback):
             "perf/flops_per_step": world * self.flops / self.steps,
             "perf/tflops": world * self.flops / self.seconds / 1e12,
         }
+        for task, (samples, seconds, steps) in self.by_task.items():
+            if seconds > 0:
+                figures[f"perf/{task}/samples_per_second"] = world * samples / seconds
+                figures[f"perf/{task}/step_seconds"] = seconds / steps
         if self.peak:
             figures["perf/mfu"] = self.flops / self.seconds / self.peak  # per process over per-device peak
         logs.update(figures)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, Trainer, set_seed
 
@@ -278,9 +279,19 @@ class JointTrainer(MultiTaskTrainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log: each task's mean loss since the last one
-            for name, losses in self._task_losses.items():
-                logs[f"loss/{name}"] = round(sum(losses) / len(losses), 4)
+            # Every process drew the same tasks, so each holds the same names; the mean over processes is the loss
+            # of the global batch, as the Trainer's `loss` is (every process calls `log` for a training log).
+            names = sorted(self._task_losses)
+            local = torch.tensor([sum(self._task_losses[n]) / len(self._task_losses[n]) for n in names])
+            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist() if names else []
+            for name, mean in zip(names, means):
+                logs[f"loss/{name}"] = mean
             self._task_losses = {}
+        if self.state.max_steps > 0 and self.state.global_step:
+            # The stream has no length, so the Trainer's `epoch` is its count of batches read in this train() call
+            # over max_steps: after a resume it restarts from 0. The share of max_steps done is the same figure in an
+            # uninterrupted run and continues across a resume (each task's own epochs are in the stream's state).
+            self.state.epoch = self.state.global_step / self.state.max_steps
         super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -340,6 +351,19 @@ def make_stream(run: MultiTaskRun) -> MultiTaskStream:
     )
 
 
+def find_unused_head_parameters(training) -> None:
+    """Let DDP find the parameters a step leaves unused, unless the user chose (`--ddp_find_unused_parameters`).
+
+    A step trains one task, so the other tasks' heads get no gradient and DDP, which waits for every parameter's,
+    stops at the next step ("Expected to have finished reduction in the prior iteration"). The Trainer already looks
+    for unused parameters by default, but not with gradient checkpointing, so the joint run asks for it always.
+    """
+    if training.ddp_find_unused_parameters is None:
+        training.ddp_find_unused_parameters = True
+        if training.world_size > 1 and training.process_index == 0:
+            logger.warning("mmft: each step trains one task's head: DDP looks for unused parameters")
+
+
 def joint_fingerprint(run: MultiTaskRun, model: MMFTForMultiTask) -> dict[str, Any]:
     """The joint run's fingerprint (`mmft.fingerprint`), written into each checkpoint and checked on resume: the
     multi-task flags, and per task its single-task fingerprint (flags, data, split sizes, its model's config) and
@@ -368,6 +392,10 @@ def sampling_record(stream: MultiTaskStream) -> dict[str, Any]:
     }
 
 
+# Evaluation timings (`test_vqa_runtime`, `..._samples_per_second`, `..._rerank_seconds`): not results of the model
+TIMING_SUFFIXES = ("_runtime", "_per_second", "_seconds", "_preparation_time")
+
+
 def joint_card(run: MultiTaskRun, metrics: dict[str, float], sampler: TaskSampler) -> str:
     """The joint model's card: its tasks, how they were sampled, and every task's test results."""
     lines = [
@@ -389,7 +417,11 @@ def joint_card(run: MultiTaskRun, metrics: dict[str, float], sampler: TaskSample
     shares = sampler.probabilities()
     for part in run.parts:
         prefix = f"test_{part.name}_"
-        results = ", ".join(f"{k[len(prefix) :]} {v:.4f}" for k, v in metrics.items() if k.startswith(prefix))
+        results = ", ".join(
+            f"{k[len(prefix) :]} {v:.4f}"
+            for k, v in metrics.items()
+            if k.startswith(prefix) and not k.endswith(TIMING_SUFFIXES)
+        )
         dataset = part.args.data.dataset or part.task.default_dataset
         lines.append(
             f"| {part.name} | {dataset} | {shares[part.name]:.3f} | {part.weights.loss:g} | {results or 'n/a'} |"
@@ -429,6 +461,7 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
     if resume:
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     shared.remove_unused_columns = False
+    find_unused_head_parameters(shared)
     trainer = JointTrainer(
         model=model,
         args=shared,

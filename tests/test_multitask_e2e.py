@@ -55,6 +55,9 @@ def test_joint_results_are_each_task_folders_own(joint):
         assert prefixed and _untimed(prefixed) == _untimed(own), task
     card = (out / "README.md").read_text()
     assert all(f"| {task} |" in card for task in TASK_NAMES)
+    rows = [line for line in card.splitlines() if line.startswith(tuple(f"| {task} |" for task in TASK_NAMES))]
+    assert len(rows) == 3 and all("accuracy" in row or "recall@1" in row for row in rows)
+    assert not any(timing in card for timing in ("runtime", "per_second", "seconds", "preparation_time"))
 
 
 def test_each_task_folder_loads_and_answers_as_the_joint_models_for_task(joint, data, capsys):
