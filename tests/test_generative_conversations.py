@@ -24,6 +24,7 @@ from mmft.data.rejects import BadExamplePolicy
 from mmft.data.sources import DataError, SourceSpec
 from mmft.labels import IGNORE_INDEX
 from mmft.tasks.generative_vqa.chat import DEFAULT_CHAT_TEMPLATE, chat_messages
+from mmft.tasks.generative_vqa.conversation_evaluation import eval_turns, turn_inputs
 
 PRESET = REPO / "recipes" / "configs" / "easy_vqa_generative.yaml"
 TWO_TURNS = [
@@ -94,6 +95,19 @@ def test_generation_prompt_is_the_history_and_the_assistant_opening():
     assert context == history + ids("<|im_start|>user\nand the shape?") + [102] + ids("<|im_start|>assistant\n")
     question = processor.generation_features(["<image>\nwhat color is it?"])["input_ids"][0].tolist()
     assert question == history[: len(question)]  # one question: a one-turn conversation, <image> removed
+
+
+def test_a_later_shard_generates_from_its_own_turns():
+    """The sharded evaluation hands each process items [offset, ...) of the eval turns: its inputs must be those
+    turns' (first question and history), not the first shard's."""
+    conversations = [
+        [{**turn, "content": f"{turn['content']} {row}"} for turn in TWO_TURNS] for row in ("one", "two", "three")
+    ]
+    processor, items = chat_processor(), eval_turns(conversations)
+    later, whole = turn_inputs(processor, items, 3)(0, 3), turn_inputs(processor, items)(3, 6)
+    assert later.keys() == whole.keys() and all(torch.equal(later[key], whole[key]) for key in later)
+    first = turn_inputs(processor, items)(0, 3)  # negative control: the offset is what picks the turns
+    assert not torch.equal(first["input_ids"], later["input_ids"])
 
 
 def _task():

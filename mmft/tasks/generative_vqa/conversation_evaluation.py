@@ -12,18 +12,16 @@ turn; the text tower reads the first user turn, as in training. Scores, over all
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ...inference.embeddings import pixel_batches
 from ..captioning.evaluation import caption_scores
 from .chat import chat_messages, first_question, role_of
 from .conversations import turn_types
-from .evaluation import GeneratedAnswers, answer_scores
+from .evaluation import Inputs, answer_scores
 
 UNTYPED = "untyped"  # the type of a turn without one, where other turns have one
 
@@ -60,38 +58,18 @@ def eval_turns(conversations: Sequence[Sequence[dict[str, Any]]], row_types: Seq
     return items
 
 
-@torch.no_grad()
-def generate_turns(
-    model,
-    processor,
-    images,
-    items: EvalTurns,
-    start: int,
-    batch_size: int,
-    generate_kwargs: dict[str, Any],
-    device: torch.device,
-) -> GeneratedAnswers:
-    """The answers of items [start, start + len(images)) (`images`: their rows, one per item, under the transform)."""
-    model.eval()
-    eos = processor.caption_token_ids()["eos"]
-    answers: list[str] = []
-    seconds, new_tokens = 0.0, 0
-    for pixel_values in pixel_batches(images, batch_size):
-        first = start + len(answers)
-        batch = slice(first, first + len(pixel_values))
-        inputs = {
+def turn_inputs(processor, items: EvalTurns, offset: int = 0) -> Inputs:
+    """`generate_answers`'s inputs for items [offset, ...) one per row: the first user turn (text tower) and the
+    history before the turn, then the assistant's opening (decoder: `MMFTChatProcessor.context_features`)."""
+
+    def inputs(start: int, stop: int) -> dict[str, torch.Tensor]:
+        batch = slice(offset + start, offset + stop)
+        return {
             **processor.question_features(items.questions[batch]),
             **processor.context_features(items.contexts[batch]),
         }
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        begin = time.perf_counter()
-        sequences = model.generate(pixel_values=pixel_values.to(device), **inputs, **generate_kwargs)
-        seconds += time.perf_counter() - begin
-        prompt = inputs["input_ids"].shape[1]
-        for row in sequences[:, prompt:].tolist():
-            new_tokens += row.index(eos) + 1 if eos in row else len(row)
-        answers += processor.decode_answers(sequences, prompt)
-    return GeneratedAnswers(answers, seconds, new_tokens)
+
+    return inputs
 
 
 def turn_scores(predictions: Sequence[str], references: Sequence[str], types: Sequence[str | None]) -> dict:
@@ -101,4 +79,4 @@ def turn_scores(predictions: Sequence[str], references: Sequence[str], types: Se
     return {**answer_scores(predictions, groups, **typed), **caption_scores(predictions, groups)}
 
 
-__all__ = ["EvalTurns", "UNTYPED", "eval_turns", "generate_turns", "turn_scores"]
+__all__ = ["EvalTurns", "UNTYPED", "eval_turns", "turn_inputs", "turn_scores"]

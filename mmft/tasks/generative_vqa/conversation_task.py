@@ -15,13 +15,13 @@ from transformers.trainer_utils import PredictionOutput
 
 from ...data.sources import DataError
 from ...inference.bad_rows import scored_split_rows
-from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import TaskData
 from .chat_processing import MMFTChatProcessor
 from .conversation_collator import CONVERSATION_KEY, ConversationCollator
-from .conversation_evaluation import EvalTurns, eval_turns, generate_turns, turn_scores
+from .conversation_evaluation import EvalTurns, eval_turns, turn_inputs, turn_scores
 from .conversations import CONVERSATION, CONVERSATIONS, QUESTION_TYPES
+from .evaluation import GeneratedAnswers, generate_answers, sharded_generation
 
 
 def chat_template_flag(value: str | None) -> str | None:
@@ -60,9 +60,7 @@ class ConversationRows:
             self.args.decoder_model,
             model_args.image_size,
             model_args.timm_args(),
-            max_caption_tokens=self.args.max_answer_tokens,
-            max_question_tokens=self.args.max_question_tokens,
-            separator=self.args.answer_separator,
+            **self.args.processor_kwargs(),
             max_conversation_tokens=self.args.max_conversation_tokens,
         )
         processor.use_chat_template(chat_template_flag(self.args.chat_template))
@@ -78,39 +76,25 @@ class ConversationRows:
         turns of rows rejected as unreadable are generated but not scored."""
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
         self.collator(processor)  # a processor that cannot read conversations is refused here too
-        accelerator, items = trainer.accelerator, self.turns(data)
-        shards = []
+        items = self.turns(data)
 
-        def generate(start: int, stop: int) -> list[str]:
-            images = data.eval.select(items.rows[start:stop])
-            generated = generate_turns(
+        def generate(start: int, stop: int) -> GeneratedAnswers:
+            return generate_answers(
                 model,
                 processor,
-                images,
-                items,
-                start,
+                data.eval.select(items.rows[start:stop]),  # each turn's image
+                turn_inputs(processor, items, start),
                 args.per_device_eval_batch_size,
                 self.args.generate_kwargs(),
                 args.device,
             )
-            shards.append(generated)
-            return generated.answers
 
-        answers = map_and_gather(len(items.rows), generate, accelerator)
-        processes = accelerator.num_processes if accelerator is not None else 1
-        timing = map_and_gather(
-            processes, lambda start, stop: [(shards[0].seconds, shards[0].new_tokens)] * (stop - start), accelerator
-        )
+        generated = sharded_generation(len(items.rows), generate, trainer.accelerator)
+        answers = generated.answers
         rows = data.eval.with_format(None)["row"]
         scored = scored_split_rows(data.info.get("policy"), [rows[r] for r in items.rows], data.scored)
         metrics = turn_scores(scored.select(answers), scored.select(items.references), scored.select(items.types))
-        seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
-        metrics.update(
-            scored_turns=float(len(scored.keep)),
-            generation_seconds=seconds,
-            generated_tokens_per_second=tokens / max(seconds, 1e-9),
-        )
-        metrics = scored.report(metrics)
+        metrics = scored.report({**metrics, "scored_turns": float(len(scored.keep)), **generated.speed()})
         return PredictionOutput(answers, None, {f"{prefix}_{key}": value for key, value in metrics.items()})
 
     def prediction_records(self, data: TaskData, predictions: list[str]) -> list[dict]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ...inference.embeddings import pixel_batches
+from ...inference.sharded import map_and_gather
 from ...metrics import load_metric
 from ...metrics.vqa_normalization import normalize_answer
 
@@ -56,34 +57,83 @@ class GeneratedAnswers:
     seconds: float  # generate() time only
     new_tokens: int  # tokens generated (up to and including each answer's end token)
 
+    def speed(self) -> dict[str, float]:
+        """`generation_seconds` and `generated_tokens_per_second`, as the evaluations report them."""
+        return {
+            "generation_seconds": self.seconds,
+            "generated_tokens_per_second": self.new_tokens / max(self.seconds, 1e-9),
+        }
+
+
+Inputs = Callable[[int, int], dict[str, torch.Tensor]]  # rows [start, stop) -> their text and decoder inputs
+
+
+def question_inputs(processor, questions: Sequence[str]) -> Inputs:
+    """`generate_answers`'s inputs for one question per row: the text tower's question and the decoder's prompt."""
+
+    def inputs(start: int, stop: int) -> dict[str, torch.Tensor]:
+        batch = list(questions[start:stop])
+        return {**processor.question_features(batch), **processor.generation_features(batch)}
+
+    return inputs
+
 
 @torch.no_grad()
 def generate_answers(
     model,
     processor,
     dataset,
-    questions: Sequence[str],
+    inputs: Inputs,
     batch_size: int,
     generate_kwargs: dict[str, Any],
     device: torch.device,
 ) -> GeneratedAnswers:
-    """Answers to `questions` about `dataset`'s images (a transform gives pixel_values, rows in order), in batches."""
+    """Answers about `dataset`'s images (a transform gives pixel_values, rows in order), in batches; `inputs(start,
+    stop)` gives the text tower's and the decoder's inputs of rows [start, stop) (`question_inputs`, or a
+    conversation's turns: `conversation_evaluation.turn_inputs`)."""
     model.eval()
     eos = processor.caption_token_ids()["eos"]
     answers: list[str] = []
     seconds, new_tokens = 0.0, 0
     for pixel_values in pixel_batches(dataset, batch_size):
-        batch = list(questions[len(answers) : len(answers) + len(pixel_values)])
-        inputs = {**processor.question_features(batch), **processor.generation_features(batch)}
-        inputs = {key: value.to(device) for key, value in inputs.items()}
+        batch = inputs(len(answers), len(answers) + len(pixel_values))
+        batch = {key: value.to(device) for key, value in batch.items()}
         start = time.perf_counter()
-        sequences = model.generate(pixel_values=pixel_values.to(device), **inputs, **generate_kwargs)
+        sequences = model.generate(pixel_values=pixel_values.to(device), **batch, **generate_kwargs)
         seconds += time.perf_counter() - start
-        prompt = inputs["input_ids"].shape[1]
+        prompt = batch["input_ids"].shape[1]
         for row in sequences[:, prompt:].tolist():
             new_tokens += row.index(eos) + 1 if eos in row else len(row)
         answers += processor.decode_answers(sequences, prompt)
     return GeneratedAnswers(answers, seconds, new_tokens)
 
 
-__all__ = ["GeneratedAnswers", "answer_scores", "generate_answers", "most_frequent_answer"]
+def sharded_generation(
+    count: int, generate: Callable[[int, int], GeneratedAnswers], accelerator=None
+) -> GeneratedAnswers:
+    """`generate(start, stop)` over this process's shard of rows [0, count) (`map_and_gather`), gathered in row
+    order: every row's answer, the slowest process's generation time and the tokens all processes generated.
+    Every process must call it (it is a collective)."""
+    shards: list[GeneratedAnswers] = []
+
+    def answers(start: int, stop: int) -> list[str]:
+        shards.append(generate(start, stop))
+        return shards[-1].answers
+
+    gathered = map_and_gather(count, answers, accelerator)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    timing = map_and_gather(  # one row per process: its generation time and tokens
+        processes, lambda start, stop: [(shards[0].seconds, shards[0].new_tokens)] * (stop - start), accelerator
+    )
+    return GeneratedAnswers(gathered, max(s for s, _ in timing), sum(n for _, n in timing))
+
+
+__all__ = [
+    "GeneratedAnswers",
+    "Inputs",
+    "answer_scores",
+    "generate_answers",
+    "most_frequent_answer",
+    "question_inputs",
+    "sharded_generation",
+]

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
 from transformers.trainer_utils import PredictionOutput
 
 from ...data.sources import SourceSpec
 from ...inference.bad_rows import scored_split_rows
-from ...inference.sharded import map_and_gather
 from ...unwrap import task_model
 from ..base import CardInfo, Task, TaskData
 from ..captioning.decoding import DecoderArguments, DecoderTask, GenerationArguments
@@ -35,7 +35,14 @@ from .chat_processing import DEFAULT_MAX_CONVERSATION_TOKENS
 from .collator import ANSWER_KEY, AnswerCollator
 from .conversation_task import ConversationRows
 from .conversations import CONVERSATION, CONVERSATIONS, QUESTION_TYPES, conversations_key
-from .evaluation import GeneratedAnswers, answer_scores, generate_answers, most_frequent_answer
+from .evaluation import (
+    GeneratedAnswers,
+    answer_scores,
+    generate_answers,
+    most_frequent_answer,
+    question_inputs,
+    sharded_generation,
+)
 from .modeling import MMFTForGenerativeVQA
 from .processing import DEFAULT_SEPARATOR, MMFTPromptProcessor
 
@@ -68,6 +75,14 @@ class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArgum
             "tokenizer's own, else mmft's ChatML template (said in the log)"
         },
     )
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        """The prompt processor's settings these flags give (`MMFTPromptProcessor`; conversations add theirs)."""
+        return {
+            "max_caption_tokens": self.max_answer_tokens,
+            "max_question_tokens": self.max_question_tokens,
+            "separator": self.answer_separator,
+        }
 
 
 class GenerativeVQATask(DecoderTask, Task):
@@ -152,9 +167,7 @@ class GenerativeVQATask(DecoderTask, Task):
             self.args.decoder_model,
             model_args.image_size,
             model_args.timm_args(),
-            max_caption_tokens=self.args.max_answer_tokens,
-            max_question_tokens=self.args.max_question_tokens,
-            separator=self.args.answer_separator,
+            **self.args.processor_kwargs(),
         )
 
     # -- evaluation ------------------------------------------------------------------------------------------------
@@ -164,29 +177,22 @@ class GenerativeVQATask(DecoderTask, Task):
         if self.conversations:
             return self.conversations.evaluate(trainer, data, prefix)
         model, processor, args = task_model(trainer.model), trainer.processing_class, trainer.args
-        accelerator = trainer.accelerator
         raw = data.eval.with_format(None)
         questions = raw["question"]
-        shards: list[GeneratedAnswers] = []
 
-        def generate(start: int, stop: int) -> list[str]:
-            generated = generate_answers(
+        def generate(start: int, stop: int) -> GeneratedAnswers:
+            return generate_answers(
                 model,
                 processor,
                 data.eval.select(range(start, stop)),
-                questions[start:stop],
+                question_inputs(processor, questions[start:stop]),
                 args.per_device_eval_batch_size,
                 self.args.generate_kwargs(),
                 args.device,
             )
-            shards.append(generated)
-            return generated.answers
 
-        answers = map_and_gather(len(data.eval), generate, accelerator)
-        processes = accelerator.num_processes if accelerator is not None else 1
-        timing = map_and_gather(  # one row per process: its generation time and tokens
-            processes, lambda start, stop: [(shards[0].seconds, shards[0].new_tokens)] * (stop - start), accelerator
-        )
+        generated = sharded_generation(len(data.eval), generate, trainer.accelerator)
+        answers = generated.answers
         scored = scored_split_rows(data.info.get("policy"), raw["row"], data.scored)
         types = {
             name: scored.select(raw[column])
@@ -194,9 +200,7 @@ class GenerativeVQATask(DecoderTask, Task):
             if column in raw.column_names and any(raw[column])
         }
         metrics = answer_scores(scored.select(answers), scored.select(raw["answers"]), **types)
-        seconds, tokens = max(s for s, _ in timing), sum(n for _, n in timing)
-        metrics.update(generation_seconds=seconds, generated_tokens_per_second=tokens / max(seconds, 1e-9))
-        metrics = scored.report(metrics)
+        metrics = scored.report({**metrics, **generated.speed()})
         return PredictionOutput(answers, None, {f"{prefix}_{key}": value for key, value in metrics.items()})
 
     def prediction_records(self, data: TaskData, predictions: list[str], id2label) -> list[dict]:
