@@ -51,6 +51,7 @@ from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
 TASKS_KEY = "tasks"
+JOINT_SCORE = "joint_score"  # `eval_joint_score`: the tasks' main metrics, weighted by `selection_weight`
 DEFAULT_PRESET = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "multitask_easy_vqa_scenes.yaml"
 
 
@@ -306,7 +307,7 @@ class JointTrainer(MultiTaskTrainer):
             if main is not None and part.weights.selection > 0:
                 score, total = score + part.weights.selection * main, total + part.weights.selection
         if total:
-            metrics[f"{metric_key_prefix}_joint_score"] = score / total
+            metrics[f"{metric_key_prefix}_{JOINT_SCORE}"] = score / total
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -320,6 +321,23 @@ def evaluation_trainer(part: TaskPart, model: MMFTForMultiTask, plan) -> Trainer
     args.training.eval_strategy = "no"  # its evaluations are called by the joint Trainer
     args.training.load_best_model_at_end = False
     return make_trainer(part.task, args, part.data, model.for_task(part.name), part.processor, plan, part.policy)
+
+
+def select_by_joint_score(training) -> None:
+    """With `--load_best_model_at_end` and no `--metric_for_best_model`, select by `eval_joint_score` (higher is
+    better), as a single-task run selects by its task's main metric (`mmft.selection`). transformers fills in "loss"
+    when the flag is not given, and a joint evaluation has no `eval_loss` (each task's loss is `eval_<task>_loss`), so
+    "loss" is taken as not given."""
+    if not training.load_best_model_at_end:
+        return
+    if training.metric_for_best_model in (None, "loss", "eval_loss"):
+        training.metric_for_best_model = f"eval_{JOINT_SCORE}"
+        training.greater_is_better = True
+    logger.warning(
+        "mmft: model selection by %s on the tasks' validation splits (%s is better)",
+        training.metric_for_best_model,
+        "higher" if training.greater_is_better else "lower",
+    )
 
 
 def make_stream(run: MultiTaskRun) -> MultiTaskStream:
@@ -462,10 +480,15 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     shared.remove_unused_columns = False
     find_unused_head_parameters(shared)
+    select_by_joint_score(shared)
+    # The Trainer refuses an --eval_strategy without an eval_dataset; `JointTrainer.evaluate` scores these splits
+    # through each task's own Trainer.
+    validation = {part.name: part.data.validation for part in parsed.parts if part.data.validation is not None}
     trainer = JointTrainer(
         model=model,
         args=shared,
         train_dataset=stream,
+        eval_dataset=validation or None,
         data_collator=lambda batch: batch,  # the stream yields collated batches
         # the joint card is written at the end (`joint_card`); each task's own by its evaluation Trainer
         callbacks=[*build_callbacks(replace(parsed.shared.output, model_card=False), None, plan), NonFiniteLossGuard()],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,8 @@ from mmft import MMFTModel
 
 MODEL_CLASSES: list[type] = list(dict.fromkeys([MMFTModel, *(mmft.TASKS.model_class(name) for name in mmft.TASKS)]))
 LABELS = ["yes", "no", "red", "circle"]
+TINY_OPTIONS = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
+DECODER_QUERY_TOKENS = 3
 BATCH = 3
 TEXT_LENGTH = 7
 
@@ -33,8 +36,7 @@ def class_id(model_class: type) -> str:
 
 
 def _default_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
-    options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
-    options.update(overrides)
+    options = {**TINY_OPTIONS, **overrides}
     labels = LABELS if model_class.has_labels else None
     return model_class.from_vision_text_pretrained(
         vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, labels=labels, **options
@@ -88,11 +90,11 @@ def caption_inputs(model: nn.Module, labels: bool = True, seed: int = 0) -> dict
     return inputs
 
 
-def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
-    """A captioning model over a 1-layer random Llama with BERT's vocabulary (MiniLM's tokenizer) and its ids."""
+def tiny_decoder_config():
+    """A 1-layer random Llama's config with BERT's vocabulary (MiniLM's tokenizer) and its ids."""
     from transformers import LlamaConfig
 
-    decoder = LlamaConfig(
+    return LlamaConfig(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=1,
@@ -103,10 +105,17 @@ def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any
         eos_token_id=102,
         pad_token_id=0,
     )
-    options = dict(num_bridge_layers=2, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, num_query_tokens=3)
-    options.update(overrides)
+
+
+def _caption_model(model_class: type, vision: str, bridge: str, **overrides: Any) -> nn.Module:
+    """A captioning model over a tiny random decoder (`tiny_decoder_config`)."""
+    options = {**TINY_OPTIONS, "num_query_tokens": DECODER_QUERY_TOKENS, **overrides}
     return model_class.from_vision_text_pretrained(
-        vision=tiny_vision_config(vision), text=tiny_text_config(), bridge=bridge, decoder=decoder, **options
+        vision=tiny_vision_config(vision),
+        text=tiny_text_config(),
+        bridge=bridge,
+        decoder=tiny_decoder_config(),
+        **options,
     )
 
 
@@ -119,6 +128,10 @@ INPUT_BUILDERS: dict[frozenset[str], Callable[..., dict[str, torch.Tensor]]] = {
 # an argument of `from_vision_text_pretrained` -> (model class, vision kind, bridge, **overrides) -> model; without
 # one of them, the default builder (image-text heads)
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"decoder": _caption_model}
+# the same, as a multi-task model's task overrides (`MMFTForMultiTask.from_vision_text_pretrained(tasks=...)`)
+TASK_OVERRIDES: dict[str, Callable[[], dict[str, Any]]] = {
+    "decoder": lambda: {"decoder_config": tiny_decoder_config(), "num_query_tokens": DECODER_QUERY_TOKENS}
+}
 TEXT_KEYS_OF_PROMPTED = ("text_input_ids", "text_attention_mask")  # a decoder's prompt, as the text tower reads it
 _COMMON = {"pixel_values", "input_ids", "attention_mask", "labels"}
 
@@ -216,3 +229,52 @@ def uninitialised_memory_is_nan() -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+# -- the same models as a multi-task checkpoint gives them back (tests/test_multitask_contract.py) ---------------------
+JOINT_TASKS = ("vqa", "classification", "retrieval")  # the heads beside the checked one in the joint model
+
+
+def task_of(model_class: type) -> str | None:
+    """The registered task whose head `model_class` is; None for `MMFTModel` (no task's)."""
+    return next((name for name in mmft.TASKS if mmft.TASKS.model_class(name) is model_class), None)
+
+
+def task_overrides(model_class: type) -> dict[str, Any]:
+    """What `tiny` gives `model_class`'s head beyond the shared options, as its task's entry in a multi-task model:
+    the label vocabulary, or (`TASK_OVERRIDES`) a decoder."""
+    arguments = inspect.signature(model_class.from_vision_text_pretrained).parameters
+    build = next((TASK_OVERRIDES[name] for name in arguments if name in TASK_OVERRIDES), None)
+    if build is not None:
+        return build()
+    return {"labels": LABELS} if model_class.has_labels else {}
+
+
+def tiny_for_task(model_class: type, vision: str = "hf_vit", bridge: str = "co_attention", seed: int = 0, **overrides):
+    """`tiny`, by way of a multi-task checkpoint: a tiny `MMFTForMultiTask` holding `model_class`'s task beside
+    `JOINT_TASKS`, saved and reloaded with `AutoModelForMultiTask`, then `for_task(task).save_pretrained` loaded with
+    the task's Auto class; in eval mode. Skips `MMFTModel` (a multi-task checkpoint gives task models)."""
+    from mmft import AutoModelForMultiTask, MMFTForMultiTask
+    from mmft.tasks import get_task
+
+    task = task_of(model_class)
+    if task is None:
+        pytest.skip(f"{model_class.__name__} is no task's head: a multi-task checkpoint gives task models")
+    tasks = {name: task_overrides(mmft.TASKS.model_class(name)) for name in dict.fromkeys((*JOINT_TASKS, task))}
+    torch.manual_seed(seed)
+    joint = MMFTForMultiTask.from_vision_text_pretrained(
+        tiny_vision_config(vision), tiny_text_config(), tasks=tasks, bridge=bridge, **{**TINY_OPTIONS, **overrides}
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        joint.save_pretrained(f"{folder}/joint")
+        reloaded = AutoModelForMultiTask.from_pretrained(f"{folder}/joint")
+        reloaded.for_task(task).save_pretrained(f"{folder}/{task}")
+        model, info = get_task(task).auto_class.from_pretrained(f"{folder}/{task}", output_loading_info=True)
+    assert type(model) is model_class and not any(info.values()), (type(model), info)
+    # The joint checkpoint's own weights: its shared core (`mmft.*`) and the task's head (`heads.<task>.*`).
+    prefix = model.base_model_prefix
+    joint_state = reloaded.state_dict()
+    for key, value in model.state_dict().items():
+        joint_key = key if key.startswith(f"{prefix}.") else f"heads.{task}.{key}"
+        assert torch.equal(value, joint_state[joint_key]), key
+    return model.eval()
