@@ -278,7 +278,7 @@ def parse_recipe_args(argv: list[str], task: str | type = "vqa", default_config:
     parser = HfArgumentParser(classes)
     parsed = RecipeArguments(
         *parser.parse_args_into_dataclasses(args=cpu_unless_accelerator(preset_argv + argv), look_for_args_file=False),
-        flags=EffectiveFlags(source, {**start, **_command_line_flags(argv, classes)}),
+        flags=EffectiveFlags(source, {**start, **command_line_flags(argv, classes)}),
     )
     check_precision(parsed.training)
     check_selection(parsed.selection, parsed.training)
@@ -317,7 +317,7 @@ def flags_argv(flags: dict[str, Any], where: str, task: str | type = "vqa") -> l
     return _preset_argv(flags, where, argument_classes(get_task(task).arguments_class))
 
 
-def _command_line_flags(argv: list[str], classes: tuple[type, ...]) -> dict[str, Any]:
+def command_line_flags(argv: list[str], classes: tuple[type, ...]) -> dict[str, Any]:
     """{flag name: parsed value} of the flags `argv` gives, and only those: argparse reads them (abbreviations,
     `--no_<flag>` switches, `--name=value`, lists) into a namespace where every flag is already set to a marker."""
     parser = HfArgumentParser(classes)

@@ -30,9 +30,16 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import HfArgumentParser, Trainer, set_seed
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, set_seed
 
-from .arguments import RecipeArguments, _command_line_flags, argument_classes, flags_argv, parse_recipe_args
+from .arguments import (
+    RecipeArguments,
+    SelectionArguments,
+    argument_classes,
+    command_line_flags,
+    flags_argv,
+    parse_recipe_args,
+)
 from .atomic import atomic_write_text
 from .callbacks import build_callbacks, log_before_reporters
 from .checkpoints import choose_checkpoint
@@ -179,7 +186,7 @@ def parse_multitask_args(argv: list[str], default_config: str | os.PathLike | No
         task_argv = flags_argv({**preset, **entry}, where, name) + rest + own_tokens
         args = parse_recipe_args(task_argv, name)
         parts.append(TaskPart(name, get_task(name)(args.task), args, weights))
-        own = _command_line_flags(own_tokens, argument_classes(get_task(name).arguments_class))
+        own = command_line_flags(own_tokens, argument_classes(get_task(name).arguments_class))
         effective[name].update(own)
     if multitask.task_sampling == "round_robin" and any(p.weights.sampling != 1.0 for p in parts):
         raise ValueError(f"{path}: sampling_weight does not apply to --task_sampling round_robin (tasks take turns)")
@@ -187,7 +194,7 @@ def parse_multitask_args(argv: list[str], default_config: str | os.PathLike | No
     # (each task's output_dir and evaluation settings are its own, see `prepare_part` and `evaluation_trainer`).
     first = parts[0].name
     shared = parse_recipe_args(flags_argv(preset, str(path), first) + rest, first)
-    shared_cli = _command_line_flags(rest, argument_classes(get_task(first).arguments_class))
+    shared_cli = command_line_flags(rest, argument_classes(get_task(first).arguments_class))
     # The effective flags, command line included, so that `--config run_config.yaml` replays the run.
     flags = {**asdict(multitask), **preset, **shared_cli, TASKS_KEY: effective}
     return MultiTaskRun(multitask, shared, parts, flags)
@@ -323,12 +330,12 @@ def evaluation_trainer(part: TaskPart, model: MMFTForMultiTask, plan) -> Trainer
     return make_trainer(part.task, args, part.data, model.for_task(part.name), part.processor, plan, part.policy)
 
 
-def select_by_joint_score(training) -> None:
-    """With `--load_best_model_at_end` and no `--metric_for_best_model`, select by `eval_joint_score` (higher is
-    better), as a single-task run selects by its task's main metric (`mmft.selection`). transformers fills in "loss"
-    when the flag is not given, and a joint evaluation has no `eval_loss` (each task's loss is `eval_<task>_loss`), so
-    "loss" is taken as not given."""
-    if not training.load_best_model_at_end:
+def select_by_joint_score(training, patience: int | None = None) -> None:
+    """With `--load_best_model_at_end` or `--early_stopping_patience` and no `--metric_for_best_model`, select by
+    `eval_joint_score` (higher is better), as a single-task run selects by its task's main metric (`mmft.selection`).
+    transformers fills in "loss" when the flag is not given, and a joint evaluation has no `eval_loss` (each task's
+    loss is `eval_<task>_loss`), so "loss" is taken as not given."""
+    if not (training.load_best_model_at_end or patience is not None):
         return
     if training.metric_for_best_model in (None, "loss", "eval_loss"):
         training.metric_for_best_model = f"eval_{JOINT_SCORE}"
@@ -480,7 +487,8 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         check_same_run(resume, fingerprint)  # before any weight is loaded: another run's checkpoint is refused
     shared.remove_unused_columns = False
     find_unused_head_parameters(shared)
-    select_by_joint_score(shared)
+    patience = (parsed.shared.selection or SelectionArguments()).early_stopping_patience
+    select_by_joint_score(shared, patience)
     # The Trainer refuses an --eval_strategy without an eval_dataset; `JointTrainer.evaluate` scores these splits
     # through each task's own Trainer.
     validation = {part.name: part.data.validation for part in parsed.parts if part.data.validation is not None}
@@ -491,7 +499,11 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         eval_dataset=validation or None,
         data_collator=lambda batch: batch,  # the stream yields collated batches
         # the joint card is written at the end (`joint_card`); each task's own by its evaluation Trainer
-        callbacks=[*build_callbacks(replace(parsed.shared.output, model_card=False), None, plan), NonFiniteLossGuard()],
+        callbacks=[
+            *build_callbacks(replace(parsed.shared.output, model_card=False), None, plan),
+            *([EarlyStoppingCallback(patience)] if patience is not None else []),
+            NonFiniteLossGuard(),
+        ],
         tower_learning_rate=parsed.shared.lora.tower_learning_rate,
         layer_decay=parsed.shared.lora.layer_decay,
         parts=parsed.parts,
