@@ -26,6 +26,7 @@ from mmft import (
 )
 from mmft.auto import new_auto_class
 from mmft.cli import main
+from mmft.multitask.norm_statistics import BUFFERS, batch_norms
 from mmft.towers import BatchShapes
 
 ANSWERS = ["yes", "no", "red", "circle"]
@@ -109,7 +110,7 @@ def test_weights_are_shared_and_counted_once(model):
     assert sum(p.numel() for p in model.parameters()) == core + heads
     assert len(list(model.parameters())) == len(list(model.named_parameters(remove_duplicate=False)))
     keys = model.state_dict().keys()
-    assert all(key.startswith(("mmft.", "heads.")) for key in keys)
+    assert all(key.startswith(("mmft.", "heads.", "norm_statistics.")) for key in keys)  # + per-task BatchNorm stats
     assert not any(".mmft." in key for key in keys)  # no task's core saved a second time
 
 
@@ -211,3 +212,55 @@ def test_a_task_registered_here_joins_with_no_other_edit(claim_task, tmp_path):
         assert torch.equal(model(task=claim_task, **inputs).logits, model.for_task(claim_task)(**inputs).logits)
     model.for_task(claim_task).save_pretrained(tmp_path)
     assert type(AutoModelForClaimScoring.from_pretrained(tmp_path)) is MMFTForClaimScoring
+
+
+def _norm_state(model) -> dict[str, torch.Tensor]:
+    """The running statistics of the shared towers' BatchNorm layers, as they are now."""
+    return {f"{name}.{b}": getattr(norm, b).clone() for name, norm in batch_norms(model.mmft) for b in BUFFERS}
+
+
+def _train_forwards(model, tasks: list[str], batches: dict) -> None:
+    model.train()
+    with torch.no_grad():
+        for task in tasks:
+            model(task=task, **batches[task])
+    model.eval()
+
+
+def test_each_task_keeps_its_own_batchnorm_statistics(tmp_path):
+    """Two tasks whose images differ (pixels shifted up for one, down for the other) trained in turn: each task's
+    statistics are those a model trained on that task alone would have, they survive a save and reload, and a task's
+    model saved alone carries its own."""
+    two = {task: TASK_OVERRIDES[task] for task in ("vqa", "classification")}
+    joint, vqa_only, mixed = (tiny_multitask(two), tiny_multitask(two), tiny_multitask(two))
+    assert batch_norms(joint.mmft), "the tiny timm CNN must have BatchNorm layers for this test to mean anything"
+    batches = {"vqa": batch(joint, "vqa", seed=1), "classification": batch(joint, "classification", seed=2)}
+    batches["vqa"]["pixel_values"] = batches["vqa"]["pixel_values"] + 3.0
+    batches["classification"]["pixel_values"] = batches["classification"]["pixel_values"] - 3.0
+    _train_forwards(joint, ["vqa", "classification"] * 3, batches)
+    _train_forwards(vqa_only, ["vqa"] * 3, batches)
+    joint.for_task("vqa")
+    vqa_statistics = _norm_state(joint)
+    vqa_only.for_task("vqa")
+    for key, value in _norm_state(vqa_only).items():
+        torch.testing.assert_close(vqa_statistics[key], value, rtol=0, atol=0, msg=key)
+    joint.for_task("classification")
+    first_mean = next(key for key in vqa_statistics if key.endswith("running_mean"))
+    assert not torch.equal(_norm_state(joint)[first_mean], vqa_statistics[first_mean])  # the other task's own
+
+    # negative control: one set of statistics (task_norm_statistics=False) averages both tasks' images
+    mixed.config.task_norm_statistics = False
+    mixed.norm_statistics = None
+    _train_forwards(mixed, ["vqa", "classification"] * 3, batches)
+    mixed_statistics = _norm_state(mixed)
+    assert any(not torch.equal(mixed_statistics[k], v) for k, v in vqa_statistics.items() if "running_mean" in k)
+
+    joint.save_pretrained(tmp_path / "joint")
+    loaded = AutoModelForMultiTask.from_pretrained(tmp_path / "joint")
+    loaded.for_task("vqa")
+    for key, value in _norm_state(loaded).items():
+        torch.testing.assert_close(value, vqa_statistics[key], rtol=0, atol=0, msg=key)
+    loaded.for_task("vqa").save_pretrained(tmp_path / "vqa")
+    alone = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path / "vqa")
+    for name, norm in batch_norms(alone.core):
+        torch.testing.assert_close(norm.running_mean, vqa_statistics[f"{name}.running_mean"], rtol=0, atol=0)

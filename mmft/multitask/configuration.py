@@ -15,6 +15,7 @@ from ..configuration_mmft import MMFTConfig
 # which belongs to each head (a task's overrides give it; the joint model's own would be transformers' defaults).
 _NOT_SHARED = (
     "tasks",
+    "task_norm_statistics",
     "model_type",
     "architectures",
     "auto_map",
@@ -37,11 +38,16 @@ class MMFTMultiTaskConfig(MMFTConfig):
             added with `mmft.register_task`); its overrides are the `MMFTConfig` fields its head reads that differ
             from the shared ones (`id2label` / `label2id`, `problem_type`, `projection_dim`, `decoder_config`,
             `num_query_tokens`, ...). `task_config(config, name)` merges the two into that task's config.
+        task_norm_statistics (`bool`, defaults to `True`):
+            Keep the shared towers' BatchNorm running statistics once per task (`mmft.multitask.norm_statistics`):
+            each task's forward, evaluation and saved model use the statistics of its own images. `False`: one set,
+            averaged over every task's images.
     """
 
     model_type = "mmft_multitask"
 
     tasks: dict | None = None
+    task_norm_statistics: bool = True
 
     def __post_init__(self, **kwargs):
         self.tasks = {name: normalised_overrides(overrides) for name, overrides in (self.tasks or {}).items()}

@@ -22,6 +22,7 @@ from ..modeling_mmft import MMFTModel, MMFTPreTrainedModel
 from ..tasks import TASKS
 from ..towers import BatchShapes
 from .configuration import MMFTMultiTaskConfig, normalised_overrides, task_config
+from .norm_statistics import TaskNormStatistics, batch_norms
 
 AutoModelForMultiTask = new_auto_class(
     "AutoModelForMultiTask",
@@ -73,6 +74,12 @@ class MMFTForMultiTask(MMFTPreTrainedModel):
             heads[name] = nn.ModuleDict({child: module for child, module in model.named_children() if child != prefix})
             self._task_models[name] = model
         self.heads = nn.ModuleDict(heads)
+        # One set of BatchNorm running statistics per task (the tasks' images differ: see `norm_statistics`)
+        self.norm_statistics = (
+            TaskNormStatistics(self.mmft, list(config.tasks))
+            if config.task_norm_statistics and batch_norms(self.mmft)
+            else None
+        )
         self._check_towers()
         self.post_init()
 
@@ -108,9 +115,14 @@ class MMFTForMultiTask(MMFTPreTrainedModel):
 
     def for_task(self, name: str) -> MMFTPreTrainedModel:
         """Task `name`'s single-task model (its registered class, its own config), holding this model's modules: no
-        copy, a change to either shows in both. `save_pretrained` on it writes an ordinary checkpoint of the task."""
+        copy, a change to either shows in both. `save_pretrained` on it writes an ordinary checkpoint of the task.
+
+        It also puts the task's own BatchNorm running statistics into the shared towers (`norm_statistics`), so call
+        it again before using a task model after another task's forward."""
         if name not in self._task_models:
             raise ValueError(f"unknown task {name!r}; this model's tasks: {', '.join(self._task_models)}")
+        if self.norm_statistics is not None:
+            self.norm_statistics.activate(name)
         return self._task_models[name]
 
     def train(self, mode: bool = True) -> MMFTForMultiTask:
@@ -121,8 +133,12 @@ class MMFTForMultiTask(MMFTPreTrainedModel):
         return self
 
     def forward(self, task: str, **batch: Any) -> Any:
-        """Task `task`'s forward on the shared core, with that task's inputs; returns its own output class."""
-        return self.for_task(task)(**batch)
+        """Task `task`'s forward on the shared core, with that task's inputs and BatchNorm statistics; returns its
+        own output class. In training the statistics it updates are kept as the task's."""
+        output = self.for_task(task)(**batch)
+        if self.training and self.norm_statistics is not None:
+            self.norm_statistics.keep(task)
+        return output
 
     # -- what shared code asks the model -------------------------------------------------------------------------------
     def towers(self) -> dict[str, nn.Module]:
