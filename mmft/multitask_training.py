@@ -308,6 +308,7 @@ class JointTrainer(MultiTaskTrainer):
         for name, part in self.parts.items():
             if part.data.validation is None:
                 continue
+            task_model(self.model).for_task(name)  # its own BatchNorm statistics in place
             task_metrics = part.trainer.evaluate(metric_key_prefix=f"{metric_key_prefix}_{name}")
             metrics.update(task_metrics)
             main = task_metrics.get(f"{metric_key_prefix}_{name}_{part.task.selection_metric()}")
@@ -516,6 +517,7 @@ def run(parsed: MultiTaskRun) -> dict[str, float]:
         trainer.save_metrics("train", result.metrics)
     metrics: dict[str, float] = {}
     for part in parsed.parts:
+        joint.for_task(part.name)  # its own BatchNorm statistics in place, for its test scores and its saved model
         prediction = score_test(part.task, part.trainer, part.data, part.policy)
         metrics.update({f"test_{part.name}_{key[len('test_') :]}": value for key, value in prediction.metrics.items()})
         save_outputs(part.task, part.trainer, part.data, prediction, part.processor, parsed.shared.lora, part.policy)
