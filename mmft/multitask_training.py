@@ -24,21 +24,15 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, set_seed
+from transformers import EarlyStoppingCallback, Trainer, set_seed
 
 from .arguments import (
-    RecipeArguments,
     SelectionArguments,
-    argument_classes,
-    command_line_flags,
-    flags_argv,
-    parse_recipe_args,
 )
 from .atomic import atomic_write_text
 from .callbacks import build_callbacks, log_before_reporters
@@ -48,177 +42,21 @@ from .fingerprint import arguments_fingerprint, check_same_run, run_fingerprint
 from .guards import NonFiniteLossGuard, check_output_dir
 from .hub import save_final
 from .multitask import MMFTForMultiTask, MultiTaskStream, TaskSampler, task_draw_counts
-from .multitask.trainer import MultiTaskTrainer
-from .presets import load_preset
+from .multitask.trainer import JOINT_SCORE, JointTrainer
+from .multitask_arguments import (
+    DEFAULT_PRESET,
+    MultiTaskArguments,
+    MultiTaskRun,
+    TaskPart,
+    TaskWeights,
+    parse_multitask_args,
+)
 from .selection import evaluates_during_training
-from .tasks import Task, TaskData, get_task
 from .towers import TowerUnavailable
 from .training import make_plan, make_trainer, save_outputs, score_test, sharded_parameters, use_cpu_cores
 from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
-TASKS_KEY = "tasks"
-JOINT_SCORE = "joint_score"  # `eval_joint_score`: the tasks' main metrics, weighted by `selection_weight`
-DEFAULT_PRESET = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "multitask_easy_vqa_scenes.yaml"
-
-
-@dataclass
-class MultiTaskArguments:
-    """Flags of the joint run itself (the top level of a multi-task preset)."""
-
-    task_sampling: str = field(
-        default="temperature",
-        metadata={"help": "which task each optimizer step trains on: proportional, temperature or round_robin"},
-    )
-    task_temperature: float = field(
-        default=2.0, metadata={"help": "T of --task_sampling temperature: shares proportional to rows^(1/T)"}
-    )
-    mix_within_step: bool = field(
-        default=False,
-        metadata={"help": "draw a task per micro-batch (gradient accumulation then sums several tasks' losses)"},
-    )
-
-
-@dataclass(frozen=True)
-class TaskWeights:
-    """A task's weights in the joint run (its preset entry's `loss_weight`, `sampling_weight`, `selection_weight`)."""
-
-    loss: float = 1.0
-    sampling: float = 1.0
-    selection: float = 1.0
-
-
-WEIGHT_KEYS = {"loss_weight": "loss", "sampling_weight": "sampling", "selection_weight": "selection"}
-
-
-@dataclass
-class TaskPart:
-    """One task of a joint run: its `Task`, parsed flags, weights, and (once prepared) data, processor and policy."""
-
-    name: str
-    task: Task
-    args: RecipeArguments
-    weights: TaskWeights
-    data: TaskData | None = None
-    processor: Any = None
-    policy: BadExamplePolicy | None = None
-    trainer: Trainer | None = None  # its own Trainer for evaluation on the shared weights (`evaluation_trainer`)
-
-
-@dataclass
-class MultiTaskRun:
-    """What `parse_multitask_args` read: the joint run's flags, the shared flags (the first task's parse) and the
-    tasks in preset order; `flags` are the effective preset keys (written to `run_config.yaml`)."""
-
-    multitask: MultiTaskArguments
-    shared: RecipeArguments
-    parts: list[TaskPart]
-    flags: dict[str, Any]
-
-
-# -- parsing ---------------------------------------------------------------------------------------------------------
-def _split_command_line(argv: list[str]) -> tuple[str | None, dict[str, list[str]], list[str]]:
-    """(`--config` value, `--<task>.<flag>` tokens per task, the other tokens)."""
-    config, per_task, rest = None, {}, []
-    tokens = list(argv)
-    while tokens:
-        token = tokens.pop(0)
-        name, equals, value = token.partition("=")
-        if name == "--config":
-            config = value if equals else (tokens.pop(0) if tokens else "")
-            continue
-        if token.startswith("--") and "." in name:
-            task, flag = name[2:].split(".", 1)
-            values = [value] if equals else []
-            while not equals and tokens and not tokens[0].startswith("--"):
-                values.append(tokens.pop(0))
-            per_task.setdefault(task, []).extend([f"--{flag}", *values])
-            continue
-        rest.append(token)
-    return config, per_task, rest
-
-
-def _weights(entry: dict[str, Any], where: str) -> TaskWeights:
-    values = {}
-    for key, name in WEIGHT_KEYS.items():
-        if key in entry:
-            value = entry.pop(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{where}: {key} must be a number >= 0, got {value!r}")
-            values[name] = float(value)
-    return TaskWeights(**values)
-
-
-def parse_multitask_args(argv: list[str], default_config: str | os.PathLike | None = DEFAULT_PRESET) -> MultiTaskRun:
-    """Read a multi-task run's preset and command line (see the module docstring); ValueError with the file and key
-    for a preset that does not fit."""
-    config, per_task, rest = _split_command_line(argv)
-    path = Path(config) if config else (Path(default_config) if default_config else None)
-    if path is None:
-        raise ValueError("a multi-task run needs a preset with a `tasks:` mapping: --config PATH")
-    preset = load_preset(path)
-    entries = preset.pop(TASKS_KEY, None)
-    if not isinstance(entries, dict) or not entries:
-        raise ValueError(f"{path}: `{TASKS_KEY}:` must map each task name to its flags (e.g. `vqa: {{dataset: ...}}`)")
-    unknown = sorted(set(per_task) - set(entries))
-    if unknown:
-        raise ValueError(f"--{unknown[0]}.<flag>: {unknown[0]!r} is not a task of {path} ({', '.join(entries)})")
-    own = {f.name for f in fields(MultiTaskArguments)}
-    multitask_keys = {key: preset.pop(key) for key in list(preset) if key in own}
-    multitask, rest = HfArgumentParser(MultiTaskArguments).parse_args_into_dataclasses(
-        args=flags_tokens(multitask_keys) + rest, return_remaining_strings=True, look_for_args_file=False
-    )
-    parts, effective = [], {}
-    for name, entry in entries.items():
-        where = f"{path}: {TASKS_KEY}.{name}"
-        if entry is not None and not isinstance(entry, dict):
-            raise ValueError(f"{where} must be a mapping of that task's flags, got {entry!r}")
-        try:
-            get_task(name)
-        except ValueError as error:  # an unknown task name: the registered ones are listed
-            raise ValueError(f"{where}: {error}") from None
-        entry = dict(entry or {})
-        own_tokens, given = _pop_weight_tokens(per_task.get(name, []), name)
-        _weights(dict(given), f"--{name}.<weight>")  # a bad command-line weight is named as the command line gave it
-        weights_given = {key: entry.pop(key) for key in WEIGHT_KEYS if key in entry}
-        effective[name] = {**entry, **weights_given, **given}
-        weights = _weights({**weights_given, **given}, where)
-        task_argv = flags_argv({**preset, **entry}, where, name) + rest + own_tokens
-        args = parse_recipe_args(task_argv, name)
-        parts.append(TaskPart(name, get_task(name)(args.task), args, weights))
-        own = command_line_flags(own_tokens, argument_classes(get_task(name).arguments_class))
-        effective[name].update(own)
-    if multitask.task_sampling == "round_robin" and any(p.weights.sampling != 1.0 for p in parts):
-        raise ValueError(f"{path}: sampling_weight does not apply to --task_sampling round_robin (tasks take turns)")
-    # The shared flags alone (no task's entry): the joint Trainer's arguments, a separate object from every task's
-    # (each task's output_dir and evaluation settings are its own, see `prepare_part` and `evaluation_trainer`).
-    first = parts[0].name
-    shared = parse_recipe_args(flags_argv(preset, str(path), first) + rest, first)
-    shared_cli = command_line_flags(rest, argument_classes(get_task(first).arguments_class))
-    # The effective flags, command line included, so that `--config run_config.yaml` replays the run.
-    flags = {**asdict(multitask), **preset, **shared_cli, TASKS_KEY: effective}
-    return MultiTaskRun(multitask, shared, parts, flags)
-
-
-def _pop_weight_tokens(tokens: list[str], task: str) -> tuple[list[str], dict[str, Any]]:
-    """A task's `--<task>.<flag>` tokens without its weights (`--vqa.loss_weight 0`), and those weights (YAML-read
-    values, so they are checked as a preset's are)."""
-    rest, weights = [], {}
-    tokens = list(tokens)
-    while tokens:
-        token = tokens.pop(0)
-        key = token[2:] if token.startswith("--") else None
-        if key in WEIGHT_KEYS:
-            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else ""
-            weights[key] = yaml.safe_load(value) if value else None
-            continue
-        rest.append(token)
-    return rest, weights
-
-
-def flags_tokens(flags: dict[str, Any]) -> list[str]:
-    """`{"task_sampling": "temperature"}` -> `["--task_sampling", "temperature"]`."""
-    return [token for key, value in flags.items() for token in (f"--{key}", str(value))]
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
@@ -267,58 +105,6 @@ def build_model(run: MultiTaskRun) -> MMFTForMultiTask:
     for part in run.parts:
         part.task.bind(model.for_task(part.name), part.processor)
     return model
-
-
-class JointTrainer(MultiTaskTrainer):
-    """The multi-task Trainer: each step's loss is weighted by its task's `loss_weight` and logged per task, and an
-    evaluation scores every task on its validation split, with their weighted main metrics as `eval_joint_score`."""
-
-    def __init__(self, *args: Any, parts: list[TaskPart], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.parts = {part.name: part for part in parts}
-        self._task_losses: dict[str, list[float]] = {}
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        name = inputs["task"]
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        self._task_losses.setdefault(name, []).append(loss.detach().float().item())
-        loss = loss * self.parts[name].weights.loss
-        return (loss, outputs) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if "loss" in logs:  # a training log: each task's mean loss since the last one
-            # Every process drew the same tasks, so each holds the same names; the mean over processes is the loss
-            # of the global batch, as the Trainer's `loss` is (every process calls `log` for a training log).
-            names = sorted(self._task_losses)
-            local = torch.tensor([sum(self._task_losses[n]) / len(self._task_losses[n]) for n in names])
-            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist() if names else []
-            for name, mean in zip(names, means):
-                logs[f"loss/{name}"] = mean
-            self._task_losses = {}
-        if self.state.max_steps > 0 and self.state.global_step:
-            # The stream has no length, so the Trainer's `epoch` is its count of batches read in this train() call
-            # over max_steps: after a resume it restarts from 0. The share of max_steps done is the same figure in an
-            # uninterrupted run and continues across a resume (each task's own epochs are in the stream's state).
-            self.state.epoch = self.state.global_step / self.state.max_steps
-        super().log(logs, *args, **kwargs)
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        score, total = 0.0, 0.0
-        for name, part in self.parts.items():
-            if part.data.validation is None:
-                continue
-            task_model(self.model).for_task(name)  # its own BatchNorm statistics in place
-            task_metrics = part.trainer.evaluate(metric_key_prefix=f"{metric_key_prefix}_{name}")
-            metrics.update(task_metrics)
-            main = task_metrics.get(f"{metric_key_prefix}_{name}_{part.task.selection_metric()}")
-            if main is not None and part.weights.selection > 0:
-                score, total = score + part.weights.selection * main, total + part.weights.selection
-        if total:
-            metrics[f"{metric_key_prefix}_{JOINT_SCORE}"] = score / total
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
 
 
 def evaluation_trainer(part: TaskPart, model: MMFTForMultiTask, plan) -> Trainer:

@@ -25,10 +25,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..atomic import atomic_write_text
 from ..trainer import MMFTTrainer
+from ..unwrap import task_model
 from .stream import MultiTaskStream
 
 STATE_FILE = "multitask_stream.json"
@@ -110,4 +112,70 @@ class MultiTaskTrainer(MultiTaskStreamMixin, MMFTTrainer):
     """`MMFTTrainer` (strict resumes, fingerprints) training on a `MultiTaskStream`."""
 
 
-__all__ = ["STATE_FILE", "MultiTaskStreamMixin", "MultiTaskTrainer", "load_stream_state", "save_stream_state"]
+JOINT_SCORE = "joint_score"  # `eval_joint_score`: the tasks' main metrics, weighted by `selection_weight`
+
+
+class JointTrainer(MultiTaskTrainer):
+    """The multi-task Trainer: each step's loss is weighted by its task's `loss_weight` and logged per task, and an
+    evaluation scores every task on its validation split, with their weighted main metrics as `eval_joint_score`.
+
+    `parts`: the run's tasks (`mmft.multitask_arguments.TaskPart`: `name`, `task`, `weights`, `data`, and `trainer`,
+    the task's own Trainer on the joint model's weights, which scores its validation split)."""
+
+    def __init__(self, *args: Any, parts: list, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parts = {part.name: part for part in parts}
+        self._task_losses: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        name = inputs["task"]
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        self._task_losses.setdefault(name, []).append(loss.detach().float().item())
+        loss = loss * self.parts[name].weights.loss
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:  # a training log: each task's mean loss since the last one
+            # Every process drew the same tasks, so each holds the same names; the mean over processes is the loss
+            # of the global batch, as the Trainer's `loss` is (every process calls `log` for a training log).
+            names = sorted(self._task_losses)
+            local = torch.tensor([sum(self._task_losses[n]) / len(self._task_losses[n]) for n in names])
+            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist() if names else []
+            for name, mean in zip(names, means):
+                logs[f"loss/{name}"] = mean
+            self._task_losses = {}
+        if self.state.max_steps > 0 and self.state.global_step:
+            # The stream has no length, so the Trainer's `epoch` is its count of batches read in this train() call
+            # over max_steps: after a resume it restarts from 0. The share of max_steps done is the same figure in an
+            # uninterrupted run and continues across a resume (each task's own epochs are in the stream's state).
+            self.state.epoch = self.state.global_step / self.state.max_steps
+        super().log(logs, *args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        score, total = 0.0, 0.0
+        for name, part in self.parts.items():
+            if part.data.validation is None:
+                continue
+            task_model(self.model).for_task(name)  # its own BatchNorm statistics in place
+            task_metrics = part.trainer.evaluate(metric_key_prefix=f"{metric_key_prefix}_{name}")
+            metrics.update(task_metrics)
+            main = task_metrics.get(f"{metric_key_prefix}_{name}_{part.task.selection_metric()}")
+            if main is not None and part.weights.selection > 0:
+                score, total = score + part.weights.selection * main, total + part.weights.selection
+        if total:
+            metrics[f"{metric_key_prefix}_{JOINT_SCORE}"] = score / total
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = [
+    "JOINT_SCORE",
+    "JointTrainer",
+    "STATE_FILE",
+    "MultiTaskStreamMixin",
+    "MultiTaskTrainer",
+    "load_stream_state",
+    "save_stream_state",
+]
