@@ -53,7 +53,15 @@ from .multitask_arguments import (
 )
 from .selection import evaluates_during_training
 from .towers import TowerUnavailable
-from .training import make_plan, make_trainer, save_outputs, score_test, sharded_parameters, use_cpu_cores
+from .training import (
+    make_plan,
+    make_trainer,
+    save_outputs,
+    score_test,
+    sharded_parameters,
+    tower_and_bridge_kwargs,
+    use_cpu_cores,
+)
 from .unwrap import task_model
 
 logger = logging.getLogger("mmft")
@@ -88,20 +96,8 @@ def prepare_part(part: TaskPart, output_dir: str) -> None:
 
 def build_model(run: MultiTaskRun) -> MMFTForMultiTask:
     """The joint model from the shared tower and bridge flags, with each task's head as its data asks for it."""
-    model_args = run.shared.model
     heads = {p.name: {**p.task.model_kwargs(p.data), **p.task.config_updates(p.data)} for p in run.parts}
-    model = MMFTForMultiTask.from_vision_text_pretrained(
-        vision=model_args.vision_model,
-        text=model_args.text_model,
-        tasks=heads,
-        vision_model_args=model_args.timm_args(),
-        text_model_args=model_args.text_args(),
-        bridge=model_args.bridge,
-        num_bridge_layers=model_args.num_bridge_layers,
-        hidden_size=model_args.hidden_size,
-        num_attention_heads=model_args.num_attention_heads,
-        hidden_dropout=model_args.hidden_dropout,
-    )
+    model = MMFTForMultiTask.from_vision_text_pretrained(**tower_and_bridge_kwargs(run.shared.model), tasks=heads)
     for part in run.parts:
         part.task.bind(model.for_task(part.name), part.processor)
     return model

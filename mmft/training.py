@@ -120,12 +120,9 @@ def load_saved_model(task: Task, model_args: ModelArguments):
     return model, MMFTProcessor.from_pretrained(model_args.model_name_or_path)
 
 
-def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config_overrides: Any):
-    """A fresh (model, processor) from two towers, with the head the task's data asks for.
-
-    `config_overrides`: further `MMFTConfig` fields (e.g. `initializer_range`).
-    """
-    model = task.model_class.from_vision_text_pretrained(
+def tower_and_bridge_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    """The arguments of `from_vision_text_pretrained` that the model flags give: towers, bridge and its widths."""
+    return dict(
         vision=model_args.vision_model,
         text=model_args.text_model,
         vision_model_args=model_args.timm_args(),
@@ -135,6 +132,16 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config
         hidden_size=model_args.hidden_size,
         num_attention_heads=model_args.num_attention_heads,
         hidden_dropout=model_args.hidden_dropout,
+    )
+
+
+def build_model(task: Task, model_args: ModelArguments, data: TaskData, **config_overrides: Any):
+    """A fresh (model, processor) from two towers, with the head the task's data asks for.
+
+    `config_overrides`: further `MMFTConfig` fields (e.g. `initializer_range`).
+    """
+    model = task.model_class.from_vision_text_pretrained(
+        **tower_and_bridge_kwargs(model_args),
         **task.model_kwargs(data),
         **task.config_updates(data),
         **config_overrides,
@@ -376,6 +383,7 @@ def main(task: str, argv: list[str], default_config: str | None = None) -> int:
 
 __all__ = [
     "build_model",
+    "tower_and_bridge_kwargs",
     "load_saved_model",
     "main",
     "make_plan",
