@@ -36,8 +36,23 @@ DEFAULT_CONFIG = REPO / "recipes" / "configs" / "multitask_easy_vqa_scenes.yaml"
 STRATEGIES = ("round_robin", "proportional", "temperature")
 
 
+def flags_for(tasks: list[str], flags: list[str]) -> list[str]:
+    """`flags` without the `--<task>.<flag> value` pairs of tasks not in the run (the recipe refuses those)."""
+    kept, tokens = [], list(flags)
+    while tokens:
+        token = tokens.pop(0)
+        name = token[2:].split("=", 1)[0]
+        if token.startswith("--") and "." in name and name.split(".", 1)[0] not in tasks:
+            if "=" not in token and tokens and not tokens[0].startswith("--"):
+                tokens.pop(0)
+            continue
+        kept.append(token)
+    return kept
+
+
 def run(preset: dict, out: Path, steps: int, seed: int, flags: list[str]) -> tuple[dict, float]:
     """One multi-task run on `preset` (written beside its outputs); its joint test metrics and wall seconds."""
+    flags = flags_for(list(preset["tasks"]), flags)
     out.mkdir(parents=True, exist_ok=True)
     config = out / "preset.yaml"
     config.write_text(yaml.safe_dump(preset, sort_keys=False))
