@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import IMAGE_SIZE, TINY_TIMM_CNN, tiny_text_config, tiny_vision_config
-from helpers_contract import caption_inputs, image_text_inputs, retrieval_inputs
+from helpers_contract import caption_inputs, image_text_inputs, retrieval_inputs, tiny_decoder_config
 from PIL import Image
-from transformers import AutoModel, AutoModelForVisualQuestionAnswering, LlamaConfig, pipeline
+from transformers import AutoModel, AutoModelForVisualQuestionAnswering, pipeline
 
 from mmft import (
     TASKS,
@@ -31,17 +31,7 @@ from mmft.towers import BatchShapes
 
 ANSWERS = ["yes", "no", "red", "circle"]
 SHARED = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0)
-DECODER = LlamaConfig(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    vocab_size=tiny_text_config().vocab_size,
-    bos_token_id=101,
-    eos_token_id=102,
-    pad_token_id=0,
-)
+DECODER = tiny_decoder_config()
 TASK_OVERRIDES = {
     "vqa": {"labels": ANSWERS},
     "classification": {"labels": ["false", "true"], "problem_type": "single_label_classification"},
