@@ -51,7 +51,7 @@ from .multitask_arguments import (
     TaskWeights,
     parse_multitask_args,
 )
-from .selection import evaluates_during_training
+from .selection import evaluates_during_training, select_by
 from .towers import TowerUnavailable
 from .training import (
     make_plan,
@@ -118,16 +118,7 @@ def select_by_joint_score(training, patience: int | None = None) -> None:
     `eval_joint_score` (higher is better), as a single-task run selects by its task's main metric (`mmft.selection`).
     transformers fills in "loss" when the flag is not given, and a joint evaluation has no `eval_loss` (each task's
     loss is `eval_<task>_loss`), so "loss" is taken as not given."""
-    if not (training.load_best_model_at_end or patience is not None):
-        return
-    if training.metric_for_best_model in (None, "loss", "eval_loss"):
-        training.metric_for_best_model = f"eval_{JOINT_SCORE}"
-        training.greater_is_better = True
-    logger.warning(
-        "mmft: model selection by %s on the tasks' validation splits (%s is better)",
-        training.metric_for_best_model,
-        "higher" if training.greater_is_better else "lower",
-    )
+    select_by(training, patience, f"eval_{JOINT_SCORE}", ("loss", "eval_loss"), "the tasks' validation splits")
 
 
 def make_stream(run: MultiTaskRun) -> MultiTaskStream:

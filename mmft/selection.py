@@ -31,17 +31,25 @@ def select_by_main_metric(task: Task, args: RecipeArguments) -> None:
     training, selection = args.training, args.selection or SelectionArguments()
     patience = selection.early_stopping_patience
     check_selection(selection, training)  # parse_recipe_args checked it too; a library caller may not have
+    select_by(training, patience, f"eval_{task.selection_metric()}", ("loss",), "the validation split")
+
+
+def select_by(training, patience: int | None, metric: str, unset: tuple[str, ...], where: str) -> None:
+    """With `--load_best_model_at_end` or early stopping (`patience`), select by `metric` (higher is better) unless
+    `--metric_for_best_model` names another; the values in `unset` count as not given (transformers fills in
+    "loss"). Logs the choice, `where` naming the splits it is read on."""
     if not (training.load_best_model_at_end or patience is not None):
         return
-    if training.metric_for_best_model in (None, "loss"):
-        training.metric_for_best_model = f"eval_{task.selection_metric()}"
+    if training.metric_for_best_model in (None, *unset):
+        training.metric_for_best_model = metric
         training.greater_is_better = True
     logger.warning(
-        "mmft: model selection by %s on the validation split (%s is better)%s",
+        "mmft: model selection by %s on %s (%s is better)%s",
         training.metric_for_best_model,
+        where,
         "higher" if training.greater_is_better else "lower",
         f"; early stopping after {patience} evaluation(s) without improvement" if patience is not None else "",
     )
 
 
-__all__ = ["evaluates_during_training", "select_by_main_metric"]
+__all__ = ["evaluates_during_training", "select_by", "select_by_main_metric"]
