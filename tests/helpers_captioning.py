@@ -92,9 +92,9 @@ def tiny_generative_model(seed: int = 0) -> MMFTForGenerativeVQA:
     )
 
 
-def tiny_generative_processor() -> MMFTPromptProcessor:
+def tiny_generative_processor(**options) -> MMFTPromptProcessor:
     """A generative VQA processor: MiniLM's tokenizer for the question (text tower) and for the decoder (BERT
     vocabulary: [CLS] starts, [SEP] ends, [PAD] pads)."""
     base = MMFTProcessor.from_vision_text_pretrained("timm:resnet10t", "minilm", image_size=IMAGE_SIZE)
     decoder = AutoTokenizer.from_pretrained(resolve_name("minilm"))
-    return MMFTPromptProcessor(base.image_processor, decoder, base.tokenizer, max_caption_tokens=4)
+    return MMFTPromptProcessor(base.image_processor, decoder, base.tokenizer, max_caption_tokens=4, **options)

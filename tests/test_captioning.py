@@ -311,3 +311,16 @@ def test_a_decoder_folder_with_only_pickled_weights_is_refused(tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(PickledWeightsError, match="pytorch_model.bin"):
         tiny_caption_model(decoder=str(folder))
+
+
+def test_decoder_attention_backend_is_applied_and_gives_the_same_loss(batch):
+    """`decoder_attn_implementation` reaches the decoder's attention layers (eager is the faster backend for short
+    prompts on the CPU), computes what sdpa computes, and an unknown backend is refused at construction."""
+    models = {name: tiny_caption_model(seed=3, decoder_attn_implementation=name) for name in ("eager", "sdpa")}
+    for name, model in models.items():
+        layer = model.decoder.model.model.layers[0].self_attn
+        assert layer.config._attn_implementation == name
+    losses = [model.eval()(**batch).loss for model in models.values()]
+    torch.testing.assert_close(losses[0], losses[1])
+    with pytest.raises(ValueError, match="no_such_backend"):
+        tiny_caption_model(decoder_attn_implementation="no_such_backend")

@@ -71,6 +71,28 @@ def test_the_rows_and_the_loss_mask_match_a_hand_built_example():
         assert not torch.allclose(model(**inputs, labels=unmasked).loss, loss, atol=1e-3)
 
 
+def test_without_the_question_in_the_decoder_rows_hold_only_the_separator_and_the_answer(tmp_path):
+    """`decoder_reads_question=False`: every decoder row is `[start] separator answer [end]` (the question reaches
+    the decoder only through the prefix), generation reads the same prompt, and a reloaded processor keeps it."""
+    processor = tiny_generative_processor(decoder_reads_question=False)
+    ids = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    separator = ids(" answer:")
+    batch = processor(images=scenes_rows(2)[0], text=QUESTIONS, answers=["red", "no"])
+    assert batch["input_ids"].tolist() == [[101, *separator, *ids("red"), 102], [101, *separator, *ids("no"), 102]]
+    assert batch["labels"].tolist() == [
+        [IGNORE_INDEX] * (1 + len(separator)) + [*ids(answer), 102] for answer in ("red", "no")
+    ]
+    assert batch["text_input_ids"].shape[1] > 3  # the text tower still reads the whole question
+    generation = processor(images=scenes_rows(2)[0], text=QUESTIONS)
+    assert generation["input_ids"].tolist() == [[101, *separator]] * 2
+    # negative control: the default processor puts the question's tokens in the rows
+    assert len(tiny_generative_processor()(images=scenes_rows(2)[0], text=QUESTIONS)["input_ids"][0]) > 1 + len(
+        separator
+    )
+    processor.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).decoder_reads_question is False
+
+
 def test_training_skips_the_output_layer_on_the_prompt_and_keeps_the_loss():
     """In training with labels, logits cover only the positions from the first that predicts an answer token; the
     loss is the one computed over every position."""

@@ -299,6 +299,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         text: str | PreTrainedConfig,
         decoder: str | PreTrainedConfig = "smollm2",
         decoder_model_args: dict[str, Any] | None = None,
+        decoder_attn_implementation: str | None = None,
         caption_token_ids: dict[str, int] | None = None,
         labels: Sequence[str] | None = None,
         **kwargs: Any,
@@ -312,6 +313,8 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             decoder: a Hub id or folder loaded with `AutoModelForCausalLM`, the offline alias `smollm2`, or a config
                 for a random decoder.
             decoder_model_args: overrides of the decoder's config fields, e.g. `{"num_hidden_layers": 12}`.
+            decoder_attn_implementation: the decoder's attention backend (`"eager"`, `"sdpa"`, ...; transformers'
+                `attn_implementation`); default: transformers' choice.
             caption_token_ids: `{"bos": ..., "eos": ..., "pad": ...}`, the caption start, end and padding ids in the
                 decoder's vocabulary (`MMFTCaptionProcessor.caption_token_ids()`); default: the decoder config's.
         """
@@ -320,6 +323,8 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             vision, text, decoder_config=loaded.model.config, decoder_pretrained_from=source, **kwargs
         )
         model.decoder = loaded  # the pretrained decoder replaces the random one __init__ built from its config
+        if decoder_attn_implementation is not None:  # after __init__, which resolves the (shared) config's backend
+            loaded.model.set_attn_implementation(decoder_attn_implementation)  # an unknown one: transformers says so
         model.caption_prefix.match_scale(loaded.model.get_input_embeddings().weight)
         ids = caption_token_ids or {
             "bos": loaded.model.config.bos_token_id,

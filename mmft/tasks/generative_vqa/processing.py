@@ -3,7 +3,8 @@
 It extends the captioning processor (`MMFTCaptionProcessor`: the decoder's tokenizer at the folder's top level, the
 text tower's in `text_tokenizer/`) with a prompt per row instead of one fixed prompt. The question goes twice into the
 model: the text tower reads it (`text_input_ids`, fused with the image by the bridge into the decoder's prefix), and
-the decoder reads it as its prompt, after the prefix. One decoder row is
+the decoder reads it as its prompt, after the prefix (unless `decoder_reads_question=False`: then only the prefix
+carries it, and the decoder's rows are a third as long). One decoder row is
 
     [start] [pad ...] question tokens [separator tokens] answer tokens [end] [pad ...]
 
@@ -49,12 +50,14 @@ class MMFTPromptProcessor(MMFTCaptionProcessor):
         max_caption_tokens: int = 8,
         max_question_tokens: int = 32,
         separator: str = DEFAULT_SEPARATOR,
+        decoder_reads_question: bool = True,
         **kwargs: Any,
     ) -> None:
         if max_question_tokens < 1:
             raise ValueError(f"max_question_tokens must be >= 1, got {max_question_tokens}")
         self.max_question_tokens = max_question_tokens
         self.separator = separator
+        self.decoder_reads_question = decoder_reads_question
         super().__init__(image_processor, tokenizer, text_tokenizer, prompt, max_caption_tokens, **kwargs)
 
     def question_features(self, questions: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -70,8 +73,13 @@ class MMFTPromptProcessor(MMFTCaptionProcessor):
         return {"text_input_ids": encoded["input_ids"], "text_attention_mask": encoded["attention_mask"]}
 
     def _prompts(self, questions: Sequence[str]) -> list[list[int]]:
-        """Each question's decoder tokens (at most `max_question_tokens`) followed by the separator's."""
-        bodies = self.tokenizer(list(check_texts(questions, "question")), add_special_tokens=False)["input_ids"]
+        """Each question's decoder tokens (at most `max_question_tokens`; none without `decoder_reads_question`)
+        followed by the separator's."""
+        questions = list(check_texts(questions, "question"))
+        if self.decoder_reads_question:
+            bodies = self.tokenizer(questions, add_special_tokens=False)["input_ids"]
+        else:  # the question reaches the decoder only through the bridge's prefix
+            bodies = [[] for _ in questions]
         separator = self.tokenizer(self.separator, add_special_tokens=False)["input_ids"] if self.separator else []
         return [[*body[: self.max_question_tokens], *separator] for body in bodies]
 

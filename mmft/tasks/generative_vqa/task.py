@@ -56,6 +56,13 @@ class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArgum
     answer_separator: str = field(
         default=DEFAULT_SEPARATOR, metadata={"help": "the text the decoder reads between question and answer"}
     )
+    decoder_reads_question: bool = field(
+        default=True,
+        metadata={
+            "help": "the decoder reads the question as its prompt after the image prefix; false: only the bridge's "
+            "prefix carries it (shorter decoder rows, so faster; the answer must come through the image prefix)"
+        },
+    )
     max_new_tokens: int = field(default=8, metadata={"help": "evaluation: most tokens generated per answer"})
     conversations_column: str | None = field(
         default=None,
@@ -82,6 +89,7 @@ class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArgum
             "max_caption_tokens": self.max_answer_tokens,
             "max_question_tokens": self.max_question_tokens,
             "separator": self.answer_separator,
+            "decoder_reads_question": self.decoder_reads_question,
         }
 
 
