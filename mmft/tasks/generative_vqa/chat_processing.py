@@ -50,11 +50,6 @@ class MMFTChatProcessor(MMFTPromptProcessor):
     ) -> None:
         if max_conversation_tokens < 2:
             raise ValueError(f"max_conversation_tokens must be >= 2, got {max_conversation_tokens}")
-        if not kwargs.get("decoder_reads_question", True):
-            raise ValueError(
-                "--decoder_reads_question false is for question/answer rows: in a conversation the decoder reads "
-                "every turn (the later questions reach it only that way)"
-            )
         self.max_conversation_tokens = max_conversation_tokens
         super().__init__(
             image_processor,

@@ -60,7 +60,8 @@ class ConversationRows:
             self.args.decoder_model,
             model_args.image_size,
             model_args.timm_args(),
-            **self.args.processor_kwargs(),
+            # a conversation's decoder reads every turn: its later questions reach it no other way
+            **{k: v for k, v in self.args.processor_kwargs().items() if k != "decoder_reads_question"},
             max_conversation_tokens=self.args.max_conversation_tokens,
         )
         processor.use_chat_template(chat_template_flag(self.args.chat_template))

@@ -59,8 +59,9 @@ class GenerativeVQAArguments(VQADataArguments, DecoderArguments, GenerationArgum
     decoder_reads_question: bool = field(
         default=True,
         metadata={
-            "help": "the decoder reads the question as its prompt after the image prefix; false: only the bridge's "
-            "prefix carries it (shorter decoder rows, so faster; the answer must come through the image prefix)"
+            "help": "question/answer rows: the decoder reads the question as its prompt after the image prefix; "
+            "false: only the bridge's prefix carries it (shorter decoder rows, so faster). Conversations: the "
+            "decoder always reads every turn"
         },
     )
     max_new_tokens: int = field(default=8, metadata={"help": "evaluation: most tokens generated per answer"})
