@@ -4,7 +4,7 @@ It extends the captioning processor (`MMFTCaptionProcessor`: the decoder's token
 text tower's in `text_tokenizer/`) with a prompt per row instead of one fixed prompt. The question goes twice into the
 model: the text tower reads it (`text_input_ids`, fused with the image by the bridge into the decoder's prefix), and
 the decoder reads it as its prompt, after the prefix (unless `decoder_reads_question=False`: then only the prefix
-carries it, and the decoder's rows are a third as long). One decoder row is
+carries it, and the decoder's rows are shorter). One decoder row is
 
     [start] [pad ...] question tokens [separator tokens] answer tokens [end] [pad ...]
 
