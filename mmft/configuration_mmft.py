@@ -60,6 +60,11 @@ class MMFTConfig(PreTrainedConfig):
             Captioning: learned queries that compress the bridge's states into the decoder's prefix (a small
             cross-attention block); `0` prefixes every bridge image state instead (LLaVA's projector, no compression).
         decoder_pretrained_from (`str`, *optional*): where the decoder's weights came from (`None`: random init).
+        prefix_answer_loss_weight (`float`, defaults to 0.0):
+            Captioning and generative VQA, training only: weight of an auxiliary loss that reads the first answer
+            (caption) token straight off the prefix's last vector through the decoder's output layer. It gives the
+            bridge a direct gradient (otherwise its only signal comes back through every decoder layer); `0` turns
+            it off. Generation never uses it.
 
     Example:
 
@@ -99,6 +104,7 @@ class MMFTConfig(PreTrainedConfig):
     decoder_config: dict | PreTrainedConfig | None = None
     num_query_tokens: int = 8
     decoder_pretrained_from: str | None = None
+    prefix_answer_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
@@ -146,6 +152,8 @@ class MMFTConfig(PreTrainedConfig):
             raise ValueError(
                 f"num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}"
             )
+        if not self.prefix_answer_loss_weight >= 0:
+            raise ValueError(f"prefix_answer_loss_weight must be >= 0 (0: off), got {self.prefix_answer_loss_weight}")
         if self.decoder_config is None:
             return
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

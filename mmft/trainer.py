@@ -28,10 +28,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from transformers import Trainer
 from transformers.trainer_optimizer import is_optimizer_factory
@@ -114,6 +115,10 @@ class MMFTTrainer(Trainer):
     per layer down each tower (None: none); see `mmft.param_groups`.
     `evaluator`: `(trainer, metric_key_prefix) -> metrics` of `eval_dataset`, called by `evaluate()` on every
     process after the loss pass (None: the Trainer's `compute_metrics` alone).
+
+    A model output's scalar `*_loss` fields besides `loss` (retrieval's contrastive and matching losses, a
+    decoder's `prefix_answer_loss`) are logged in training as `loss/<field>`, their mean since the last log over
+    every process, beside the Trainer's `loss`.
     """
 
     def __init__(
@@ -130,6 +135,24 @@ class MMFTTrainer(Trainer):
         self.fingerprint = fingerprint
         self.tower_learning_rate, self.layer_decay = tower_learning_rate, layer_decay
         self.evaluator = evaluator
+        self._loss_parts: dict[str, list[torch.Tensor]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and isinstance(outputs, Mapping):
+            for key, value in outputs.items():  # a model's own loss parts; the fields are fixed by its config
+                if key != "loss" and key.endswith("_loss") and torch.is_tensor(value) and value.dim() == 0:
+                    self._loss_parts.setdefault(key, []).append(value.detach().float())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._loss_parts:  # a training log; every process calls it and holds the same names
+            names = sorted(self._loss_parts)
+            local = torch.stack([torch.stack(self._loss_parts[name]).mean() for name in names])
+            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist()
+            logs.update({f"loss/{name}": mean for name, mean in zip(names, means)})
+            self._loss_parts = {}
+        super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; with a tower learning rate or layer decay, over `mmft.param_groups` groups.

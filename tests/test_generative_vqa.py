@@ -119,6 +119,46 @@ def test_training_skips_the_output_layer_on_the_prompt_and_keeps_the_loss():
     assert not torch.allclose(shifted, full.loss, atol=1e-3)
 
 
+def test_the_prefix_answer_loss_reads_the_first_answer_token_off_the_prefix_and_reaches_only_the_bridge_side():
+    """With `prefix_answer_loss_weight` the training loss adds that weight times the cross-entropy of the answer's
+    first token read off the prefix's last vector through the decoder's output layer (checked by hand); its gradient
+    reaches the bridge and the prefix but not the decoder's layers. Negative controls: weight 0 gives the decoder's
+    loss alone, and the answer's second token as the target gives another value."""
+    processor = tiny_generative_processor()
+    batch = processor(images=scenes_rows(2)[0], text=QUESTIONS, answers=["red circle", "yes"])
+    model = tiny_generative_model().train()
+    for module in model.modules():  # train mode (the loss is training-only), without dropout's randomness
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    weight = 0.5
+    model.config.prefix_answer_loss_weight = weight
+    outputs = model(**batch)
+    prefix, _ = model.image_prefix(batch["pixel_values"], batch["text_input_ids"], batch["text_attention_mask"])
+    logits = model.get_output_embeddings()(prefix[:, -1])
+    answer_ids = [processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ["red circle", "yes"]]
+    by_hand = F.cross_entropy(logits, torch.tensor([ids[0] for ids in answer_ids]))
+    torch.testing.assert_close(outputs.prefix_answer_loss, by_hand)
+    model.config.prefix_answer_loss_weight = 0.0
+    plain = model(**batch)
+    assert plain.prefix_answer_loss is None
+    torch.testing.assert_close(outputs.loss, plain.loss + weight * by_hand)
+    second = F.cross_entropy(logits[:1], torch.tensor([answer_ids[0][1]]))  # negative control: another target
+    assert not torch.allclose(second, F.cross_entropy(logits[:1], torch.tensor([answer_ids[0][0]])), atol=1e-3)
+
+    model.zero_grad()
+    outputs.prefix_answer_loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("caption_prefix."))
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if ".bridge." in n or "bridge" in n)
+    layers = [g for n, g in grads.items() if n.startswith("decoder.") and ".layers." in n]
+    assert layers and all(g is None or g.abs().sum() == 0 for g in layers)
+
+
+def test_prefix_answer_loss_weight_must_not_be_negative():
+    with pytest.raises(ValueError, match="prefix_answer_loss_weight must be >= 0"):
+        tiny_generative_model().config.__class__(prefix_answer_loss_weight=-1.0)
+
+
 def _generate(model, processor, images, **kwargs) -> list[str]:
     inputs = processor(images=images, text=QUESTIONS)
     with torch.no_grad():
@@ -196,16 +236,22 @@ def test_recipe_end_to_end_then_mmft_predict(tmp_path, tiny_text_dir):
         "1",
         "--disable_tqdm",
         "true",
+        "--prefix_answer_loss_weight",
+        "0.5",
         "--output_dir",
         str(output),
     ]
     from mmft.training import main as train
 
     threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+    logged = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(logged):
         patch.setenv("MMFT_CPU_THREADS", "1")
         assert train("generative_vqa", argv, str(PRESET)) in (0, None)
     torch.set_num_threads(threads)
+    # the auxiliary loss is in the saved config and logged beside the loss at each of the 3 steps
+    assert json.loads((output / "config.json").read_text())["prefix_answer_loss_weight"] == 0.5
+    assert logged.getvalue().count("'loss/prefix_answer_loss'") == 3, logged.getvalue()[-2000:]
     results = json.loads((output / "test_results.json").read_text())
     for key in ("test_accuracy", "test_exact_match"):
         assert 0.0 <= results[key] <= 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
 FEATURES = Features(
@@ -22,7 +24,16 @@ def question_type(answer: str) -> str:
     return "color" if answer in _COLOURS else "shape"
 
 
-def _rows(split: str):
+def package_dir() -> str:
+    """Where the installed easy-vqa package lives. Loaders pass it to `Dataset.from_generator` as an (unused)
+    argument: the cached table holds the images' paths, so an install elsewhere (another venv) must not reuse it."""
+    import easy_vqa
+
+    return str(Path(easy_vqa.__file__).resolve().parent)
+
+
+def _rows(split: str, package_dir: str):
+    """One row per question; `package_dir` only keys the cache (`package_dir()`)."""
     import easy_vqa
 
     questions = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
@@ -39,9 +50,12 @@ def load_easy_vqa() -> DatasetDict:
     except ImportError as error:
         raise ImportError("the easy_vqa dataset needs the package: pip install easy-vqa") from error
     # from_generator caches the Arrow table under the datasets cache, keyed by the generator and its arguments.
+    location = package_dir()
     return DatasetDict(
         {
-            split: Dataset.from_generator(_rows, gen_kwargs={"split": split}, features=FEATURES)
+            split: Dataset.from_generator(
+                _rows, gen_kwargs={"split": split, "package_dir": location}, features=FEATURES
+            )
             for split in ("train", "test")
         }
     )

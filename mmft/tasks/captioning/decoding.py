@@ -41,6 +41,15 @@ class DecoderArguments:
         },
     )
 
+    prefix_answer_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "training: weight of an auxiliary loss that asks the prefix's last vector, read through the "
+            "decoder's output layer, for the first answer (caption) token; it gives the bridge a direct gradient "
+            "(0: off). Generation does not use it"
+        },
+    )
+
     def decoder_args(self) -> dict[str, Any] | None:
         from ...flags import json_flag
 
@@ -74,6 +83,7 @@ class DecoderTask:
             "decoder_model_args": self.args.decoder_args(),
             "decoder_attn_implementation": self.args.decoder_attn_implementation,
             "num_query_tokens": self.args.num_query_tokens,
+            "prefix_answer_loss_weight": self.args.prefix_answer_loss_weight,
         }
 
     def bind(self, model, processor) -> None:

@@ -36,7 +36,10 @@ from .pipeline import ImageToTextPipeline
 @dataclass
 class MMFTCaptionOutput(ModelOutput):
     """
-    loss: mean cross-entropy of the next caption token, over caption tokens whose label is not -100.
+    loss: mean cross-entropy of the next caption token, over caption tokens whose label is not -100; in training
+        with `config.prefix_answer_loss_weight` > 0, plus that weight times `prefix_answer_loss`.
+    prefix_answer_loss: in training with that weight, the cross-entropy of each row's first labelled token read off
+        the prefix's last vector through the decoder's output layer (`MMFTForConditionalGeneration.prefix_answer_loss`).
     logits (`(B, T, V)`): next-token logits at the caption positions of this call (not the prefix); in training with
         labels only the last ones, from the first position that predicts a labelled token (`logit_positions`).
     cache: the decoder's KV cache (prefix included), for the next generation step.
@@ -47,6 +50,7 @@ class MMFTCaptionOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    prefix_answer_loss: torch.Tensor | None = None
     cache: Any = None
     hidden_states: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
     attentions: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None
@@ -233,7 +237,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=inputs_embeds.device)
         past = 0 if cache is None else cache.get_seq_length()
-        fused = None
+        fused = prefix = None
         if past == 0:  # the decoder starts here: put the image prefix in
             if pixel_values is None:
                 raise ValueError("the first decoder step needs pixel_values (the image to caption)")
@@ -268,17 +272,40 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
                 labels[:, length - keep + 1 :].flatten(),
                 ignore_index=IGNORE_INDEX,
             )
+        prefix_answer_loss = None
+        if labels is not None and prefix is not None and self.training and self.config.prefix_answer_loss_weight:
+            prefix_answer_loss = self.prefix_answer_loss(prefix, labels)
+            loss = loss + self.config.prefix_answer_loss_weight * prefix_answer_loss
         # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
         kept = ("hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
         bridge = {k: fused.get(k) for k in kept} if fused is not None and any(flags) else {}
         return MMFTCaptionOutput(
             loss=loss,
             logits=logits,
+            prefix_answer_loss=prefix_answer_loss,
             cache=getattr(outputs, "cache", None) if use_cache else None,
             decoder_hidden_states=outputs.hidden_states,
             decoder_attentions=outputs.attentions,
             **bridge,
         )
+
+    def prefix_answer_loss(self, prefix: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each row's first labelled token (the answer's first word piece) as the decoder's output
+        layer reads it off the prefix's last vector, (B, Dd) -> (B, V), skipping the decoder's layers.
+
+        Why: the bridge otherwise learns only through every decoder layer, and on a task where the answer needs
+        the image and the question compared (easy-VQA's yes/no questions) that signal was too weak to leave a
+        plateau reliably (docs/generative_vqa.md). With tied embeddings (SmolLM2) the loss pulls the prefix's last
+        vector towards the answer token's own embedding, which the decoder then reads like a word. Rows without
+        labels are skipped; 0 when no row has one.
+        """
+        labelled = labels != IGNORE_INDEX  # (B, T)
+        if not labelled.any():
+            return prefix.sum() * 0.0
+        first = labels.gather(1, labelled.int().argmax(dim=1, keepdim=True)).squeeze(1)  # (B,)
+        first = torch.where(labelled.any(dim=1), first, torch.full_like(first, IGNORE_INDEX))
+        logits = self.get_output_embeddings()(prefix[:, -1])  # (B, V)
+        return F.cross_entropy(logits.float(), first, ignore_index=IGNORE_INDEX)
 
     def logit_positions(self, labels: torch.Tensor | None, length: int) -> int:
         """How many of the call's last positions get logits: all `length`, except in training with `labels`, where

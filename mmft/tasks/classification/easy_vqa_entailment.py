@@ -15,7 +15,7 @@ import re
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
-from ...data.easy_vqa import _COLOURS
+from ...data.easy_vqa import _COLOURS, package_dir
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLOURS = tuple(sorted(_COLOURS))
@@ -58,7 +58,7 @@ def statement(question: str, answer: str, rng: np.random.Generator) -> tuple[str
     raise ValueError(f"easy-VQA question {question!r} matches no statement template")
 
 
-def _rows(split: str, seed: int = 0):
+def _rows(split: str, seed: int = 0, package_dir: str = ""):
     import easy_vqa
 
     train = split == "train"
@@ -86,9 +86,12 @@ def load_easy_vqa_entailment(seed: int = 0) -> DatasetDict:
         import easy_vqa  # noqa: F401
     except ImportError as error:
         raise ImportError("the easy_vqa_entailment dataset needs the package: pip install easy-vqa") from error
+    location = package_dir()  # keys the cache: its table holds the images' paths
     return DatasetDict(
         {
-            split: Dataset.from_generator(_rows, gen_kwargs={"split": split, "seed": seed}, features=FEATURES)
+            split: Dataset.from_generator(
+                _rows, gen_kwargs={"split": split, "seed": seed, "package_dir": location}, features=FEATURES
+            )
             for split in ("train", "test")
         }
     )
