@@ -154,9 +154,14 @@ def test_the_prefix_answer_loss_reads_the_first_answer_token_off_the_prefix_and_
     assert layers and all(g is None or g.abs().sum() == 0 for g in layers)
 
 
-def test_prefix_answer_loss_weight_must_not_be_negative():
+def test_prefix_answer_loss_weight_must_not_be_negative(capsys):
+    """Refused by the config, and by the recipe while parsing its flags: one line on stderr, exit status 2."""
     with pytest.raises(ValueError, match="prefix_answer_loss_weight must be >= 0"):
         tiny_generative_model().config.__class__(prefix_answer_loss_weight=-1.0)
+    from mmft.training import main as train
+
+    assert train("generative_vqa", ["--prefix_answer_loss_weight", "-1"], str(PRESET)) == 2
+    assert capsys.readouterr().err.strip() == "mmft: --prefix_answer_loss_weight must be >= 0 (0: off), got -1.0"
 
 
 def _generate(model, processor, images, **kwargs) -> list[str]:

@@ -50,6 +50,18 @@ class DecoderArguments:
         },
     )
 
+    def __post_init__(self) -> None:
+        """Refuse values the model config would refuse, while parsing (one line, before anything loads)."""
+        if self.num_query_tokens < 0:
+            raise ValueError(
+                f"--num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}"
+            )
+        if not self.prefix_answer_loss_weight >= 0:
+            raise ValueError(f"--prefix_answer_loss_weight must be >= 0 (0: off), got {self.prefix_answer_loss_weight}")
+        parent = getattr(super(), "__post_init__", None)  # the flags this one is mixed with may check theirs too
+        if parent is not None:
+            parent()
+
     def decoder_args(self) -> dict[str, Any] | None:
         from ...flags import json_flag
 
