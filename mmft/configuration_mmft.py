@@ -10,6 +10,15 @@ from .bridge import BRIDGES
 from .rerank import RERANK_SCORES
 
 
+def check_prefix_fields(num_query_tokens: int, prefix_answer_loss_weight: float, flag: str = "") -> None:
+    """The decoder prefix's numbers, checked by `MMFTConfig` and, with `flag="--"`, by the recipes' flags while
+    parsing (so the message names what the user wrote)."""
+    if num_query_tokens < 0:
+        raise ValueError(f"{flag}num_query_tokens must be >= 0 (0: prefix every image state), got {num_query_tokens}")
+    if not prefix_answer_loss_weight >= 0:
+        raise ValueError(f"{flag}prefix_answer_loss_weight must be >= 0 (0: off), got {prefix_answer_loss_weight}")
+
+
 @strict
 class MMFTConfig(PreTrainedConfig):
     r"""
@@ -148,12 +157,7 @@ class MMFTConfig(PreTrainedConfig):
 
     def check_decoder_fields(self) -> None:
         """A caption decoder must be a causal language model; the prefix needs a non-negative query count."""
-        if self.num_query_tokens < 0:
-            raise ValueError(
-                f"num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}"
-            )
-        if not self.prefix_answer_loss_weight >= 0:
-            raise ValueError(f"prefix_answer_loss_weight must be >= 0 (0: off), got {self.prefix_answer_loss_weight}")
+        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight)
         if self.decoder_config is None:
             return
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -147,12 +147,19 @@ class MMFTTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._loss_parts:  # a training log; every process calls it and holds the same names
-            names = sorted(self._loss_parts)
-            local = torch.stack([torch.stack(self._loss_parts[name]).mean() for name in names])
-            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist()
-            logs.update({f"loss/{name}": mean for name, mean in zip(names, means)})
+            local = {name: torch.stack(values).mean() for name, values in self._loss_parts.items()}
+            logs.update({f"loss/{name}": mean for name, mean in self.mean_over_processes(local).items()})
             self._loss_parts = {}
         super().log(logs, *args, **kwargs)
+
+    def mean_over_processes(self, local_means: dict[str, Any]) -> dict[str, float]:
+        """Each name's mean over every process, from this process's means (floats or 0-d tensors). Every process
+        must call it, with the same names."""
+        names = sorted(local_means)
+        if not names:
+            return {}
+        local = torch.tensor([float(local_means[name]) for name in names], device=self.args.device)
+        return dict(zip(names, self.accelerator.reduce(local, reduction="mean").tolist()))
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; with a tower learning rate or layer decay, over `mmft.param_groups` groups.

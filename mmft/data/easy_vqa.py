@@ -32,8 +32,8 @@ def package_dir() -> str:
     return str(Path(easy_vqa.__file__).resolve().parent)
 
 
-def _rows(split: str, package_dir: str):
-    """One row per question; `package_dir` only keys the cache (`package_dir()`)."""
+def _rows(split: str, installed_at: str):
+    """One row per question; `installed_at` only keys the cache (`package_dir()`)."""
     import easy_vqa
 
     questions = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
@@ -54,7 +54,7 @@ def load_easy_vqa() -> DatasetDict:
     return DatasetDict(
         {
             split: Dataset.from_generator(
-                _rows, gen_kwargs={"split": split, "package_dir": location}, features=FEATURES
+                _rows, gen_kwargs={"split": split, "installed_at": location}, features=FEATURES
             )
             for split in ("train", "test")
         }

@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..atomic import atomic_write_text
@@ -138,11 +137,8 @@ class JointTrainer(MultiTaskTrainer):
         if "loss" in logs:  # a training log: each task's mean loss since the last one
             # Every process drew the same tasks, so each holds the same names; the mean over processes is the loss
             # of the global batch, as the Trainer's `loss` is (every process calls `log` for a training log).
-            names = sorted(self._task_losses)
-            local = torch.tensor([sum(self._task_losses[n]) / len(self._task_losses[n]) for n in names])
-            means = self.accelerator.reduce(local.to(self.args.device), reduction="mean").tolist() if names else []
-            for name, mean in zip(names, means):
-                logs[f"loss/{name}"] = mean
+            local = {name: sum(losses) / len(losses) for name, losses in self._task_losses.items()}
+            logs.update({f"loss/{name}": mean for name, mean in self.mean_over_processes(local).items()})
             self._task_losses = {}
         if self.state.max_steps > 0 and self.state.global_step:
             # The stream has no length, so the Trainer's `epoch` is its count of batches read in this train() call

@@ -52,12 +52,9 @@ class DecoderArguments:
 
     def __post_init__(self) -> None:
         """Refuse values the model config would refuse, while parsing (one line, before anything loads)."""
-        if self.num_query_tokens < 0:
-            raise ValueError(
-                f"--num_query_tokens must be >= 0 (0: prefix every image state), got {self.num_query_tokens}"
-            )
-        if not self.prefix_answer_loss_weight >= 0:
-            raise ValueError(f"--prefix_answer_loss_weight must be >= 0 (0: off), got {self.prefix_answer_loss_weight}")
+        from ...configuration_mmft import check_prefix_fields
+
+        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight, flag="--")
         parent = getattr(super(), "__post_init__", None)  # the flags this one is mixed with may check theirs too
         if parent is not None:
             parent()

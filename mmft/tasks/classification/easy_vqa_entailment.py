@@ -58,7 +58,7 @@ def statement(question: str, answer: str, rng: np.random.Generator) -> tuple[str
     raise ValueError(f"easy-VQA question {question!r} matches no statement template")
 
 
-def _rows(split: str, seed: int = 0, package_dir: str = ""):
+def _rows(split: str, seed: int = 0, installed_at: str = ""):
     import easy_vqa
 
     train = split == "train"
@@ -90,7 +90,7 @@ def load_easy_vqa_entailment(seed: int = 0) -> DatasetDict:
     return DatasetDict(
         {
             split: Dataset.from_generator(
-                _rows, gen_kwargs={"split": split, "seed": seed, "package_dir": location}, features=FEATURES
+                _rows, gen_kwargs={"split": split, "seed": seed, "installed_at": location}, features=FEATURES
             )
             for split in ("train", "test")
         }
