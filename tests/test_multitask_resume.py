@@ -11,6 +11,7 @@ import pytest
 from helpers_launch import ACCELERATE, REPO, final_metrics, kill_when, log_history, weights
 from helpers_multitask_run import make_task_data, write_preset
 
+from mmft.checkpoints import checkpoint_problems
 from mmft.multitask.trainer import STATE_FILE
 from mmft.multitask_training import main
 
@@ -52,7 +53,9 @@ def runs(tmp_path_factory, tiny_text_dir, one_cpu_thread):
     preset = write_preset(root / "tasks.yaml", tiny_text_dir, data, root / "whole", task_sampling="temperature")
     assert main(["--config", str(preset), *SAVE]) == 0
     killed = root / "killed"
-    ready = lambda _log: (killed / "checkpoint-4" / "trainer_state.json").is_file()  # noqa: E731
+    # complete, not merely present: trainer_state.json exists (empty) from the moment the Trainer opens it, and a kill
+    # in that instant left a checkpoint the resume rightly refuses (seen once in CI)
+    ready = lambda _log: not checkpoint_problems(killed / "checkpoint-4")  # noqa: E731
     kill_when(_launch(preset, *SAVE, "--output_dir", str(killed)), root / "killed.log", ready, timeout=300)
     assert not (killed / "model.safetensors").exists()  # it died before the end
     return {"root": root, "preset": preset, "killed": killed}
