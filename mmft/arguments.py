@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
+from .bridge import BRIDGE_ATTN_IMPLEMENTATIONS
 from .data.sources import SourceSpec
 from .flags import json_flag
 from .param_groups import check_learning_rates
@@ -57,6 +58,13 @@ class ModelArguments:
     hidden_size: int = 256
     num_attention_heads: int = 4
     hidden_dropout: float = 0.1
+    bridge_attn_implementation: str = field(
+        default="sdpa",
+        metadata={
+            "help": "the bridge's attention: sdpa (PyTorch's fused kernels; best on a GPU) | eager (explicit "
+            "softmax; a faster backward on the CPU, where the fused kernel has a fixed cost of several ms per call)"
+        },
+    )
     image_size: int | None = field(default=None, metadata={"help": "resize images to this square size"})
     max_text_length: int = field(
         default=64, metadata={"help": "tokens kept of each text (question, statement, caption)"}
@@ -71,6 +79,14 @@ class ModelArguments:
             "question costs tokens x text hidden size x 4 B (64 x 768 x 4 B = 192 KiB for BERT-base)"
         },
     )
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown bridge attention while parsing (one line, before anything loads)."""
+        if self.bridge_attn_implementation not in BRIDGE_ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"--bridge_attn_implementation must be one of {', '.join(BRIDGE_ATTN_IMPLEMENTATIONS)}, "
+                f"got {self.bridge_attn_implementation!r}"
+            )
 
     def timm_args(self) -> dict[str, Any] | None:
         return json_flag("vision_model_args", self.vision_model_args)

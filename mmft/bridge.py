@@ -98,11 +98,16 @@ def stream_block_flops(tokens: int, other_tokens: int | None, width: int, ffn: i
     return flops + 2.0 * tokens * 2 * width * ffn
 
 
-class Attention(nn.Module):
-    """Multi-head attention on `scaled_dot_product_attention`; explicit softmax only when weights are requested."""
+BRIDGE_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # MMFTConfig.bridge_attn_implementation
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
+
+class Attention(nn.Module):
+    """Multi-head attention on `scaled_dot_product_attention` (`implementation="sdpa"`) or an explicit softmax
+    (`"eager"`, and whenever the weights are requested)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, implementation: str = "sdpa") -> None:
         super().__init__()
+        self.implementation = implementation
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.query = nn.Linear(hidden_size, hidden_size)
@@ -132,7 +137,7 @@ class Attention(nn.Module):
         k, v = self.key_value(keys).chunk(2, dim=-1)
         k, v = self._split_heads(k), self._split_heads(v + self.value_bias)  # 2 x (B, H, Nk, d)
         dropout = self.dropout if self.training else 0.0
-        if need_weights:
+        if need_weights or self.implementation == "eager":
             scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, Nq, Nk)
             if key_bias is not None:
                 scores = scores + key_bias
@@ -162,9 +167,12 @@ class StreamBlock(nn.Module):
         super().__init__()
         width, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
         self.self_norm = nn.LayerNorm(width, eps=eps)
-        self.self_attention = Attention(width, heads, config.attention_dropout)
+        implementation = config.bridge_attn_implementation
+        self.self_attention = Attention(width, heads, config.attention_dropout, implementation)
         self.cross_norm = nn.LayerNorm(width, eps=eps) if with_cross_attention else None
-        self.cross_attention = Attention(width, heads, config.attention_dropout) if with_cross_attention else None
+        self.cross_attention = (
+            Attention(width, heads, config.attention_dropout, implementation) if with_cross_attention else None
+        )
         self.ffn_norm = nn.LayerNorm(width, eps=eps)
         self.ffn = FeedForward(width, config.intermediate_size, config.hidden_dropout)
         self.dropout = nn.Dropout(config.hidden_dropout)

@@ -6,17 +6,25 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .bridge import BRIDGES
+from .bridge import BRIDGE_ATTN_IMPLEMENTATIONS, BRIDGES
 from .rerank import RERANK_SCORES
 
 
-def check_prefix_fields(num_query_tokens: int, prefix_answer_loss_weight: float, flag: str = "") -> None:
-    """The decoder prefix's numbers, checked by `MMFTConfig` and, with `flag="--"`, by the recipes' flags while
+def check_prefix_fields(
+    num_query_tokens: int, prefix_answer_loss_weight: float, prefix_answer_query: bool = False, flag: str = ""
+) -> None:
+    """The decoder prefix's fields, checked by `MMFTConfig` and, with `flag="--"`, by the recipes' flags while
     parsing (so the message names what the user wrote)."""
     if num_query_tokens < 0:
         raise ValueError(f"{flag}num_query_tokens must be >= 0 (0: prefix every image state), got {num_query_tokens}")
     if not prefix_answer_loss_weight >= 0:
         raise ValueError(f"{flag}prefix_answer_loss_weight must be >= 0 (0: off), got {prefix_answer_loss_weight}")
+    if prefix_answer_query and not (num_query_tokens > 0 and prefix_answer_loss_weight > 0):
+        raise ValueError(
+            f"{flag}prefix_answer_query adds a learned query for the auxiliary answer loss: it needs "
+            f"{flag}num_query_tokens > 0 and {flag}prefix_answer_loss_weight > 0, got {num_query_tokens} and "
+            f"{prefix_answer_loss_weight}"
+        )
 
 
 @strict
@@ -38,6 +46,11 @@ class MMFTConfig(PreTrainedConfig):
         num_attention_heads (`int`, defaults to 4): heads of every bridge attention; must divide `hidden_size`.
         intermediate_size (`int`, *optional*): bridge feed-forward width; defaults to `4 * hidden_size`.
         hidden_dropout (`float`, defaults to 0.1), attention_dropout (`float`, defaults to 0.0): bridge dropouts.
+        bridge_attn_implementation (`str`, defaults to `"sdpa"`):
+            How the bridge's (and the caption prefix's) attention is computed, one of `BRIDGE_ATTN_IMPLEMENTATIONS`:
+            `"sdpa"` (PyTorch's `scaled_dot_product_attention`, the faster choice on a GPU) or `"eager"` (explicit
+            softmax). On the CPU, eager trains a step faster: PyTorch's CPU flash-attention backward has a fixed
+            cost per call of several milliseconds, more than the whole explicit pass over a few dozen tokens.
         initializer_range (`float`, *optional*):
             Std of the truncated-normal init of the bridge, projection and head weights. `None` (default): each
             layer gets `fan_in ** -0.5`, which keeps activations and gradients at unit scale whatever the widths.
@@ -74,6 +87,11 @@ class MMFTConfig(PreTrainedConfig):
             (caption) token straight off the prefix's last vector through the decoder's output layer. It gives the
             bridge a direct gradient (otherwise its only signal comes back through every decoder layer); `0` turns
             it off. Generation never uses it.
+        prefix_answer_query (`bool`, defaults to `False`):
+            With `prefix_answer_loss_weight` > 0 and `num_query_tokens` > 0: the auxiliary loss reads one more
+            learned query, which no other query attends to and the decoder never reads, instead of the prefix's last
+            vector. The bridge still gets the direct gradient, but the decoder cannot take the auxiliary answer as a
+            shortcut.
 
     Example:
 
@@ -100,6 +118,7 @@ class MMFTConfig(PreTrainedConfig):
     intermediate_size: int | None = None
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.0
+    bridge_attn_implementation: str = "sdpa"
     layer_norm_eps: float = 1e-6
     initializer_range: float | None = None
     image_position_embeddings: bool = True
@@ -114,6 +133,7 @@ class MMFTConfig(PreTrainedConfig):
     num_query_tokens: int = 8
     decoder_pretrained_from: str | None = None
     prefix_answer_loss_weight: float = 0.0
+    prefix_answer_query: bool = False
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
@@ -148,6 +168,11 @@ class MMFTConfig(PreTrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.bridge_attn_implementation not in BRIDGE_ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"unknown bridge_attn_implementation {self.bridge_attn_implementation!r}; "
+                f"known: {', '.join(BRIDGE_ATTN_IMPLEMENTATIONS)}"
+            )
         if self.projection_dim is not None and self.projection_dim <= 0:
             raise ValueError(f"projection_dim must be > 0 (or None for hidden_size), got {self.projection_dim}")
         if self.rerank_score not in RERANK_SCORES:
@@ -157,7 +182,7 @@ class MMFTConfig(PreTrainedConfig):
 
     def check_decoder_fields(self) -> None:
         """A caption decoder must be a causal language model; the prefix needs a non-negative query count."""
-        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight)
+        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight, self.prefix_answer_query)
         if self.decoder_config is None:
             return
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -132,6 +132,7 @@ def tower_and_bridge_kwargs(model_args: ModelArguments) -> dict[str, Any]:
         hidden_size=model_args.hidden_size,
         num_attention_heads=model_args.num_attention_heads,
         hidden_dropout=model_args.hidden_dropout,
+        bridge_attn_implementation=model_args.bridge_attn_implementation,
     )
 
 

@@ -76,19 +76,17 @@ def scenes_rows(count: int, split: str = "test") -> tuple[list, list[list[str]]]
     return images, [row["captions"] for row in rows]
 
 
-def tiny_generative_model(seed: int = 0) -> MMFTForGenerativeVQA:
-    """A tiny generative VQA model: tiny ViT and BERT towers, a 1-layer bridge, the tiny Llama decoder."""
+def tiny_generative_model(seed: int = 0, **overrides) -> MMFTForGenerativeVQA:
+    """A tiny generative VQA model: tiny ViT and BERT towers, a 1-layer bridge, the tiny Llama decoder; `overrides`
+    are further `MMFTConfig` fields."""
     torch.manual_seed(seed)
+    options = dict(num_bridge_layers=1, hidden_size=32, num_attention_heads=2, hidden_dropout=0.0, num_query_tokens=4)
     return MMFTForGenerativeVQA.from_vision_text_pretrained(
         tiny_vision_config("timm_vit"),
         tiny_text_config(),
         decoder=tiny_decoder_config(),
-        num_bridge_layers=1,
-        hidden_size=32,
-        num_attention_heads=2,
-        hidden_dropout=0.0,
-        num_query_tokens=4,
         caption_token_ids={"bos": 101, "eos": 102, "pad": 0},
+        **{**options, **overrides},
     )
 
 

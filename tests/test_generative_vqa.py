@@ -154,14 +154,49 @@ def test_the_prefix_answer_loss_reads_the_first_answer_token_off_the_prefix_and_
     assert layers and all(g is None or g.abs().sum() == 0 for g in layers)
 
 
+def test_the_hidden_answer_query_feeds_the_auxiliary_loss_and_nothing_the_decoder_reads():
+    """With `prefix_answer_query` the auxiliary loss reads one more learned query (the last vector `image_prefix`
+    returns), which the decoder's prefix does not contain or depend on: changing that query's embedding changes the
+    auxiliary loss and leaves the decoder's loss and the generated answers exactly as they were."""
+    processor = tiny_generative_processor()
+    images = scenes_rows(2)[0]
+    batch = processor(images=images, text=QUESTIONS, answers=["red circle", "yes"])
+    model = tiny_generative_model(prefix_answer_loss_weight=0.5, prefix_answer_query=True).train()
+    for module in model.modules():  # train mode (the loss is training-only), without dropout's randomness
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    assert model.caption_prefix.queries.num_embeddings == model.config.num_query_tokens + 1
+    states, _ = model.image_prefix(batch["pixel_values"], batch["text_input_ids"], batch["text_attention_mask"])
+    assert states.shape[1] == model.config.num_query_tokens + 1
+    first = torch.tensor([processor.tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in ("red", "yes")])
+    outputs = model(**batch)
+    by_hand = F.cross_entropy(model.get_output_embeddings()(states[:, -1]), first)
+    torch.testing.assert_close(outputs.prefix_answer_loss, by_hand)
+    decoder_loss = outputs.loss - 0.5 * outputs.prefix_answer_loss
+    prompts = processor(images=images, text=QUESTIONS)
+    with torch.no_grad():
+        answers = model.eval().generate(**prompts, max_new_tokens=3)
+        model.caption_prefix.queries.weight[-1].normal_()  # the hidden query only
+        assert torch.equal(model.generate(**prompts, max_new_tokens=3), answers)
+    changed = model.train()(**batch)
+    assert not torch.allclose(changed.prefix_answer_loss, outputs.prefix_answer_loss)
+    torch.testing.assert_close(changed.loss - 0.5 * changed.prefix_answer_loss, decoder_loss)
+    with pytest.raises(ValueError, match="prefix_answer_query .* needs num_query_tokens > 0"):
+        tiny_generative_model(num_query_tokens=0, prefix_answer_loss_weight=0.5, prefix_answer_query=True)
+
+
 def test_prefix_answer_loss_weight_must_not_be_negative(capsys):
-    """Refused by the config, and by the recipe while parsing its flags: one line on stderr, exit status 2."""
+    """Refused by the config, and by the recipe while parsing its flags: one line on stderr, exit status 2 (also
+    `--prefix_answer_query` without a weight)."""
     with pytest.raises(ValueError, match="prefix_answer_loss_weight must be >= 0"):
         tiny_generative_model().config.__class__(prefix_answer_loss_weight=-1.0)
     from mmft.training import main as train
 
     assert train("generative_vqa", ["--prefix_answer_loss_weight", "-1"], str(PRESET)) == 2
     assert capsys.readouterr().err.strip() == "mmft: --prefix_answer_loss_weight must be >= 0 (0: off), got -1.0"
+    argv = ["--prefix_answer_query", "true", "--prefix_answer_loss_weight", "0"]  # the hidden query, no loss to read it
+    assert train("generative_vqa", argv, str(PRESET)) == 2
+    assert capsys.readouterr().err.strip().startswith("mmft: --prefix_answer_query adds a learned query")
 
 
 def _generate(model, processor, images, **kwargs) -> list[str]:

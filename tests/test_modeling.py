@@ -149,11 +149,43 @@ def test_text_model_args_override_tower_config_fields_and_reject_unknown_ones():
         ({"hidden_dropout": 1.0}, "hidden_dropout must be in [0, 1)"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer"),
         ({"rerank_score": "itm"}, "unknown rerank_score 'itm'; known: match+similarity, match"),
+        ({"bridge_attn_implementation": "flash"}, "unknown bridge_attn_implementation 'flash'; known: sdpa, eager"),
     ],
 )
 def test_invalid_configs_fail_at_construction(overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         MMFTConfig(vision_config=tiny_vision_config("hf_vit"), text_config=tiny_text_config(), **overrides)
+
+
+def test_the_eager_bridge_attention_computes_what_sdpa_does_without_calling_it(batch, monkeypatch, tmp_path):
+    """`bridge_attn_implementation="eager"` (explicit softmax: the faster backward on the CPU) gives sdpa's outputs
+    and gradients, never calls `scaled_dot_product_attention`, and survives a save and reload."""
+    calls = []
+
+    class CountingFunctional:  # the bridge's own `F`: counts its sdpa calls (the towers' are not the bridge's)
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        def scaled_dot_product_attention(self, *args, **kwargs):
+            calls.append(1)
+            return torch.nn.functional.scaled_dot_product_attention(*args, **kwargs)
+
+    monkeypatch.setattr(mmft.bridge, "F", CountingFunctional())
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        model = tiny_model(seed=5, bridge_attn_implementation=implementation)
+        calls.clear()
+        loss = model(**batch).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results[implementation] = (loss.detach(), grads, len(calls))
+    assert results["sdpa"][2] > 0 and results["eager"][2] == 0
+    torch.testing.assert_close(results["eager"][0], results["sdpa"][0], rtol=1e-5, atol=1e-6)
+    assert results["eager"][1].keys() == results["sdpa"][1].keys()
+    for name, grad in results["sdpa"][1].items():
+        torch.testing.assert_close(results["eager"][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    model.save_pretrained(tmp_path)
+    assert mmft.MMFTForVisualQuestionAnswering.from_pretrained(tmp_path).config.bridge_attn_implementation == "eager"
 
 
 def test_missing_towers_and_bad_vocab_are_clear_errors():

@@ -50,11 +50,20 @@ class DecoderArguments:
         },
     )
 
+    prefix_answer_query: bool = field(
+        default=False,
+        metadata={
+            "help": "with --prefix_answer_loss_weight: the auxiliary loss reads one more learned query, which the "
+            "decoder never reads, instead of the prefix's last vector (so the decoder cannot copy the auxiliary "
+            "answer as a shortcut; needs --num_query_tokens > 0)"
+        },
+    )
+
     def __post_init__(self) -> None:
         """Refuse values the model config would refuse, while parsing (one line, before anything loads)."""
         from ...configuration_mmft import check_prefix_fields
 
-        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight, flag="--")
+        check_prefix_fields(self.num_query_tokens, self.prefix_answer_loss_weight, self.prefix_answer_query, flag="--")
         parent = getattr(super(), "__post_init__", None)  # the flags this one is mixed with may check theirs too
         if parent is not None:
             parent()
@@ -93,6 +102,7 @@ class DecoderTask:
             "decoder_attn_implementation": self.args.decoder_attn_implementation,
             "num_query_tokens": self.args.num_query_tokens,
             "prefix_answer_loss_weight": self.args.prefix_answer_loss_weight,
+            "prefix_answer_query": self.args.prefix_answer_query,
         }
 
     def bind(self, model, processor) -> None:

@@ -71,12 +71,16 @@ class CaptionPrefix(nn.Module):
     def __init__(self, config: MMFTConfig, decoder_hidden_size: int) -> None:
         super().__init__()
         width = config.hidden_size
-        self.queries = nn.Embedding(config.num_query_tokens, width) if config.num_query_tokens else None
+        # `prefix_answer_query`: one more learned query, after the decoder's, that only the auxiliary loss reads
+        self.hidden_queries = int(bool(config.prefix_answer_query))
+        queries = config.num_query_tokens + self.hidden_queries
+        self.queries = nn.Embedding(queries, width) if config.num_query_tokens else None
         self.block = StreamBlock(config) if config.num_query_tokens else None
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.projection = nn.Linear(width, decoder_hidden_size)
 
     def forward(self, image_states: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, P + hidden queries, Dd): the decoder's prefix, then the hidden answer query's vector if there is one."""
         if self.queries is None:
             states = image_states  # (B, Nv, D)
         else:
@@ -85,7 +89,10 @@ class CaptionPrefix(nn.Module):
             mask = torch.cat([text_mask.new_ones(batch, image_tokens), text_mask], dim=1)
             ids = torch.arange(self.queries.num_embeddings, device=image_states.device).expand(batch, -1)
             states = self.queries(ids)  # (B, Nq, D)
-            states, _ = self.block.attend_self(states, None)
+            hidden = None  # no query attends to the hidden one (a masked key): the decoder's prefix is blind to it
+            if self.hidden_queries:
+                hidden = _key_padding_bias(ids < self.queries.num_embeddings - self.hidden_queries, states.dtype)
+            states, _ = self.block.attend_self(states, hidden)
             states, _ = self.block.attend_other(states, memory, _key_padding_bias(mask, states.dtype), False)
             states = self.block.feed_forward(states)  # (B, Nq, D)
         return self.projection(self.norm(states))  # (B, P, Dd)
@@ -104,7 +111,7 @@ class CaptionPrefix(nn.Module):
         width, out = self.projection.in_features, self.projection.out_features
         if self.queries is None:
             return 2.0 * image_tokens * width * out
-        queries, memory = self.queries.num_embeddings, image_tokens + text_tokens
+        queries, memory = self.queries.num_embeddings, image_tokens + text_tokens  # the hidden query included
         ffn = self.block.ffn[0].out_features
         block = 2.0 * queries * 4 * width * width + attention_flops(queries, queries, width)  # self-attention
         block += 2.0 * queries * 2 * width * width + 2.0 * memory * 2 * width * width  # cross: q, out; k, v
@@ -201,7 +208,8 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
         flags: tuple[bool, bool] = (False, False),
     ) -> tuple[torch.Tensor, MMFTModelOutput]:
         """The decoder prefix of a batch of images with their prompt, (B, P, Dd), and the bridge's output (with the
-        attentions / hidden states `flags` ask for)."""
+        attentions / hidden states `flags` ask for). With `config.prefix_answer_query` the prefix has one more vector
+        at the end, (B, P + 1, Dd): the hidden answer query's, which `forward` keeps from the decoder."""
         if text_input_ids is None:
             raise ValueError(
                 "the captioning model needs text_input_ids (the prompt the text tower reads); "
@@ -242,6 +250,8 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             if pixel_values is None:
                 raise ValueError("the first decoder step needs pixel_values (the image to caption)")
             prefix, fused = self.image_prefix(pixel_values, text_input_ids, text_attention_mask, flags)  # (B, P, Dd)
+            answer_vector = prefix[:, -1]  # what the auxiliary loss reads: the hidden query's, else the prefix's last
+            prefix = prefix[:, : prefix.shape[1] - self.caption_prefix.hidden_queries]
             # [start] [prefix] [caption]: the start token keeps position 0, where a pretrained LM expects a real
             # token (its attention sink); the prefix's last position then predicts the caption's first token.
             inputs_embeds = torch.cat([inputs_embeds[:, :1], prefix.to(inputs_embeds.dtype), inputs_embeds[:, 1:]], 1)
@@ -274,7 +284,7 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             )
         prefix_answer_loss = None
         if labels is not None and prefix is not None and self.training and self.config.prefix_answer_loss_weight:
-            prefix_answer_loss = self.prefix_answer_loss(prefix, labels)
+            prefix_answer_loss = self.prefix_answer_loss(answer_vector, labels)
             loss = loss + self.config.prefix_answer_loss_weight * prefix_answer_loss
         # Extras only on request: the Trainer gathers every tensor an output holds during evaluation.
         kept = ("hidden_states", "attentions", "cross_attentions", "image_cross_attentions")
@@ -289,22 +299,24 @@ class MMFTForConditionalGeneration(MMFTPreTrainedModel, GenerationMixin):
             **bridge,
         )
 
-    def prefix_answer_loss(self, prefix: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def prefix_answer_loss(self, answer_vector: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of each row's first labelled token (the answer's first word piece) as the decoder's output
-        layer reads it off the prefix's last vector, (B, Dd) -> (B, V), skipping the decoder's layers.
+        layer reads it off `answer_vector` (B, Dd) -> (B, V), skipping the decoder's layers: the prefix's last
+        vector, or with `config.prefix_answer_query` the hidden query's, which the decoder never reads.
 
         Why: the bridge otherwise learns only through every decoder layer, and on a task where the answer needs
         the image and the question compared (easy-VQA's yes/no questions) that signal was too weak to leave a
-        plateau reliably (docs/generative_vqa.md). With tied embeddings (SmolLM2) the loss pulls the prefix's last
-        vector towards the answer token's own embedding, which the decoder then reads like a word. Rows without
-        labels are skipped; 0 when no row has one.
+        plateau reliably (docs/generative_vqa.md). With tied embeddings (SmolLM2) the loss pulls the vector towards
+        the answer token's own embedding; read off the prefix's last vector, the decoder then reads it like a word,
+        which can become a shortcut (it copies the bridge's guess instead of learning to answer), hence the hidden
+        query. Rows without labels are skipped; 0 when no row has one.
         """
         labelled = labels != IGNORE_INDEX  # (B, T)
         if not labelled.any():
-            return prefix.sum() * 0.0
+            return answer_vector.sum() * 0.0
         first = labels.gather(1, labelled.int().argmax(dim=1, keepdim=True)).squeeze(1)  # (B,)
         first = torch.where(labelled.any(dim=1), first, torch.full_like(first, IGNORE_INDEX))
-        logits = self.get_output_embeddings()(prefix[:, -1])  # (B, V)
+        logits = self.get_output_embeddings()(answer_vector)  # (B, V)
         return F.cross_entropy(logits.float(), first, ignore_index=IGNORE_INDEX)
 
     def logit_positions(self, labels: torch.Tensor | None, length: int) -> int:
