@@ -49,8 +49,9 @@ class MMFTConfig(PreTrainedConfig):
         bridge_attn_implementation (`str`, defaults to `"sdpa"`):
             How the bridge's (and the caption prefix's) attention is computed, one of `BRIDGE_ATTN_IMPLEMENTATIONS`:
             `"sdpa"` (PyTorch's `scaled_dot_product_attention`, the faster choice on a GPU) or `"eager"` (explicit
-            softmax). On the CPU, eager trains a step faster: PyTorch's CPU flash-attention backward has a fixed
-            cost per call of several milliseconds, more than the whole explicit pass over a few dozen tokens.
+            softmax). Under bf16 autocast on a CPU, eager runs the bridge 1.6-1.7x faster (PyTorch's CPU
+            flash-attention backward has a large fixed cost per call); in fp32 it is no faster
+            (`benchmarks/bridge_attention.py`).
         initializer_range (`float`, *optional*):
             Std of the truncated-normal init of the bridge, projection and head weights. `None` (default): each
             layer gets `fan_in ** -0.5`, which keeps activations and gradients at unit scale whatever the widths.
