@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from .bridge import BRIDGE_ATTN_IMPLEMENTATIONS
+from .configuration_mmft import check_bridge_attn_implementation
 from .data.sources import SourceSpec
 from .flags import json_flag
 from .param_groups import check_learning_rates
@@ -83,11 +83,7 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         """Refuse an unknown bridge attention while parsing (one line, before anything loads)."""
-        if self.bridge_attn_implementation not in BRIDGE_ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"--bridge_attn_implementation must be one of {', '.join(BRIDGE_ATTN_IMPLEMENTATIONS)}, "
-                f"got {self.bridge_attn_implementation!r}"
-            )
+        check_bridge_attn_implementation(self.bridge_attn_implementation, flag="--")
 
     def timm_args(self) -> dict[str, Any] | None:
         return json_flag("vision_model_args", self.vision_model_args)

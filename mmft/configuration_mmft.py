@@ -27,6 +27,14 @@ def check_prefix_fields(
         )
 
 
+def check_bridge_attn_implementation(value: str, flag: str = "") -> None:
+    """The bridge's attention backend, checked by `MMFTConfig` and, with `flag="--"`, by the recipes' flags."""
+    if value not in BRIDGE_ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown {flag}bridge_attn_implementation {value!r}; known: {', '.join(BRIDGE_ATTN_IMPLEMENTATIONS)}"
+        )
+
+
 @strict
 class MMFTConfig(PreTrainedConfig):
     r"""
@@ -169,11 +177,7 @@ class MMFTConfig(PreTrainedConfig):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.bridge_attn_implementation not in BRIDGE_ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"unknown bridge_attn_implementation {self.bridge_attn_implementation!r}; "
-                f"known: {', '.join(BRIDGE_ATTN_IMPLEMENTATIONS)}"
-            )
+        check_bridge_attn_implementation(self.bridge_attn_implementation)
         if self.projection_dim is not None and self.projection_dim <= 0:
             raise ValueError(f"projection_dim must be > 0 (or None for hidden_size), got {self.projection_dim}")
         if self.rerank_score not in RERANK_SCORES:
